@@ -1,0 +1,1 @@
+//! kith-client (work in progress).

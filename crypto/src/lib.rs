@@ -1,0 +1,1 @@
+//! kith-crypto (work in progress).

@@ -1,0 +1,1 @@
+//! kith-node (work in progress).

@@ -1,0 +1,1 @@
+//! kith-proto (work in progress).

@@ -1,0 +1,1 @@
+//! kith-tests (work in progress).
