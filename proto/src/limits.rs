@@ -1,0 +1,33 @@
+//! The limits of the client API, in one place so that the server enforces and the
+//! documentation states the same numbers.
+
+/// Largest `message` field accepted, in bytes of UTF-8 as sent (an encrypted envelope counts
+/// at its full size).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Largest WebSocket frame (and message) a client may send; larger closes the socket with 1009.
+pub const MAX_WS_FRAME_BYTES: usize = 128 * 1024;
+
+/// Longest username, in bytes.
+pub const USERNAME_MAX_BYTES: usize = 32;
+
+/// Longest server name, in bytes (a DNS name plus a port).
+pub const SERVER_NAME_MAX_BYTES: usize = 253 + 6;
+
+/// Shortest password, in characters.
+pub const PASSWORD_MIN_CHARS: usize = 8;
+
+/// Longest password, in characters.
+pub const PASSWORD_MAX_CHARS: usize = 256;
+
+/// Longest `clientMessageId`, in bytes.
+pub const CLIENT_MESSAGE_ID_MAX_BYTES: usize = 128;
+
+/// History page size when the request names none.
+pub const HISTORY_DEFAULT_LIMIT: u32 = 50;
+
+/// Largest history page.
+pub const HISTORY_MAX_LIMIT: u32 = 100;
+
+/// Most users one WebSocket session may watch with `presence.subscribe`.
+pub const MAX_PRESENCE_SUBSCRIPTIONS: usize = 1000;

@@ -1,0 +1,192 @@
+//! Bodies of the REST endpoints under `/api/v1`.
+//!
+//! Request fields that carry ids are plain strings: the server resolves them (a bare `bob` is
+//! `bob@<this server>`) and answers a malformed one with an error that names the field.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{MessageId, UserId};
+use crate::time::Timestamp;
+
+/// `POST /api/v1/register` and `POST /api/v1/login`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Credentials {
+    /// 1-32 characters of `a-z`, `0-9`, `.`, `_`, `-`.
+    pub username: String,
+    /// 8-256 characters.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The answer to a successful register or login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct AuthResponse {
+    /// The user's id, `name@server`.
+    pub user_id: UserId,
+    /// A bearer token (JWT) for every other endpoint and the WebSocket.
+    pub token: String,
+}
+
+/// `POST /api/v1/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessageRequest {
+    /// Must be the token's user (a bare name means a user of this server).
+    pub sender_id: String,
+    /// Who receives it: `name@server`, or a bare name for a user of this server.
+    pub receiver_id: String,
+    /// The content, up to 64 KiB as sent; the server stores and relays it unchanged.
+    pub message: String,
+    /// Makes a retry safe: the same id from the same sender returns the first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_message_id: Option<String>,
+}
+
+/// The only send status: the message is durably stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SendStatus {
+    /// Stored; receipts follow as the receiver gets and reads it.
+    Sent,
+}
+
+/// The answer to `POST /api/v1/messages`: 201 for a new message, 200 for a repeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SendMessageResponse {
+    /// Always `sent`.
+    pub status: SendStatus,
+    /// The id the node gave the message.
+    pub message_id: MessageId,
+    /// When the node stored it.
+    pub timestamp: Timestamp,
+}
+
+/// How far a message has got. It only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Stored by the sender's home node.
+    Sent,
+    /// A device of the receiver has it.
+    Delivered,
+    /// The receiver has read it.
+    Read,
+}
+
+impl MessageStatus {
+    /// The lowercase name used on the wire and in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sent" => Some(Self::Sent),
+            "delivered" => Some(Self::Delivered),
+            "read" => Some(Self::Read),
+            _ => None,
+        }
+    }
+}
+
+/// One message of a conversation, as history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct MessageView {
+    /// Its id.
+    pub message_id: MessageId,
+    /// Who sent it.
+    pub sender_id: UserId,
+    /// Who it is for.
+    pub receiver_id: UserId,
+    /// The content as sent.
+    pub message: String,
+    /// When the sender's home node stored it.
+    pub timestamp: Timestamp,
+    /// How far it has got.
+    pub status: MessageStatus,
+}
+
+/// Query of `GET /api/v1/messages`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryQuery {
+    /// One side of the conversation (the caller must be one of the two).
+    pub user1: String,
+    /// The other side.
+    pub user2: String,
+    /// Only messages older than this message id (the previous page's `nextBefore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Page size, 1-100 (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// A page of history: the newest messages before the cursor, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub messages: Vec<MessageView>,
+    /// Pass as `before` for the page before this one; null at the start of the conversation.
+    pub next_before: Option<MessageId>,
+}
+
+/// Whether a user has a live session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// At least one live session.
+    Online,
+    /// No live session.
+    Offline,
+}
+
+/// A user's presence: `GET /api/v1/presence/{userId}` and the WebSocket `presence` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceView {
+    /// Whose presence.
+    pub user_id: UserId,
+    /// Online or offline.
+    pub status: PresenceStatus,
+    /// When their last session closed; null if they were never seen or are online now.
+    pub last_seen: Option<Timestamp>,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HealthResponse {
+    /// `ok`.
+    pub status: String,
+}
