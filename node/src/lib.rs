@@ -1,1 +1,4 @@
-//! kith-node (work in progress).
+//! The kith home node: holds its users, their mailboxes, presence and sessions, and wires the
+//! client API to them.
+
+pub mod store;

@@ -1,0 +1,60 @@
+//! The router: one module per resource.
+
+mod accounts;
+mod health;
+mod messages;
+pub(crate) mod openapi;
+mod presence;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+
+use crate::error::ApiError;
+use crate::limits::MAX_BODY_BYTES;
+use crate::state::ApiState;
+
+/// Every route of the client API.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/register", post(accounts::register))
+        .route("/api/v1/login", post(accounts::login))
+        .route("/api/v1/messages", post(messages::send).get(messages::history))
+        .route("/api/v1/presence/{user_id}", get(presence::presence))
+        .route("/api/v1/ws", get(crate::ws::upgrade))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NoRoute("no such endpoint; see /api/v1/openapi.json".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// The client's IP address, for per-address rate limits. Served without connection info (as
+/// in handler tests) every client counts as `0.0.0.0`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientAddr(pub(crate) IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
+        Ok(Self(addr))
+    }
+}

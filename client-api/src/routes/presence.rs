@@ -1,0 +1,32 @@
+//! Presence over REST.
+
+use axum::extract::{Path, State};
+use kith_proto::{ErrorBody, PresenceView};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::state::ApiState;
+use crate::validate;
+
+/// `GET /api/v1/presence/{userId}`: whether a user is online, and when they were last seen.
+#[utoipa::path(
+    get,
+    path = "/api/v1/presence/{userId}",
+    tag = "presence",
+    params(("userId" = String, Path, description = "name@server, or a bare name for a user of this server")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The user's presence", body = PresenceView),
+        (status = 400, description = "Malformed user id", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+pub(crate) async fn presence(
+    State(state): State<ApiState>,
+    AuthUser(_caller): AuthUser,
+    Path(user_id): Path<String>,
+) -> Result<axum::Json<PresenceView>, ApiError> {
+    let user = validate::user_field("userId", &user_id, state.service.server_name())?;
+    Ok(axum::Json(state.service.presence(&user).await?))
+}

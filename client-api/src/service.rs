@@ -1,0 +1,212 @@
+//! What the API needs from the node behind it.
+//!
+//! The HTTP and WebSocket edge parses, authenticates and validates; everything that touches
+//! state goes through [`ChatService`], which the node implements. The API crate therefore knows
+//! nothing of stores, caches or federation, and the node nothing of HTTP.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use kith_proto::{
+    ClientMessageId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerFrame, ServerName, Timestamp,
+    UserId, Username, rest::HistoryPage,
+};
+use tokio::sync::mpsc;
+
+/// Why the node refused or failed a request. Mapped to HTTP statuses and WS error frames once,
+/// in [`crate::error`].
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A field breaks a documented rule; the message names it.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The username is taken.
+    #[error("username {0} is taken")]
+    UsernameTaken(Username),
+    /// Wrong username or password (the same answer for both, so accounts cannot be probed).
+    #[error("wrong username or password")]
+    InvalidCredentials,
+    /// The user does not exist on its home server.
+    #[error("user {0} does not exist")]
+    UnknownUser(UserId),
+    /// The caller has no conversation with that user (or the user does not exist).
+    #[error("no conversation between {0} and {1}")]
+    UnknownConversation(UserId, UserId),
+    /// The message does not exist or is not the caller's to acknowledge.
+    #[error("message {0} not found")]
+    UnknownMessage(MessageId),
+    /// The receiver's home server is not one this node can reach.
+    #[error("server {0} is not reachable from this node")]
+    UnknownServer(ServerName),
+    /// The request speaks for someone other than the caller.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The node cannot serve it now (store down, shutting down, overloaded).
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; details go to the log, not to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// A password as the client sent it: 8 to 256 characters. Never printed.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    /// Checks the documented length rule.
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidRequest`] naming the rule.
+    pub fn parse(s: String) -> Result<Self, ServiceError> {
+        use kith_proto::limits::{PASSWORD_MAX_CHARS, PASSWORD_MIN_CHARS};
+        let chars = s.chars().count();
+        if (PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&chars) {
+            Ok(Self(s))
+        } else {
+            Err(ServiceError::InvalidRequest(format!(
+                "password must be {PASSWORD_MIN_CHARS} to {PASSWORD_MAX_CHARS} characters (got {chars})"
+            )))
+        }
+    }
+
+    /// The password, for hashing or verifying.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
+}
+
+/// A message the caller asks to send, already checked against the API's rules.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// Who receives it.
+    pub receiver: UserId,
+    /// The content, at most [`kith_proto::limits::MAX_MESSAGE_BYTES`].
+    pub content: String,
+    /// The sender's idempotency key.
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+/// The answer to a send, once the message is durably stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendOutcome {
+    /// The message's id.
+    pub message_id: MessageId,
+    /// When it was stored.
+    pub timestamp: Timestamp,
+    /// Whether this repeated an earlier `clientMessageId` (nothing new was stored).
+    pub duplicate: bool,
+}
+
+/// Resolves when an accepted operation has been committed (or failed).
+pub type Completion<T> = Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send>>;
+
+/// Something pushed to a live session.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    /// A message for the session's user.
+    Message(IncomingMessage),
+    /// Any other frame: receipts, presence.
+    Frame(ServerFrame),
+}
+
+/// Identifies one live session (one WebSocket) on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Keeps a session registered; dropping it ends the session (and, for the user's last one,
+/// sets them offline).
+pub trait SessionLease: Send + Sync + fmt::Debug {}
+
+/// A live session: what the node pushes to it, and the lease that keeps it registered.
+#[derive(Debug)]
+pub struct Session {
+    /// This session's id.
+    pub id: SessionId,
+    /// Pushes from the node. `None` means the node ended the session (it fell too far behind,
+    /// or the node is stopping); the client should reconnect and will be sent what is pending.
+    pub events: mpsc::Receiver<SessionEvent>,
+    /// Dropped when the connection ends.
+    pub lease: Box<dyn SessionLease>,
+}
+
+/// The node, as the API sees it.
+#[async_trait]
+pub trait ChatService: Send + Sync + 'static {
+    /// The server name this node is home to.
+    fn server_name(&self) -> &ServerName;
+
+    /// Creates an account.
+    ///
+    /// # Errors
+    /// [`ServiceError::UsernameTaken`].
+    async fn register(&self, username: Username, password: Password) -> Result<UserId, ServiceError>;
+
+    /// Checks a password.
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidCredentials`] for an unknown user or a wrong password alike.
+    async fn login(&self, username: Username, password: Password) -> Result<UserId, ServiceError>;
+
+    /// Accepts a message for delivery. Awaiting this orders it after the caller's earlier
+    /// sends; the returned [`Completion`] resolves once it is durably stored.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownUser`] for a receiver that does not exist,
+    /// [`ServiceError::UnknownServer`] for one on a server this node cannot reach.
+    async fn send(&self, sender: &UserId, message: OutgoingMessage) -> Result<Completion<SendOutcome>, ServiceError>;
+
+    /// A page of `caller`'s conversation with `peer`: the newest `limit` messages before
+    /// `before`, oldest first.
+    async fn history(
+        &self,
+        caller: &UserId,
+        peer: &UserId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<HistoryPage, ServiceError>;
+
+    /// A user's presence.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownUser`] when the user does not exist.
+    async fn presence(&self, user: &UserId) -> Result<PresenceView, ServiceError>;
+
+    /// Registers a live session for `user`: from now on, messages for them are pushed to it.
+    async fn open_session(&self, user: &UserId) -> Result<Session, ServiceError>;
+
+    /// `user`'s messages not yet acked with a position after `after`, oldest first, for
+    /// redelivery when a session opens. Positions are opaque and only increase.
+    async fn pending(&self, user: &UserId, after: i64, limit: u32) -> Result<Vec<(i64, IncomingMessage)>, ServiceError>;
+
+    /// Records that `user` (the receiver) has the message (`Delivered`) or has read it (`Read`);
+    /// the sender is told when the status moves forward.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownMessage`] (from the completion) when the message is not addressed
+    /// to `user`.
+    async fn receipt(
+        &self,
+        user: &UserId,
+        message_id: MessageId,
+        status: MessageStatus,
+    ) -> Result<Completion<()>, ServiceError>;
+
+    /// Makes `session` receive presence changes of `users`; returns their current presence.
+    async fn subscribe_presence(
+        &self,
+        session: SessionId,
+        users: Vec<UserId>,
+    ) -> Result<Vec<PresenceView>, ServiceError>;
+
+    /// Whether the node can serve requests (its store answers).
+    async fn ready(&self) -> Result<(), ServiceError>;
+}

@@ -1,0 +1,328 @@
+//! One WebSocket connection: replays what is pending, then relays pushes from the node and
+//! frames from the client until either side ends it.
+//!
+//! The loop owns its socket; nothing else writes to it. A send's `sent` answer is awaited off
+//! the loop (in [`Connection::in_flight`]) so a client may pipeline sends, but sends enter the
+//! node in the order the client sent them. A client that stops answering pings, or does not
+//! read what it is sent, is disconnected; its messages stay pending and come again on its next
+//! connect.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use kith_proto::limits::MAX_PRESENCE_SUBSCRIPTIONS;
+use kith_proto::{ClientFrame, MessageId, MessageStatus, ServerFrame, UserId};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::debug;
+
+use crate::error::ApiError;
+use crate::service::{ServiceError, Session, SessionEvent};
+use crate::state::ApiState;
+use crate::validate;
+
+/// Close codes this loop uses (RFC 6455 section 7.4.1, and 4xxx for the application).
+mod close_code {
+    /// The server is shutting down.
+    pub(super) const GOING_AWAY: u16 = 1001;
+    /// A frame was over the size limit.
+    pub(super) const TOO_BIG: u16 = 1009;
+    /// The server failed.
+    pub(super) const INTERNAL: u16 = 1011;
+    /// The client fell too far behind; reconnect to get what is pending.
+    pub(super) const TRY_AGAIN_LATER: u16 = 1013;
+    /// The client stopped answering pings.
+    pub(super) const TIMEOUT: u16 = 4000;
+}
+
+/// How many pending messages one replay query fetches.
+const REPLAY_PAGE: u32 = 256;
+
+/// A frame to send once an in-flight operation completes, if it needs an answer.
+type Answer = Option<ServerFrame>;
+
+/// Why the loop ended.
+#[derive(Debug)]
+enum End {
+    /// The client closed the connection.
+    ClientClosed,
+    /// The server ends it, with this close code and reason.
+    ServerClosed(u16, &'static str),
+    /// The socket failed (reset, protocol error).
+    SocketError(String),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ClientClosed => f.write_str("closed by the client"),
+            Self::ServerClosed(code, reason) => write!(f, "closed by the server ({code} {reason})"),
+            Self::SocketError(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+/// The state of one connection.
+struct Connection {
+    socket: WebSocket,
+    user: UserId,
+    state: ApiState,
+    /// Ids sent during the replay: a push of the same message that raced the replay is skipped.
+    replayed: HashSet<MessageId>,
+    /// Sends and receipts awaiting their commit.
+    in_flight: FuturesUnordered<futures_util::future::BoxFuture<'static, Answer>>,
+    /// When the client last sent anything (pongs included).
+    last_heard: Instant,
+}
+
+/// Serves one authenticated WebSocket until it closes.
+pub(crate) async fn serve(socket: WebSocket, user: UserId, state: ApiState) {
+    let mut conn = Connection {
+        socket,
+        user,
+        state,
+        replayed: HashSet::new(),
+        in_flight: FuturesUnordered::new(),
+        last_heard: Instant::now(),
+    };
+    let end = match conn.state.service.open_session(&conn.user).await {
+        Ok(session) => conn.run(session).await,
+        Err(e) => {
+            let end = End::ServerClosed(close_code::INTERNAL, "could not open a session");
+            conn.close(&end).await;
+            debug!(error = %e, "session not opened");
+            end
+        }
+    };
+    debug!(user = %conn.user, %end, "websocket closed");
+}
+
+impl Connection {
+    async fn run(&mut self, mut session: Session) -> End {
+        let end = match self.replay().await {
+            Ok(()) => self.relay(&mut session).await,
+            Err(end) => end,
+        };
+        self.close(&end).await;
+        // Answers still in flight concern durable operations; the client learns of them from
+        // history or redelivery. Dropping the session now takes the user offline if it was
+        // their last one.
+        drop(session);
+        end
+    }
+
+    /// Sends every message still pending for the user, oldest first.
+    async fn replay(&mut self) -> Result<(), End> {
+        let mut after = 0;
+        loop {
+            let page = self
+                .state
+                .service
+                .pending(&self.user, after, REPLAY_PAGE)
+                .await
+                .map_err(|_| End::ServerClosed(close_code::INTERNAL, "could not load pending messages"))?;
+            let full = page.len() == REPLAY_PAGE as usize;
+            for (position, message) in page {
+                after = position;
+                self.replayed.insert(message.message_id);
+                self.send(ServerFrame::Message(message)).await?;
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Relays pushes and client frames until one side ends the connection.
+    async fn relay(&mut self, session: &mut Session) -> End {
+        let idle_timeout = self.state.ws.idle_timeout;
+        let mut ping = tokio::time::interval(self.state.ws.ping_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let may_read = self.in_flight.len() < self.state.ws.max_in_flight;
+            let step = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Err(End::ServerClosed(close_code::GOING_AWAY, "server shutting down")),
+                event = session.events.recv() => match event {
+                    Some(event) => self.push(event).await,
+                    None => Err(End::ServerClosed(close_code::TRY_AGAIN_LATER, "session ended; reconnect")),
+                },
+                Some(answer) = self.in_flight.next(), if !self.in_flight.is_empty() => match answer {
+                    Some(frame) => self.send(frame).await,
+                    None => Ok(()),
+                },
+                _ = ping.tick() => {
+                    if self.last_heard.elapsed() > idle_timeout {
+                        Err(End::ServerClosed(close_code::TIMEOUT, "no pong"))
+                    } else {
+                        self.send_raw(Message::Ping(Default::default())).await
+                    }
+                },
+                frame = self.socket.recv(), if may_read => self.receive(frame, session).await,
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Forwards a push from the node.
+    async fn push(&mut self, event: SessionEvent) -> Result<(), End> {
+        match event {
+            SessionEvent::Message(message) => {
+                if self.replayed.remove(&message.message_id) {
+                    return Ok(());
+                }
+                self.send(ServerFrame::Message(message)).await
+            }
+            SessionEvent::Frame(frame) => self.send(frame).await,
+        }
+    }
+
+    /// Handles whatever the client sent.
+    async fn receive(
+        &mut self,
+        frame: Option<Result<Message, axum::Error>>,
+        session: &Session,
+    ) -> Result<(), End> {
+        let message = match frame {
+            None => return Err(End::ClientClosed),
+            Some(Err(e)) => return Err(socket_error(e)),
+            Some(Ok(message)) => message,
+        };
+        self.last_heard = Instant::now();
+        match message {
+            Message::Text(text) => self.on_text(&text, session).await,
+            Message::Binary(_) => {
+                self.send(error_frame(ApiError::InvalidJson("binary frames are not supported; send JSON text".into()), None))
+                    .await
+            }
+            Message::Ping(_) | Message::Pong(_) => Ok(()),
+            Message::Close(_) => Err(End::ClientClosed),
+        }
+    }
+
+    async fn on_text(&mut self, text: &Utf8Bytes, session: &Session) -> Result<(), End> {
+        let frame = match serde_json::from_str::<ClientFrame>(text.as_str()) {
+            Ok(frame) => frame,
+            Err(e) => return self.send(error_frame(ApiError::InvalidJson(format!("malformed frame: {e}")), None)).await,
+        };
+        match frame {
+            ClientFrame::Send { client_message_id, receiver_id, message } => {
+                self.on_send(client_message_id, &receiver_id, message).await
+            }
+            ClientFrame::Ack { message_id } => self.on_receipt(message_id, MessageStatus::Delivered).await,
+            ClientFrame::Read { message_id } => self.on_receipt(message_id, MessageStatus::Read).await,
+            ClientFrame::PresenceSubscribe { user_ids } => self.on_subscribe(user_ids, session).await,
+        }
+    }
+
+    async fn on_send(&mut self, client_message_id: String, receiver: &str, content: String) -> Result<(), End> {
+        let service = self.state.service.clone();
+        let accepted = async {
+            let message = validate::outgoing(receiver, content, Some(&client_message_id), service.server_name())?;
+            self.state.limits.check_message(&self.user)?;
+            Ok::<_, ApiError>(service.send(&self.user, message).await?)
+        }
+        .await;
+        match accepted {
+            Ok(completion) => {
+                self.in_flight.push(
+                    completion
+                        .map(move |outcome| {
+                            Some(match outcome {
+                                Ok(outcome) => ServerFrame::Sent {
+                                    client_message_id,
+                                    message_id: outcome.message_id,
+                                    timestamp: outcome.timestamp,
+                                },
+                                Err(e) => ApiError::from(e).to_frame(Some(client_message_id)),
+                            })
+                        })
+                        .boxed(),
+                );
+                Ok(())
+            }
+            Err(e) => self.send(error_frame(e, Some(client_message_id))).await,
+        }
+    }
+
+    async fn on_receipt(&mut self, message_id: MessageId, status: MessageStatus) -> Result<(), End> {
+        match self.state.service.receipt(&self.user, message_id, status).await {
+            Ok(completion) => {
+                self.in_flight
+                    .push(completion.map(|done| done.err().map(|e| ApiError::from(e).to_frame(None))).boxed());
+                Ok(())
+            }
+            Err(e) => self.send(error_frame(e.into(), None)).await,
+        }
+    }
+
+    async fn on_subscribe(&mut self, user_ids: Vec<String>, session: &Session) -> Result<(), End> {
+        if user_ids.len() > MAX_PRESENCE_SUBSCRIPTIONS {
+            let e = ServiceError::InvalidRequest(format!(
+                "at most {MAX_PRESENCE_SUBSCRIPTIONS} users per presence.subscribe (got {})",
+                user_ids.len()
+            ));
+            return self.send(error_frame(e.into(), None)).await;
+        }
+        let home = self.state.service.server_name().clone();
+        let users: Result<Vec<UserId>, ApiError> =
+            user_ids.iter().map(|id| validate::user_field("userIds", id, &home)).collect();
+        let result = match users {
+            Ok(users) => self.state.service.subscribe_presence(session.id, users).await.map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(presences) => {
+                for presence in presences {
+                    self.send(ServerFrame::Presence(presence)).await?;
+                }
+                Ok(())
+            }
+            Err(e) => self.send(error_frame(e, None)).await,
+        }
+    }
+
+    async fn send(&mut self, frame: ServerFrame) -> Result<(), End> {
+        match serde_json::to_string(&frame) {
+            Ok(text) => self.send_raw(Message::Text(text.into())).await,
+            Err(e) => Err(End::SocketError(format!("encoding frame: {e}"))),
+        }
+    }
+
+    async fn send_raw(&mut self, message: Message) -> Result<(), End> {
+        match tokio::time::timeout(self.state.ws.send_timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::SocketError(e.to_string())),
+            Err(_) => Err(End::ServerClosed(close_code::TRY_AGAIN_LATER, "client is not reading")),
+        }
+    }
+
+    /// Sends a close frame when the server is the one ending the connection.
+    async fn close(&mut self, end: &End) {
+        if let End::ServerClosed(code, reason) = end {
+            let frame = CloseFrame { code: *code, reason: (*reason).into() };
+            let close = self.socket.send(Message::Close(Some(frame)));
+            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+        }
+    }
+}
+
+fn error_frame(e: ApiError, client_message_id: Option<String>) -> ServerFrame {
+    e.to_frame(client_message_id)
+}
+
+/// Classifies a read error: an oversized frame is answered with close code 1009.
+fn socket_error(e: axum::Error) -> End {
+    match e.into_inner().downcast::<tungstenite::Error>() {
+        Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => {
+            End::ServerClosed(close_code::TOO_BIG, "frame too large")
+        }
+        Ok(e) => End::SocketError(e.to_string()),
+        Err(e) => End::SocketError(e.to_string()),
+    }
+}

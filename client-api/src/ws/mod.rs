@@ -1,0 +1,44 @@
+//! The WebSocket endpoint: authenticate, upgrade, then hand the socket to a [`connection`].
+
+mod connection;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::Response;
+use kith_proto::ErrorBody;
+use kith_proto::limits::MAX_WS_FRAME_BYTES;
+
+use crate::auth::WsAuthUser;
+use crate::state::ApiState;
+
+/// Socket buffer sizes: small, because most connections are idle most of the time and memory
+/// per connection is what bounds how many one node holds.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+const WRITE_BUFFER_BYTES: usize = 4 * 1024;
+
+/// `GET /api/v1/ws`: upgrades to the real-time protocol (JSON text frames, see `docs/api.md`).
+///
+/// The token comes as `Authorization: Bearer …` or as `?token=…`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/ws",
+    tag = "websocket",
+    params(("token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers")),
+    security(("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol: ClientFrame and ServerFrame JSON text frames"),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+    )
+)]
+pub(crate) async fn upgrade(
+    State(state): State<ApiState>,
+    WsAuthUser(user): WsAuthUser,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(MAX_WS_FRAME_BYTES)
+        .max_frame_size(MAX_WS_FRAME_BYTES)
+        .on_upgrade(move |socket| connection::serve(socket, user, state))
+}

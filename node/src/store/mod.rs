@@ -1,0 +1,295 @@
+//! Durable state: accounts, mailboxes, receipts and idempotency keys.
+//!
+//! One [`Store`] trait, two engines: SQLite (the embedded default) and PostgreSQL. Both are the
+//! same generic SQL code ([`sql::SqlStore`]) over sqlx with their own migrations.
+//!
+//! Writes go through a group-commit writer ([`writer`]): callers enqueue an operation in order
+//! and get a [`Committed`] future that resolves once the transaction holding it has committed.
+//! Many operations share one transaction, so fsyncs per second, not messages per second, bound
+//! throughput, and nothing is acknowledged before it is durable.
+
+mod postgres;
+mod rows;
+mod sql;
+mod sqlite;
+mod writer;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use kith_proto::{ClientMessageId, MessageId, MessageStatus, MessageView, Timestamp, UserId};
+use tokio::sync::oneshot;
+
+use postgres::open_postgres;
+use sqlite::open_sqlite;
+
+/// Opens the store a database URL names: `postgres://…` (or `postgresql://…`) selects
+/// PostgreSQL, `sqlite:…` SQLite.
+///
+/// # Errors
+/// [`StoreError::Config`] for another scheme; connection and migration errors otherwise.
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(open_postgres(url, options).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(open_sqlite(url, options).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "unsupported database URL scheme in {:?}: use sqlite:PATH or postgres://…",
+            url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+/// Tuning shared by both engines.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Most operations one group commit may hold.
+    pub max_batch: usize,
+    /// Operations that may wait for the writer before callers are made to wait.
+    pub queue_depth: usize,
+    /// Connections for reads (history, redelivery, logins).
+    pub read_connections: u32,
+    /// Concurrent writers; each owns a partition of conversations (PostgreSQL only: SQLite has
+    /// one writer by design).
+    pub writers: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_batch: 512, queue_depth: 8192, read_connections: 4, writers: 4 }
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The username is taken.
+    #[error("user {0} already exists")]
+    UserExists(UserId),
+    /// The message is not in the caller's mailbox as one addressed to them.
+    #[error("message {0} not found")]
+    MessageNotFound(MessageId),
+    /// The configuration names something the store cannot use.
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// A row holds a value the code cannot read back (a bug or a hand-edited database).
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The transaction holding the operation did not commit; nothing of it was stored.
+    #[error("write failed: {0}")]
+    WriteFailed(String),
+    /// The store is shutting down or its writer has stopped.
+    #[error("store is closed")]
+    Closed,
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Schema migration failed.
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// An account to create.
+#[derive(Clone)]
+pub struct NewUser {
+    /// `name@server`.
+    pub user_id: UserId,
+    /// PHC string of the password hash (argon2id).
+    pub password_hash: String,
+    /// When the account was created.
+    pub created_at: Timestamp,
+}
+
+impl fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewUser").field("user_id", &self.user_id).finish_non_exhaustive()
+    }
+}
+
+/// A stored account.
+#[derive(Clone)]
+pub struct UserRecord {
+    /// `name@server`.
+    pub user_id: UserId,
+    /// PHC string of the password hash.
+    pub password_hash: String,
+    /// When the user's last session closed.
+    pub last_seen: Option<Timestamp>,
+}
+
+impl fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("user_id", &self.user_id)
+            .field("last_seen", &self.last_seen)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `import_users` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Accounts created.
+    pub created: u64,
+    /// Accounts skipped because the user id existed.
+    pub skipped: u64,
+}
+
+/// A message to append to the mailboxes of its local participants.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Minted by the sender's home node.
+    pub message_id: MessageId,
+    /// Who sent it.
+    pub sender: UserId,
+    /// Who it is for.
+    pub receiver: UserId,
+    /// The content, stored unchanged.
+    pub content: String,
+    /// When the sender's home node stored it.
+    pub timestamp: Timestamp,
+    /// The sender's idempotency key, if any.
+    pub client_message_id: Option<ClientMessageId>,
+}
+
+/// The result of appending a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Newly stored.
+    Stored {
+        /// The message's id.
+        message_id: MessageId,
+        /// When it was stored.
+        timestamp: Timestamp,
+        /// Its arrival position in the receiver's mailbox, for ordered redelivery.
+        receiver_seq: i64,
+    },
+    /// The sender already sent a message with this `clientMessageId`; nothing was stored.
+    Duplicate {
+        /// The first message's id.
+        message_id: MessageId,
+        /// When the first message was stored.
+        timestamp: Timestamp,
+    },
+}
+
+/// A receiver's acknowledgement (`delivered`) or read receipt (`read`) of a message.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// The receiver, whose mailbox holds the message.
+    pub reader: UserId,
+    /// The message.
+    pub message_id: MessageId,
+    /// `Delivered` or `Read`; `Sent` is ignored.
+    pub status: MessageStatus,
+    /// When the receiver acked or read it.
+    pub at: Timestamp,
+}
+
+/// The effect of a receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptOutcome {
+    /// The message's sender, who should learn about it.
+    pub sender: UserId,
+    /// The new status when the receipt moved it forward; `None` when it was already there.
+    pub advanced_to: Option<MessageStatus>,
+}
+
+/// A message waiting in its receiver's mailbox for an ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingMessage {
+    /// Arrival position in the mailbox: redelivery is in this order.
+    pub seq: i64,
+    /// The message.
+    pub message: MessageView,
+}
+
+/// Completes once the operation's transaction has committed (or failed).
+#[must_use = "an operation is durable only once its Committed future resolves"]
+#[derive(Debug)]
+pub struct Committed<T> {
+    rx: oneshot::Receiver<Result<T, StoreError>>,
+}
+
+impl<T> Committed<T> {
+    pub(crate) fn new(rx: oneshot::Receiver<Result<T, StoreError>>) -> Self {
+        Self { rx }
+    }
+}
+
+impl<T> Future for Committed<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed)))
+    }
+}
+
+/// The node's durable state.
+///
+/// Writes are two-phase: the `async fn` enqueues the operation (await them in the order the
+/// operations must apply), the returned [`Committed`] resolves after the commit.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A one-line description for logs: engine and location, no secrets.
+    fn describe(&self) -> String;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates an account.
+    ///
+    /// # Errors
+    /// [`StoreError::UserExists`] if the user id is taken.
+    async fn create_user(&self, user: NewUser) -> Result<Committed<()>, StoreError>;
+
+    /// Creates many accounts at once, skipping user ids that exist.
+    async fn import_users(&self, users: Vec<NewUser>) -> Result<Committed<ImportReport>, StoreError>;
+
+    /// Looks up an account.
+    async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Appends a message to the mailboxes of both participants (each must be a local user),
+    /// unless the sender already used its `clientMessageId`.
+    async fn append_message(&self, message: NewMessage) -> Result<Committed<AppendOutcome>, StoreError>;
+
+    /// Records a receipt in the reader's and the sender's mailbox; status only moves forward,
+    /// and the message stops being pending for the reader.
+    ///
+    /// The [`Committed`] fails with [`StoreError::MessageNotFound`] when the reader has no such
+    /// message addressed to them.
+    async fn record_receipt(&self, receipt: Receipt) -> Result<Committed<ReceiptOutcome>, StoreError>;
+
+    /// Records a presence transition: online, or offline with `last_seen`.
+    async fn set_presence(&self, user_id: &UserId, online: bool, at: Timestamp) -> Result<Committed<()>, StoreError>;
+
+    /// Marks every user offline, with `last_seen = at` for those who were online: run at
+    /// start-up, since no session survives a restart.
+    async fn reset_presence(&self, at: Timestamp) -> Result<Committed<u64>, StoreError>;
+
+    /// The newest `limit` messages of `owner`'s conversation with `peer` older than `before`,
+    /// oldest first.
+    async fn history(
+        &self,
+        owner: &UserId,
+        peer: &UserId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, StoreError>;
+
+    /// `owner`'s messages not yet acked, after arrival position `after_seq`, oldest first.
+    async fn pending(&self, owner: &UserId, after_seq: i64, limit: u32) -> Result<Vec<PendingMessage>, StoreError>;
+
+    /// Lets queued writes commit, stops the writers and closes the connections.
+    async fn close(&self);
+}

@@ -1,0 +1,227 @@
+//! The [`Store`] implementation shared by SQLite and PostgreSQL: reads on a pool, writes queued
+//! to partitioned group-commit writers.
+
+use std::hash::{Hash, Hasher};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use kith_proto::{MessageId, MessageView, Timestamp, UserId};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::rows::{MessageRow, RowsAffected, UserRow, message_columns};
+use super::writer::{Job, Slot, Writer};
+use super::{
+    AppendOutcome, Committed, ImportReport, NewMessage, NewUser, PendingMessage, Receipt, ReceiptOutcome, Store,
+    StoreError, StoreOptions,
+};
+
+/// A store over one sqlx engine.
+#[derive(Debug)]
+pub(crate) struct SqlStore<DB: Database> {
+    /// Connections for reads.
+    read: Pool<DB>,
+    /// Connections the writers borrow; closed after they stop.
+    write: Pool<DB>,
+    /// One queue per writer; emptied by [`Store::close`] so the writers drain and stop.
+    queues: RwLock<Vec<mpsc::Sender<Job>>>,
+    /// The writer tasks, awaited on close.
+    writers: Mutex<Vec<JoinHandle<()>>>,
+    /// What [`Store::describe`] says.
+    description: String,
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    DB::QueryResult: RowsAffected,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    /// Starts `writers` group-commit writers on `write` and serves reads from `read`.
+    pub(crate) fn start(
+        read: Pool<DB>,
+        write: Pool<DB>,
+        writers: usize,
+        options: &StoreOptions,
+        description: String,
+    ) -> Self {
+        let (queues, tasks) = (0..writers.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(options.queue_depth);
+                let writer = Writer { pool: write.clone(), max_batch: options.max_batch };
+                (tx, tokio::spawn(writer.run(rx)))
+            })
+            .unzip();
+        Self { read, write, queues: RwLock::new(queues), writers: Mutex::new(tasks), description }
+    }
+
+    /// Queues a job on the writer that owns `key` and returns its commit.
+    async fn enqueue<T>(
+        &self,
+        key: &str,
+        job: impl FnOnce(Slot<T>) -> Job,
+    ) -> Result<Committed<T>, StoreError> {
+        let queue = {
+            let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
+            if queues.is_empty() {
+                return Err(StoreError::Closed);
+            }
+            let mut hasher = std::hash::DefaultHasher::new();
+            key.hash(&mut hasher);
+            let index = usize::try_from(hasher.finish() % queues.len() as u64).unwrap_or(0);
+            queues[index].clone()
+        };
+        let (tx, rx) = oneshot::channel();
+        queue.send(job(Slot::new(tx))).await.map_err(|_| StoreError::Closed)?;
+        Ok(Committed::new(rx))
+    }
+}
+
+/// The partition key of a conversation: the same for both directions, so that its messages are
+/// written by one writer, in order.
+fn conversation_key(a: &UserId, b: &UserId) -> String {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    format!("{lo}\n{hi}")
+}
+
+#[async_trait]
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    DB::QueryResult: RowsAffected,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+{
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query::<DB>("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: NewUser) -> Result<Committed<()>, StoreError> {
+        let key = user.user_id.to_string();
+        self.enqueue(&key, |slot| Job::CreateUser(user, slot)).await
+    }
+
+    async fn import_users(&self, users: Vec<NewUser>) -> Result<Committed<ImportReport>, StoreError> {
+        self.enqueue("import", |slot| Job::ImportUsers(users, slot)).await
+    }
+
+    async fn user(&self, user_id: &UserId) -> Result<Option<super::UserRecord>, StoreError> {
+        sqlx::query_as::<DB, UserRow>("SELECT user_id, password_hash, last_seen FROM users WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .fetch_optional(&self.read)
+            .await?
+            .map(UserRow::into_record)
+            .transpose()
+    }
+
+    async fn append_message(&self, message: NewMessage) -> Result<Committed<AppendOutcome>, StoreError> {
+        let key = conversation_key(&message.sender, &message.receiver);
+        self.enqueue(&key, |slot| Job::AppendMessage(message, slot)).await
+    }
+
+    async fn record_receipt(&self, receipt: Receipt) -> Result<Committed<ReceiptOutcome>, StoreError> {
+        let key = receipt.reader.to_string();
+        self.enqueue(&key, |slot| Job::RecordReceipt(receipt, slot)).await
+    }
+
+    async fn set_presence(&self, user_id: &UserId, online: bool, at: Timestamp) -> Result<Committed<()>, StoreError> {
+        let user_id = user_id.to_string();
+        let key = user_id.clone();
+        self.enqueue(&key, |slot| Job::SetPresence { user_id, online, at, slot }).await
+    }
+
+    async fn reset_presence(&self, at: Timestamp) -> Result<Committed<u64>, StoreError> {
+        self.enqueue("presence", |slot| Job::ResetPresence(at, slot)).await
+    }
+
+    async fn history(
+        &self,
+        owner: &UserId,
+        peer: &UserId,
+        before: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<MessageView>, StoreError> {
+        let rows = match before {
+            None => {
+                sqlx::query_as::<DB, MessageRow>(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE owner_id = $1 AND peer_id = $2 ORDER BY message_id DESC LIMIT $3"
+                ))
+                .bind(owner.as_str())
+                .bind(peer.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?
+            }
+            Some(before) => {
+                sqlx::query_as::<DB, MessageRow>(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE owner_id = $1 AND peer_id = $2 AND message_id < $3 \
+                     ORDER BY message_id DESC LIMIT $4"
+                ))
+                .bind(owner.as_str())
+                .bind(peer.as_str())
+                .bind(before.to_string().as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.read)
+                .await?
+            }
+        };
+        rows.into_iter().rev().map(MessageRow::into_view).collect()
+    }
+
+    async fn pending(&self, owner: &UserId, after_seq: i64, limit: u32) -> Result<Vec<PendingMessage>, StoreError> {
+        sqlx::query_as::<DB, MessageRow>(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE owner_id = $1 AND pending AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(owner.as_str())
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(MessageRow::into_pending)
+        .collect()
+    }
+
+    async fn close(&self) {
+        self.queues.write().unwrap_or_else(PoisonError::into_inner).clear();
+        let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(PoisonError::into_inner));
+        for writer in writers {
+            if let Err(e) = writer.await {
+                tracing::error!(error = %e, "store writer panicked");
+            }
+        }
+        self.write.close().await;
+        self.read.close().await;
+    }
+}

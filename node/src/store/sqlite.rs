@@ -1,0 +1,40 @@
+//! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL`, a single
+//! group-commit writer (SQLite has one writer anyway) and a pool of readers.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, migrate::Migrator};
+
+use super::sql::SqlStore;
+use super::{StoreError, StoreOptions};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// Opens (creating if needed) the SQLite database at `url` (`sqlite:PATH`) and migrates it.
+///
+/// # Errors
+/// When the file cannot be opened or the schema cannot be migrated.
+pub(crate) async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<SqlStore<Sqlite>, StoreError> {
+    let connect = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Durable before acknowledged: a commit returns only after its WAL frames are synced.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let description = format!("sqlite {}", connect.get_filename().display());
+
+    let write = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .connect_with(connect.clone())
+        .await?;
+    MIGRATOR.run(&write).await?;
+    let read = SqlitePoolOptions::new()
+        .max_connections(options.read_connections.max(1))
+        .connect_with(connect.read_only(true))
+        .await?;
+    Ok(SqlStore::start(read, write, 1, options, description))
+}

@@ -1,0 +1,368 @@
+//! The group-commit writer: one task per partition takes every operation waiting in its queue,
+//! applies them in one transaction, commits once, then answers each.
+//!
+//! An operation that fails on its own terms (a taken username, an unknown message) answers
+//! with its error and the batch goes on. A database error aborts the transaction; the writer
+//! then retries each operation of the batch in a transaction of its own, so one bad operation
+//! never fails its neighbours.
+
+use kith_proto::{MessageStatus, Timestamp};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use super::rows::{RowsAffected, parse_message_id, parse_user};
+use super::{AppendOutcome, ImportReport, NewMessage, NewUser, Receipt, ReceiptOutcome, StoreError};
+
+/// Where an operation's answer goes, and the answer until the commit decides its fate.
+#[derive(Debug)]
+pub(crate) struct Slot<T> {
+    reply: Option<oneshot::Sender<Result<T, StoreError>>>,
+    result: Option<Result<T, StoreError>>,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn new(reply: oneshot::Sender<Result<T, StoreError>>) -> Self {
+        Self { reply: Some(reply), result: None }
+    }
+
+    fn answer(&mut self, result: Result<T, StoreError>) {
+        if let Some(reply) = self.reply.take() {
+            // The caller may have gone away; the write stands either way.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// One queued write and its answer slot.
+#[derive(Debug)]
+pub(crate) enum Job {
+    CreateUser(NewUser, Slot<()>),
+    ImportUsers(Vec<NewUser>, Slot<ImportReport>),
+    AppendMessage(NewMessage, Slot<AppendOutcome>),
+    RecordReceipt(Receipt, Slot<ReceiptOutcome>),
+    SetPresence { user_id: String, online: bool, at: Timestamp, slot: Slot<()> },
+    ResetPresence(Timestamp, Slot<u64>),
+}
+
+impl Job {
+    /// Answers with the job's result if its transaction committed, or with why it did not.
+    fn settle(&mut self, failure: Option<&str>) {
+        fn settle<T>(slot: &mut Slot<T>, failure: Option<&str>) {
+            let result = match (failure, slot.result.take()) {
+                (None, Some(result)) => result,
+                (None, None) => Err(StoreError::WriteFailed("operation was not applied".to_owned())),
+                (Some(reason), _) => Err(StoreError::WriteFailed(reason.to_owned())),
+            };
+            slot.answer(result);
+        }
+        match self {
+            Self::CreateUser(_, slot) => settle(slot, failure),
+            Self::ImportUsers(_, slot) => settle(slot, failure),
+            Self::AppendMessage(_, slot) => settle(slot, failure),
+            Self::RecordReceipt(_, slot) => settle(slot, failure),
+            Self::SetPresence { slot, .. } => settle(slot, failure),
+            Self::ResetPresence(_, slot) => settle(slot, failure),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether this error poisons the transaction it happened in.
+    fn aborts_batch(&self) -> bool {
+        matches!(
+            self,
+            Self::Database(_) | Self::Migrate(_) | Self::Closed | Self::Config(_) | Self::WriteFailed(_)
+        )
+    }
+}
+
+fn settle_all(batch: &mut [Job], failure: Option<&str>) {
+    for job in batch {
+        job.settle(failure);
+    }
+}
+
+/// Keeps a job's result for the commit to settle, or hands back an error that aborts the batch.
+fn keep<T>(slot: &mut Slot<T>, result: Result<T, StoreError>) -> Option<StoreError> {
+    match result {
+        Err(e) if e.aborts_batch() => Some(e),
+        result => {
+            slot.result = Some(result);
+            None
+        }
+    }
+}
+
+type Tx<DB> = Transaction<'static, DB>;
+
+/// The forward-only status guard, as a literal for `concat!`: `status` may move from `sent` to
+/// anything, from `delivered` only to `read` (the new status is parameter `$3`).
+macro_rules! advances {
+    () => {
+        "(status = 'sent' OR (status = 'delivered' AND $3 = 'read'))"
+    };
+}
+
+/// One partition's writer: owns its queue's consumer end and borrows connections from `pool`.
+#[derive(Debug)]
+pub(crate) struct Writer<DB: Database> {
+    pub(crate) pool: Pool<DB>,
+    pub(crate) max_batch: usize,
+}
+
+impl<DB> Writer<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    DB::QueryResult: RowsAffected,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// Runs one writer until its queue closes, then returns after the last commit.
+    pub(crate) async fn run(self, mut queue: mpsc::Receiver<Job>)
+    {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while queue.recv_many(&mut batch, self.max_batch).await > 0 {
+            debug!(ops = batch.len(), "group commit");
+            if let Err(e) = self.apply_batch(&mut batch).await {
+                if batch.len() == 1 {
+                    warn!(error = %e, "write failed");
+                    settle_all(&mut batch, Some(&e.to_string()));
+                } else {
+                    warn!(error = %e, ops = batch.len(), "group commit failed; retrying its operations one by one");
+                    for job in &mut batch {
+                        let single = std::slice::from_mut(job);
+                        if let Err(e) = self.apply_batch(single).await {
+                            settle_all(single, Some(&e.to_string()));
+                        }
+                    }
+                }
+            }
+            batch.clear();
+        }
+    }
+
+
+    /// Applies `batch` in one transaction and answers every job once it has committed. On error
+    /// nothing is answered and nothing is committed.
+    async fn apply_batch(&self, batch: &mut [Job]) -> Result<(), StoreError>
+    {
+        let mut tx = self.pool.begin().await?;
+        for job in batch.iter_mut() {
+            let fatal = match job {
+                Job::CreateUser(user, slot) => keep(slot, Self::create_user(&mut tx, user).await),
+                Job::ImportUsers(users, slot) => keep(slot, Self::import_users(&mut tx, users).await),
+                Job::AppendMessage(message, slot) => keep(slot, Self::append_message(&mut tx, message).await),
+                Job::RecordReceipt(receipt, slot) => keep(slot, Self::record_receipt(&mut tx, receipt).await),
+                Job::SetPresence { user_id, online, at, slot } => {
+                    keep(slot, Self::set_presence(&mut tx, user_id, *online, *at).await)
+                }
+                Job::ResetPresence(at, slot) => keep(slot, Self::reset_presence(&mut tx, *at).await),
+            };
+            if let Some(e) = fatal {
+                return Err(e);
+            }
+        }
+        tx.commit().await?;
+        settle_all(batch, None);
+        Ok(())
+    }
+
+
+    async fn create_user(tx: &mut Tx<DB>, user: &NewUser) -> Result<(), StoreError>
+    {
+        if Self::insert_user(tx, user).await? {
+            Ok(())
+        } else {
+            Err(StoreError::UserExists(user.user_id.clone()))
+        }
+    }
+
+    async fn import_users(tx: &mut Tx<DB>, users: &[NewUser]) -> Result<ImportReport, StoreError>
+    {
+        let mut report = ImportReport::default();
+        for user in users {
+            if Self::insert_user(tx, user).await? {
+                report.created += 1;
+            } else {
+                report.skipped += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Inserts an account unless its id exists; says whether it did.
+    async fn insert_user(tx: &mut Tx<DB>, user: &NewUser) -> Result<bool, StoreError>
+    {
+        let done = sqlx::query::<DB>(
+            "INSERT INTO users (user_id, name, password_hash, created_at, status) \
+             VALUES ($1, $2, $3, $4, 'offline') ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(user.user_id.as_str())
+        .bind(user.user_id.name().as_str())
+        .bind(user.password_hash.as_str())
+        .bind(user.created_at.as_millis())
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn append_message(
+        tx: &mut Tx<DB>,
+        message: &NewMessage,
+    ) -> Result<AppendOutcome, StoreError>
+    {
+        let message_id = message.message_id.to_string();
+        let sender = message.sender.as_str();
+        let receiver = message.receiver.as_str();
+        let timestamp = message.timestamp.as_millis();
+
+        if let Some(client_id) = &message.client_message_id {
+            let claimed = sqlx::query::<DB>(
+                "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (sender_id, client_message_id) DO NOTHING",
+            )
+            .bind(sender)
+            .bind(client_id.as_str())
+            .bind(message_id.as_str())
+            .bind(timestamp)
+            .execute(&mut **tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                let (first_id, first_ts): (String, i64) = sqlx::query_as::<DB, (String, i64)>(
+                    "SELECT message_id, timestamp FROM client_message_ids \
+                     WHERE sender_id = $1 AND client_message_id = $2",
+                )
+                .bind(sender)
+                .bind(client_id.as_str())
+                .fetch_one(&mut **tx)
+                .await?;
+                return Ok(AppendOutcome::Duplicate {
+                    message_id: parse_message_id("client_message_ids", &first_id)?,
+                    timestamp: Timestamp::from_millis(first_ts),
+                });
+            }
+        }
+
+        const INSERT: &str = "INSERT INTO messages \
+            (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status, pending) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'sent', $8) RETURNING seq";
+        if sender != receiver {
+            sqlx::query_as::<DB, (i64,)>(INSERT)
+                .bind(sender)
+                .bind(message_id.as_str())
+                .bind(receiver)
+                .bind(sender)
+                .bind(receiver)
+                .bind(message.content.as_str())
+                .bind(timestamp)
+                .bind(false)
+                .fetch_one(&mut **tx)
+                .await?;
+        }
+        // A note to oneself is one row, pending so that the user's other sessions get it too.
+        let (receiver_seq,) = sqlx::query_as::<DB, (i64,)>(INSERT)
+            .bind(receiver)
+            .bind(message_id.as_str())
+            .bind(sender)
+            .bind(sender)
+            .bind(receiver)
+            .bind(message.content.as_str())
+            .bind(timestamp)
+            .bind(true)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(AppendOutcome::Stored { message_id: message.message_id, timestamp: message.timestamp, receiver_seq })
+    }
+
+    async fn record_receipt(
+        tx: &mut Tx<DB>,
+        receipt: &Receipt,
+    ) -> Result<ReceiptOutcome, StoreError>
+    {
+        let reader = receipt.reader.as_str();
+        let message_id = receipt.message_id.to_string();
+        let status = match receipt.status {
+            MessageStatus::Sent => MessageStatus::Delivered,
+            other => other,
+        };
+
+        let advanced = sqlx::query_as::<DB, (String,)>(concat!(
+            "UPDATE messages SET status = $3, pending = FALSE \
+             WHERE owner_id = $1 AND message_id = $2 AND receiver_id = $1 AND ",
+            advances!(),
+            " RETURNING sender_id"
+        ))
+        .bind(reader)
+        .bind(message_id.as_str())
+        .bind(status.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+
+        let (sender, advanced_to) = match advanced {
+            Some((sender,)) => (sender, Some(status)),
+            None => {
+                let existing = sqlx::query_as::<DB, (String,)>(
+                    "UPDATE messages SET pending = FALSE \
+                     WHERE owner_id = $1 AND message_id = $2 AND receiver_id = $1 \
+                     RETURNING sender_id",
+                )
+                .bind(reader)
+                .bind(message_id.as_str())
+                .fetch_optional(&mut **tx)
+                .await?;
+                match existing {
+                    Some((sender,)) => (sender, None),
+                    None => return Err(StoreError::MessageNotFound(receipt.message_id)),
+                }
+            }
+        };
+
+        if advanced_to.is_some() && sender != reader {
+            // The sender's copy, when the sender is one of ours (otherwise no row matches).
+            sqlx::query::<DB>(concat!(
+                "UPDATE messages SET status = $3 WHERE owner_id = $1 AND message_id = $2 AND ",
+                advances!()
+            ))
+            .bind(sender.as_str())
+            .bind(message_id.as_str())
+            .bind(status.as_str())
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(ReceiptOutcome { sender: parse_user("messages", &sender)?, advanced_to })
+    }
+
+    async fn set_presence(
+        tx: &mut Tx<DB>,
+        user_id: &str,
+        online: bool,
+        at: Timestamp,
+    ) -> Result<(), StoreError>
+    {
+        let (status, last_seen) = if online { ("online", None) } else { ("offline", Some(at.as_millis())) };
+        sqlx::query::<DB>("UPDATE users SET status = $2, last_seen = COALESCE($3, last_seen) WHERE user_id = $1")
+            .bind(user_id)
+            .bind(status)
+            .bind(last_seen)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset_presence(tx: &mut Tx<DB>, at: Timestamp) -> Result<u64, StoreError>
+    {
+        let done = sqlx::query::<DB>("UPDATE users SET status = 'offline', last_seen = $1 WHERE status = 'online'")
+            .bind(at.as_millis())
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
