@@ -1,0 +1,119 @@
+//! The `kith` command line.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, NodeArgs, NodeConfig, ServeArgs};
+use crate::store::{self, StoreOptions};
+
+/// kith: a federated, end-to-end-encrypted chat server.
+#[derive(Debug, Parser)]
+#[command(name = "kith", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `kith` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node.
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+/// `kith user` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create accounts from JSON lines of {"username", "passwordHash"} (argon2id PHC strings);
+    /// nothing is hashed, so thousands take seconds. Existing users are skipped.
+    Import {
+        /// Where the node keeps its state.
+        #[command(flatten)]
+        node: NodeArgs,
+        /// The JSON-lines file, or `-` for standard input.
+        file: PathBuf,
+    },
+}
+
+/// Runs the command line; what `main` returns.
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&format!("starting the runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::User(UserCommand::Import { node, file }) => import(node, file).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => fail(&message),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    tracing::error!("{message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KITH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = Config::resolve(args).map_err(|e| e.to_string())?;
+    let node = crate::server::start(config).await.map_err(|e| e.to_string())?;
+    shutdown_signal().await;
+    node.shutdown();
+    node.wait().await.map_err(|e| e.to_string())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+async fn import(args: NodeArgs, file: PathBuf) -> Result<(), String> {
+    let config = NodeConfig::resolve(args).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(BufReader::new(std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?))
+    };
+    let store = store::open(&config.database_url, &StoreOptions::default()).await.map_err(|e| e.to_string())?;
+    let result = crate::import::import_users(store.as_ref(), &config.server_name, input).await;
+    store.close().await;
+    let report = result.map_err(|e| e.to_string())?;
+    tracing::info!(created = report.created, skipped = report.skipped, "imported users of {}", config.server_name);
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! Configuration: command-line flags, each with a `KITH_*` environment fallback, over an
+//! optional TOML file, over defaults that let `kith serve` just work. Resolved once at start
+//! into a checked [`Config`].
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use kith_client_api::{Rate, RateLimitConfig, WsConfig};
+use kith_proto::ServerName;
+use serde::Deserialize;
+
+use crate::store::StoreOptions;
+
+/// A duration written as `30s`, `10m`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = humantime::DurationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        humantime::parse_duration(s).map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Where the node keeps its state and who it is: shared by `kith serve` and `kith user import`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NodeArgs {
+    /// TOML file with any of these settings, keys in snake_case (flags and environment win over it).
+    #[arg(long, env = "KITH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the SQLite database and the node's keys [default: ./kith-data].
+    #[arg(long, env = "KITH_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The name users of this node have after `@` [default: localhost].
+    #[arg(long, env = "KITH_SERVER_NAME", value_name = "NAME")]
+    pub server_name: Option<String>,
+
+    /// `postgres://…` for PostgreSQL, `sqlite:PATH` for SQLite [default: sqlite in the data dir].
+    #[arg(long, env = "KITH_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// Settings of `kith serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Where to keep state and who this node is.
+    #[command(flatten)]
+    pub node: NodeArgs,
+
+    /// Address for HTTP and WebSocket clients [default: 127.0.0.1:8080].
+    #[arg(long, env = "KITH_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// How long a login token is valid [default: 7d].
+    #[arg(long, env = "KITH_TOKEN_TTL", value_name = "DURATION")]
+    pub token_ttl: Option<HumanDuration>,
+
+    /// Messages per second one user may send, sustained; 0 turns the limit off [default: 100].
+    #[arg(long, env = "KITH_MESSAGE_RATE", value_name = "N")]
+    pub message_rate: Option<u32>,
+
+    /// Messages one user may send in a burst [default: 200].
+    #[arg(long, env = "KITH_MESSAGE_BURST", value_name = "N")]
+    pub message_burst: Option<u32>,
+
+    /// Register and login requests per second from one address; 0 turns the limit off [default: 5].
+    #[arg(long, env = "KITH_ACCOUNT_RATE", value_name = "N")]
+    pub account_rate: Option<u32>,
+
+    /// Register and login requests one address may make in a burst [default: 20].
+    #[arg(long, env = "KITH_ACCOUNT_BURST", value_name = "N")]
+    pub account_burst: Option<u32>,
+
+    /// How often to ping an idle WebSocket client [default: 10s].
+    #[arg(long, env = "KITH_WS_PING_INTERVAL", value_name = "DURATION")]
+    pub ws_ping_interval: Option<HumanDuration>,
+
+    /// A WebSocket client silent (no pong) for this long is disconnected [default: 30s].
+    #[arg(long, env = "KITH_WS_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub ws_idle_timeout: Option<HumanDuration>,
+
+    /// Pushes one session may have queued before it counts as too slow [default: 1024].
+    #[arg(long, env = "KITH_SESSION_QUEUE", value_name = "N")]
+    pub session_queue: Option<usize>,
+
+    /// Memory for the recent-messages cache, in bytes [default: 64 MiB].
+    #[arg(long, env = "KITH_CACHE_BYTES", value_name = "BYTES")]
+    pub cache_bytes: Option<usize>,
+
+    /// Most operations in one group commit [default: 512].
+    #[arg(long, env = "KITH_MAX_BATCH", value_name = "N")]
+    pub max_batch: Option<usize>,
+
+    /// Group-commit writers on PostgreSQL (SQLite always has one) [default: 4].
+    #[arg(long, env = "KITH_PG_WRITERS", value_name = "N")]
+    pub pg_writers: Option<usize>,
+}
+
+/// The config file: every setting of [`ServeArgs`], by its flag name in snake_case.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    server_name: Option<String>,
+    database_url: Option<String>,
+    listen: Option<SocketAddr>,
+    token_ttl: Option<HumanDuration>,
+    message_rate: Option<u32>,
+    message_burst: Option<u32>,
+    account_rate: Option<u32>,
+    account_burst: Option<u32>,
+    ws_ping_interval: Option<HumanDuration>,
+    ws_idle_timeout: Option<HumanDuration>,
+    session_queue: Option<usize>,
+    cache_bytes: Option<usize>,
+    max_batch: Option<usize>,
+    pg_writers: Option<usize>,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML of the documented keys.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A setting has a value outside its rules.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Reads the TOML file named by `--config`, if any.
+fn read_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+}
+
+/// Where state lives and who the node is, resolved.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// The server name.
+    pub server_name: ServerName,
+    /// The database URL (may hold a password: print it with [`redact_url`]).
+    pub database_url: String,
+}
+
+impl NodeConfig {
+    /// Resolves flags over the file over defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an unreadable file or an invalid value.
+    pub fn resolve(args: NodeArgs) -> Result<Self, ConfigError> {
+        let file = read_file(args.config.as_deref())?;
+        Self::merge(args, &file)
+    }
+
+    fn merge(args: NodeArgs, file: &FileConfig) -> Result<Self, ConfigError> {
+        let data_dir = args.data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("kith-data"));
+        let server_name = args.server_name.or_else(|| file.server_name.clone()).unwrap_or_else(|| "localhost".into());
+        let server_name =
+            ServerName::parse(&server_name).map_err(|e| ConfigError::Invalid(format!("--server-name: {e}")))?;
+        let database_url = args
+            .database_url
+            .or_else(|| file.database_url.clone())
+            .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("kith.db").display()));
+        Ok(Self { data_dir, server_name, database_url })
+    }
+}
+
+/// Everything `kith serve` needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State and identity.
+    pub node: NodeConfig,
+    /// HTTP and WebSocket address.
+    pub listen: SocketAddr,
+    /// Token lifetime.
+    pub token_ttl: Duration,
+    /// Rate limits.
+    pub rate_limits: RateLimitConfig,
+    /// WebSocket timing.
+    pub ws: WsConfig,
+    /// Queue length per session.
+    pub session_queue: usize,
+    /// Recent-message cache budget in bytes.
+    pub cache_bytes: usize,
+    /// Store tuning.
+    pub store: StoreOptions,
+}
+
+impl Config {
+    /// Resolves flags (and their environment variables) over the file over defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for an unreadable file or an invalid value.
+    pub fn resolve(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = read_file(args.node.config.as_deref())?;
+        let node = NodeConfig::merge(args.node, &file)?;
+        let defaults_ws = WsConfig::default();
+        let defaults_rates = RateLimitConfig::default();
+        let defaults_store = StoreOptions::default();
+        let ws = WsConfig {
+            ping_interval: args.ws_ping_interval.or(file.ws_ping_interval).map_or(defaults_ws.ping_interval, |d| d.0),
+            idle_timeout: args.ws_idle_timeout.or(file.ws_idle_timeout).map_or(defaults_ws.idle_timeout, |d| d.0),
+            ..defaults_ws
+        };
+        if ws.ping_interval.is_zero() || ws.ping_interval >= ws.idle_timeout {
+            return Err(ConfigError::Invalid(format!(
+                "--ws-ping-interval ({:?}) must be above zero and below --ws-idle-timeout ({:?})",
+                ws.ping_interval, ws.idle_timeout
+            )));
+        }
+        let rate_limits = RateLimitConfig {
+            messages: Rate {
+                per_second: args.message_rate.or(file.message_rate).unwrap_or(defaults_rates.messages.per_second),
+                burst: args.message_burst.or(file.message_burst).unwrap_or(defaults_rates.messages.burst),
+            },
+            accounts: Rate {
+                per_second: args.account_rate.or(file.account_rate).unwrap_or(defaults_rates.accounts.per_second),
+                burst: args.account_burst.or(file.account_burst).unwrap_or(defaults_rates.accounts.burst),
+            },
+        };
+        let store = StoreOptions {
+            max_batch: args.max_batch.or(file.max_batch).unwrap_or(defaults_store.max_batch).max(1),
+            writers: args.pg_writers.or(file.pg_writers).unwrap_or(defaults_store.writers).max(1),
+            ..defaults_store
+        };
+        Ok(Self {
+            node,
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
+            rate_limits,
+            ws,
+            session_queue: args.session_queue.or(file.session_queue).unwrap_or(1024).max(1),
+            cache_bytes: args.cache_bytes.or(file.cache_bytes).unwrap_or(64 << 20),
+            store,
+        })
+    }
+}
+
+/// A database URL with its password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl fmt::Display for NodeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "server {} data {} database {}",
+            self.server_name,
+            self.data_dir.display(),
+            redact_url(&self.database_url)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_just_work() {
+        let config = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.node.server_name.as_str(), "localhost");
+        assert_eq!(config.node.database_url, "sqlite:kith-data/kith.db");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("kith-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kith.toml");
+        std::fs::write(&path, "server_name = \"from-file\"\nlisten = \"127.0.0.1:9000\"\nws_idle_timeout = \"1m\"\n")
+            .unwrap();
+        let args = ServeArgs {
+            node: NodeArgs { config: Some(path), server_name: Some("from-flag".into()), ..NodeArgs::default() },
+            ..ServeArgs::default()
+        };
+        let config = Config::resolve(args).unwrap();
+        assert_eq!(config.node.server_name.as_str(), "from-flag");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.ws.idle_timeout, Duration::from_secs(60));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let args = ServeArgs {
+            node: NodeArgs { server_name: Some("Not Valid".into()), ..NodeArgs::default() },
+            ..ServeArgs::default()
+        };
+        let e = Config::resolve(args).unwrap_err().to_string();
+        assert!(e.contains("--server-name"), "{e}");
+    }
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(redact_url("postgres://kith:hunter2@db:5432/kith"), "postgres://kith:***@db:5432/kith");
+        assert_eq!(redact_url("sqlite:kith-data/kith.db"), "sqlite:kith-data/kith.db");
+    }
+}

@@ -1,0 +1,116 @@
+//! Delivery: a message is stored in both mailboxes in one commit, then pushed from memory to
+//! every live session of its receiver; receipts move its status forward and reach its sender.
+//!
+//! What happens after a commit runs in a task of its own, so it happens even if the client
+//! that sent the message is gone by then.
+
+use kith_client_api::{Completion, OutgoingMessage, SendOutcome, ServiceError, SessionEvent};
+use kith_proto::{IncomingMessage, MessageId, MessageStatus, MessageView, ServerFrame, Timestamp, UserId};
+use tokio::sync::oneshot;
+
+use crate::presence;
+use crate::state::AppState;
+use crate::store::{AppendOutcome, NewMessage, Receipt};
+
+/// Accepts a message from `sender`; the completion resolves once it is durably stored.
+pub(crate) async fn send(
+    state: &AppState,
+    sender: &UserId,
+    message: OutgoingMessage,
+) -> Result<Completion<SendOutcome>, ServiceError> {
+    let receiver = message.receiver;
+    if receiver.server() != &state.server_name {
+        return Err(ServiceError::UnknownServer(receiver.server().clone()));
+    }
+    if !state.users.exists(&receiver).await? {
+        return Err(ServiceError::UnknownUser(receiver));
+    }
+    let view = MessageView {
+        message_id: MessageId::now(),
+        sender_id: sender.clone(),
+        receiver_id: receiver.clone(),
+        message: message.content,
+        timestamp: Timestamp::now(),
+        status: MessageStatus::Sent,
+    };
+    let committed = state
+        .store
+        .append_message(NewMessage {
+            message_id: view.message_id,
+            sender: sender.clone(),
+            receiver,
+            content: view.message.clone(),
+            timestamp: view.timestamp,
+            client_message_id: message.client_message_id,
+        })
+        .await?;
+
+    let (answer, answered) = oneshot::channel();
+    let task_state = state.clone();
+    state.tasks.spawn(async move {
+        let outcome = match committed.await {
+            Ok(AppendOutcome::Stored { message_id, timestamp, .. }) => {
+                let outcome = SendOutcome { message_id, timestamp, duplicate: false };
+                deliver(&task_state, view).await;
+                Ok(outcome)
+            }
+            Ok(AppendOutcome::Duplicate { message_id, timestamp }) => {
+                Ok(SendOutcome { message_id, timestamp, duplicate: true })
+            }
+            Err(e) => Err(ServiceError::from(e)),
+        };
+        // The sender may have gone; the message is stored and delivered regardless.
+        let _ = answer.send(outcome);
+    });
+    Ok(Box::pin(async move {
+        answered.await.unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
+    }))
+}
+
+/// After the commit: remember the message as recent and push it to the receiver's sessions.
+async fn deliver(state: &AppState, view: MessageView) {
+    state.cache.record_message(&view).await;
+    let receiver = view.receiver_id.clone();
+    let event = SessionEvent::Message(IncomingMessage {
+        message_id: view.message_id,
+        sender_id: view.sender_id,
+        receiver_id: view.receiver_id,
+        message: view.message,
+        timestamp: view.timestamp,
+    });
+    let dropped = state.sessions.push_to_user(&receiver, &event);
+    presence::after_dropping(state, dropped);
+}
+
+/// Records that `reader` has (`Delivered`) or has read (`Read`) a message addressed to them;
+/// when that moves its status forward, the sender's sessions get a `receipt`.
+pub(crate) async fn receipt(
+    state: &AppState,
+    reader: &UserId,
+    message_id: MessageId,
+    status: MessageStatus,
+) -> Result<Completion<()>, ServiceError> {
+    let at = Timestamp::now();
+    let committed = state.store.record_receipt(Receipt { reader: reader.clone(), message_id, status, at }).await?;
+    let (answer, answered) = oneshot::channel();
+    let task_state = state.clone();
+    let reader = reader.clone();
+    state.tasks.spawn(async move {
+        let result = match committed.await {
+            Ok(outcome) => {
+                if let Some(status) = outcome.advanced_to {
+                    task_state.cache.record_status(&reader, &outcome.sender, message_id, status).await;
+                    let frame = ServerFrame::Receipt { message_id, status, timestamp: at };
+                    let dropped = task_state.sessions.push_to_user(&outcome.sender, &SessionEvent::Frame(frame));
+                    presence::after_dropping(&task_state, dropped);
+                }
+                Ok(())
+            }
+            Err(e) => Err(ServiceError::from(e)),
+        };
+        let _ = answer.send(result);
+    });
+    Ok(Box::pin(async move {
+        answered.await.unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
+    }))
+}

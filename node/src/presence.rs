@@ -1,0 +1,82 @@
+//! Presence: a user is online while they have at least one live session on this node.
+//!
+//! Transitions are computed from the session registry, the truth, under one lock, so that
+//! concurrent opens and closes always leave the cache, the store and the watchers with the
+//! user's real state. The store keeps `status` and `last_seen` for after a restart.
+
+use kith_client_api::{ServiceError, SessionEvent, SessionId};
+use kith_proto::limits::MAX_PRESENCE_SUBSCRIPTIONS;
+use kith_proto::{PresenceStatus, PresenceView, ServerFrame, Timestamp, UserId};
+use tracing::warn;
+
+use crate::sessions::Dropped;
+use crate::state::AppState;
+
+/// Brings the cache, the store and the watchers in line with whether `user` has a live
+/// session now. Does nothing when nothing changed.
+pub(crate) async fn refresh(state: &AppState, user: &UserId) {
+    let _serialised = state.presence_lock.lock().await;
+    let online = state.sessions.is_online(user);
+    let status = if online { PresenceStatus::Online } else { PresenceStatus::Offline };
+    if state.cache.presence(user).await.is_some_and(|p| p.status == status) {
+        return;
+    }
+    let now = Timestamp::now();
+    let view = PresenceView { user_id: user.clone(), status, last_seen: (!online).then_some(now) };
+    state.cache.set_presence(view.clone()).await;
+    match state.store.set_presence(user, online, now).await {
+        Ok(committed) => {
+            state.tasks.spawn(async move {
+                if let Err(e) = committed.await {
+                    warn!(error = %e, "presence not persisted");
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "presence not persisted"),
+    }
+    let dropped = state.sessions.push_to_watchers(user, &SessionEvent::Frame(ServerFrame::Presence(view)));
+    after_dropping(state, dropped);
+}
+
+/// Re-checks the presence of users who lost their last session because it was too slow.
+pub(crate) fn after_dropping(state: &AppState, dropped: Vec<Dropped>) {
+    for Dropped(user) in dropped {
+        let state_for_task = state.clone();
+        state.tasks.spawn(async move { refresh(&state_for_task, &user).await });
+    }
+}
+
+/// `user`'s presence: from the cache, else offline with the `last_seen` the store kept.
+pub(crate) async fn presence_of(state: &AppState, user: &UserId) -> Result<PresenceView, ServiceError> {
+    if user.server() != &state.server_name {
+        return Err(ServiceError::UnknownServer(user.server().clone()));
+    }
+    if let Some(view) = state.cache.presence(user).await {
+        return Ok(view);
+    }
+    let record = state.store.user(user).await?.ok_or_else(|| ServiceError::UnknownUser(user.clone()))?;
+    Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: record.last_seen })
+}
+
+/// Makes `session` watch `users` and returns their presence now.
+pub(crate) async fn subscribe(
+    state: &AppState,
+    session: SessionId,
+    users: Vec<UserId>,
+) -> Result<Vec<PresenceView>, ServiceError> {
+    let watching = state.sessions.watch_count(session);
+    if watching + users.len() > MAX_PRESENCE_SUBSCRIPTIONS {
+        return Err(ServiceError::InvalidRequest(format!(
+            "a session may watch at most {MAX_PRESENCE_SUBSCRIPTIONS} users (watching {watching}, asked for {} more)",
+            users.len()
+        )));
+    }
+    let mut views = Vec::with_capacity(users.len());
+    for user in &users {
+        views.push(presence_of(state, user).await?);
+    }
+    if !state.sessions.watch(session, &users) {
+        return Err(ServiceError::Unavailable("session closed".into()));
+    }
+    Ok(views)
+}

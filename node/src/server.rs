@@ -1,0 +1,169 @@
+//! Starting and stopping a node: open the store, wire the parts, serve HTTP and WebSocket,
+//! and on shutdown close sessions, finish pending work and close the store, in that order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_client_api::{ApiState, RateLimits, TokenKeys};
+use kith_proto::Timestamp;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::accounts::{HashError, Hasher};
+use crate::cache::MemoryCache;
+use crate::config::Config;
+use crate::secrets::{self, SecretError};
+use crate::service::NodeService;
+use crate::sessions::Sessions;
+use crate::state::{AppState, Handles};
+use crate::store::{self, StoreError};
+use crate::users::Users;
+
+/// How long shutdown waits for sessions to close and pending work to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often rate-limit state of quiet callers is forgotten.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The data directory could not be created.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A secret could not be loaded or generated.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The store could not be opened or failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Password hashing could not be set up.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The listen address could not be bound.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed.
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A node that is serving.
+#[derive(Debug)]
+pub struct RunningNode {
+    /// Where it listens for clients.
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), NodeError>>,
+}
+
+impl RunningNode {
+    /// Asks the node to shut down gracefully.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the node has stopped.
+    ///
+    /// # Errors
+    /// What stopped it, if not a requested shutdown.
+    pub async fn wait(self) -> Result<(), NodeError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(NodeError::Serve(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Opens the store and starts serving; returns once the listener is bound.
+///
+/// # Errors
+/// [`NodeError`] when the data directory, secrets, store or listener cannot be set up.
+pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
+    let data_dir = &config.node.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
+    let secret = secrets::token_secret(data_dir)?;
+
+    let store = store::open(&config.node.database_url, &config.store).await?;
+    // No session survives a restart: whoever was online is offline since now.
+    let reset = store.reset_presence(Timestamp::now()).await?.await?;
+    if reset > 0 {
+        info!(users = reset, "marked users offline after restart");
+    }
+    let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
+    let state = AppState::new(Handles {
+        server_name: config.node.server_name.clone(),
+        users: Users::new(store.clone()),
+        store,
+        cache: Arc::new(MemoryCache::new(config.cache_bytes)),
+        sessions: Sessions::new(config.session_queue),
+        hasher: Hasher::new(parallelism)?,
+        tasks: TaskTracker::new(),
+        presence_lock: tokio::sync::Mutex::new(()),
+    });
+
+    let shutdown = CancellationToken::new();
+    let api = ApiState {
+        service: Arc::new(NodeService::new(state.clone())),
+        tokens: Arc::new(TokenKeys::new(&secret, config.node.server_name.clone(), config.token_ttl)),
+        limits: Arc::new(RateLimits::new(config.rate_limits)),
+        ws: config.ws,
+        shutdown: shutdown.clone(),
+    };
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+    info!(
+        "kith {} listening on http://{addr} as {} (store: {})",
+        env!("CARGO_PKG_VERSION"),
+        config.node.server_name,
+        state.store.describe()
+    );
+
+    state.tasks.spawn(prune_rate_limits(api.limits.clone(), shutdown.clone()));
+    let task = tokio::spawn(serve(listener, api, state, shutdown.clone()));
+    Ok(RunningNode { addr, shutdown, task })
+}
+
+async fn serve(listener: TcpListener, api: ApiState, state: AppState, shutdown: CancellationToken) -> Result<(), NodeError> {
+    let app = kith_client_api::router(api).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    // Reached on shutdown (or a listener failure): sessions were told to close by the same
+    // token; wait for them, then for work they left behind, then close the store.
+    shutdown.cancel();
+    info!(sessions = state.sessions.len(), "shutting down");
+    if tokio::time::timeout(DRAIN_TIMEOUT, state.sessions.wait_until_empty()).await.is_err() {
+        warn!(sessions = state.sessions.len(), "sessions still open at shutdown");
+    }
+    state.tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait()).await.is_err() {
+        warn!(tasks = state.tasks.len(), "background work still running at shutdown");
+    }
+    state.store.close().await;
+    info!("stopped");
+    served.map_err(NodeError::Serve)
+}
+
+async fn prune_rate_limits(limits: Arc<RateLimits>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => limits.prune(),
+        }
+    }
+}

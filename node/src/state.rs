@@ -1,0 +1,68 @@
+//! The handles every part of the node shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use kith_proto::ServerName;
+use tokio_util::task::TaskTracker;
+
+use crate::accounts::Hasher;
+use crate::cache::Cache;
+use crate::sessions::Sessions;
+use crate::store::Store;
+use crate::users::Users;
+
+/// Everything the node's parts share; cloning is one reference count.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<Handles>,
+}
+
+/// The handles inside [`AppState`].
+#[derive(Debug)]
+pub struct Handles {
+    /// The name this node is home to.
+    pub server_name: ServerName,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Presence and recent messages.
+    pub cache: Arc<dyn Cache>,
+    /// Live sessions.
+    pub sessions: Sessions,
+    /// Which user ids exist.
+    pub users: Users,
+    /// Password hashing, off the async runtime.
+    pub hasher: Hasher,
+    /// Work that outlives a request (pushes after a commit, presence writes); shutdown waits
+    /// for it.
+    pub tasks: TaskTracker,
+    /// Serialises presence transitions so that the last one written is the true one.
+    pub presence_lock: tokio::sync::Mutex<()>,
+}
+
+impl AppState {
+    /// Wraps the handles.
+    pub fn new(handles: Handles) -> Self {
+        Self { inner: Arc::new(handles) }
+    }
+}
+
+impl Deref for AppState {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.inner
+    }
+}
+
+impl std::fmt::Debug for dyn Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl std::fmt::Debug for dyn Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cache")
+    }
+}
