@@ -41,7 +41,10 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("server", &self.server).field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("TokenKeys")
+            .field("server", &self.server)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -73,8 +76,9 @@ impl TokenKeys {
             iat: now,
             exp: now.saturating_add(self.ttl.as_secs()),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| crate::service::ServiceError::Internal(format!("signing token: {e}")).into())
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| {
+            crate::service::ServiceError::Internal(format!("signing token: {e}")).into()
+        })
     }
 
     /// The user a token speaks for.
@@ -83,18 +87,26 @@ impl TokenKeys {
     /// [`ApiError::TokenExpired`] after `exp`; [`ApiError::InvalidToken`] for anything else
     /// wrong (format, algorithm, signature, issuer, a user of another server).
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-                ErrorKind::InvalidSignature => ApiError::InvalidToken("signature does not verify".into()),
-                ErrorKind::InvalidIssuer => ApiError::InvalidToken("issued by another server".into()),
-                ErrorKind::InvalidAlgorithm => ApiError::InvalidToken("algorithm must be HS256".into()),
-                ErrorKind::MissingRequiredClaim(claim) => ApiError::InvalidToken(format!("missing claim {claim}")),
+                ErrorKind::InvalidSignature => {
+                    ApiError::InvalidToken("signature does not verify".into())
+                }
+                ErrorKind::InvalidIssuer => {
+                    ApiError::InvalidToken("issued by another server".into())
+                }
+                ErrorKind::InvalidAlgorithm => {
+                    ApiError::InvalidToken("algorithm must be HS256".into())
+                }
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    ApiError::InvalidToken(format!("missing claim {claim}"))
+                }
                 _ => ApiError::InvalidToken("malformed token".into()),
-            }
-        })?;
-        let user = UserId::parse(&data.claims.sub).map_err(|_| ApiError::InvalidToken("bad subject".into()))?;
-        if user.server() != &self.server {
+            })?;
+        let user = UserId::parse(&data.claims.sub)
+            .map_err(|_| ApiError::InvalidToken("bad subject".into()))?;
+        if !user.is_on(&self.server) {
             return Err(ApiError::InvalidToken("not a user of this server".into()));
         }
         Ok(user)
@@ -109,7 +121,10 @@ pub struct AuthUser(pub UserId);
 impl FromRequestParts<ApiState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
         let token = header_token(parts)?.ok_or(ApiError::MissingToken)?;
         state.tokens.verify(token).map(AuthUser)
     }
@@ -124,7 +139,10 @@ pub struct WsAuthUser(pub UserId);
 impl FromRequestParts<ApiState> for WsAuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
         let token = match header_token(parts)? {
             Some(token) => token,
             None => query_token(parts).ok_or(ApiError::MissingToken)?,
@@ -141,7 +159,9 @@ fn header_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
     let malformed = || ApiError::InvalidToken("Authorization must be `Bearer <token>`".into());
     let value = value.to_str().map_err(|_| malformed())?;
     match value.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(Some(token.trim()))
         }
         _ => Err(malformed()),
@@ -150,5 +170,10 @@ fn header_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
 
 /// The token from `?token=…`.
 fn query_token(parts: &Parts) -> Option<&str> {
-    parts.uri.query()?.split('&').find_map(|pair| pair.strip_prefix("token=")).filter(|t| !t.is_empty())
+    parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
 }

@@ -39,7 +39,7 @@ pub use rate_limit::{Rate, RateLimitConfig, RateLimits};
 pub use routes::openapi::ApiDoc;
 pub use routes::router;
 pub use service::{
-    ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session, SessionEvent, SessionId,
-    SessionLease,
+    ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session,
+    SessionEvent, SessionId, SessionLease,
 };
 pub use state::{ApiState, WsConfig};

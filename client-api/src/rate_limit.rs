@@ -38,7 +38,16 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { messages: Rate { per_second: 100, burst: 200 }, accounts: Rate { per_second: 5, burst: 20 } }
+        Self {
+            messages: Rate {
+                per_second: 100,
+                burst: 200,
+            },
+            accounts: Rate {
+                per_second: 5,
+                burst: 20,
+            },
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use kith_proto::{
-    ClientMessageId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerFrame, ServerName, Timestamp,
-    UserId, Username, rest::HistoryPage,
+    ClientMessageId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerFrame,
+    ServerName, Timestamp, UserId, Username, rest::HistoryPage,
 };
 use tokio::sync::mpsc;
 
@@ -148,7 +148,11 @@ pub trait ChatService: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`ServiceError::UsernameTaken`].
-    async fn register(&self, username: Username, password: Password) -> Result<UserId, ServiceError>;
+    async fn register(
+        &self,
+        username: Username,
+        password: Password,
+    ) -> Result<UserId, ServiceError>;
 
     /// Checks a password.
     ///
@@ -162,7 +166,11 @@ pub trait ChatService: Send + Sync + 'static {
     /// # Errors
     /// [`ServiceError::UnknownUser`] for a receiver that does not exist,
     /// [`ServiceError::UnknownServer`] for one on a server this node cannot reach.
-    async fn send(&self, sender: &UserId, message: OutgoingMessage) -> Result<Completion<SendOutcome>, ServiceError>;
+    async fn send(
+        &self,
+        sender: &UserId,
+        message: OutgoingMessage,
+    ) -> Result<Completion<SendOutcome>, ServiceError>;
 
     /// A page of `caller`'s conversation with `peer`: the newest `limit` messages before
     /// `before`, oldest first.
@@ -185,7 +193,12 @@ pub trait ChatService: Send + Sync + 'static {
 
     /// `user`'s messages not yet acked with a position after `after`, oldest first, for
     /// redelivery when a session opens. Positions are opaque and only increase.
-    async fn pending(&self, user: &UserId, after: i64, limit: u32) -> Result<Vec<(i64, IncomingMessage)>, ServiceError>;
+    async fn pending(
+        &self,
+        user: &UserId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, IncomingMessage)>, ServiceError>;
 
     /// Records that `user` (the receiver) has the message (`Delivered`) or has read it (`Read`);
     /// the sender is told when the status moves forward.

@@ -26,7 +26,9 @@ pub struct ApiState {
 
 impl std::fmt::Debug for dyn ChatService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatService").field("server_name", self.server_name()).finish()
+        f.debug_struct("ChatService")
+            .field("server_name", self.server_name())
+            .finish()
     }
 }
 

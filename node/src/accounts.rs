@@ -43,7 +43,10 @@ impl Hasher {
     /// If the decoy hash cannot be computed (a broken RNG).
     pub fn new(parallelism: usize) -> Result<Self, HashError> {
         let decoy = hash_blocking(&format!("decoy-{}", Timestamp::now().as_millis()))?;
-        Ok(Self { permits: Arc::new(Semaphore::new(parallelism.max(1))), decoy })
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(parallelism.max(1))),
+            decoy,
+        })
     }
 
     /// Hashes a password to a PHC string.
@@ -63,13 +66,28 @@ impl Hasher {
         let known = phc.is_some();
         let phc = phc.unwrap_or(&self.decoy).to_owned();
         let password = password.expose().to_owned();
-        let matches = self.run(move || Argon2::default().verify_password(password.as_bytes(), phc.as_str()).is_ok()).await?;
+        let matches = self
+            .run(move || {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), phc.as_str())
+                    .is_ok()
+            })
+            .await?;
         Ok(known && matches)
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
-        let _permit = self.permits.acquire().await.map_err(|e| HashError::Failed(e.to_string()))?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| HashError::Failed(e.to_string()))
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| HashError::Failed(e.to_string()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| HashError::Failed(e.to_string()))
     }
 }
 
@@ -87,7 +105,10 @@ fn hash_blocking(password: &str) -> Result<String, HashError> {
 pub fn check_imported_hash(phc: &str) -> Result<(), HashError> {
     let parsed = PasswordHash::new(phc).map_err(|e| HashError::Format(e.to_string()))?;
     if parsed.algorithm.as_str() != Algorithm::Argon2id.as_str() {
-        return Err(HashError::Format(format!("algorithm is {}, expected argon2id", parsed.algorithm)));
+        return Err(HashError::Format(format!(
+            "algorithm is {}, expected argon2id",
+            parsed.algorithm
+        )));
     }
     Params::try_from(&parsed).map_err(|e| HashError::Format(format!("parameters: {e}")))?;
     if parsed.salt.is_none() || parsed.hash.is_none() {
@@ -97,14 +118,22 @@ pub fn check_imported_hash(phc: &str) -> Result<(), HashError> {
 }
 
 /// `POST /api/v1/register`.
-pub(crate) async fn register(state: &AppState, username: Username, password: Password) -> Result<UserId, ServiceError> {
+pub(crate) async fn register(
+    state: &AppState,
+    username: Username,
+    password: Password,
+) -> Result<UserId, ServiceError> {
     let user_id = UserId::new(username.clone(), state.server_name.clone());
     // Cheap check first, so a taken name costs no hashing; the insert below settles races.
     if state.users.exists(&user_id).await? {
         return Err(ServiceError::UsernameTaken(username));
     }
     let password_hash = state.hasher.hash(&password).await?;
-    let user = NewUser { user_id: user_id.clone(), password_hash, created_at: Timestamp::now() };
+    let user = NewUser {
+        user_id: user_id.clone(),
+        password_hash,
+        created_at: Timestamp::now(),
+    };
     match state.store.create_user(user).await?.await {
         Ok(()) => {
             state.users.remember(&user_id);
@@ -117,7 +146,11 @@ pub(crate) async fn register(state: &AppState, username: Username, password: Pas
 }
 
 /// `POST /api/v1/login`.
-pub(crate) async fn login(state: &AppState, username: Username, password: Password) -> Result<UserId, ServiceError> {
+pub(crate) async fn login(
+    state: &AppState,
+    username: Username,
+    password: Password,
+) -> Result<UserId, ServiceError> {
     let user_id = UserId::new(username, state.server_name.clone());
     let record = state.store.user(&user_id).await?;
     let phc = record.as_ref().map(|r| r.password_hash.as_str());

@@ -5,7 +5,9 @@
 //! that sent the message is gone by then.
 
 use kith_client_api::{Completion, OutgoingMessage, SendOutcome, ServiceError, SessionEvent};
-use kith_proto::{IncomingMessage, MessageId, MessageStatus, MessageView, ServerFrame, Timestamp, UserId};
+use kith_proto::{
+    IncomingMessage, MessageId, MessageStatus, MessageView, ServerFrame, Timestamp, UserId,
+};
 use tokio::sync::oneshot;
 
 use crate::presence;
@@ -19,8 +21,8 @@ pub(crate) async fn send(
     message: OutgoingMessage,
 ) -> Result<Completion<SendOutcome>, ServiceError> {
     let receiver = message.receiver;
-    if receiver.server() != &state.server_name {
-        return Err(ServiceError::UnknownServer(receiver.server().clone()));
+    if !receiver.is_on(&state.server_name) {
+        return Err(ServiceError::UnknownServer(receiver.server_name()));
     }
     if !state.users.exists(&receiver).await? {
         return Err(ServiceError::UnknownUser(receiver));
@@ -49,21 +51,36 @@ pub(crate) async fn send(
     let task_state = state.clone();
     state.tasks.spawn(async move {
         let outcome = match committed.await {
-            Ok(AppendOutcome::Stored { message_id, timestamp, .. }) => {
-                let outcome = SendOutcome { message_id, timestamp, duplicate: false };
+            Ok(AppendOutcome::Stored {
+                message_id,
+                timestamp,
+                ..
+            }) => {
+                let outcome = SendOutcome {
+                    message_id,
+                    timestamp,
+                    duplicate: false,
+                };
                 deliver(&task_state, view).await;
                 Ok(outcome)
             }
-            Ok(AppendOutcome::Duplicate { message_id, timestamp }) => {
-                Ok(SendOutcome { message_id, timestamp, duplicate: true })
-            }
+            Ok(AppendOutcome::Duplicate {
+                message_id,
+                timestamp,
+            }) => Ok(SendOutcome {
+                message_id,
+                timestamp,
+                duplicate: true,
+            }),
             Err(e) => Err(ServiceError::from(e)),
         };
         // The sender may have gone; the message is stored and delivered regardless.
         let _ = answer.send(outcome);
     });
     Ok(Box::pin(async move {
-        answered.await.unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
+        answered
+            .await
+            .unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
     }))
 }
 
@@ -91,7 +108,15 @@ pub(crate) async fn receipt(
     status: MessageStatus,
 ) -> Result<Completion<()>, ServiceError> {
     let at = Timestamp::now();
-    let committed = state.store.record_receipt(Receipt { reader: reader.clone(), message_id, status, at }).await?;
+    let committed = state
+        .store
+        .record_receipt(Receipt {
+            reader: reader.clone(),
+            message_id,
+            status,
+            at,
+        })
+        .await?;
     let (answer, answered) = oneshot::channel();
     let task_state = state.clone();
     let reader = reader.clone();
@@ -99,9 +124,18 @@ pub(crate) async fn receipt(
         let result = match committed.await {
             Ok(outcome) => {
                 if let Some(status) = outcome.advanced_to {
-                    task_state.cache.record_status(&reader, &outcome.sender, message_id, status).await;
-                    let frame = ServerFrame::Receipt { message_id, status, timestamp: at };
-                    let dropped = task_state.sessions.push_to_user(&outcome.sender, &SessionEvent::Frame(frame));
+                    task_state
+                        .cache
+                        .record_status(&reader, &outcome.sender, message_id, status)
+                        .await;
+                    let frame = ServerFrame::Receipt {
+                        message_id,
+                        status,
+                        timestamp: at,
+                    };
+                    let dropped = task_state
+                        .sessions
+                        .push_to_user(&outcome.sender, &SessionEvent::Frame(frame));
                     presence::after_dropping(&task_state, dropped);
                 }
                 Ok(())
@@ -111,6 +145,8 @@ pub(crate) async fn receipt(
         let _ = answer.send(result);
     });
     Ok(Box::pin(async move {
-        answered.await.unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
+        answered
+            .await
+            .unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
     }))
 }

@@ -2,10 +2,13 @@
 
 use async_trait::async_trait;
 use kith_client_api::{
-    ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session, SessionId, SessionLease,
+    ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session,
+    SessionId, SessionLease,
 };
 use kith_proto::rest::HistoryPage;
-use kith_proto::{IncomingMessage, MessageId, MessageStatus, PresenceView, ServerName, UserId, Username};
+use kith_proto::{
+    IncomingMessage, MessageId, MessageStatus, PresenceView, ServerName, UserId, Username,
+};
 
 use crate::state::AppState;
 use crate::{accounts, delivery, history, presence};
@@ -29,7 +32,11 @@ impl ChatService for NodeService {
         &self.state.server_name
     }
 
-    async fn register(&self, username: Username, password: Password) -> Result<UserId, ServiceError> {
+    async fn register(
+        &self,
+        username: Username,
+        password: Password,
+    ) -> Result<UserId, ServiceError> {
         accounts::register(&self.state, username, password).await
     }
 
@@ -37,7 +44,11 @@ impl ChatService for NodeService {
         accounts::login(&self.state, username, password).await
     }
 
-    async fn send(&self, sender: &UserId, message: OutgoingMessage) -> Result<Completion<SendOutcome>, ServiceError> {
+    async fn send(
+        &self,
+        sender: &UserId,
+        message: OutgoingMessage,
+    ) -> Result<Completion<SendOutcome>, ServiceError> {
         delivery::send(&self.state, sender, message).await
     }
 
@@ -57,14 +68,27 @@ impl ChatService for NodeService {
 
     async fn open_session(&self, user: &UserId) -> Result<Session, ServiceError> {
         let (id, events, first) = self.state.sessions.register(user);
-        let lease = Lease { state: self.state.clone(), user: user.clone(), id };
+        let lease = Lease {
+            state: self.state.clone(),
+            user: user.clone(),
+            id,
+        };
         if first {
             presence::refresh(&self.state, user).await;
         }
-        Ok(Session { id, events, lease: Box::new(lease) })
+        Ok(Session {
+            id,
+            events,
+            lease: Box::new(lease),
+        })
     }
 
-    async fn pending(&self, user: &UserId, after: i64, limit: u32) -> Result<Vec<(i64, IncomingMessage)>, ServiceError> {
+    async fn pending(
+        &self,
+        user: &UserId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, IncomingMessage)>, ServiceError> {
         let pending = self.state.store.pending(user, after, limit).await?;
         Ok(pending
             .into_iter()
@@ -91,12 +115,20 @@ impl ChatService for NodeService {
         delivery::receipt(&self.state, user, message_id, status).await
     }
 
-    async fn subscribe_presence(&self, session: SessionId, users: Vec<UserId>) -> Result<Vec<PresenceView>, ServiceError> {
+    async fn subscribe_presence(
+        &self,
+        session: SessionId,
+        users: Vec<UserId>,
+    ) -> Result<Vec<PresenceView>, ServiceError> {
         presence::subscribe(&self.state, session, users).await
     }
 
     async fn ready(&self) -> Result<(), ServiceError> {
-        self.state.store.ping().await.map_err(|e| ServiceError::Unavailable(e.to_string()))
+        self.state
+            .store
+            .ping()
+            .await
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))
     }
 }
 
@@ -118,7 +150,10 @@ impl Drop for Lease {
         }
         let (state, user) = (self.state.clone(), self.user.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            self.state.tasks.spawn_on(async move { presence::refresh(&state, &user).await }, &runtime);
+            self.state.tasks.spawn_on(
+                async move { presence::refresh(&state, &user).await },
+                &runtime,
+            );
         }
     }
 }

@@ -94,7 +94,14 @@ impl Sessions {
         let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let mut registry = self.registry();
-        registry.sessions.insert(id, Entry { user: user.clone(), tx, watching: HashSet::new() });
+        registry.sessions.insert(
+            id,
+            Entry {
+                user: user.clone(),
+                tx,
+                watching: HashSet::new(),
+            },
+        );
         let ids = registry.by_user.entry(user.clone()).or_default();
         ids.push(id);
         let first = ids.len() == 1;
@@ -132,7 +139,12 @@ impl Sessions {
         };
         let slow: Vec<SessionId> = ids
             .iter()
-            .filter(|id| registry.sessions.get(id).is_some_and(|entry| !try_push(&entry.tx, event)))
+            .filter(|id| {
+                registry
+                    .sessions
+                    .get(id)
+                    .is_some_and(|entry| !try_push(&entry.tx, event))
+            })
             .copied()
             .collect();
         drop_slow(&mut registry, slow)
@@ -146,7 +158,12 @@ impl Sessions {
         };
         let slow: Vec<SessionId> = watchers
             .iter()
-            .filter(|id| registry.sessions.get(id).is_some_and(|entry| !try_push(&entry.tx, event)))
+            .filter(|id| {
+                registry
+                    .sessions
+                    .get(id)
+                    .is_some_and(|entry| !try_push(&entry.tx, event))
+            })
             .copied()
             .collect();
         drop_slow(&mut registry, slow)
@@ -158,7 +175,11 @@ impl Sessions {
         let Some(entry) = registry.sessions.get_mut(&id) else {
             return false;
         };
-        let added: Vec<UserId> = users.iter().filter(|u| entry.watching.insert((*u).clone())).cloned().collect();
+        let added: Vec<UserId> = users
+            .iter()
+            .filter(|u| entry.watching.insert((*u).clone()))
+            .cloned()
+            .collect();
         for user in added {
             registry.watchers.entry(user).or_default().insert(id);
         }
@@ -167,7 +188,10 @@ impl Sessions {
 
     /// How many users one session watches (to enforce the subscription cap).
     pub fn watch_count(&self, id: SessionId) -> usize {
-        self.registry().sessions.get(&id).map_or(0, |e| e.watching.len())
+        self.registry()
+            .sessions
+            .get(&id)
+            .map_or(0, |e| e.watching.len())
     }
 
     /// How many sessions are live.

@@ -43,7 +43,9 @@ pub struct Handles {
 impl AppState {
     /// Wraps the handles.
     pub fn new(handles: Handles) -> Self {
-        Self { inner: Arc::new(handles) }
+        Self {
+            inner: Arc::new(handles),
+        }
     }
 }
 

@@ -134,19 +134,25 @@ impl fmt::Display for ServerName {
 }
 
 /// A user's global id, `name@server`: the server part names the user's home node.
+///
+/// Stored as its text and the position of the `@`, so it is as cheap to pass around and
+/// compare as a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId {
-    name: Username,
-    server: ServerName,
-    /// `name@server`, kept so that the id can be borrowed as text without allocating.
+    /// `name@server`.
     full: String,
+    /// Index of the `@` in `full`.
+    at: usize,
 }
 
 impl UserId {
     /// Joins a username and its home server into a user id.
     pub fn new(name: Username, server: ServerName) -> Self {
-        let full = format!("{name}@{server}");
-        Self { name, server, full }
+        let at = name.0.len();
+        Self {
+            full: format!("{name}@{server}"),
+            at,
+        }
     }
 
     /// Parses `name@server`.
@@ -176,13 +182,23 @@ impl UserId {
     }
 
     /// The local part.
-    pub fn name(&self) -> &Username {
-        &self.name
+    pub fn name(&self) -> &str {
+        &self.full[..self.at]
+    }
+
+    /// The home server, as text.
+    pub fn server(&self) -> &str {
+        &self.full[self.at + 1..]
     }
 
     /// The home server.
-    pub fn server(&self) -> &ServerName {
-        &self.server
+    pub fn server_name(&self) -> ServerName {
+        ServerName(self.server().to_owned())
+    }
+
+    /// Whether `server` is this user's home.
+    pub fn is_on(&self, server: &ServerName) -> bool {
+        self.server() == server.as_str()
     }
 
     /// `name@server`.
@@ -326,7 +342,9 @@ mod tests {
         let bob = UserId::parse_or_local("bob", &home).unwrap();
         assert_eq!(bob.as_str(), "bob@alpha.example");
         let remote = UserId::parse_or_local("carol@beta:8443", &home).unwrap();
-        assert_eq!(remote.server().as_str(), "beta:8443");
+        assert_eq!(remote.server(), "beta:8443");
+        assert_eq!(remote.name(), "carol");
+        assert!(bob.is_on(&home));
         for bad in [
             "@",
             "bob@",

@@ -33,7 +33,10 @@ pub(crate) async fn register(
     let (username, password) = parse_credentials(body)?;
     let user_id = state.service.register(username, password).await?;
     let token = state.tokens.issue(&user_id)?;
-    Ok((StatusCode::CREATED, axum::Json(AuthResponse { user_id, token })))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(AuthResponse { user_id, token }),
+    ))
 }
 
 /// `POST /api/v1/login`: exchanges a username and password for a token.
@@ -56,14 +59,16 @@ pub(crate) async fn login(
 ) -> Result<axum::Json<AuthResponse>, ApiError> {
     state.limits.check_account(addr)?;
     // A malformed username cannot belong to anyone: answer as for a wrong password.
-    let (username, password) = parse_credentials(body).map_err(|_| ServiceError::InvalidCredentials)?;
+    let (username, password) =
+        parse_credentials(body).map_err(|_| ServiceError::InvalidCredentials)?;
     let user_id = state.service.login(username, password).await?;
     let token = state.tokens.issue(&user_id)?;
     Ok(axum::Json(AuthResponse { user_id, token }))
 }
 
 fn parse_credentials(body: Credentials) -> Result<(Username, Password), ApiError> {
-    let username = Username::parse(&body.username).map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+    let username =
+        Username::parse(&body.username).map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
     let password = Password::parse(body.password)?;
     Ok((username, password))
 }

@@ -3,7 +3,9 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use kith_proto::limits::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
-use kith_proto::rest::{HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse, SendStatus};
+use kith_proto::rest::{
+    HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse, SendStatus,
+};
 use kith_proto::{ErrorBody, MessageId};
 
 use crate::auth::AuthUser;
@@ -42,12 +44,23 @@ pub(crate) async fn send(
     let home = state.service.server_name();
     let sender = validate::user_field("senderId", &body.sender_id, home)?;
     if sender != caller {
-        return Err(ServiceError::Forbidden(format!("senderId {sender} is not you ({caller})")).into());
+        return Err(
+            ServiceError::Forbidden(format!("senderId {sender} is not you ({caller})")).into(),
+        );
     }
-    let message = validate::outgoing(&body.receiver_id, body.message, body.client_message_id.as_deref(), home)?;
+    let message = validate::outgoing(
+        &body.receiver_id,
+        body.message,
+        body.client_message_id.as_deref(),
+        home,
+    )?;
     state.limits.check_message(&caller)?;
     let outcome = state.service.send(&caller, message).await?.await?;
-    let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if outcome.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((
         status,
         axum::Json(SendMessageResponse {
@@ -93,7 +106,10 @@ pub(crate) async fn history(
     };
     let limit = query.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
     if !(1..=HISTORY_MAX_LIMIT).contains(&limit) {
-        return Err(ServiceError::InvalidRequest(format!("limit must be 1 to {HISTORY_MAX_LIMIT} (got {limit})")).into());
+        return Err(ServiceError::InvalidRequest(format!(
+            "limit must be 1 to {HISTORY_MAX_LIMIT} (got {limit})"
+        ))
+        .into());
     }
     let before = query
         .before
@@ -103,7 +119,9 @@ pub(crate) async fn history(
         .map_err(|e| ServiceError::InvalidRequest(format!("before: {e}")))?;
     match state.service.history(&caller, &peer, before, limit).await {
         Ok(page) => Ok(axum::Json(page)),
-        Err(ServiceError::UnknownUser(_)) => Err(ServiceError::UnknownConversation(caller, peer).into()),
+        Err(ServiceError::UnknownUser(_)) => {
+            Err(ServiceError::UnknownConversation(caller, peer).into())
+        }
         Err(e) => Err(e.into()),
     }
 }

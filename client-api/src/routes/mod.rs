@@ -22,7 +22,10 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/register", post(accounts::register))
         .route("/api/v1/login", post(accounts::login))
-        .route("/api/v1/messages", post(messages::send).get(messages::history))
+        .route(
+            "/api/v1/messages",
+            post(messages::send).get(messages::history),
+        )
         .route("/api/v1/presence/{user_id}", get(presence::presence))
         .route("/api/v1/ws", get(crate::ws::upgrade))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
@@ -54,7 +57,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
         let addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| {
+                addr.ip()
+            });
         Ok(Self(addr))
     }
 }

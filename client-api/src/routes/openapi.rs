@@ -5,8 +5,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use kith_proto::rest::{
-    AuthResponse, Credentials, HealthResponse, HistoryPage, MessageStatus, MessageView, PresenceStatus,
-    PresenceView, SendMessageRequest, SendMessageResponse, SendStatus,
+    AuthResponse, Credentials, HealthResponse, HistoryPage, MessageStatus, MessageView,
+    PresenceStatus, PresenceView, SendMessageRequest, SendMessageResponse, SendStatus,
 };
 use kith_proto::ws::{ClientFrame, IncomingMessage, ServerFrame};
 use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
@@ -54,7 +54,12 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }

@@ -122,7 +122,9 @@ impl Connection {
                 .service
                 .pending(&self.user, after, REPLAY_PAGE)
                 .await
-                .map_err(|_| End::ServerClosed(close_code::INTERNAL, "could not load pending messages"))?;
+                .map_err(|_| {
+                    End::ServerClosed(close_code::INTERNAL, "could not load pending messages")
+                })?;
             let full = page.len() == REPLAY_PAGE as usize;
             for (position, message) in page {
                 after = position;
@@ -197,8 +199,11 @@ impl Connection {
         match message {
             Message::Text(text) => self.on_text(&text, session).await,
             Message::Binary(_) => {
-                self.send(error_frame(ApiError::InvalidJson("binary frames are not supported; send JSON text".into()), None))
-                    .await
+                self.send(error_frame(
+                    ApiError::InvalidJson("binary frames are not supported; send JSON text".into()),
+                    None,
+                ))
+                .await
             }
             Message::Ping(_) | Message::Pong(_) => Ok(()),
             Message::Close(_) => Err(End::ClientClosed),
@@ -208,22 +213,47 @@ impl Connection {
     async fn on_text(&mut self, text: &Utf8Bytes, session: &Session) -> Result<(), End> {
         let frame = match serde_json::from_str::<ClientFrame>(text.as_str()) {
             Ok(frame) => frame,
-            Err(e) => return self.send(error_frame(ApiError::InvalidJson(format!("malformed frame: {e}")), None)).await,
+            Err(e) => {
+                return self
+                    .send(error_frame(
+                        ApiError::InvalidJson(format!("malformed frame: {e}")),
+                        None,
+                    ))
+                    .await;
+            }
         };
         match frame {
-            ClientFrame::Send { client_message_id, receiver_id, message } => {
-                self.on_send(client_message_id, &receiver_id, message).await
+            ClientFrame::Send {
+                client_message_id,
+                receiver_id,
+                message,
+            } => self.on_send(client_message_id, &receiver_id, message).await,
+            ClientFrame::Ack { message_id } => {
+                self.on_receipt(message_id, MessageStatus::Delivered).await
             }
-            ClientFrame::Ack { message_id } => self.on_receipt(message_id, MessageStatus::Delivered).await,
-            ClientFrame::Read { message_id } => self.on_receipt(message_id, MessageStatus::Read).await,
-            ClientFrame::PresenceSubscribe { user_ids } => self.on_subscribe(user_ids, session).await,
+            ClientFrame::Read { message_id } => {
+                self.on_receipt(message_id, MessageStatus::Read).await
+            }
+            ClientFrame::PresenceSubscribe { user_ids } => {
+                self.on_subscribe(user_ids, session).await
+            }
         }
     }
 
-    async fn on_send(&mut self, client_message_id: String, receiver: &str, content: String) -> Result<(), End> {
+    async fn on_send(
+        &mut self,
+        client_message_id: String,
+        receiver: &str,
+        content: String,
+    ) -> Result<(), End> {
         let service = self.state.service.clone();
         let accepted = async {
-            let message = validate::outgoing(receiver, content, Some(&client_message_id), service.server_name())?;
+            let message = validate::outgoing(
+                receiver,
+                content,
+                Some(&client_message_id),
+                service.server_name(),
+            )?;
             self.state.limits.check_message(&self.user)?;
             Ok::<_, ApiError>(service.send(&self.user, message).await?)
         }
@@ -250,11 +280,23 @@ impl Connection {
         }
     }
 
-    async fn on_receipt(&mut self, message_id: MessageId, status: MessageStatus) -> Result<(), End> {
-        match self.state.service.receipt(&self.user, message_id, status).await {
+    async fn on_receipt(
+        &mut self,
+        message_id: MessageId,
+        status: MessageStatus,
+    ) -> Result<(), End> {
+        match self
+            .state
+            .service
+            .receipt(&self.user, message_id, status)
+            .await
+        {
             Ok(completion) => {
-                self.in_flight
-                    .push(completion.map(|done| done.err().map(|e| ApiError::from(e).to_frame(None))).boxed());
+                self.in_flight.push(
+                    completion
+                        .map(|done| done.err().map(|e| ApiError::from(e).to_frame(None)))
+                        .boxed(),
+                );
                 Ok(())
             }
             Err(e) => self.send(error_frame(e.into(), None)).await,
@@ -270,10 +312,17 @@ impl Connection {
             return self.send(error_frame(e.into(), None)).await;
         }
         let home = self.state.service.server_name().clone();
-        let users: Result<Vec<UserId>, ApiError> =
-            user_ids.iter().map(|id| validate::user_field("userIds", id, &home)).collect();
+        let users: Result<Vec<UserId>, ApiError> = user_ids
+            .iter()
+            .map(|id| validate::user_field("userIds", id, &home))
+            .collect();
         let result = match users {
-            Ok(users) => self.state.service.subscribe_presence(session.id, users).await.map_err(ApiError::from),
+            Ok(users) => self
+                .state
+                .service
+                .subscribe_presence(session.id, users)
+                .await
+                .map_err(ApiError::from),
             Err(e) => Err(e),
         };
         match result {
@@ -298,14 +347,20 @@ impl Connection {
         match tokio::time::timeout(self.state.ws.send_timeout, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::SocketError(e.to_string())),
-            Err(_) => Err(End::ServerClosed(close_code::TRY_AGAIN_LATER, "client is not reading")),
+            Err(_) => Err(End::ServerClosed(
+                close_code::TRY_AGAIN_LATER,
+                "client is not reading",
+            )),
         }
     }
 
     /// Sends a close frame when the server is the one ending the connection.
     async fn close(&mut self, end: &End) {
         if let End::ServerClosed(code, reason) = end {
-            let frame = CloseFrame { code: *code, reason: (*reason).into() };
+            let frame = CloseFrame {
+                code: *code,
+                reason: (*reason).into(),
+            };
             let close = self.socket.send(Message::Close(Some(frame)));
             let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
         }

@@ -61,7 +61,12 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_batch: 512, queue_depth: 8192, read_connections: 4, writers: 4 }
+        Self {
+            max_batch: 512,
+            queue_depth: 8192,
+            read_connections: 4,
+            writers: 4,
+        }
     }
 }
 
@@ -112,7 +117,9 @@ pub struct NewUser {
 
 impl fmt::Debug for NewUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewUser").field("user_id", &self.user_id).finish_non_exhaustive()
+        f.debug_struct("NewUser")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -231,7 +238,9 @@ impl<T> Future for Committed<T> {
     type Output = Result<T, StoreError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed)))
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(StoreError::Closed)))
     }
 }
 
@@ -254,24 +263,38 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> Result<Committed<()>, StoreError>;
 
     /// Creates many accounts at once, skipping user ids that exist.
-    async fn import_users(&self, users: Vec<NewUser>) -> Result<Committed<ImportReport>, StoreError>;
+    async fn import_users(
+        &self,
+        users: Vec<NewUser>,
+    ) -> Result<Committed<ImportReport>, StoreError>;
 
     /// Looks up an account.
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>, StoreError>;
 
     /// Appends a message to the mailboxes of both participants (each must be a local user),
     /// unless the sender already used its `clientMessageId`.
-    async fn append_message(&self, message: NewMessage) -> Result<Committed<AppendOutcome>, StoreError>;
+    async fn append_message(
+        &self,
+        message: NewMessage,
+    ) -> Result<Committed<AppendOutcome>, StoreError>;
 
     /// Records a receipt in the reader's and the sender's mailbox; status only moves forward,
     /// and the message stops being pending for the reader.
     ///
     /// The [`Committed`] fails with [`StoreError::MessageNotFound`] when the reader has no such
     /// message addressed to them.
-    async fn record_receipt(&self, receipt: Receipt) -> Result<Committed<ReceiptOutcome>, StoreError>;
+    async fn record_receipt(
+        &self,
+        receipt: Receipt,
+    ) -> Result<Committed<ReceiptOutcome>, StoreError>;
 
     /// Records a presence transition: online, or offline with `last_seen`.
-    async fn set_presence(&self, user_id: &UserId, online: bool, at: Timestamp) -> Result<Committed<()>, StoreError>;
+    async fn set_presence(
+        &self,
+        user_id: &UserId,
+        online: bool,
+        at: Timestamp,
+    ) -> Result<Committed<()>, StoreError>;
 
     /// Marks every user offline, with `last_seen = at` for those who were online: run at
     /// start-up, since no session survives a restart.
@@ -288,7 +311,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<MessageView>, StoreError>;
 
     /// `owner`'s messages not yet acked, after arrival position `after_seq`, oldest first.
-    async fn pending(&self, owner: &UserId, after_seq: i64, limit: u32) -> Result<Vec<PendingMessage>, StoreError>;
+    async fn pending(
+        &self,
+        owner: &UserId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PendingMessage>, StoreError>;
 
     /// Lets queued writes commit, stops the writers and closes the connections.
     async fn close(&self);

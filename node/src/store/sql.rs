@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use super::rows::{MessageRow, RowsAffected, UserRow, message_columns};
 use super::writer::{Job, Slot, Writer};
 use super::{
-    AppendOutcome, Committed, ImportReport, NewMessage, NewUser, PendingMessage, Receipt, ReceiptOutcome, Store,
-    StoreError, StoreOptions,
+    AppendOutcome, Committed, ImportReport, NewMessage, NewUser, PendingMessage, Receipt,
+    ReceiptOutcome, Store, StoreError, StoreOptions,
 };
 
 /// A store over one sqlx engine.
@@ -59,11 +59,20 @@ where
         let (queues, tasks) = (0..writers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(options.queue_depth);
-                let writer = Writer { pool: write.clone(), max_batch: options.max_batch };
+                let writer = Writer {
+                    pool: write.clone(),
+                    max_batch: options.max_batch,
+                };
                 (tx, tokio::spawn(writer.run(rx)))
             })
             .unzip();
-        Self { read, write, queues: RwLock::new(queues), writers: Mutex::new(tasks), description }
+        Self {
+            read,
+            write,
+            queues: RwLock::new(queues),
+            writers: Mutex::new(tasks),
+            description,
+        }
     }
 
     /// Queues a job on the writer that owns `key` and returns its commit.
@@ -83,7 +92,10 @@ where
             queues[index].clone()
         };
         let (tx, rx) = oneshot::channel();
-        queue.send(job(Slot::new(tx))).await.map_err(|_| StoreError::Closed)?;
+        queue
+            .send(job(Slot::new(tx)))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         Ok(Committed::new(rx))
     }
 }
@@ -126,37 +138,63 @@ where
         self.enqueue(&key, |slot| Job::CreateUser(user, slot)).await
     }
 
-    async fn import_users(&self, users: Vec<NewUser>) -> Result<Committed<ImportReport>, StoreError> {
-        self.enqueue("import", |slot| Job::ImportUsers(users, slot)).await
+    async fn import_users(
+        &self,
+        users: Vec<NewUser>,
+    ) -> Result<Committed<ImportReport>, StoreError> {
+        self.enqueue("import", |slot| Job::ImportUsers(users, slot))
+            .await
     }
 
     async fn user(&self, user_id: &UserId) -> Result<Option<super::UserRecord>, StoreError> {
-        sqlx::query_as::<DB, UserRow>("SELECT user_id, password_hash, last_seen FROM users WHERE user_id = $1")
-            .bind(user_id.as_str())
-            .fetch_optional(&self.read)
-            .await?
-            .map(UserRow::into_record)
-            .transpose()
+        sqlx::query_as::<DB, UserRow>(
+            "SELECT user_id, password_hash, last_seen FROM users WHERE user_id = $1",
+        )
+        .bind(user_id.as_str())
+        .fetch_optional(&self.read)
+        .await?
+        .map(UserRow::into_record)
+        .transpose()
     }
 
-    async fn append_message(&self, message: NewMessage) -> Result<Committed<AppendOutcome>, StoreError> {
+    async fn append_message(
+        &self,
+        message: NewMessage,
+    ) -> Result<Committed<AppendOutcome>, StoreError> {
         let key = conversation_key(&message.sender, &message.receiver);
-        self.enqueue(&key, |slot| Job::AppendMessage(message, slot)).await
+        self.enqueue(&key, |slot| Job::AppendMessage(message, slot))
+            .await
     }
 
-    async fn record_receipt(&self, receipt: Receipt) -> Result<Committed<ReceiptOutcome>, StoreError> {
+    async fn record_receipt(
+        &self,
+        receipt: Receipt,
+    ) -> Result<Committed<ReceiptOutcome>, StoreError> {
         let key = receipt.reader.to_string();
-        self.enqueue(&key, |slot| Job::RecordReceipt(receipt, slot)).await
+        self.enqueue(&key, |slot| Job::RecordReceipt(receipt, slot))
+            .await
     }
 
-    async fn set_presence(&self, user_id: &UserId, online: bool, at: Timestamp) -> Result<Committed<()>, StoreError> {
+    async fn set_presence(
+        &self,
+        user_id: &UserId,
+        online: bool,
+        at: Timestamp,
+    ) -> Result<Committed<()>, StoreError> {
         let user_id = user_id.to_string();
         let key = user_id.clone();
-        self.enqueue(&key, |slot| Job::SetPresence { user_id, online, at, slot }).await
+        self.enqueue(&key, |slot| Job::SetPresence {
+            user_id,
+            online,
+            at,
+            slot,
+        })
+        .await
     }
 
     async fn reset_presence(&self, at: Timestamp) -> Result<Committed<u64>, StoreError> {
-        self.enqueue("presence", |slot| Job::ResetPresence(at, slot)).await
+        self.enqueue("presence", |slot| Job::ResetPresence(at, slot))
+            .await
     }
 
     async fn history(
@@ -197,7 +235,12 @@ where
         rows.into_iter().rev().map(MessageRow::into_view).collect()
     }
 
-    async fn pending(&self, owner: &UserId, after_seq: i64, limit: u32) -> Result<Vec<PendingMessage>, StoreError> {
+    async fn pending(
+        &self,
+        owner: &UserId,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<PendingMessage>, StoreError> {
         sqlx::query_as::<DB, MessageRow>(concat!(
             "SELECT ",
             message_columns!(),
@@ -214,8 +257,12 @@ where
     }
 
     async fn close(&self) {
-        self.queues.write().unwrap_or_else(PoisonError::into_inner).clear();
-        let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(PoisonError::into_inner));
+        self.queues
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let writers =
+            std::mem::take(&mut *self.writers.lock().unwrap_or_else(PoisonError::into_inner));
         for writer in writers {
             if let Err(e) = writer.await {
                 tracing::error!(error = %e, "store writer panicked");

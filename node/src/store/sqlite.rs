@@ -16,7 +16,10 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 ///
 /// # Errors
 /// When the file cannot be opened or the schema cannot be migrated.
-pub(crate) async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<SqlStore<Sqlite>, StoreError> {
+pub(crate) async fn open_sqlite(
+    url: &str,
+    options: &StoreOptions,
+) -> Result<SqlStore<Sqlite>, StoreError> {
     let connect = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)

@@ -7,12 +7,16 @@
 //! never fails its neighbours.
 
 use kith_proto::{MessageStatus, Timestamp};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use sqlx::{
+    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::rows::{RowsAffected, parse_message_id, parse_user};
-use super::{AppendOutcome, ImportReport, NewMessage, NewUser, Receipt, ReceiptOutcome, StoreError};
+use super::{
+    AppendOutcome, ImportReport, NewMessage, NewUser, Receipt, ReceiptOutcome, StoreError,
+};
 
 /// Where an operation's answer goes, and the answer until the commit decides its fate.
 #[derive(Debug)]
@@ -23,7 +27,10 @@ pub(crate) struct Slot<T> {
 
 impl<T> Slot<T> {
     pub(crate) fn new(reply: oneshot::Sender<Result<T, StoreError>>) -> Self {
-        Self { reply: Some(reply), result: None }
+        Self {
+            reply: Some(reply),
+            result: None,
+        }
     }
 
     fn answer(&mut self, result: Result<T, StoreError>) {
@@ -41,7 +48,12 @@ pub(crate) enum Job {
     ImportUsers(Vec<NewUser>, Slot<ImportReport>),
     AppendMessage(NewMessage, Slot<AppendOutcome>),
     RecordReceipt(Receipt, Slot<ReceiptOutcome>),
-    SetPresence { user_id: String, online: bool, at: Timestamp, slot: Slot<()> },
+    SetPresence {
+        user_id: String,
+        online: bool,
+        at: Timestamp,
+        slot: Slot<()>,
+    },
     ResetPresence(Timestamp, Slot<u64>),
 }
 
@@ -51,7 +63,9 @@ impl Job {
         fn settle<T>(slot: &mut Slot<T>, failure: Option<&str>) {
             let result = match (failure, slot.result.take()) {
                 (None, Some(result)) => result,
-                (None, None) => Err(StoreError::WriteFailed("operation was not applied".to_owned())),
+                (None, None) => Err(StoreError::WriteFailed(
+                    "operation was not applied".to_owned(),
+                )),
                 (Some(reason), _) => Err(StoreError::WriteFailed(reason.to_owned())),
             };
             slot.answer(result);
@@ -72,7 +86,11 @@ impl StoreError {
     fn aborts_batch(&self) -> bool {
         matches!(
             self,
-            Self::Database(_) | Self::Migrate(_) | Self::Closed | Self::Config(_) | Self::WriteFailed(_)
+            Self::Database(_)
+                | Self::Migrate(_)
+                | Self::Closed
+                | Self::Config(_)
+                | Self::WriteFailed(_)
         )
     }
 }
@@ -126,8 +144,7 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     /// Runs one writer until its queue closes, then returns after the last commit.
-    pub(crate) async fn run(self, mut queue: mpsc::Receiver<Job>)
-    {
+    pub(crate) async fn run(self, mut queue: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         while queue.recv_many(&mut batch, self.max_batch).await > 0 {
             debug!(ops = batch.len(), "group commit");
@@ -149,22 +166,34 @@ where
         }
     }
 
-
     /// Applies `batch` in one transaction and answers every job once it has committed. On error
     /// nothing is answered and nothing is committed.
-    async fn apply_batch(&self, batch: &mut [Job]) -> Result<(), StoreError>
-    {
+    async fn apply_batch(&self, batch: &mut [Job]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for job in batch.iter_mut() {
             let fatal = match job {
                 Job::CreateUser(user, slot) => keep(slot, Self::create_user(&mut tx, user).await),
-                Job::ImportUsers(users, slot) => keep(slot, Self::import_users(&mut tx, users).await),
-                Job::AppendMessage(message, slot) => keep(slot, Self::append_message(&mut tx, message).await),
-                Job::RecordReceipt(receipt, slot) => keep(slot, Self::record_receipt(&mut tx, receipt).await),
-                Job::SetPresence { user_id, online, at, slot } => {
-                    keep(slot, Self::set_presence(&mut tx, user_id, *online, *at).await)
+                Job::ImportUsers(users, slot) => {
+                    keep(slot, Self::import_users(&mut tx, users).await)
                 }
-                Job::ResetPresence(at, slot) => keep(slot, Self::reset_presence(&mut tx, *at).await),
+                Job::AppendMessage(message, slot) => {
+                    keep(slot, Self::append_message(&mut tx, message).await)
+                }
+                Job::RecordReceipt(receipt, slot) => {
+                    keep(slot, Self::record_receipt(&mut tx, receipt).await)
+                }
+                Job::SetPresence {
+                    user_id,
+                    online,
+                    at,
+                    slot,
+                } => keep(
+                    slot,
+                    Self::set_presence(&mut tx, user_id, *online, *at).await,
+                ),
+                Job::ResetPresence(at, slot) => {
+                    keep(slot, Self::reset_presence(&mut tx, *at).await)
+                }
             };
             if let Some(e) = fatal {
                 return Err(e);
@@ -175,9 +204,7 @@ where
         Ok(())
     }
 
-
-    async fn create_user(tx: &mut Tx<DB>, user: &NewUser) -> Result<(), StoreError>
-    {
+    async fn create_user(tx: &mut Tx<DB>, user: &NewUser) -> Result<(), StoreError> {
         if Self::insert_user(tx, user).await? {
             Ok(())
         } else {
@@ -185,8 +212,7 @@ where
         }
     }
 
-    async fn import_users(tx: &mut Tx<DB>, users: &[NewUser]) -> Result<ImportReport, StoreError>
-    {
+    async fn import_users(tx: &mut Tx<DB>, users: &[NewUser]) -> Result<ImportReport, StoreError> {
         let mut report = ImportReport::default();
         for user in users {
             if Self::insert_user(tx, user).await? {
@@ -199,14 +225,13 @@ where
     }
 
     /// Inserts an account unless its id exists; says whether it did.
-    async fn insert_user(tx: &mut Tx<DB>, user: &NewUser) -> Result<bool, StoreError>
-    {
+    async fn insert_user(tx: &mut Tx<DB>, user: &NewUser) -> Result<bool, StoreError> {
         let done = sqlx::query::<DB>(
             "INSERT INTO users (user_id, name, password_hash, created_at, status) \
              VALUES ($1, $2, $3, $4, 'offline') ON CONFLICT (user_id) DO NOTHING",
         )
         .bind(user.user_id.as_str())
-        .bind(user.user_id.name().as_str())
+        .bind(user.user_id.name())
         .bind(user.password_hash.as_str())
         .bind(user.created_at.as_millis())
         .execute(&mut **tx)
@@ -217,8 +242,7 @@ where
     async fn append_message(
         tx: &mut Tx<DB>,
         message: &NewMessage,
-    ) -> Result<AppendOutcome, StoreError>
-    {
+    ) -> Result<AppendOutcome, StoreError> {
         let message_id = message.message_id.to_string();
         let sender = message.sender.as_str();
         let receiver = message.receiver.as_str();
@@ -279,14 +303,17 @@ where
             .bind(true)
             .fetch_one(&mut **tx)
             .await?;
-        Ok(AppendOutcome::Stored { message_id: message.message_id, timestamp: message.timestamp, receiver_seq })
+        Ok(AppendOutcome::Stored {
+            message_id: message.message_id,
+            timestamp: message.timestamp,
+            receiver_seq,
+        })
     }
 
     async fn record_receipt(
         tx: &mut Tx<DB>,
         receipt: &Receipt,
-    ) -> Result<ReceiptOutcome, StoreError>
-    {
+    ) -> Result<ReceiptOutcome, StoreError> {
         let reader = receipt.reader.as_str();
         let message_id = receipt.message_id.to_string();
         let status = match receipt.status {
@@ -337,7 +364,10 @@ where
             .execute(&mut **tx)
             .await?;
         }
-        Ok(ReceiptOutcome { sender: parse_user("messages", &sender)?, advanced_to })
+        Ok(ReceiptOutcome {
+            sender: parse_user("messages", &sender)?,
+            advanced_to,
+        })
     }
 
     async fn set_presence(
@@ -345,24 +375,30 @@ where
         user_id: &str,
         online: bool,
         at: Timestamp,
-    ) -> Result<(), StoreError>
-    {
-        let (status, last_seen) = if online { ("online", None) } else { ("offline", Some(at.as_millis())) };
-        sqlx::query::<DB>("UPDATE users SET status = $2, last_seen = COALESCE($3, last_seen) WHERE user_id = $1")
-            .bind(user_id)
-            .bind(status)
-            .bind(last_seen)
-            .execute(&mut **tx)
-            .await?;
+    ) -> Result<(), StoreError> {
+        let (status, last_seen) = if online {
+            ("online", None)
+        } else {
+            ("offline", Some(at.as_millis()))
+        };
+        sqlx::query::<DB>(
+            "UPDATE users SET status = $2, last_seen = COALESCE($3, last_seen) WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(status)
+        .bind(last_seen)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 
-    async fn reset_presence(tx: &mut Tx<DB>, at: Timestamp) -> Result<u64, StoreError>
-    {
-        let done = sqlx::query::<DB>("UPDATE users SET status = 'offline', last_seen = $1 WHERE status = 'online'")
-            .bind(at.as_millis())
-            .execute(&mut **tx)
-            .await?;
+    async fn reset_presence(tx: &mut Tx<DB>, at: Timestamp) -> Result<u64, StoreError> {
+        let done = sqlx::query::<DB>(
+            "UPDATE users SET status = 'offline', last_seen = $1 WHERE status = 'online'",
+        )
+        .bind(at.as_millis())
+        .execute(&mut **tx)
+        .await?;
         Ok(done.rows_affected())
     }
 }

@@ -1,0 +1,75 @@
+//! What can go wrong talking to a node.
+
+use kith_proto::ErrorCode;
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered with an error.
+    #[error("{status} {code:?}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error code from the body.
+        code: ErrorCode,
+        /// The node's explanation.
+        message: String,
+    },
+    /// The node could not be reached or the connection broke.
+    #[error("cannot reach the server: {0}")]
+    Transport(String),
+    /// The node answered with something that is not the documented JSON.
+    #[error("unexpected answer from the server: {0}")]
+    Decode(String),
+    /// The base URL is not usable.
+    #[error("invalid server URL {url:?}: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The WebSocket closed.
+    #[error("connection closed by the server ({code}: {reason})")]
+    Closed {
+        /// The close code (1005 when none was given).
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        if e.is_decode() {
+            Self::Decode(e.to_string())
+        } else {
+            Self::Transport(e.to_string())
+        }
+    }
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
+    fn from(e: tokio_tungstenite::tungstenite::Error) -> Self {
+        use tokio_tungstenite::tungstenite::Error as E;
+        match e {
+            E::Http(response) => {
+                let status = response.status().as_u16();
+                let body = response.body().as_deref().unwrap_or_default();
+                match serde_json::from_slice::<kith_proto::ErrorBody>(body) {
+                    Ok(body) => Self::Api {
+                        status,
+                        code: body.error.code,
+                        message: body.error.message,
+                    },
+                    Err(_) => Self::Api {
+                        status,
+                        code: ErrorCode::Unknown,
+                        message: String::from_utf8_lossy(body).into(),
+                    },
+                }
+            }
+            other => Self::Transport(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The REST side: accounts, messages, history, presence.
+
+use kith_proto::rest::{
+    AuthResponse, Credentials, HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse,
+};
+use kith_proto::{ErrorBody, ErrorCode, MessageId, PresenceView, UserId};
+use reqwest::{RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+
+use crate::error::ClientError;
+use crate::ws::Connection;
+
+/// A node's client API, before logging in.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// `http://host:port`, without a trailing slash.
+    base: String,
+}
+
+impl Client {
+    /// A client of the node at `base_url` (`http://host:port`).
+    ///
+    /// # Errors
+    /// [`ClientError::Url`] when the URL is not `http://…`.
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") {
+            return Err(ClientError::Url {
+                url: base_url.into(),
+                reason:
+                    "must start with http:// (put TLS in front of the node with a reverse proxy)"
+                        .into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .build()
+            .map_err(ClientError::from)?;
+        Ok(Self { http, base })
+    }
+
+    /// The node's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Creates an account and logs in.
+    ///
+    /// # Errors
+    /// `409 username_taken`, `400 invalid_request`, transport errors.
+    pub async fn register(&self, username: &str, password: &str) -> Result<Authed, ClientError> {
+        let body = Credentials {
+            username: username.into(),
+            password: password.into(),
+        };
+        let auth: AuthResponse =
+            decode(self.http.post(self.url("/api/v1/register")).json(&body)).await?;
+        Ok(self.authed(auth))
+    }
+
+    /// Logs in.
+    ///
+    /// # Errors
+    /// `401 invalid_credentials`, transport errors.
+    pub async fn login(&self, username: &str, password: &str) -> Result<Authed, ClientError> {
+        let body = Credentials {
+            username: username.into(),
+            password: password.into(),
+        };
+        let auth: AuthResponse =
+            decode(self.http.post(self.url("/api/v1/login")).json(&body)).await?;
+        Ok(self.authed(auth))
+    }
+
+    /// Uses a token obtained earlier.
+    pub fn authed(&self, auth: AuthResponse) -> Authed {
+        Authed {
+            client: self.clone(),
+            user_id: auth.user_id,
+            token: auth.token,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+/// A logged-in user's view of the API.
+#[derive(Debug, Clone)]
+pub struct Authed {
+    client: Client,
+    user_id: UserId,
+    token: String,
+}
+
+/// Whether a send stored a new message or repeated an earlier `clientMessageId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Newly stored (201).
+    New,
+    /// A repeat; nothing new stored (200).
+    Repeat,
+}
+
+impl Authed {
+    /// Who this is.
+    pub fn user_id(&self) -> &UserId {
+        &self.user_id
+    }
+
+    /// The bearer token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Sends a message over REST; returns once it is durably stored.
+    ///
+    /// # Errors
+    /// `404` unknown receiver, `413` too large, `429` too fast, transport errors.
+    pub async fn send_message(
+        &self,
+        receiver: &str,
+        message: &str,
+        client_message_id: Option<&str>,
+    ) -> Result<(Sent, SendMessageResponse), ClientError> {
+        let body = SendMessageRequest {
+            sender_id: self.user_id.to_string(),
+            receiver_id: receiver.into(),
+            message: message.into(),
+            client_message_id: client_message_id.map(Into::into),
+        };
+        let response = send(
+            self.auth(self.client.http.post(self.client.url("/api/v1/messages")))
+                .json(&body),
+        )
+        .await?;
+        let sent = if response.status() == reqwest::StatusCode::CREATED {
+            Sent::New
+        } else {
+            Sent::Repeat
+        };
+        Ok((sent, response.json().await?))
+    }
+
+    /// A page of the conversation with `peer`: the newest `limit` messages before `before`.
+    ///
+    /// # Errors
+    /// `404` for a conversation the caller is not part of, transport errors.
+    pub async fn history(
+        &self,
+        peer: &str,
+        before: Option<MessageId>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, ClientError> {
+        self.history_between(self.user_id.as_str(), peer, before, limit)
+            .await
+    }
+
+    /// A page of the conversation between `user1` and `user2` (the caller must be one of them).
+    ///
+    /// # Errors
+    /// As [`Authed::history`].
+    pub async fn history_between(
+        &self,
+        user1: &str,
+        user2: &str,
+        before: Option<MessageId>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, ClientError> {
+        let query = HistoryQuery {
+            user1: user1.into(),
+            user2: user2.into(),
+            before: before.map(|id| id.to_string()),
+            limit,
+        };
+        decode(
+            self.auth(self.client.http.get(self.client.url("/api/v1/messages")))
+                .query(&query),
+        )
+        .await
+    }
+
+    /// A user's presence.
+    ///
+    /// # Errors
+    /// `404` for an unknown user, transport errors.
+    pub async fn presence(&self, user: &str) -> Result<PresenceView, ClientError> {
+        let url = self.client.url(&format!("/api/v1/presence/{user}"));
+        decode(self.auth(self.client.http.get(url))).await
+    }
+
+    /// Opens the real-time WebSocket.
+    ///
+    /// # Errors
+    /// `401` for a bad token, transport errors.
+    pub async fn connect(&self) -> Result<Connection, ClientError> {
+        Connection::open(&self.client.base, &self.token).await
+    }
+
+    fn auth(&self, request: RequestBuilder) -> RequestBuilder {
+        request.bearer_auth(&self.token)
+    }
+}
+
+/// Sends a request; a non-success answer becomes [`ClientError::Api`].
+async fn send(request: RequestBuilder) -> Result<Response, ClientError> {
+    let response = request.send().await?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let text = response.text().await.unwrap_or_default();
+    Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => ClientError::Api {
+            status: status.as_u16(),
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => ClientError::Api {
+            status: status.as_u16(),
+            code: ErrorCode::Unknown,
+            message: text,
+        },
+    })
+}
+
+async fn decode<T: DeserializeOwned>(request: RequestBuilder) -> Result<T, ClientError> {
+    Ok(send(request).await?.json().await?)
+}

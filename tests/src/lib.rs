@@ -1,1 +1,0 @@
-//! kith-tests (work in progress).

@@ -1,0 +1,135 @@
+//! A message the node acknowledged survives anything: SIGKILL right after `sent`, a graceful
+//! restart; and a graceful shutdown closes sessions properly.
+
+use anyhow::Result;
+use kith_client::ClientError;
+use kith_proto::ServerFrame;
+
+use crate::harness::{Backend, PASSWORD, TestNode, frame_where, message, send};
+
+async fn killed_after_sent_the_message_is_there_after_restart(backend: Backend) -> Result<()> {
+    let mut node = TestNode::start_with(backend, &[]).await?;
+    let alice = node.user("alice").await?;
+    node.user("bob").await?;
+    let mut ws = alice.connect().await?;
+    ws.send(&send("precious", "bob", "do not lose me")).await?;
+    let acked = frame_where(&mut ws, |f| match f {
+        ServerFrame::Sent { message_id, .. } => Some(message_id),
+        _ => None,
+    })
+    .await?;
+    node.kill().await?;
+    node.restart().await?;
+
+    let bob = node.client().login("bob", PASSWORD).await?;
+    let history = bob.history("alice", None, None).await?;
+    assert_eq!(history.messages.len(), 1);
+    assert_eq!(history.messages[0].message_id, acked);
+    assert_eq!(history.messages[0].message, "do not lose me");
+    // And it is still pending for bob: his first connect delivers it.
+    let mut bob_ws = bob.connect().await?;
+    assert_eq!(frame_where(&mut bob_ws, message).await?.message_id, acked);
+    Ok(())
+}
+
+#[tokio::test]
+async fn killed_after_sent_the_message_is_there_after_restart_on_sqlite() -> Result<()> {
+    killed_after_sent_the_message_is_there_after_restart(Backend::Sqlite).await
+}
+
+#[tokio::test]
+async fn killed_after_sent_the_message_is_there_after_restart_on_postgres() -> Result<()> {
+    match Backend::postgres().await {
+        Some(backend) => killed_after_sent_the_message_is_there_after_restart(backend).await,
+        None => Ok(()),
+    }
+}
+
+#[tokio::test]
+async fn every_acknowledged_message_of_a_burst_survives_sigkill() -> Result<()> {
+    let mut node = TestNode::start_with(Backend::Sqlite, &["--message-rate", "0"]).await?;
+    let alice = node.user("alice").await?;
+    node.user("bob").await?;
+    let mut ws = alice.connect().await?;
+    for i in 0..200 {
+        ws.send(&send(&format!("c-{i}"), "bob", &format!("burst {i}")))
+            .await?;
+    }
+    // Kill as soon as half are acknowledged; every acknowledged one must survive.
+    let mut acked = Vec::new();
+    while acked.len() < 100 {
+        acked.push(
+            frame_where(&mut ws, |f| match f {
+                ServerFrame::Sent { message_id, .. } => Some(message_id),
+                _ => None,
+            })
+            .await?,
+        );
+    }
+    node.kill().await?;
+    node.restart().await?;
+    let bob = node.client().login("bob", PASSWORD).await?;
+    let mut stored = std::collections::HashSet::new();
+    let mut before = None;
+    loop {
+        let page = bob.history("alice", before, Some(100)).await?;
+        stored.extend(page.messages.iter().map(|m| m.message_id));
+        match page.next_before {
+            Some(cursor) => before = Some(cursor),
+            None => break,
+        }
+    }
+    let lost: Vec<_> = acked.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_sessions_with_1001_and_exits_cleanly() -> Result<()> {
+    let mut node = TestNode::start().await?;
+    let alice = node.user("alice").await?;
+    let mut ws = alice.connect().await?;
+    assert!(node.terminate().await?, "kith exits 0 on SIGTERM");
+    match ws.next_frame().await {
+        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1001),
+        other => panic!("expected close 1001, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn health_and_readiness_answer_and_the_openapi_document_lists_every_endpoint() -> Result<()> {
+    let node = TestNode::start().await?;
+    let http = reqwest::Client::new();
+    for probe in ["/healthz", "/readyz"] {
+        let response = http.get(node.url(probe)).send().await?;
+        assert_eq!(response.status(), 200, "{probe}");
+    }
+    let doc: serde_json::Value = http
+        .get(node.url("/api/v1/openapi.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let paths = doc["paths"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    for path in [
+        "/api/v1/register",
+        "/api/v1/login",
+        "/api/v1/messages",
+        "/api/v1/presence/{userId}",
+        "/api/v1/ws",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            paths.iter().any(|p| p == path),
+            "{path} missing from {paths:?}"
+        );
+    }
+    assert!(doc["components"]["schemas"]["ServerFrame"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    Ok(())
+}
