@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use kith_proto::limits::MAX_PRESENCE_SUBSCRIPTIONS;
+use kith_proto::limits::{MAX_PRESENCE_SUBSCRIPTIONS, MAX_WS_FRAME_BYTES};
 use kith_proto::{ClientFrame, MessageId, MessageStatus, ServerFrame, UserId};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::debug;
@@ -36,6 +36,9 @@ mod close_code {
     /// The client stopped answering pings.
     pub(super) const TIMEOUT: u16 = 4000;
 }
+
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// How many pending messages one replay query fetches.
 const REPLAY_PAGE: u32 = 256;
@@ -197,6 +200,12 @@ impl Connection {
         };
         self.last_heard = Instant::now();
         match message {
+            Message::Text(text) if text.len() > MAX_WS_FRAME_BYTES => {
+                Err(End::ServerClosed(close_code::TOO_BIG, "frame too large"))
+            }
+            Message::Binary(data) if data.len() > MAX_WS_FRAME_BYTES => {
+                Err(End::ServerClosed(close_code::TOO_BIG, "frame too large"))
+            }
             Message::Text(text) => self.on_text(&text, session).await,
             Message::Binary(_) => {
                 self.send(error_frame(
@@ -354,16 +363,27 @@ impl Connection {
         }
     }
 
-    /// Sends a close frame when the server is the one ending the connection.
+    /// When the server ends the connection: sends a close frame, then reads until the client's
+    /// close answers it (as RFC 6455 asks), so the client sees the code rather than a reset.
     async fn close(&mut self, end: &End) {
-        if let End::ServerClosed(code, reason) = end {
+        let End::ServerClosed(code, reason) = end else {
+            return;
+        };
+        let linger = async {
             let frame = CloseFrame {
                 code: *code,
                 reason: (*reason).into(),
             };
-            let close = self.socket.send(Message::Close(Some(frame)));
-            let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
-        }
+            if self.socket.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            while let Some(Ok(message)) = self.socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_LINGER, linger).await;
     }
 }
 

@@ -11,6 +11,12 @@ use kith_proto::limits::MAX_WS_FRAME_BYTES;
 use crate::auth::WsAuthUser;
 use crate::state::ApiState;
 
+/// What the socket layer reads at most before giving up on a frame. Above the protocol's
+/// limit on purpose: a frame between the two is read whole and answered with a clean close
+/// (1009); only a larger one is cut off mid-frame, where the TCP connection may end in a reset
+/// before the client reads the close frame.
+pub(crate) const SOCKET_FRAME_CAP: usize = 2 * MAX_WS_FRAME_BYTES;
+
 /// Socket buffer sizes: small, because most connections are idle most of the time and memory
 /// per connection is what bounds how many one node holds.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
@@ -38,7 +44,7 @@ pub(crate) async fn upgrade(
     upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(MAX_WS_FRAME_BYTES)
-        .max_frame_size(MAX_WS_FRAME_BYTES)
+        .max_message_size(SOCKET_FRAME_CAP)
+        .max_frame_size(SOCKET_FRAME_CAP)
         .on_upgrade(move |socket| connection::serve(socket, user, state))
 }
