@@ -69,7 +69,11 @@ impl Connection {
                     return serde_json::from_str(text.as_str())
                         .map_err(|e| ClientError::Decode(format!("{e}: {text}")));
                 }
-                Some(Ok(Message::Close(frame))) => return Err(closed(frame)),
+                Some(Ok(Message::Close(frame))) => {
+                    // Sends the close reply tungstenite queued, so the node need not wait for it.
+                    let _ = self.socket.flush().await;
+                    return Err(closed(frame));
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
                 None => return Err(closed(None)),

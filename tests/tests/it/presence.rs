@@ -117,6 +117,7 @@ async fn last_seen_survives_a_restart() -> Result<()> {
                 .expect("lastSeen is set when the last session closes");
         }
     };
+    alice_ws.close().await?;
     assert!(node.terminate().await?, "graceful shutdown exits 0");
     node.restart().await?;
     let alice = node
