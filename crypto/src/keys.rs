@@ -2,7 +2,6 @@
 //! one-time prekeys.
 
 use core::fmt;
-use core::hash::{Hash, Hasher};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRng;
@@ -117,11 +116,12 @@ fn signed_prekey_message(id: u32, key: &[u8; 32]) -> [u8; 58] {
 /// which the binding makes stand for the X25519 key too.
 ///
 /// `Debug` prints both keys as lowercase hex.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PublicIdentity {
-    signing: VerifyingKey,
+    /// Canonical encoding of a valid, not small-order Ed25519 point.
+    signing: [u8; 32],
     dh: DhPublic,
-    binding: Signature,
+    binding: [u8; 64],
 }
 
 impl PublicIdentity {
@@ -141,22 +141,24 @@ impl PublicIdentity {
         dh_key: [u8; 32],
         binding_signature: [u8; 64],
     ) -> Result<Self> {
-        let signing = signing_key_from_bytes(&signing_key, "identity signing key")?;
+        let verifying = signing_key_from_bytes(&signing_key, "identity signing key")?;
         let dh = DhPublic::from_bytes(dh_key, "identity X25519 key")?;
-        let binding = Signature::from_bytes(&binding_signature);
-        signing
-            .verify_strict(&binding_message(&signing_key, &dh_key), &binding)
+        verifying
+            .verify_strict(
+                &binding_message(&signing_key, &dh_key),
+                &Signature::from_bytes(&binding_signature),
+            )
             .map_err(|_| CryptoError::BadIdentityBinding)?;
         Ok(Self {
-            signing,
+            signing: signing_key,
             dh,
-            binding,
+            binding: binding_signature,
         })
     }
 
     /// The Ed25519 identity key.
     pub fn signing_key(&self) -> [u8; 32] {
-        self.signing.to_bytes()
+        self.signing
     }
 
     /// The X25519 identity key used in session setup.
@@ -166,21 +168,23 @@ impl PublicIdentity {
 
     /// The Ed25519 signature binding [`Self::dh_key`] to [`Self::signing_key`].
     pub fn binding_signature(&self) -> [u8; 64] {
-        self.binding.to_bytes()
+        self.binding
     }
 
     pub(crate) fn dh_public(&self) -> &DhPublic {
         &self.dh
     }
 
-    pub(crate) fn verifying_key(&self) -> &VerifyingKey {
-        &self.signing
+    /// The Ed25519 key, decoded. Cannot fail for a constructed identity,
+    /// but the decoding is redone rather than trusted.
+    pub(crate) fn verifying_key(&self) -> Result<VerifyingKey> {
+        signing_key_from_bytes(&self.signing, "identity signing key")
     }
 
     pub(crate) fn write_body(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.signing.as_bytes());
+        out.extend_from_slice(&self.signing);
         out.extend_from_slice(&self.dh.0);
-        out.extend_from_slice(&self.binding.to_bytes());
+        out.extend_from_slice(&self.binding);
     }
 
     pub(crate) fn read_body(r: &mut Reader<'_>) -> Result<Self> {
@@ -212,27 +216,10 @@ impl PublicIdentity {
     }
 }
 
-impl PartialEq for PublicIdentity {
-    fn eq(&self, other: &Self) -> bool {
-        self.signing.as_bytes() == other.signing.as_bytes()
-            && self.dh == other.dh
-            && self.binding.to_bytes() == other.binding.to_bytes()
-    }
-}
-
-impl Eq for PublicIdentity {}
-
-impl Hash for PublicIdentity {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.signing.as_bytes().hash(state);
-        self.dh.hash(state);
-    }
-}
-
 impl fmt::Debug for PublicIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublicIdentity")
-            .field("signing_key", &Hex(self.signing.as_bytes()))
+            .field("signing_key", &Hex(&self.signing))
             .field("dh_key", &self.dh)
             .finish()
     }
@@ -271,9 +258,9 @@ impl DeviceIdentity {
         let binding = signing.sign(&binding_message(signing_public.as_bytes(), &dh_public.0));
         Self {
             public: PublicIdentity {
-                signing: signing_public,
+                signing: signing_public.to_bytes(),
                 dh: dh_public,
-                binding,
+                binding: binding.to_bytes(),
             },
             signing,
             dh,
@@ -385,7 +372,7 @@ impl SignedPreKeyPublic {
     /// [`CryptoError::BadSignedPreKeySignature`] if it does not verify.
     pub fn verify(&self, identity: &PublicIdentity) -> Result<()> {
         identity
-            .verifying_key()
+            .verifying_key()?
             .verify_strict(
                 &signed_prekey_message(self.id, &self.key.0),
                 &Signature::from_bytes(&self.signature),

@@ -147,7 +147,7 @@ pub enum MessageInfo {
     /// A prekey message: it can start a new session (see
     /// [`Session::respond`](crate::Session::respond)) or belong to one
     /// started by an earlier prekey message with the same base key.
-    PreKey(PreKeyMessageInfo),
+    PreKey(Box<PreKeyMessageInfo>),
     /// An ordinary ratchet message for an existing session.
     Ratchet {
         /// The sender's current ratchet public key.
@@ -241,11 +241,11 @@ pub fn inspect(bytes: &[u8]) -> Result<MessageInfo> {
                 setup,
                 inner,
             } = *p;
-            MessageInfo::PreKey(PreKeyMessageInfo {
+            MessageInfo::PreKey(Box::new(PreKeyMessageInfo {
                 sender,
                 setup,
                 counter: inner.header.counter,
-            })
+            }))
         }
     })
 }
