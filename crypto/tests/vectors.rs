@@ -13,13 +13,18 @@ use support::{unhex, unhex_array};
 use x25519_dalek::{PublicKey, StaticSecret, x25519};
 
 fn load(name: &str) -> Value {
-    let path = format!("{}/tests/data/wycheproof/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/data/wycheproof/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("valid JSON")
 }
 
 fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_else(|| panic!("missing string field {key}"))
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("missing string field {key}"))
 }
 
 /// Yields (group, test) pairs and checks the declared test count.
@@ -28,9 +33,18 @@ fn tests(file: &Value) -> Vec<(&Value, &Value)> {
         .as_array()
         .expect("testGroups")
         .iter()
-        .flat_map(|g| g["tests"].as_array().expect("tests").iter().map(move |t| (g, t)))
+        .flat_map(|g| {
+            g["tests"]
+                .as_array()
+                .expect("tests")
+                .iter()
+                .map(move |t| (g, t))
+        })
         .collect();
-    assert_eq!(all.len() as u64, file["numberOfTests"].as_u64().expect("numberOfTests"));
+    assert_eq!(
+        all.len() as u64,
+        file["numberOfTests"].as_u64().expect("numberOfTests")
+    );
     all
 }
 
@@ -47,7 +61,10 @@ fn wycheproof_x25519() {
         // Every vector in this file is valid or acceptable: X25519 is total,
         // and an implementation that computes must get the right answer.
         let result = str_field(t, "result");
-        assert!(matches!(result, "valid" | "acceptable"), "tcId {id}: {result}");
+        assert!(
+            matches!(result, "valid" | "acceptable"),
+            "tcId {id}: {result}"
+        );
         assert_eq!(x25519(private, public), shared, "tcId {id}: raw function");
         let agreed = StaticSecret::from(private).diffie_hellman(&PublicKey::from(public));
         assert_eq!(agreed.to_bytes(), shared, "tcId {id}: StaticSecret");
@@ -89,12 +106,28 @@ fn wycheproof_chacha20_poly1305() {
             invalid += 1;
             continue;
         };
-        let opened = cipher.decrypt(&nonce, Payload { msg: &sealed, aad: &aad });
+        let opened = cipher.decrypt(
+            &nonce,
+            Payload {
+                msg: &sealed,
+                aad: &aad,
+            },
+        );
         match result {
             "valid" => {
                 assert_eq!(opened.as_deref(), Ok(msg.as_slice()), "tcId {id}: decrypt");
-                let produced = cipher.encrypt(&nonce, Payload { msg: &msg, aad: &aad });
-                assert_eq!(produced.as_deref(), Ok(sealed.as_slice()), "tcId {id}: encrypt");
+                let produced = cipher.encrypt(
+                    &nonce,
+                    Payload {
+                        msg: &msg,
+                        aad: &aad,
+                    },
+                );
+                assert_eq!(
+                    produced.as_deref(),
+                    Ok(sealed.as_slice()),
+                    "tcId {id}: encrypt"
+                );
                 valid += 1;
             }
             "invalid" => {
@@ -153,7 +186,10 @@ fn rfc7748_scalar_multiplication() {
         ),
     ];
     for (scalar, u, out) in cases {
-        assert_eq!(x25519(unhex_array(scalar), unhex_array(u)), unhex_array::<32>(out));
+        assert_eq!(
+            x25519(unhex_array(scalar), unhex_array(u)),
+            unhex_array::<32>(out)
+        );
     }
 }
 
@@ -210,7 +246,8 @@ fn rfc7748_diffie_hellman() {
         bob_public.to_bytes(),
         unhex_array::<32>("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
     );
-    let shared = unhex_array::<32>("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+    let shared =
+        unhex_array::<32>("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
     assert_eq!(alice.diffie_hellman(&bob_public).to_bytes(), shared);
     assert_eq!(bob.diffie_hellman(&alice_public).to_bytes(), shared);
 }
@@ -233,15 +270,37 @@ fn rfc8439_aead_chacha20_poly1305() {
     let tag = unhex("1ae10b594f09e26a7e902ecbd0600691");
     let cipher = ChaCha20Poly1305::new(&key);
     let sealed = cipher
-        .encrypt(&nonce, Payload { msg: plaintext, aad: &aad })
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
         .expect("encrypts");
     assert_eq!(&sealed[..plaintext.len()], ciphertext.as_slice());
     assert_eq!(&sealed[plaintext.len()..], tag.as_slice());
     let opened = cipher
-        .decrypt(&nonce, Payload { msg: &sealed, aad: &aad })
+        .decrypt(
+            &nonce,
+            Payload {
+                msg: &sealed,
+                aad: &aad,
+            },
+        )
         .expect("decrypts");
     assert_eq!(opened, plaintext);
     let mut forged = sealed.clone();
     forged[0] ^= 1;
-    assert!(cipher.decrypt(&nonce, Payload { msg: &forged, aad: &aad }).is_err());
+    assert!(
+        cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &forged,
+                    aad: &aad
+                }
+            )
+            .is_err()
+    );
 }

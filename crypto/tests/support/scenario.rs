@@ -62,14 +62,35 @@ impl Op {
         bytes
             .chunks_exact(4)
             .map(|c| {
-                let party = if c[1] & 1 == 0 { Party::Alice } else { Party::Bob };
+                let party = if c[1] & 1 == 0 {
+                    Party::Alice
+                } else {
+                    Party::Bob
+                };
                 let wide = u16::from_be_bytes([c[2], c[3]]);
                 match c[0] % 16 {
-                    0..=5 => Op::Send { from: party, len: c[2] },
-                    6..=11 => Op::Deliver { to: party, pick: wide },
-                    12 => Op::Drop { to: party, pick: wide },
-                    13 => Op::Tamper { to: party, pick: u16::from(c[2]), bit: u16::from(c[3]) * 13 },
-                    14 => Op::Truncate { to: party, pick: u16::from(c[2]), keep: u16::from(c[3]) },
+                    0..=5 => Op::Send {
+                        from: party,
+                        len: c[2],
+                    },
+                    6..=11 => Op::Deliver {
+                        to: party,
+                        pick: wide,
+                    },
+                    12 => Op::Drop {
+                        to: party,
+                        pick: wide,
+                    },
+                    13 => Op::Tamper {
+                        to: party,
+                        pick: u16::from(c[2]),
+                        bit: u16::from(c[3]) * 13,
+                    },
+                    14 => Op::Truncate {
+                        to: party,
+                        pick: u16::from(c[2]),
+                        keep: u16::from(c[3]),
+                    },
                     _ => Op::Reload { who: party },
                 }
             })
@@ -229,7 +250,10 @@ impl World {
         match self.receive(to, wire) {
             Ok(_) => Err(format!("{what} delivered to {to:?} was accepted")),
             Err(_) => {
-                ensure!(self.snapshot(to) == before, "{what} changed {to:?}'s session");
+                ensure!(
+                    self.snapshot(to) == before,
+                    "{what} changed {to:?}'s session"
+                );
                 ensure!(
                     self.bob.one_time_prekeys.len() == keys_before,
                     "{what} consumed a one-time prekey"
@@ -253,7 +277,9 @@ impl World {
                     Party::Alice => &mut self.alice,
                     Party::Bob => self.bob.session.as_mut().ok_or("checked above")?,
                 };
-                let wire = session.encrypt(&plaintext, &mut self.rng).map_err(|e| format!("encrypt: {e}"))?;
+                let wire = session
+                    .encrypt(&plaintext, &mut self.rng)
+                    .map_err(|e| format!("encrypt: {e}"))?;
                 self.stats.sent[slot(from)] += 1;
                 self.inbox[slot(from.other())].push(Envelope {
                     wire,
@@ -267,16 +293,22 @@ impl World {
                     return Ok(());
                 }
                 let i = usize::from(pick) % inbox.len();
-                let (wire, plaintext, delivered) =
-                    (inbox[i].wire.clone(), inbox[i].plaintext.clone(), inbox[i].delivered);
+                let (wire, plaintext, delivered) = (
+                    inbox[i].wire.clone(),
+                    inbox[i].plaintext.clone(),
+                    inbox[i].delivered,
+                );
                 if delivered {
                     self.must_reject(to, &wire, "a replay")?;
                     self.stats.replays_rejected += 1;
                 } else {
-                    let got = self
-                        .receive(to, &wire)
-                        .map_err(|e| format!("first delivery of message {i} to {to:?} failed: {e}"))?;
-                    ensure!(got == plaintext, "message {i} to {to:?} decrypted to the wrong plaintext");
+                    let got = self.receive(to, &wire).map_err(|e| {
+                        format!("first delivery of message {i} to {to:?} failed: {e}")
+                    })?;
+                    ensure!(
+                        got == plaintext,
+                        "message {i} to {to:?} decrypted to the wrong plaintext"
+                    );
                     self.inbox[slot(to)][i].delivered = true;
                     self.stats.delivered[slot(to)] += 1;
                 }
@@ -314,7 +346,10 @@ impl World {
                     return Ok(());
                 };
                 let reloaded = Session::from_bytes(&bytes).map_err(|e| format!("reload: {e}"))?;
-                ensure!(reloaded.to_bytes().as_slice() == bytes.as_slice(), "reload changed the state");
+                ensure!(
+                    reloaded.to_bytes().as_slice() == bytes.as_slice(),
+                    "reload changed the state"
+                );
                 match who {
                     Party::Alice => self.alice = reloaded,
                     Party::Bob => self.bob.session = Some(reloaded),
