@@ -2,6 +2,9 @@
 //! duplicates, corrupts and truncates messages. The scenario model lives in
 //! `support/scenario.rs` and also drives the fuzz target.
 
+// Helpers outside #[test] functions: a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use proptest::prelude::*;

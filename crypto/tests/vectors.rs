@@ -3,6 +3,9 @@
 //! Wycheproof for X25519, Ed25519 and ChaCha20-Poly1305 (files under
 //! `tests/data/wycheproof/`, see the README there), RFC 7748 and RFC 8439.
 
+// Helpers outside #[test] functions: a failure there is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
