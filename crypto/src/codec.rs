@@ -190,3 +190,45 @@ impl fmt::Display for Hex<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_reports_what_was_short() {
+        let mut r = Reader::new(&[1, 0x10, 0, 0, 0, 7, 1], "thing");
+        r.header(kind::PUBLIC_IDENTITY).unwrap();
+        assert_eq!(r.u32().unwrap(), 7);
+        assert_eq!(
+            r.opt_u32("flag").unwrap_err(),
+            CryptoError::Truncated {
+                what: "thing",
+                needed: 4,
+                available: 0
+            }
+        );
+        let mut r = Reader::new(&[2], "thing");
+        assert_eq!(
+            r.flag("flag").unwrap_err(),
+            CryptoError::InvalidFlag {
+                what: "flag",
+                value: 2
+            }
+        );
+        let r = Reader::new(&[0, 0], "thing");
+        assert_eq!(
+            r.finish().unwrap_err(),
+            CryptoError::TrailingBytes {
+                what: "thing",
+                extra: 2
+            }
+        );
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_unpadded() {
+        assert_eq!(Hex(&[0x00, 0xab, 0x7f]).to_string(), "00ab7f");
+        assert_eq!(format!("{:?}", Hex(&[0xff])), "ff");
+    }
+}

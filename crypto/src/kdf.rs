@@ -124,3 +124,48 @@ pub(crate) fn open(
         )
         .ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn hkdf_matches_rfc5869_case_1() {
+        let okm = hkdf::<42>(
+            &unhex("000102030405060708090a0b0c"),
+            &[0x0b; 22],
+            &unhex("f0f1f2f3f4f5f6f7f8f9"),
+        )
+        .unwrap();
+        assert_eq!(
+            okm.to_vec(),
+            unhex(
+                "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
+            )
+        );
+    }
+
+    #[test]
+    fn chain_step_separates_message_and_chain_keys() {
+        let (mk, ck) = kdf_ck(&[7; 32]).unwrap();
+        assert_ne!(*mk, *ck);
+        let (mk2, _) = kdf_ck(&ck).unwrap();
+        assert_ne!(*mk, *mk2);
+    }
+
+    #[test]
+    fn seal_and_open_bind_the_associated_data() {
+        let sealed = seal(&[9; 32], b"ad", b"text").unwrap();
+        assert_eq!(sealed.len(), 4 + TAG_LEN);
+        assert_eq!(open(&[9; 32], b"ad", &sealed).unwrap().unwrap(), b"text");
+        assert_eq!(open(&[9; 32], b"aD", &sealed).unwrap(), None);
+        assert_eq!(open(&[8; 32], b"ad", &sealed).unwrap(), None);
+    }
+}

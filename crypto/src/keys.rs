@@ -677,3 +677,41 @@ impl fmt::Debug for OneTimePreKey {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x25519_public_keys_must_be_canonical() {
+        let mut p_minus_1 = [0xff; 32];
+        p_minus_1[0] = 0xec;
+        p_minus_1[31] = 0x7f;
+        assert!(DhPublic::from_bytes(p_minus_1, "k").is_ok());
+        assert!(DhPublic::from_bytes([0; 32], "k").is_ok());
+        let mut p = p_minus_1;
+        p[0] = 0xed;
+        let mut max = [0xff; 32];
+        max[31] = 0x7f;
+        let mut top = [0u8; 32];
+        top[31] = 0x80;
+        for bad in [p, max, top] {
+            assert_eq!(
+                DhPublic::from_bytes(bad, "k").unwrap_err(),
+                CryptoError::NonCanonicalKey { what: "k" }
+            );
+        }
+    }
+
+    #[test]
+    fn signed_messages_are_domain_separated() {
+        let binding = binding_message(&[1; 32], &[2; 32]);
+        assert!(binding.starts_with(b"kith-identity-binding-v1\0"));
+        assert_eq!(&binding[25..57], &[1; 32]);
+        assert_eq!(&binding[57..], &[2; 32]);
+        let spk = signed_prekey_message(0x01020304, &[3; 32]);
+        assert!(spk.starts_with(b"kith-signed-prekey-v1\0"));
+        assert_eq!(&spk[22..26], &[1, 2, 3, 4]);
+        assert_eq!(&spk[26..], &[3; 32]);
+    }
+}
