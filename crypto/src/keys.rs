@@ -116,7 +116,10 @@ fn signed_prekey_message(id: u32, key: &[u8; 32]) -> [u8; 58] {
 /// which the binding makes stand for the X25519 key too.
 ///
 /// `Debug` prints both keys as lowercase hex.
-#[derive(Clone, PartialEq, Eq, Hash)]
+///
+/// Two identities are equal when their keys are equal (any valid binding
+/// signature over the same keys is equivalent).
+#[derive(Clone)]
 pub struct PublicIdentity {
     /// Canonical encoding of a valid, not small-order Ed25519 point.
     signing: [u8; 32],
@@ -213,6 +216,21 @@ impl PublicIdentity {
         let id = Self::read_body(&mut r)?;
         r.finish()?;
         Ok(id)
+    }
+}
+
+impl PartialEq for PublicIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.signing == other.signing && self.dh == other.dh
+    }
+}
+
+impl Eq for PublicIdentity {}
+
+impl core::hash::Hash for PublicIdentity {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.signing.hash(state);
+        self.dh.hash(state);
     }
 }
 

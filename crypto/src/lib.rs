@@ -101,7 +101,7 @@ pub use keys::{
     DeviceIdentity, OneTimePreKey, OneTimePreKeyPublic, PublicIdentity, SignedPreKey,
     SignedPreKeyPublic,
 };
-pub use message::{MIN_MESSAGE_LEN, MessageInfo, PreKeyMessageInfo, inspect};
+pub use message::{MIN_MESSAGE_LEN, MessageInfo, PreKeyMessageInfo, inspect, is_prekey_message};
 pub use safety::{SAFETY_NUMBER_ITERATIONS, safety_number};
 pub use session::{MAX_SKIP, MAX_SKIPPED_KEYS, Role, Session};
 pub use zeroize::Zeroizing;

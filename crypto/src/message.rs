@@ -218,6 +218,12 @@ impl PreKeyMessageInfo {
     }
 }
 
+/// Whether `bytes` look like a prekey message (version and kind bytes only;
+/// nothing is verified). Use [`inspect`] for the sender and prekey ids.
+pub fn is_prekey_message(bytes: &[u8]) -> bool {
+    bytes.len() >= 2 && bytes[0] == VERSION && bytes[1] == kind::PREKEY_MESSAGE
+}
+
 /// Reads a message's kind and plaintext fields without decrypting it, so a
 /// receiver can tell whether it is a prekey message, from which identity,
 /// and which prekeys it needs. Costs one signature check for prekey

@@ -45,6 +45,7 @@ fn prekey_messages_until_the_first_reply() {
     assert_eq!(p.bob.decrypt(&second).unwrap(), b"second");
 
     let reply = p.bob.encrypt(b"reply", &mut p.rng).unwrap();
+    assert!(!kith_crypto::is_prekey_message(&reply));
     assert!(!inspect(&reply).unwrap().is_prekey());
     assert_eq!(p.alice.decrypt(&reply).unwrap(), b"reply");
     assert!(!p.alice.awaiting_reply());
