@@ -141,7 +141,7 @@ pub(crate) fn write_prekey_prefix(out: &mut Vec<u8>, sender: &PublicIdentity, se
 
 /// What can be learned from a message without decrypting it; see
 /// [`inspect`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MessageInfo {
     /// A prekey message: it can start a new session (see
@@ -155,6 +155,22 @@ pub enum MessageInfo {
         /// The message's number in its sending chain.
         counter: u32,
     },
+}
+
+impl core::fmt::Debug for MessageInfo {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::PreKey(info) => f.debug_tuple("PreKey").field(info).finish(),
+            Self::Ratchet {
+                ratchet_key,
+                counter,
+            } => f
+                .debug_struct("Ratchet")
+                .field("ratchet_key", &crate::codec::Hex(ratchet_key))
+                .field("counter", counter)
+                .finish(),
+        }
+    }
 }
 
 impl MessageInfo {

@@ -52,6 +52,16 @@ fn prekey_messages_until_the_first_reply() {
     let third = p.alice.encrypt(b"third", &mut p.rng).unwrap();
     let info = inspect(&third).unwrap();
     assert!(matches!(info, MessageInfo::Ratchet { counter: 0, .. }));
+    let MessageInfo::Ratchet { ratchet_key, .. } = &info else {
+        panic!()
+    };
+    assert_eq!(
+        format!("{info:?}"),
+        format!(
+            "Ratchet {{ ratchet_key: {}, counter: 0 }}",
+            hex(ratchet_key)
+        )
+    );
     assert_eq!(info.sender(), None);
     assert_eq!(p.bob.decrypt(&third).unwrap(), b"third");
     assert_eq!(p.alice.role(), Role::Initiator);
