@@ -8,10 +8,11 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use kith_proto::{ServerName, UserId};
+use kith_proto::{DeviceId, ServerName, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
+use crate::service::Caller;
 use crate::state::ApiState;
 
 /// How much clock skew token expiry tolerates, in seconds.
@@ -28,6 +29,9 @@ struct Claims {
     iat: u64,
     /// Expires at, seconds since the Unix epoch.
     exp: u64,
+    /// The device logged in (device 0 when absent).
+    #[serde(default)]
+    did: u32,
 }
 
 /// Issues and verifies the node's tokens.
@@ -41,10 +45,7 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys")
-            .field("server", &self.server)
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
+        f.debug_struct("TokenKeys").field("server", &self.server).field("ttl", &self.ttl).finish_non_exhaustive()
     }
 }
 
@@ -64,67 +65,55 @@ impl TokenKeys {
         }
     }
 
-    /// A token for `user`, valid for the configured lifetime.
+    /// A token for `caller`'s device, valid for the configured lifetime.
     ///
     /// # Errors
     /// Only if signing fails, which is a bug.
-    pub fn issue(&self, user: &UserId) -> Result<String, ApiError> {
+    pub fn issue(&self, caller: &Caller) -> Result<String, ApiError> {
         let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
-            sub: user.to_string(),
+            sub: caller.user.to_string(),
             iss: self.server.to_string(),
             iat: now,
             exp: now.saturating_add(self.ttl.as_secs()),
+            did: caller.device.0,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| {
-            crate::service::ServiceError::Internal(format!("signing token: {e}")).into()
-        })
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| crate::service::ServiceError::Internal(format!("signing token: {e}")).into())
     }
 
-    /// The user a token speaks for.
+    /// The user and device a token speaks for.
     ///
     /// # Errors
     /// [`ApiError::TokenExpired`] after `exp`; [`ApiError::InvalidToken`] for anything else
     /// wrong (format, algorithm, signature, issuer, a user of another server).
-    pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
+    pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-                ErrorKind::InvalidSignature => {
-                    ApiError::InvalidToken("signature does not verify".into())
-                }
-                ErrorKind::InvalidIssuer => {
-                    ApiError::InvalidToken("issued by another server".into())
-                }
-                ErrorKind::InvalidAlgorithm => {
-                    ApiError::InvalidToken("algorithm must be HS256".into())
-                }
-                ErrorKind::MissingRequiredClaim(claim) => {
-                    ApiError::InvalidToken(format!("missing claim {claim}"))
-                }
+                ErrorKind::InvalidSignature => ApiError::InvalidToken("signature does not verify".into()),
+                ErrorKind::InvalidIssuer => ApiError::InvalidToken("issued by another server".into()),
+                ErrorKind::InvalidAlgorithm => ApiError::InvalidToken("algorithm must be HS256".into()),
+                ErrorKind::MissingRequiredClaim(claim) => ApiError::InvalidToken(format!("missing claim {claim}")),
                 _ => ApiError::InvalidToken("malformed token".into()),
             })?;
-        let user = UserId::parse(&data.claims.sub)
-            .map_err(|_| ApiError::InvalidToken("bad subject".into()))?;
+        let user = UserId::parse(&data.claims.sub).map_err(|_| ApiError::InvalidToken("bad subject".into()))?;
         if !user.is_on(&self.server) {
             return Err(ApiError::InvalidToken("not a user of this server".into()));
         }
-        Ok(user)
+        Ok(Caller { user, device: DeviceId(data.claims.did) })
     }
 }
 
 /// The authenticated caller. Only [`TokenKeys::verify`] produces one, so a handler that takes
 /// an `AuthUser` cannot act for anyone who did not present a valid token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthUser(pub UserId);
+pub struct AuthUser(pub Caller);
 
 impl FromRequestParts<ApiState> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &ApiState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
         let token = header_token(parts)?.ok_or(ApiError::MissingToken)?;
         state.tokens.verify(token).map(AuthUser)
     }
@@ -134,15 +123,12 @@ impl FromRequestParts<ApiState> for AuthUser {
 /// because browsers cannot set headers on a WebSocket. (REST endpoints do not, so tokens stay
 /// out of URLs and access logs there.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WsAuthUser(pub UserId);
+pub struct WsAuthUser(pub Caller);
 
 impl FromRequestParts<ApiState> for WsAuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &ApiState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
         let token = match header_token(parts)? {
             Some(token) => token,
             None => query_token(parts).ok_or(ApiError::MissingToken)?,
@@ -159,9 +145,7 @@ fn header_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
     let malformed = || ApiError::InvalidToken("Authorization must be `Bearer <token>`".into());
     let value = value.to_str().map_err(|_| malformed())?;
     match value.split_once(' ') {
-        Some((scheme, token))
-            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
-        {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
             Ok(Some(token.trim()))
         }
         _ => Err(malformed()),
@@ -170,10 +154,5 @@ fn header_token(parts: &Parts) -> Result<Option<&str>, ApiError> {
 
 /// The token from `?token=…`.
 fn query_token(parts: &Parts) -> Option<&str> {
-    parts
-        .uri
-        .query()?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .filter(|t| !t.is_empty())
+    parts.uri.query()?.split('&').find_map(|pair| pair.strip_prefix("token=")).filter(|t| !t.is_empty())
 }

@@ -45,24 +45,19 @@ impl ApiError {
     pub fn parts(&self) -> (StatusCode, ErrorCode, String) {
         use ServiceError as S;
         let (status, code) = match self {
-            Self::Service(S::InvalidRequest(_)) => {
-                (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest)
-            }
+            Self::Service(S::InvalidRequest(_)) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
             Self::Service(S::UsernameTaken(_)) => (StatusCode::CONFLICT, ErrorCode::UsernameTaken),
-            Self::Service(S::InvalidCredentials) => {
-                (StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials)
+            Self::Service(S::InvalidCredentials) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidCredentials),
+            Self::Service(S::UnknownUser(_) | S::UnknownMessage(_) | S::UnknownConversation(..)) => {
+                (StatusCode::NOT_FOUND, ErrorCode::NotFound)
             }
-            Self::Service(
-                S::UnknownUser(_) | S::UnknownMessage(_) | S::UnknownConversation(..),
-            ) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::Service(S::UnknownServer(_)) => (StatusCode::NOT_FOUND, ErrorCode::UnknownServer),
             Self::Service(S::Forbidden(_)) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
-            Self::Service(S::Unavailable(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable)
-            }
-            Self::Service(S::Internal(_)) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal)
-            }
+            Self::Service(S::TooManyDevices(_)) => (StatusCode::CONFLICT, ErrorCode::TooManyDevices),
+            Self::Service(S::UnknownDevice(..)) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken),
+            Self::Service(S::InvalidKeys(_)) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            Self::Service(S::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            Self::Service(S::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
             Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidJson),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
             Self::MissingToken => (StatusCode::UNAUTHORIZED, ErrorCode::MissingToken),
@@ -89,11 +84,7 @@ impl ApiError {
     /// The WebSocket `error` frame for this error.
     pub fn to_frame(&self, client_message_id: Option<String>) -> ServerFrame {
         let (_, code, message) = self.parts();
-        ServerFrame::Error {
-            code,
-            message,
-            client_message_id,
-        }
+        ServerFrame::Error { code, message, client_message_id }
     }
 }
 

@@ -29,10 +29,9 @@ where
 
 fn from_rejection(rejection: &JsonRejection) -> ApiError {
     match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(format!(
-            "request body is larger than {} bytes",
-            crate::limits::MAX_BODY_BYTES
-        )),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(format!("request body is larger than {} bytes", crate::limits::MAX_BODY_BYTES))
+        }
         _ => ApiError::InvalidJson(rejection.body_text()),
     }
 }

@@ -17,6 +17,7 @@
 //!     limits: Arc::new(RateLimits::new(RateLimitConfig::default())),
 //!     ws: WsConfig::default(),
 //!     shutdown: Default::default(),
+//!     connections: Default::default(),
 //! };
 //! let app = router(state);
 //! # }
@@ -39,7 +40,7 @@ pub use rate_limit::{Rate, RateLimitConfig, RateLimits};
 pub use routes::openapi::ApiDoc;
 pub use routes::router;
 pub use service::{
-    ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session,
-    SessionEvent, SessionId, SessionLease,
+    Caller, ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session, SessionEvent,
+    SessionId, SessionLease,
 };
 pub use state::{ApiState, WsConfig};

@@ -34,19 +34,16 @@ pub struct RateLimitConfig {
     pub messages: Rate,
     /// Register and login requests per client address.
     pub accounts: Rate,
+    /// Key bundle claims per caller, so nobody can drain another user's one-time prekeys.
+    pub key_claims: Rate,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
-            messages: Rate {
-                per_second: 100,
-                burst: 200,
-            },
-            accounts: Rate {
-                per_second: 5,
-                burst: 20,
-            },
+            messages: Rate { per_second: 100, burst: 200 },
+            accounts: Rate { per_second: 5, burst: 20 },
+            key_claims: Rate { per_second: 2, burst: 30 },
         }
     }
 }
@@ -56,6 +53,7 @@ impl Default for RateLimitConfig {
 pub struct RateLimits {
     messages: Option<DefaultKeyedRateLimiter<UserId>>,
     accounts: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    key_claims: Option<DefaultKeyedRateLimiter<UserId>>,
 }
 
 impl RateLimits {
@@ -64,6 +62,7 @@ impl RateLimits {
         Self {
             messages: config.messages.quota().map(DefaultKeyedRateLimiter::keyed),
             accounts: config.accounts.quota().map(DefaultKeyedRateLimiter::keyed),
+            key_claims: config.key_claims.quota().map(DefaultKeyedRateLimiter::keyed),
         }
     }
 
@@ -89,6 +88,17 @@ impl RateLimits {
         }
     }
 
+    /// Counts one key bundle claim by `user`.
+    ///
+    /// # Errors
+    /// [`ApiError::RateLimited`] when over the limit.
+    pub fn check_key_claim(&self, user: &UserId) -> Result<(), ApiError> {
+        match &self.key_claims {
+            Some(limiter) => limiter.check_key(user).map_err(|_| ApiError::RateLimited),
+            None => Ok(()),
+        }
+    }
+
     /// Forgets callers whose allowance is full again, so the state does not grow without bound.
     /// Run it now and then.
     pub fn prune(&self) {
@@ -96,6 +106,9 @@ impl RateLimits {
             limiter.retain_recent();
         }
         if let Some(limiter) = &self.accounts {
+            limiter.retain_recent();
+        }
+        if let Some(limiter) = &self.key_claims {
             limiter.retain_recent();
         }
     }

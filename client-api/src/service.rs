@@ -9,9 +9,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
+use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
 use kith_proto::{
-    ClientMessageId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerFrame,
-    ServerName, Timestamp, UserId, Username, rest::HistoryPage,
+    ClientMessageId, DeviceId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerFrame, ServerName,
+    Timestamp, UserId, Username, rest::HistoryPage,
 };
 use tokio::sync::mpsc;
 
@@ -43,12 +44,30 @@ pub enum ServiceError {
     /// The request speaks for someone other than the caller.
     #[error("{0}")]
     Forbidden(String),
+    /// The user has as many devices as allowed.
+    #[error("{0}")]
+    TooManyDevices(String),
+    /// The device does not exist (never added, or removed): log in again.
+    #[error("device {1} of {0} does not exist; log in again")]
+    UnknownDevice(UserId, DeviceId),
+    /// Uploaded keys are malformed or their signatures do not verify.
+    #[error("invalid keys: {0}")]
+    InvalidKeys(String),
     /// The node cannot serve it now (store down, shutting down, overloaded).
     #[error("service unavailable: {0}")]
     Unavailable(String),
     /// A bug or an unexpected failure; details go to the log, not to the client.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// Who is calling: an authenticated user and the device they called from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Caller {
+    /// The user.
+    pub user: UserId,
+    /// Their device.
+    pub device: DeviceId,
 }
 
 /// A password as the client sent it: 8 to 256 characters. Never printed.
@@ -144,21 +163,18 @@ pub trait ChatService: Send + Sync + 'static {
     /// The server name this node is home to.
     fn server_name(&self) -> &ServerName;
 
-    /// Creates an account.
+    /// Creates an account with its first device.
     ///
     /// # Errors
     /// [`ServiceError::UsernameTaken`].
-    async fn register(
-        &self,
-        username: Username,
-        password: Password,
-    ) -> Result<UserId, ServiceError>;
+    async fn register(&self, username: Username, password: Password, device: DeviceId) -> Result<UserId, ServiceError>;
 
-    /// Checks a password.
+    /// Checks a password and adds `device` to the account if it is new.
     ///
     /// # Errors
-    /// [`ServiceError::InvalidCredentials`] for an unknown user or a wrong password alike.
-    async fn login(&self, username: Username, password: Password) -> Result<UserId, ServiceError>;
+    /// [`ServiceError::InvalidCredentials`] for an unknown user or a wrong password alike;
+    /// [`ServiceError::TooManyDevices`].
+    async fn login(&self, username: Username, password: Password, device: DeviceId) -> Result<UserId, ServiceError>;
 
     /// Accepts a message for delivery. Awaiting this orders it after the caller's earlier
     /// sends; the returned [`Completion`] resolves once it is durably stored.
@@ -166,11 +182,7 @@ pub trait ChatService: Send + Sync + 'static {
     /// # Errors
     /// [`ServiceError::UnknownUser`] for a receiver that does not exist,
     /// [`ServiceError::UnknownServer`] for one on a server this node cannot reach.
-    async fn send(
-        &self,
-        sender: &UserId,
-        message: OutgoingMessage,
-    ) -> Result<Completion<SendOutcome>, ServiceError>;
+    async fn send(&self, sender: &Caller, message: OutgoingMessage) -> Result<Completion<SendOutcome>, ServiceError>;
 
     /// A page of `caller`'s conversation with `peer`: the newest `limit` messages before
     /// `before`, oldest first.
@@ -188,27 +200,30 @@ pub trait ChatService: Send + Sync + 'static {
     /// [`ServiceError::UnknownUser`] when the user does not exist.
     async fn presence(&self, user: &UserId) -> Result<PresenceView, ServiceError>;
 
-    /// Registers a live session for `user`: from now on, messages for them are pushed to it.
-    async fn open_session(&self, user: &UserId) -> Result<Session, ServiceError>;
+    /// Registers a live session of `caller`'s device: from now on, messages for it are pushed.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownDevice`] for a device that was removed.
+    async fn open_session(&self, caller: &Caller) -> Result<Session, ServiceError>;
 
-    /// `user`'s messages not yet acked with a position after `after`, oldest first, for
-    /// redelivery when a session opens. Positions are opaque and only increase.
+    /// Messages `caller`'s device has not acked, with a position after `after`, oldest first,
+    /// for redelivery when a session opens. Positions are opaque and only increase.
     async fn pending(
         &self,
-        user: &UserId,
+        caller: &Caller,
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, IncomingMessage)>, ServiceError>;
 
-    /// Records that `user` (the receiver) has the message (`Delivered`) or has read it (`Read`);
-    /// the sender is told when the status moves forward.
+    /// Records that `caller`'s device has the message (`Delivered`) or that the user has read
+    /// it (`Read`, receiver only); the sender is told when the status moves forward.
     ///
     /// # Errors
-    /// [`ServiceError::UnknownMessage`] (from the completion) when the message is not addressed
-    /// to `user`.
+    /// [`ServiceError::UnknownMessage`] (from the completion) when the message is not in the
+    /// caller's mailbox (or, for `Read`, not addressed to them).
     async fn receipt(
         &self,
-        user: &UserId,
+        caller: &Caller,
         message_id: MessageId,
         status: MessageStatus,
     ) -> Result<Completion<()>, ServiceError>;
@@ -219,6 +234,27 @@ pub trait ChatService: Send + Sync + 'static {
         session: SessionId,
         users: Vec<UserId>,
     ) -> Result<Vec<PresenceView>, ServiceError>;
+
+    /// Publishes the public keys of `caller`'s device (verifying every signature).
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidKeys`] naming what does not verify.
+    async fn publish_keys(&self, caller: &Caller, keys: KeyUpload) -> Result<KeyCount, ServiceError>;
+
+    /// A prekey bundle for each of `user`'s devices, claiming one one-time prekey of each.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownUser`].
+    async fn claim_keys(&self, caller: &Caller, user: &UserId) -> Result<KeyBundles, ServiceError>;
+
+    /// How many one-time prekeys `caller`'s device has left.
+    async fn key_count(&self, caller: &Caller) -> Result<KeyCount, ServiceError>;
+
+    /// Removes one of the caller's devices, with its keys and its queue.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownDevice`].
+    async fn remove_device(&self, caller: &Caller, device: DeviceId) -> Result<(), ServiceError>;
 
     /// Whether the node can serve requests (its store answers).
     async fn ready(&self) -> Result<(), ServiceError>;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenKeys;
 use crate::rate_limit::RateLimits;
@@ -22,13 +23,13 @@ pub struct ApiState {
     pub ws: WsConfig,
     /// Cancelled when the node shuts down: WebSocket sessions close with 1001.
     pub shutdown: CancellationToken,
+    /// Every live WebSocket connection, so shutdown can wait for them to close.
+    pub connections: TaskTracker,
 }
 
 impl std::fmt::Debug for dyn ChatService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatService")
-            .field("server_name", self.server_name())
-            .finish()
+        f.debug_struct("ChatService").field("server_name", self.server_name()).finish()
     }
 }
 

@@ -11,8 +11,7 @@ use crate::service::{OutgoingMessage, ServiceError};
 /// # Errors
 /// [`ServiceError::InvalidRequest`] naming the field.
 pub fn user_field(field: &str, value: &str, home: &ServerName) -> Result<UserId, ApiError> {
-    UserId::parse_or_local(value, home)
-        .map_err(|e| ServiceError::InvalidRequest(format!("{field}: {e}")).into())
+    UserId::parse_or_local(value, home).map_err(|e| ServiceError::InvalidRequest(format!("{field}: {e}")).into())
 }
 
 /// Checks a message to send: its receiver, its size and its client id.
@@ -36,9 +35,5 @@ pub fn outgoing(
         .map(ClientMessageId::parse)
         .transpose()
         .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
-    Ok(OutgoingMessage {
-        receiver,
-        content,
-        client_message_id,
-    })
+    Ok(OutgoingMessage { receiver, content, client_message_id })
 }

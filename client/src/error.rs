@@ -41,11 +41,7 @@ pub enum ClientError {
 
 impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
-        if e.is_decode() {
-            Self::Decode(e.to_string())
-        } else {
-            Self::Transport(e.to_string())
-        }
+        if e.is_decode() { Self::Decode(e.to_string()) } else { Self::Transport(e.to_string()) }
     }
 }
 
@@ -57,16 +53,10 @@ impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
                 let status = response.status().as_u16();
                 let body = response.body().as_deref().unwrap_or_default();
                 match serde_json::from_slice::<kith_proto::ErrorBody>(body) {
-                    Ok(body) => Self::Api {
-                        status,
-                        code: body.error.code,
-                        message: body.error.message,
-                    },
-                    Err(_) => Self::Api {
-                        status,
-                        code: ErrorCode::Unknown,
-                        message: String::from_utf8_lossy(body).into(),
-                    },
+                    Ok(body) => Self::Api { status, code: body.error.code, message: body.error.message },
+                    Err(_) => {
+                        Self::Api { status, code: ErrorCode::Unknown, message: String::from_utf8_lossy(body).into() }
+                    }
                 }
             }
             other => Self::Transport(other.to_string()),

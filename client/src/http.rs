@@ -1,9 +1,8 @@
 //! The REST side: accounts, messages, history, presence.
 
-use kith_proto::rest::{
-    AuthResponse, Credentials, HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse,
-};
-use kith_proto::{ErrorBody, ErrorCode, MessageId, PresenceView, UserId};
+use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
+use kith_proto::rest::{AuthResponse, Credentials, HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse};
+use kith_proto::{DeviceId, ErrorBody, ErrorCode, MessageId, PresenceView, UserId};
 use reqwest::{RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 
@@ -16,6 +15,8 @@ pub struct Client {
     http: reqwest::Client,
     /// `http://host:port`, without a trailing slash.
     base: String,
+    /// The device that registers or logs in (the node's default, 0, when unset).
+    device: Option<DeviceId>,
 }
 
 impl Client {
@@ -28,15 +29,18 @@ impl Client {
         if !base.starts_with("http://") {
             return Err(ClientError::Url {
                 url: base_url.into(),
-                reason:
-                    "must start with http:// (put TLS in front of the node with a reverse proxy)"
-                        .into(),
+                reason: "must start with http:// (put TLS in front of the node with a reverse proxy)".into(),
             });
         }
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(ClientError::from)?;
-        Ok(Self { http, base })
+        let http = reqwest::Client::builder().build().map_err(ClientError::from)?;
+        Ok(Self { http, base, device: None })
+    }
+
+    /// The same client, registering and logging in as `device` of the user.
+    #[must_use]
+    pub fn device(mut self, device: DeviceId) -> Self {
+        self.device = Some(device);
+        self
     }
 
     /// The node's base URL.
@@ -49,12 +53,8 @@ impl Client {
     /// # Errors
     /// `409 username_taken`, `400 invalid_request`, transport errors.
     pub async fn register(&self, username: &str, password: &str) -> Result<Authed, ClientError> {
-        let body = Credentials {
-            username: username.into(),
-            password: password.into(),
-        };
-        let auth: AuthResponse =
-            decode(self.http.post(self.url("/api/v1/register")).json(&body)).await?;
+        let body = Credentials { username: username.into(), password: password.into(), device_id: self.device };
+        let auth: AuthResponse = decode(self.http.post(self.url("/api/v1/register")).json(&body)).await?;
         Ok(self.authed(auth))
     }
 
@@ -63,22 +63,14 @@ impl Client {
     /// # Errors
     /// `401 invalid_credentials`, transport errors.
     pub async fn login(&self, username: &str, password: &str) -> Result<Authed, ClientError> {
-        let body = Credentials {
-            username: username.into(),
-            password: password.into(),
-        };
-        let auth: AuthResponse =
-            decode(self.http.post(self.url("/api/v1/login")).json(&body)).await?;
+        let body = Credentials { username: username.into(), password: password.into(), device_id: self.device };
+        let auth: AuthResponse = decode(self.http.post(self.url("/api/v1/login")).json(&body)).await?;
         Ok(self.authed(auth))
     }
 
     /// Uses a token obtained earlier.
     pub fn authed(&self, auth: AuthResponse) -> Authed {
-        Authed {
-            client: self.clone(),
-            user_id: auth.user_id,
-            token: auth.token,
-        }
+        Authed { client: self.clone(), user_id: auth.user_id, device_id: auth.device_id, token: auth.token }
     }
 
     fn url(&self, path: &str) -> String {
@@ -91,6 +83,7 @@ impl Client {
 pub struct Authed {
     client: Client,
     user_id: UserId,
+    device_id: DeviceId,
     token: String,
 }
 
@@ -107,6 +100,11 @@ impl Authed {
     /// Who this is.
     pub fn user_id(&self) -> &UserId {
         &self.user_id
+    }
+
+    /// Which of the user's devices this is.
+    pub fn device_id(&self) -> DeviceId {
+        self.device_id
     }
 
     /// The bearer token.
@@ -130,16 +128,8 @@ impl Authed {
             message: message.into(),
             client_message_id: client_message_id.map(Into::into),
         };
-        let response = send(
-            self.auth(self.client.http.post(self.client.url("/api/v1/messages")))
-                .json(&body),
-        )
-        .await?;
-        let sent = if response.status() == reqwest::StatusCode::CREATED {
-            Sent::New
-        } else {
-            Sent::Repeat
-        };
+        let response = send(self.auth(self.client.http.post(self.client.url("/api/v1/messages"))).json(&body)).await?;
+        let sent = if response.status() == reqwest::StatusCode::CREATED { Sent::New } else { Sent::Repeat };
         Ok((sent, response.json().await?))
     }
 
@@ -153,8 +143,7 @@ impl Authed {
         before: Option<MessageId>,
         limit: Option<u32>,
     ) -> Result<HistoryPage, ClientError> {
-        self.history_between(self.user_id.as_str(), peer, before, limit)
-            .await
+        self.history_between(self.user_id.as_str(), peer, before, limit).await
     }
 
     /// A page of the conversation between `user1` and `user2` (the caller must be one of them).
@@ -168,17 +157,9 @@ impl Authed {
         before: Option<MessageId>,
         limit: Option<u32>,
     ) -> Result<HistoryPage, ClientError> {
-        let query = HistoryQuery {
-            user1: user1.into(),
-            user2: user2.into(),
-            before: before.map(|id| id.to_string()),
-            limit,
-        };
-        decode(
-            self.auth(self.client.http.get(self.client.url("/api/v1/messages")))
-                .query(&query),
-        )
-        .await
+        let query =
+            HistoryQuery { user1: user1.into(), user2: user2.into(), before: before.map(|id| id.to_string()), limit };
+        decode(self.auth(self.client.http.get(self.client.url("/api/v1/messages"))).query(&query)).await
     }
 
     /// A user's presence.
@@ -188,6 +169,39 @@ impl Authed {
     pub async fn presence(&self, user: &str) -> Result<PresenceView, ClientError> {
         let url = self.client.url(&format!("/api/v1/presence/{user}"));
         decode(self.auth(self.client.http.get(url))).await
+    }
+
+    /// Publishes this device's public keys (identity, signed prekey, more one-time prekeys).
+    ///
+    /// # Errors
+    /// `400` when a key or signature does not verify, transport errors.
+    pub async fn publish_keys(&self, keys: &KeyUpload) -> Result<KeyCount, ClientError> {
+        decode(self.auth(self.client.http.put(self.client.url("/api/v1/keys"))).json(keys)).await
+    }
+
+    /// Claims a prekey bundle for each of `user`'s devices.
+    ///
+    /// # Errors
+    /// `404` for an unknown user, `429` when claiming too fast, transport errors.
+    pub async fn claim_keys(&self, user: &str) -> Result<KeyBundles, ClientError> {
+        decode(self.auth(self.client.http.get(self.client.url(&format!("/api/v1/keys/{user}"))))).await
+    }
+
+    /// How many one-time prekeys this device has left on the node.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn key_count(&self) -> Result<KeyCount, ClientError> {
+        decode(self.auth(self.client.http.get(self.client.url("/api/v1/keys/count")))).await
+    }
+
+    /// Removes one of the user's devices (its keys and its queue go with it).
+    ///
+    /// # Errors
+    /// `404` for an unknown device, transport errors.
+    pub async fn remove_device(&self, device: DeviceId) -> Result<(), ClientError> {
+        send(self.auth(self.client.http.delete(self.client.url(&format!("/api/v1/devices/{device}"))))).await?;
+        Ok(())
     }
 
     /// Opens the real-time WebSocket.
@@ -212,16 +226,8 @@ async fn send(request: RequestBuilder) -> Result<Response, ClientError> {
     }
     let text = response.text().await.unwrap_or_default();
     Err(match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(body) => ClientError::Api {
-            status: status.as_u16(),
-            code: body.error.code,
-            message: body.error.message,
-        },
-        Err(_) => ClientError::Api {
-            status: status.as_u16(),
-            code: ErrorCode::Unknown,
-            message: text,
-        },
+        Ok(body) => ClientError::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
+        Err(_) => ClientError::Api { status: status.as_u16(), code: ErrorCode::Unknown, message: text },
     })
 }
 

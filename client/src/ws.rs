@@ -22,11 +22,8 @@ impl Connection {
     pub(crate) async fn open(base: &str, token: &str) -> Result<Self, ClientError> {
         let url = format!("ws{}/api/v1/ws", base.trim_start_matches("http"));
         let mut request = url.as_str().into_client_request()?;
-        let bearer =
-            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| ClientError::Url {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| ClientError::Url { url: url.clone(), reason: e.to_string() })?;
         request.headers_mut().insert("authorization", bearer);
         let (socket, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(Self { socket })
@@ -95,13 +92,7 @@ impl Connection {
 
 fn closed(frame: Option<CloseFrame>) -> ClientError {
     match frame {
-        Some(frame) => ClientError::Closed {
-            code: frame.code.into(),
-            reason: frame.reason.to_string(),
-        },
-        None => ClientError::Closed {
-            code: 1005,
-            reason: String::new(),
-        },
+        Some(frame) => ClientError::Closed { code: frame.code.into(), reason: frame.reason.to_string() },
+        None => ClientError::Closed { code: 1005, reason: String::new() },
     }
 }

@@ -27,11 +27,7 @@ impl PreKeyBundle {
         signed_prekey: SignedPreKeyPublic,
         one_time_prekey: Option<OneTimePreKeyPublic>,
     ) -> Self {
-        Self {
-            identity,
-            signed_prekey,
-            one_time_prekey,
-        }
+        Self { identity, signed_prekey, one_time_prekey }
     }
 
     /// The identity the bundle claims to belong to.
@@ -66,10 +62,7 @@ impl PreKeyBundle {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = codec::writer(
             kind::PREKEY_BUNDLE,
-            2 + PublicIdentity::BODY_LEN
-                + SignedPreKeyPublic::BODY_LEN
-                + 1
-                + OneTimePreKeyPublic::BODY_LEN,
+            2 + PublicIdentity::BODY_LEN + SignedPreKeyPublic::BODY_LEN + 1 + OneTimePreKeyPublic::BODY_LEN,
         );
         self.identity.write_body(&mut out);
         self.signed_prekey.write_body(&mut out);
@@ -94,17 +87,10 @@ impl PreKeyBundle {
         r.header(kind::PREKEY_BUNDLE)?;
         let identity = PublicIdentity::read_body(&mut r)?;
         let signed_prekey = SignedPreKeyPublic::read_body(&mut r)?;
-        let one_time_prekey = if r.flag("one-time prekey flag")? {
-            Some(OneTimePreKeyPublic::read_body(&mut r)?)
-        } else {
-            None
-        };
+        let one_time_prekey =
+            if r.flag("one-time prekey flag")? { Some(OneTimePreKeyPublic::read_body(&mut r)?) } else { None };
         r.finish()?;
-        Ok(Self {
-            identity,
-            signed_prekey,
-            one_time_prekey,
-        })
+        Ok(Self { identity, signed_prekey, one_time_prekey })
     }
 }
 

@@ -53,19 +53,11 @@ impl<'a> Reader<'a> {
     pub(crate) fn header(&mut self, expected_kind: u8) -> Result<()> {
         let version = self.u8()?;
         if version != VERSION {
-            return Err(CryptoError::UnsupportedVersion {
-                what: self.what,
-                got: version,
-                supported: VERSION,
-            });
+            return Err(CryptoError::UnsupportedVersion { what: self.what, got: version, supported: VERSION });
         }
         let got = self.u8()?;
         if got != expected_kind {
-            return Err(CryptoError::WrongKind {
-                what: self.what,
-                expected: expected_kind,
-                got,
-            });
+            return Err(CryptoError::WrongKind { what: self.what, expected: expected_kind, got });
         }
         Ok(())
     }
@@ -73,11 +65,7 @@ impl<'a> Reader<'a> {
     /// Takes the next `n` bytes.
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() < n {
-            return Err(CryptoError::Truncated {
-                what: self.what,
-                needed: n,
-                available: self.buf.len(),
-            });
+            return Err(CryptoError::Truncated { what: self.what, needed: n, available: self.buf.len() });
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
@@ -119,11 +107,7 @@ impl<'a> Reader<'a> {
 
     /// Reads an optional big-endian `u32` (flag byte, then the value if 1).
     pub(crate) fn opt_u32(&mut self, what: &'static str) -> Result<Option<u32>> {
-        if self.flag(what)? {
-            Ok(Some(self.u32()?))
-        } else {
-            Ok(None)
-        }
+        if self.flag(what)? { Ok(Some(self.u32()?)) } else { Ok(None) }
     }
 
     /// Takes everything that is left.
@@ -141,10 +125,7 @@ impl<'a> Reader<'a> {
         if self.buf.is_empty() {
             Ok(())
         } else {
-            Err(CryptoError::TrailingBytes {
-                what: self.what,
-                extra: self.buf.len(),
-            })
+            Err(CryptoError::TrailingBytes { what: self.what, extra: self.buf.len() })
         }
     }
 }
@@ -200,30 +181,11 @@ mod tests {
         let mut r = Reader::new(&[1, 0x10, 0, 0, 0, 7, 1], "thing");
         r.header(kind::PUBLIC_IDENTITY).unwrap();
         assert_eq!(r.u32().unwrap(), 7);
-        assert_eq!(
-            r.opt_u32("flag").unwrap_err(),
-            CryptoError::Truncated {
-                what: "thing",
-                needed: 4,
-                available: 0
-            }
-        );
+        assert_eq!(r.opt_u32("flag").unwrap_err(), CryptoError::Truncated { what: "thing", needed: 4, available: 0 });
         let mut r = Reader::new(&[2], "thing");
-        assert_eq!(
-            r.flag("flag").unwrap_err(),
-            CryptoError::InvalidFlag {
-                what: "flag",
-                value: 2
-            }
-        );
+        assert_eq!(r.flag("flag").unwrap_err(), CryptoError::InvalidFlag { what: "flag", value: 2 });
         let r = Reader::new(&[0, 0], "thing");
-        assert_eq!(
-            r.finish().unwrap_err(),
-            CryptoError::TrailingBytes {
-                what: "thing",
-                extra: 2
-            }
-        );
+        assert_eq!(r.finish().unwrap_err(), CryptoError::TrailingBytes { what: "thing", extra: 2 });
     }
 
     #[test]

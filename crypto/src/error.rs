@@ -93,9 +93,7 @@ pub enum CryptoError {
 
     /// A prekey message names a different signed prekey than the one
     /// supplied to [`Session::respond`](crate::Session::respond).
-    #[error(
-        "message was made for signed prekey {in_message} but signed prekey {supplied} was supplied"
-    )]
+    #[error("message was made for signed prekey {in_message} but signed prekey {supplied} was supplied")]
     SignedPreKeyMismatch {
         /// The id in the message.
         in_message: u32,
@@ -152,9 +150,7 @@ pub enum CryptoError {
 
     /// Authenticated decryption failed: the header or ciphertext was
     /// modified or truncated, or the message belongs to another session.
-    #[error(
-        "message {counter} failed authentication (tampered, truncated, or not for this session)"
-    )]
+    #[error("message {counter} failed authentication (tampered, truncated, or not for this session)")]
     AuthenticationFailed {
         /// The message counter from the (unauthenticated) header.
         counter: u32,

@@ -35,9 +35,7 @@ fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Result<Zeroizin
     Ok(out)
 }
 
-fn split<const A: usize, const B: usize, const N: usize>(
-    okm: &[u8; N],
-) -> (Zeroizing<[u8; A]>, Zeroizing<[u8; B]>) {
+fn split<const A: usize, const B: usize, const N: usize>(okm: &[u8; N]) -> (Zeroizing<[u8; A]>, Zeroizing<[u8; B]>) {
     let mut a = Zeroizing::new([0u8; A]);
     let mut b = Zeroizing::new([0u8; B]);
     a.copy_from_slice(&okm[..A]);
@@ -64,8 +62,8 @@ pub(crate) fn kdf_rk(root_key: &[u8; 32], dh_output: &[u8; 32]) -> Result<(Secre
 }
 
 fn hmac(key: &[u8; 32], input: u8) -> Result<Secret32> {
-    let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key)
-        .map_err(|_| CryptoError::Internal("HMAC key"))?;
+    let mut mac =
+        <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key).map_err(|_| CryptoError::Internal("HMAC key"))?;
     mac.update(&[input]);
     let mut out = Zeroizing::new([0u8; 32]);
     out.copy_from_slice(&mac.finalize().into_bytes());
@@ -75,10 +73,7 @@ fn hmac(key: &[u8; 32], input: u8) -> Result<Secret32> {
 /// `KDF_CK(ck)`: message key `HMAC-SHA256(ck, 0x01)`, next chain key
 /// `HMAC-SHA256(ck, 0x02)`.
 pub(crate) fn kdf_ck(chain_key: &[u8; 32]) -> Result<(Secret32, Secret32)> {
-    Ok((
-        hmac(chain_key, MESSAGE_KEY_SEED)?,
-        hmac(chain_key, CHAIN_KEY_SEED)?,
-    ))
+    Ok((hmac(chain_key, MESSAGE_KEY_SEED)?, hmac(chain_key, CHAIN_KEY_SEED)?))
 }
 
 /// Expands a message key into the ChaCha20-Poly1305 key and nonce:
@@ -95,34 +90,14 @@ fn aead_for(message_key: &[u8; 32]) -> Result<(ChaCha20Poly1305, Nonce)> {
 /// Returns ciphertext followed by the 16-byte tag.
 pub(crate) fn seal(message_key: &[u8; 32], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let (cipher, nonce) = aead_for(message_key)?;
-    cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext,
-                aad,
-            },
-        )
-        .map_err(|_| CryptoError::Internal("AEAD encrypt"))
+    cipher.encrypt(&nonce, Payload { msg: plaintext, aad }).map_err(|_| CryptoError::Internal("AEAD encrypt"))
 }
 
 /// Decrypts ciphertext-and-tag under a message key; `None` if it does not
 /// authenticate.
-pub(crate) fn open(
-    message_key: &[u8; 32],
-    aad: &[u8],
-    ciphertext: &[u8],
-) -> Result<Option<Vec<u8>>> {
+pub(crate) fn open(message_key: &[u8; 32], aad: &[u8], ciphertext: &[u8]) -> Result<Option<Vec<u8>>> {
     let (cipher, nonce) = aead_for(message_key)?;
-    Ok(cipher
-        .decrypt(
-            &nonce,
-            Payload {
-                msg: ciphertext,
-                aad,
-            },
-        )
-        .ok())
+    Ok(cipher.decrypt(&nonce, Payload { msg: ciphertext, aad }).ok())
 }
 
 #[cfg(test)]
@@ -130,25 +105,16 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
     fn hkdf_matches_rfc5869_case_1() {
-        let okm = hkdf::<42>(
-            &unhex("000102030405060708090a0b0c"),
-            &[0x0b; 22],
-            &unhex("f0f1f2f3f4f5f6f7f8f9"),
-        )
-        .unwrap();
+        let okm =
+            hkdf::<42>(&unhex("000102030405060708090a0b0c"), &[0x0b; 22], &unhex("f0f1f2f3f4f5f6f7f8f9")).unwrap();
         assert_eq!(
             okm.to_vec(),
-            unhex(
-                "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865"
-            )
+            unhex("3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865")
         );
     }
 

@@ -28,8 +28,7 @@ impl DhPublic {
         let top_bit_set = bytes[31] & 0x80 != 0;
         // Values in [2^255 - 19, 2^255): 0x7f, then 30 bytes of 0xff, then a
         // lowest byte of at least 0xed.
-        let at_least_p =
-            bytes[31] == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed;
+        let at_least_p = bytes[31] == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed;
         if top_bit_set || at_least_p {
             return Err(CryptoError::NonCanonicalKey { what });
         }
@@ -56,11 +55,7 @@ impl fmt::Debug for DhPublic {
 }
 
 /// X25519 agreement that refuses small-order public keys.
-pub(crate) fn dh(
-    secret: &StaticSecret,
-    public: &DhPublic,
-    what: &'static str,
-) -> Result<Zeroizing<[u8; 32]>> {
+pub(crate) fn dh(secret: &StaticSecret, public: &DhPublic, what: &'static str) -> Result<Zeroizing<[u8; 32]>> {
     let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(public.0));
     if !shared.was_contributory() {
         return Err(CryptoError::NonContributoryKeyAgreement { what });
@@ -78,8 +73,7 @@ pub(crate) fn random_dh_secret<R: CryptoRng + ?Sized>(rng: &mut R) -> StaticSecr
 /// Decodes an Ed25519 public key, accepting only canonical encodings of
 /// points that are not of small order.
 fn signing_key_from_bytes(bytes: &[u8; 32], what: &'static str) -> Result<VerifyingKey> {
-    let key =
-        VerifyingKey::from_bytes(bytes).map_err(|_| CryptoError::InvalidSigningKey { what })?;
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| CryptoError::InvalidSigningKey { what })?;
     if key.is_weak() || key.to_edwards().compress().to_bytes() != *bytes {
         return Err(CryptoError::InvalidSigningKey { what });
     }
@@ -139,24 +133,13 @@ impl PublicIdentity {
     /// [`CryptoError::InvalidSigningKey`] or [`CryptoError::NonCanonicalKey`]
     /// for a malformed key, [`CryptoError::BadIdentityBinding`] if the
     /// signature does not verify.
-    pub fn from_parts(
-        signing_key: [u8; 32],
-        dh_key: [u8; 32],
-        binding_signature: [u8; 64],
-    ) -> Result<Self> {
+    pub fn from_parts(signing_key: [u8; 32], dh_key: [u8; 32], binding_signature: [u8; 64]) -> Result<Self> {
         let verifying = signing_key_from_bytes(&signing_key, "identity signing key")?;
         let dh = DhPublic::from_bytes(dh_key, "identity X25519 key")?;
         verifying
-            .verify_strict(
-                &binding_message(&signing_key, &dh_key),
-                &Signature::from_bytes(&binding_signature),
-            )
+            .verify_strict(&binding_message(&signing_key, &dh_key), &Signature::from_bytes(&binding_signature))
             .map_err(|_| CryptoError::BadIdentityBinding)?;
-        Ok(Self {
-            signing: signing_key,
-            dh,
-            binding: binding_signature,
-        })
+        Ok(Self { signing: signing_key, dh, binding: binding_signature })
     }
 
     /// The Ed25519 identity key.
@@ -236,10 +219,7 @@ impl core::hash::Hash for PublicIdentity {
 
 impl fmt::Debug for PublicIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PublicIdentity")
-            .field("signing_key", &Hex(&self.signing))
-            .field("dh_key", &self.dh)
-            .finish()
+        f.debug_struct("PublicIdentity").field("signing_key", &Hex(&self.signing)).field("dh_key", &self.dh).finish()
     }
 }
 
@@ -275,11 +255,7 @@ impl DeviceIdentity {
         let dh_public = DhPublic::from_secret(&dh);
         let binding = signing.sign(&binding_message(signing_public.as_bytes(), &dh_public.0));
         Self {
-            public: PublicIdentity {
-                signing: signing_public.to_bytes(),
-                dh: dh_public,
-                binding: binding.to_bytes(),
-            },
+            public: PublicIdentity { signing: signing_public.to_bytes(), dh: dh_public, binding: binding.to_bytes() },
             signing,
             dh,
         }
@@ -326,9 +302,7 @@ impl DeviceIdentity {
 
 impl fmt::Debug for DeviceIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeviceIdentity")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("DeviceIdentity").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -357,11 +331,7 @@ impl SignedPreKeyPublic {
     /// # Errors
     /// [`CryptoError::NonCanonicalKey`] if `key` is not canonical.
     pub fn from_parts(id: u32, key: [u8; 32], signature: [u8; 64]) -> Result<Self> {
-        Ok(Self {
-            id,
-            key: DhPublic::from_bytes(key, "signed prekey")?,
-            signature,
-        })
+        Ok(Self { id, key: DhPublic::from_bytes(key, "signed prekey")?, signature })
     }
 
     /// The prekey's id, chosen by its owner.
@@ -391,10 +361,7 @@ impl SignedPreKeyPublic {
     pub fn verify(&self, identity: &PublicIdentity) -> Result<()> {
         identity
             .verifying_key()?
-            .verify_strict(
-                &signed_prekey_message(self.id, &self.key.0),
-                &Signature::from_bytes(&self.signature),
-            )
+            .verify_strict(&signed_prekey_message(self.id, &self.key.0), &Signature::from_bytes(&self.signature))
             .map_err(|_| CryptoError::BadSignedPreKeySignature { id: self.id })
     }
 
@@ -433,10 +400,7 @@ impl SignedPreKeyPublic {
 
 impl fmt::Debug for SignedPreKeyPublic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignedPreKeyPublic")
-            .field("id", &self.id)
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        f.debug_struct("SignedPreKeyPublic").field("id", &self.id).field("key", &self.key).finish_non_exhaustive()
     }
 }
 
@@ -454,21 +418,11 @@ impl SignedPreKey {
 
     /// Generates a prekey with the given `id` and signs it with `identity`.
     /// Draws 32 bytes from `rng`.
-    pub fn generate<R: CryptoRng + ?Sized>(
-        id: u32,
-        identity: &DeviceIdentity,
-        rng: &mut R,
-    ) -> Self {
+    pub fn generate<R: CryptoRng + ?Sized>(id: u32, identity: &DeviceIdentity, rng: &mut R) -> Self {
         let secret = random_dh_secret(rng);
         let key = DhPublic::from_secret(&secret);
-        let signature = identity
-            .signing_key()
-            .sign(&signed_prekey_message(id, &key.0))
-            .to_bytes();
-        Self {
-            secret,
-            public: SignedPreKeyPublic { id, key, signature },
-        }
+        let signature = identity.signing_key().sign(&signed_prekey_message(id, &key.0)).to_bytes();
+        Self { secret, public: SignedPreKeyPublic { id, key, signature } }
     }
 
     /// The prekey's id.
@@ -507,18 +461,13 @@ impl SignedPreKey {
         let signature = r.array()?;
         r.finish()?;
         let key = DhPublic::from_secret(&secret);
-        Ok(Self {
-            secret,
-            public: SignedPreKeyPublic { id, key, signature },
-        })
+        Ok(Self { secret, public: SignedPreKeyPublic { id, key, signature } })
     }
 }
 
 impl fmt::Debug for SignedPreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignedPreKey")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("SignedPreKey").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -542,10 +491,7 @@ impl OneTimePreKeyPublic {
     /// # Errors
     /// [`CryptoError::NonCanonicalKey`] if `key` is not canonical.
     pub fn from_parts(id: u32, key: [u8; 32]) -> Result<Self> {
-        Ok(Self {
-            id,
-            key: DhPublic::from_bytes(key, "one-time prekey")?,
-        })
+        Ok(Self { id, key: DhPublic::from_bytes(key, "one-time prekey")? })
     }
 
     /// The prekey's id.
@@ -595,10 +541,7 @@ impl OneTimePreKeyPublic {
 
 impl fmt::Debug for OneTimePreKeyPublic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OneTimePreKeyPublic")
-            .field("id", &self.id)
-            .field("key", &self.key)
-            .finish()
+        f.debug_struct("OneTimePreKeyPublic").field("id", &self.id).field("key", &self.key).finish()
     }
 }
 
@@ -618,10 +561,7 @@ impl OneTimePreKey {
     pub fn generate<R: CryptoRng + ?Sized>(id: u32, rng: &mut R) -> Self {
         let secret = random_dh_secret(rng);
         let key = DhPublic::from_secret(&secret);
-        Self {
-            secret,
-            public: OneTimePreKeyPublic { id, key },
-        }
+        Self { secret, public: OneTimePreKeyPublic { id, key } }
     }
 
     /// Generates `count` keys with ids `start_id, start_id + 1, ...`, drawing
@@ -630,21 +570,12 @@ impl OneTimePreKey {
     /// # Errors
     /// [`CryptoError::PreKeyIdOverflow`] if the last id would exceed
     /// `u32::MAX`.
-    pub fn generate_batch<R: CryptoRng + ?Sized>(
-        start_id: u32,
-        count: u32,
-        rng: &mut R,
-    ) -> Result<Vec<Self>> {
-        let overflow = CryptoError::PreKeyIdOverflow {
-            start: start_id,
-            count,
-        };
+    pub fn generate_batch<R: CryptoRng + ?Sized>(start_id: u32, count: u32, rng: &mut R) -> Result<Vec<Self>> {
+        let overflow = CryptoError::PreKeyIdOverflow { start: start_id, count };
         if count > 0 && start_id.checked_add(count - 1).is_none() {
             return Err(overflow);
         }
-        Ok((0..count)
-            .map(|i| Self::generate(start_id.wrapping_add(i), rng))
-            .collect())
+        Ok((0..count).map(|i| Self::generate(start_id.wrapping_add(i), rng)).collect())
     }
 
     /// The prekey's id.
@@ -681,18 +612,13 @@ impl OneTimePreKey {
         let secret = StaticSecret::from(*r.secret::<32>()?);
         r.finish()?;
         let key = DhPublic::from_secret(&secret);
-        Ok(Self {
-            secret,
-            public: OneTimePreKeyPublic { id, key },
-        })
+        Ok(Self { secret, public: OneTimePreKeyPublic { id, key } })
     }
 }
 
 impl fmt::Debug for OneTimePreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OneTimePreKey")
-            .field("public", &self.public)
-            .finish_non_exhaustive()
+        f.debug_struct("OneTimePreKey").field("public", &self.public).finish_non_exhaustive()
     }
 }
 
@@ -714,10 +640,7 @@ mod tests {
         let mut top = [0u8; 32];
         top[31] = 0x80;
         for bad in [p, max, top] {
-            assert_eq!(
-                DhPublic::from_bytes(bad, "k").unwrap_err(),
-                CryptoError::NonCanonicalKey { what: "k" }
-            );
+            assert_eq!(DhPublic::from_bytes(bad, "k").unwrap_err(), CryptoError::NonCanonicalKey { what: "k" });
         }
     }
 

@@ -97,10 +97,7 @@ mod session;
 pub use bundle::{PreKeyBundle, VerifiedPreKeyBundle};
 pub use codec::VERSION;
 pub use error::{CryptoError, Result};
-pub use keys::{
-    DeviceIdentity, OneTimePreKey, OneTimePreKeyPublic, PublicIdentity, SignedPreKey,
-    SignedPreKeyPublic,
-};
+pub use keys::{DeviceIdentity, OneTimePreKey, OneTimePreKeyPublic, PublicIdentity, SignedPreKey, SignedPreKeyPublic};
 pub use message::{MIN_MESSAGE_LEN, MessageInfo, PreKeyMessageInfo, inspect, is_prekey_message};
 pub use safety::{SAFETY_NUMBER_ITERATIONS, safety_number};
 pub use session::{MAX_SKIP, MAX_SKIPPED_KEYS, Role, Session};

@@ -71,24 +71,12 @@ fn parse_ratchet(bytes: &[u8]) -> Result<RatchetMessage<'_>> {
         let previous_counter = h.u32()?;
         let counter = h.u32()?;
         h.finish()?;
-        Header {
-            ratchet_key,
-            previous_counter,
-            counter,
-        }
+        Header { ratchet_key, previous_counter, counter }
     };
     if r.remaining() < TAG_LEN {
-        return Err(CryptoError::Truncated {
-            what: "message",
-            needed: TAG_LEN,
-            available: r.remaining(),
-        });
+        return Err(CryptoError::Truncated { what: "message", needed: TAG_LEN, available: r.remaining() });
     }
-    Ok(RatchetMessage {
-        header: header_bytes,
-        header_bytes: &bytes[..HEADER_LEN],
-        ciphertext: r.rest(),
-    })
+    Ok(RatchetMessage { header: header_bytes, header_bytes: &bytes[..HEADER_LEN], ciphertext: r.rest() })
 }
 
 /// Splits wire bytes into their parts, checking every field's syntax (and a
@@ -97,11 +85,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Wire<'_>> {
     let mut r = Reader::new(bytes, "message");
     let version = r.u8()?;
     if version != VERSION {
-        return Err(CryptoError::UnsupportedVersion {
-            what: "message",
-            got: version,
-            supported: VERSION,
-        });
+        return Err(CryptoError::UnsupportedVersion { what: "message", got: version, supported: VERSION });
     }
     match r.u8()? {
         kind::MESSAGE => Ok(Wire::Ratchet(parse_ratchet(bytes)?)),
@@ -113,19 +97,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Wire<'_>> {
             let inner = parse_ratchet(r.rest())?;
             Ok(Wire::PreKey(Box::new(PreKeyMessage {
                 sender,
-                setup: Setup {
-                    base_key,
-                    signed_prekey_id,
-                    one_time_prekey_id,
-                },
+                setup: Setup { base_key, signed_prekey_id, one_time_prekey_id },
                 inner,
             })))
         }
-        got => Err(CryptoError::WrongKind {
-            what: "message",
-            expected: kind::MESSAGE,
-            got,
-        }),
+        got => Err(CryptoError::WrongKind { what: "message", expected: kind::MESSAGE, got }),
     }
 }
 
@@ -161,10 +137,7 @@ impl core::fmt::Debug for MessageInfo {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::PreKey(info) => f.debug_tuple("PreKey").field(info).finish(),
-            Self::Ratchet {
-                ratchet_key,
-                counter,
-            } => f
+            Self::Ratchet { ratchet_key, counter } => f
                 .debug_struct("Ratchet")
                 .field("ratchet_key", &crate::codec::Hex(ratchet_key))
                 .field("counter", counter)
@@ -253,21 +226,12 @@ pub fn is_prekey_message(bytes: &[u8]) -> bool {
 /// identity is not self-consistent.
 pub fn inspect(bytes: &[u8]) -> Result<MessageInfo> {
     Ok(match parse(bytes)? {
-        Wire::Ratchet(m) => MessageInfo::Ratchet {
-            ratchet_key: *m.header.ratchet_key.as_bytes(),
-            counter: m.header.counter,
-        },
+        Wire::Ratchet(m) => {
+            MessageInfo::Ratchet { ratchet_key: *m.header.ratchet_key.as_bytes(), counter: m.header.counter }
+        }
         Wire::PreKey(p) => {
-            let PreKeyMessage {
-                sender,
-                setup,
-                inner,
-            } = *p;
-            MessageInfo::PreKey(Box::new(PreKeyMessageInfo {
-                sender,
-                setup,
-                counter: inner.header.counter,
-            }))
+            let PreKeyMessage { sender, setup, inner } = *p;
+            MessageInfo::PreKey(Box::new(PreKeyMessageInfo { sender, setup, counter: inner.header.counter }))
         }
     })
 }

@@ -58,11 +58,7 @@ pub fn safety_number(
     let b = fingerprint(identity_b, user_id_b);
     let (first, second) = if a <= b { (a, b) } else { (b, a) };
     let mut out = String::with_capacity(71);
-    for (i, group) in first
-        .chunks_exact(5)
-        .chain(second.chunks_exact(5))
-        .enumerate()
-    {
+    for (i, group) in first.chunks_exact(5).chain(second.chunks_exact(5)).enumerate() {
         if i > 0 {
             out.push(' ');
         }

@@ -11,9 +11,7 @@ use crate::bundle::VerifiedPreKeyBundle;
 use crate::codec::{self, Hex, Reader, kind};
 use crate::error::{CryptoError, Result};
 use crate::kdf::{self, Secret32};
-use crate::keys::{
-    DeviceIdentity, DhPublic, OneTimePreKey, PublicIdentity, SignedPreKey, dh, random_dh_secret,
-};
+use crate::keys::{DeviceIdentity, DhPublic, OneTimePreKey, PublicIdentity, SignedPreKey, dh, random_dh_secret};
 use crate::message::{self, Header, RatchetMessage, Setup, Wire};
 
 /// The largest number of message keys one message may make the receiver
@@ -190,10 +188,7 @@ impl Session {
         }
         let supplied = our_one_time_prekey.map(OneTimePreKey::id);
         if setup.one_time_prekey_id != supplied {
-            return Err(CryptoError::OneTimePreKeyMismatch {
-                in_message: setup.one_time_prekey_id,
-                supplied,
-            });
+            return Err(CryptoError::OneTimePreKeyMismatch { in_message: setup.one_time_prekey_id, supplied });
         }
 
         let spk = our_signed_prekey.secret();
@@ -241,18 +236,12 @@ impl Session {
     /// # Errors
     /// [`CryptoError::CounterExhausted`] after 2^32 - 1 messages in one
     /// sending chain (the peer never replied); the session is unchanged.
-    pub fn encrypt<R: CryptoRng + ?Sized>(
-        &mut self,
-        plaintext: &[u8],
-        rng: &mut R,
-    ) -> Result<Vec<u8>> {
+    pub fn encrypt<R: CryptoRng + ?Sized>(&mut self, plaintext: &[u8], rng: &mut R) -> Result<Vec<u8>> {
         let mut next = self.ratchet.clone();
         let sending = match &next.sending {
             Some(ck) => ck.clone(),
             None => {
-                let theirs = next.theirs.ok_or(CryptoError::Internal(
-                    "sending ratchet without a peer ratchet key",
-                ))?;
+                let theirs = next.theirs.ok_or(CryptoError::Internal("sending ratchet without a peer ratchet key"))?;
                 let ours = random_dh_secret(rng);
                 let shared = dh(&ours, &theirs, "sending ratchet")?;
                 let (root_key, chain) = kdf::kdf_rk(&next.root_key, &shared)?;
@@ -265,23 +254,15 @@ impl Session {
             }
         };
         let counter = next.sent;
-        next.sent = counter
-            .checked_add(1)
-            .ok_or(CryptoError::CounterExhausted { sent: counter })?;
+        next.sent = counter.checked_add(1).ok_or(CryptoError::CounterExhausted { sent: counter })?;
         let (message_key, chain) = kdf::kdf_ck(&sending)?;
         next.sending = Some(chain);
 
-        let header = Header {
-            ratchet_key: next.ours_public,
-            previous_counter: next.previous_sent,
-            counter,
-        }
-        .encode();
+        let header = Header { ratchet_key: next.ours_public, previous_counter: next.previous_sent, counter }.encode();
         let ciphertext = kdf::seal(&message_key, &self.aad(&header), plaintext)?;
 
-        let mut out = Vec::with_capacity(
-            message::MIN_MESSAGE_LEN + plaintext.len() + if self.awaiting_reply { 180 } else { 0 },
-        );
+        let mut out =
+            Vec::with_capacity(message::MIN_MESSAGE_LEN + plaintext.len() + if self.awaiting_reply { 180 } else { 0 });
         if self.awaiting_reply {
             message::write_prekey_prefix(&mut out, &self.local, &self.setup);
         }
@@ -317,14 +298,10 @@ impl Session {
                     });
                 }
                 if p.sender != self.remote {
-                    return Err(CryptoError::SessionMismatch {
-                        reason: "prekey message from another identity",
-                    });
+                    return Err(CryptoError::SessionMismatch { reason: "prekey message from another identity" });
                 }
                 if p.setup != self.setup {
-                    return Err(CryptoError::SessionMismatch {
-                        reason: "prekey message of another session setup",
-                    });
+                    return Err(CryptoError::SessionMismatch { reason: "prekey message of another session setup" });
                 }
                 self.decrypt_ratchet(&p.inner)
             }
@@ -381,15 +358,10 @@ impl Session {
         let chain = next
             .receiving
             .as_ref()
-            .ok_or(CryptoError::SessionMismatch {
-                reason: "no receiving chain for this ratchet key",
-            })?;
+            .ok_or(CryptoError::SessionMismatch { reason: "no receiving chain for this ratchet key" })?;
         let (message_key, chain) = kdf::kdf_ck(chain)?;
         next.receiving = Some(chain);
-        next.received = h
-            .counter
-            .checked_add(1)
-            .ok_or(CryptoError::CounterExhausted { sent: h.counter })?;
+        next.received = h.counter.checked_add(1).ok_or(CryptoError::CounterExhausted { sent: h.counter })?;
 
         let plaintext = kdf::open(&message_key, &aad, m.ciphertext)?.ok_or(failed)?;
 
@@ -419,17 +391,11 @@ impl Session {
         }
         let gap = until - next.received;
         if gap > MAX_SKIP {
-            return Err(CryptoError::SkipTooLarge {
-                got: u64::from(gap),
-                max: MAX_SKIP,
-            });
+            return Err(CryptoError::SkipTooLarge { got: u64::from(gap), max: MAX_SKIP });
         }
         let would_hold = self.skipped.len() + out.len() + gap as usize;
         if would_hold > MAX_SKIPPED_KEYS {
-            return Err(CryptoError::TooManySkippedKeys {
-                would_hold,
-                max: MAX_SKIPPED_KEYS,
-            });
+            return Err(CryptoError::TooManySkippedKeys { would_hold, max: MAX_SKIPPED_KEYS });
         }
         while next.received < until {
             let (message_key, following) = kdf::kdf_ck(&chain)?;
@@ -488,18 +454,7 @@ impl Session {
         let r = &self.ratchet;
         let mut out = codec::secret_writer(
             kind::SESSION,
-            2 + 1
-                + 2 * PublicIdentity::BODY_LEN
-                + 32
-                + 4
-                + 5
-                + 1
-                + 32
-                + 32
-                + 3 * 33
-                + 12
-                + 4
-                + self.skipped.len() * 68,
+            2 + 1 + 2 * PublicIdentity::BODY_LEN + 32 + 4 + 5 + 1 + 32 + 32 + 3 * 33 + 12 + 4 + self.skipped.len() * 68,
         );
         out.push(match self.role {
             Role::Initiator => 0,
@@ -543,10 +498,7 @@ impl Session {
             0 => Role::Initiator,
             1 => Role::Responder,
             value => {
-                return Err(CryptoError::InvalidFlag {
-                    what: "session role",
-                    value,
-                });
+                return Err(CryptoError::InvalidFlag { what: "session role", value });
             }
         };
         let local = PublicIdentity::read_body(&mut r)?;
@@ -558,25 +510,16 @@ impl Session {
         };
         let awaiting_reply = r.flag("awaiting-reply flag")?;
         if awaiting_reply && role == Role::Responder {
-            return Err(CryptoError::InconsistentState {
-                what: WHAT,
-                reason: "a responder never awaits a reply",
-            });
+            return Err(CryptoError::InconsistentState { what: WHAT, reason: "a responder never awaits a reply" });
         }
         let root_key = r.secret::<32>()?;
         let ours = StaticSecret::from(*r.secret::<32>()?);
-        let theirs = if r.flag("peer ratchet key flag")? {
-            Some(DhPublic::read(&mut r, "peer ratchet key")?)
-        } else {
-            None
-        };
+        let theirs =
+            if r.flag("peer ratchet key flag")? { Some(DhPublic::read(&mut r, "peer ratchet key")?) } else { None };
         let sending = opt_secret(&mut r, "sending chain flag")?;
         let receiving = opt_secret(&mut r, "receiving chain flag")?;
         if theirs.is_none() && (sending.is_some() || receiving.is_some()) {
-            return Err(CryptoError::InconsistentState {
-                what: WHAT,
-                reason: "chains without a peer ratchet key",
-            });
+            return Err(CryptoError::InconsistentState { what: WHAT, reason: "chains without a peer ratchet key" });
         }
         let sent = r.u32()?;
         let received = r.u32()?;
@@ -637,11 +580,7 @@ fn put_opt_32(out: &mut Vec<u8>, value: Option<&[u8; 32]>) {
 }
 
 fn opt_secret(r: &mut Reader<'_>, what: &'static str) -> Result<Option<Secret32>> {
-    if r.flag(what)? {
-        Ok(Some(r.secret::<32>()?))
-    } else {
-        Ok(None)
-    }
+    if r.flag(what)? { Ok(Some(r.secret::<32>()?)) } else { Ok(None) }
 }
 
 impl fmt::Debug for Session {

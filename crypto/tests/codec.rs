@@ -7,8 +7,8 @@
 mod support;
 
 use kith_crypto::{
-    CryptoError, DeviceIdentity, OneTimePreKey, OneTimePreKeyPublic, PreKeyBundle, PublicIdentity,
-    Session, SignedPreKey, SignedPreKeyPublic, VERSION, inspect,
+    CryptoError, DeviceIdentity, OneTimePreKey, OneTimePreKeyPublic, PreKeyBundle, PublicIdentity, Session,
+    SignedPreKey, SignedPreKeyPublic, VERSION, inspect,
 };
 use rand_core::Rng;
 use support::pair;
@@ -18,20 +18,12 @@ type Decoder = fn(&[u8]) -> Result<(), CryptoError>;
 
 /// Every decoder, by name, discarding the decoded value.
 const DECODERS: [(&str, Decoder); 9] = [
-    ("DeviceIdentity", |b| {
-        DeviceIdentity::from_bytes(b).map(drop)
-    }),
-    ("PublicIdentity", |b| {
-        PublicIdentity::from_bytes(b).map(drop)
-    }),
+    ("DeviceIdentity", |b| DeviceIdentity::from_bytes(b).map(drop)),
+    ("PublicIdentity", |b| PublicIdentity::from_bytes(b).map(drop)),
     ("SignedPreKey", |b| SignedPreKey::from_bytes(b).map(drop)),
-    ("SignedPreKeyPublic", |b| {
-        SignedPreKeyPublic::from_bytes(b).map(drop)
-    }),
+    ("SignedPreKeyPublic", |b| SignedPreKeyPublic::from_bytes(b).map(drop)),
     ("OneTimePreKey", |b| OneTimePreKey::from_bytes(b).map(drop)),
-    ("OneTimePreKeyPublic", |b| {
-        OneTimePreKeyPublic::from_bytes(b).map(drop)
-    }),
+    ("OneTimePreKeyPublic", |b| OneTimePreKeyPublic::from_bytes(b).map(drop)),
     ("PreKeyBundle", |b| PreKeyBundle::from_bytes(b).map(drop)),
     ("Session", |b| Session::from_bytes(b).map(drop)),
     ("message", |b| inspect(b).map(drop)),
@@ -41,9 +33,7 @@ const DECODERS: [(&str, Decoder); 9] = [
 /// with skipped keys so the variable-length part is exercised.
 fn samples() -> Vec<Vec<u8>> {
     let mut p = pair(40, true);
-    let skipped: Vec<_> = (0..3)
-        .map(|_| p.alice.encrypt(b"s", &mut p.rng).unwrap())
-        .collect();
+    let skipped: Vec<_> = (0..3).map(|_| p.alice.encrypt(b"s", &mut p.rng).unwrap()).collect();
     p.bob.decrypt(&skipped[2]).unwrap();
     assert_eq!(p.bob.skipped_key_count(), 2);
     let bundle = PreKeyBundle::new(
@@ -73,10 +63,7 @@ fn round_trips() {
     assert_eq!(id.to_bytes().len(), DeviceIdentity::ENCODED_LEN);
 
     let public = p.alice_identity.public();
-    assert_eq!(
-        &PublicIdentity::from_bytes(&public.to_bytes()).unwrap(),
-        public
-    );
+    assert_eq!(&PublicIdentity::from_bytes(&public.to_bytes()).unwrap(), public);
     assert_eq!(public.to_bytes().len(), PublicIdentity::ENCODED_LEN);
 
     let spk = SignedPreKey::from_bytes(&p.bob_signed_prekey.to_bytes()).unwrap();
@@ -92,17 +79,10 @@ fn round_trips() {
     assert_eq!(otpk.to_bytes().len(), OneTimePreKey::ENCODED_LEN);
     let otpk_public = OneTimePreKeyPublic::from_bytes(&otpk.public().to_bytes()).unwrap();
     assert_eq!(&otpk_public, otpk.public());
-    assert_eq!(
-        otpk_public.to_bytes().len(),
-        OneTimePreKeyPublic::ENCODED_LEN
-    );
+    assert_eq!(otpk_public.to_bytes().len(), OneTimePreKeyPublic::ENCODED_LEN);
 
     for one_time in [None, Some(otpk_public)] {
-        let bundle = PreKeyBundle::new(
-            p.bob_identity.public().clone(),
-            spk_public.clone(),
-            one_time,
-        );
+        let bundle = PreKeyBundle::new(p.bob_identity.public().clone(), spk_public.clone(), one_time);
         let decoded = PreKeyBundle::from_bytes(&bundle.to_bytes()).unwrap();
         assert_eq!(decoded, bundle);
         assert_eq!(decoded.verify().unwrap().bundle(), &bundle);
@@ -137,17 +117,10 @@ fn sessions_keep_working_after_a_round_trip() {
 fn every_truncation_and_extension_is_rejected() {
     for ((name, decode), bytes) in DECODERS.iter().zip(samples()) {
         decode(&bytes).unwrap_or_else(|e| panic!("{name}: sample does not decode: {e}"));
-        let minimum = if *name == "message" {
-            kith_crypto::MIN_MESSAGE_LEN
-        } else {
-            bytes.len()
-        };
+        let minimum = if *name == "message" { kith_crypto::MIN_MESSAGE_LEN } else { bytes.len() };
         for len in 0..minimum {
             let err = decode(&bytes[..len]).expect_err(name);
-            assert!(
-                matches!(err, CryptoError::Truncated { .. }),
-                "{name} cut to {len}: {err:?}"
-            );
+            assert!(matches!(err, CryptoError::Truncated { .. }), "{name} cut to {len}: {err:?}");
         }
         if *name != "message" {
             // (A message's ciphertext runs to the end: an extra byte is a
@@ -155,10 +128,7 @@ fn every_truncation_and_extension_is_rejected() {
             let mut longer = bytes.clone();
             longer.push(0);
             assert!(
-                matches!(
-                    decode(&longer),
-                    Err(CryptoError::TrailingBytes { extra: 1, .. })
-                ),
+                matches!(decode(&longer), Err(CryptoError::TrailingBytes { extra: 1, .. })),
                 "{name} with a trailing byte: {:?}",
                 decode(&longer)
             );
@@ -184,11 +154,7 @@ fn unknown_versions_and_wrong_kinds_are_rejected() {
         for (j, theirs) in samples.iter().enumerate() {
             if theirs[1] != bytes[1] && !(*name == "message" && theirs[1] <= 0x02) {
                 let err = decode(theirs).expect_err(name);
-                assert!(
-                    matches!(err, CryptoError::WrongKind { .. }),
-                    "{name} given {}: {err:?}",
-                    DECODERS[j].0
-                );
+                assert!(matches!(err, CryptoError::WrongKind { .. }), "{name} given {}: {err:?}", DECODERS[j].0);
             }
         }
     }
@@ -243,20 +209,13 @@ fn mutated_encodings_never_panic() {
 #[test]
 fn malformed_fields_are_rejected_with_specific_errors() {
     let p = pair(46, true);
-    let bundle = PreKeyBundle::new(
-        p.bob_identity.public().clone(),
-        p.bob_signed_prekey.public().clone(),
-        None,
-    )
-    .to_bytes();
+    let bundle =
+        PreKeyBundle::new(p.bob_identity.public().clone(), p.bob_signed_prekey.public().clone(), None).to_bytes();
     let mut bad = bundle.clone();
     *bad.last_mut().unwrap() = 2;
     assert_eq!(
         PreKeyBundle::from_bytes(&bad).unwrap_err(),
-        CryptoError::InvalidFlag {
-            what: "one-time prekey flag",
-            value: 2
-        }
+        CryptoError::InvalidFlag { what: "one-time prekey flag", value: 2 }
     );
 
     // X25519 public keys must be canonical: below 2^255 - 19, top bit clear.
@@ -274,9 +233,7 @@ fn malformed_fields_are_rejected_with_specific_errors() {
     for key in [p_itself, top_bit, [0xff; 32]] {
         assert_eq!(
             OneTimePreKeyPublic::from_parts(1, key).unwrap_err(),
-            CryptoError::NonCanonicalKey {
-                what: "one-time prekey"
-            }
+            CryptoError::NonCanonicalKey { what: "one-time prekey" }
         );
     }
 
@@ -292,11 +249,8 @@ fn malformed_fields_are_rejected_with_specific_errors() {
     non_canonical[31] = 0x7f;
     for key in [not_a_point, identity_point, non_canonical] {
         assert_eq!(
-            PublicIdentity::from_parts(key, public.dh_key(), public.binding_signature())
-                .unwrap_err(),
-            CryptoError::InvalidSigningKey {
-                what: "identity signing key"
-            },
+            PublicIdentity::from_parts(key, public.dh_key(), public.binding_signature()).unwrap_err(),
+            CryptoError::InvalidSigningKey { what: "identity signing key" },
             "{key:02x?}"
         );
     }
@@ -305,9 +259,7 @@ fn malformed_fields_are_rejected_with_specific_errors() {
 #[test]
 fn inconsistent_sessions_are_rejected() {
     let mut p = pair(47, true);
-    let wires: Vec<_> = (0..4)
-        .map(|_| p.alice.encrypt(b"k", &mut p.rng).unwrap())
-        .collect();
+    let wires: Vec<_> = (0..4).map(|_| p.alice.encrypt(b"k", &mut p.rng).unwrap()).collect();
     p.bob.decrypt(&wires[3]).unwrap();
     let state = p.bob.to_bytes().to_vec();
     // Layout tail: ..., count (4), then 68-byte entries (key, counter, secret).
@@ -318,11 +270,7 @@ fn inconsistent_sessions_are_rejected() {
     too_many[count_at..count_at + 4].copy_from_slice(&2001u32.to_be_bytes());
     assert_eq!(
         Session::from_bytes(&too_many).unwrap_err(),
-        CryptoError::TooManyEntries {
-            what: "skipped-key store",
-            count: 2001,
-            max: 2000
-        }
+        CryptoError::TooManyEntries { what: "skipped-key store", count: 2001, max: 2000 }
     );
 
     let mut unsorted = state.clone();
@@ -330,27 +278,15 @@ fn inconsistent_sessions_are_rejected() {
     let entry: Vec<u8> = unsorted[first..second].to_vec();
     unsorted.copy_within(second..second + 68, first);
     unsorted[second..second + 68].copy_from_slice(&entry);
-    assert!(matches!(
-        Session::from_bytes(&unsorted),
-        Err(CryptoError::InconsistentState { .. })
-    ));
+    assert!(matches!(Session::from_bytes(&unsorted), Err(CryptoError::InconsistentState { .. })));
 
     // Byte 2 is the role; byte 300 (for a responder whose setup used a
     // one-time prekey) is the awaiting-reply flag.
     let mut awaiting = state.clone();
     assert_eq!(awaiting[300], 0);
     awaiting[300] = 1;
-    assert!(matches!(
-        Session::from_bytes(&awaiting),
-        Err(CryptoError::InconsistentState { .. })
-    ));
+    assert!(matches!(Session::from_bytes(&awaiting), Err(CryptoError::InconsistentState { .. })));
     let mut role = state;
     role[2] = 7;
-    assert_eq!(
-        Session::from_bytes(&role).unwrap_err(),
-        CryptoError::InvalidFlag {
-            what: "session role",
-            value: 7
-        }
-    );
+    assert_eq!(Session::from_bytes(&role).unwrap_err(), CryptoError::InvalidFlag { what: "session role", value: 7 });
 }

@@ -35,9 +35,7 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use ed25519_dalek::{Signer, SigningKey};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
-use kith_crypto::{
-    DeviceIdentity, OneTimePreKey, PreKeyBundle, Session, SignedPreKey, safety_number,
-};
+use kith_crypto::{DeviceIdentity, OneTimePreKey, PreKeyBundle, Session, SignedPreKey, safety_number};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 use support::hex;
@@ -76,41 +74,23 @@ fn run_library() -> LibraryRun {
     let bob = DeviceIdentity::generate(&mut rng);
     let spk = SignedPreKey::generate(1, &bob, &mut rng);
     let otpks = OneTimePreKey::generate_batch(100, 2, &mut rng).expect("ids fit");
-    let bundle = PreKeyBundle::new(
-        bob.public().clone(),
-        spk.public().clone(),
-        Some(otpks[0].public().clone()),
-    );
-    let mut a =
-        Session::initiate(&alice, &bundle.verify().expect("verifies"), &mut rng).expect("initiate");
-    let m0 = a
-        .encrypt(PLAINTEXTS[0].as_bytes(), &mut rng)
-        .expect("encrypt");
-    let m1 = a
-        .encrypt(PLAINTEXTS[1].as_bytes(), &mut rng)
-        .expect("encrypt");
+    let bundle = PreKeyBundle::new(bob.public().clone(), spk.public().clone(), Some(otpks[0].public().clone()));
+    let mut a = Session::initiate(&alice, &bundle.verify().expect("verifies"), &mut rng).expect("initiate");
+    let m0 = a.encrypt(PLAINTEXTS[0].as_bytes(), &mut rng).expect("encrypt");
+    let m1 = a.encrypt(PLAINTEXTS[1].as_bytes(), &mut rng).expect("encrypt");
     let (mut b, p0) = Session::respond(&bob, &spk, Some(&otpks[0]), &m0).expect("respond");
     assert_eq!(p0, PLAINTEXTS[0].as_bytes());
     assert_eq!(b.decrypt(&m1).expect("decrypt"), PLAINTEXTS[1].as_bytes());
-    let m2 = b
-        .encrypt(PLAINTEXTS[2].as_bytes(), &mut rng)
-        .expect("encrypt");
-    let m3 = b
-        .encrypt(PLAINTEXTS[3].as_bytes(), &mut rng)
-        .expect("encrypt");
+    let m2 = b.encrypt(PLAINTEXTS[2].as_bytes(), &mut rng).expect("encrypt");
+    let m3 = b.encrypt(PLAINTEXTS[3].as_bytes(), &mut rng).expect("encrypt");
     assert_eq!(a.decrypt(&m3).expect("decrypt"), PLAINTEXTS[3].as_bytes());
     assert_eq!(a.decrypt(&m2).expect("decrypt"), PLAINTEXTS[2].as_bytes());
-    let m4 = a
-        .encrypt(PLAINTEXTS[4].as_bytes(), &mut rng)
-        .expect("encrypt");
+    let m4 = a.encrypt(PLAINTEXTS[4].as_bytes(), &mut rng).expect("encrypt");
     assert_eq!(b.decrypt(&m4).expect("decrypt"), PLAINTEXTS[4].as_bytes());
 
     let bundle2 = PreKeyBundle::new(bob.public().clone(), spk.public().clone(), None);
-    let mut a2 = Session::initiate(&alice, &bundle2.verify().expect("verifies"), &mut rng)
-        .expect("initiate");
-    let m5 = a2
-        .encrypt(PLAINTEXTS[5].as_bytes(), &mut rng)
-        .expect("encrypt");
+    let mut a2 = Session::initiate(&alice, &bundle2.verify().expect("verifies"), &mut rng).expect("initiate");
+    let m5 = a2.encrypt(PLAINTEXTS[5].as_bytes(), &mut rng).expect("encrypt");
     let (b2, p5) = Session::respond(&bob, &spk, None, &m5).expect("respond");
     assert_eq!(p5, PLAINTEXTS[5].as_bytes());
 
@@ -152,9 +132,7 @@ fn run_library() -> LibraryRun {
         },
         "safety_number": safety_number(alice.public(), ALICE_USER, bob.public(), BOB_USER),
     });
-    let Value::Object(value) = value else {
-        unreachable!()
-    };
+    let Value::Object(value) = value else { unreachable!() };
     LibraryRun { value, wires }
 }
 
@@ -170,9 +148,7 @@ mod spec {
 
     pub fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> [u8; N] {
         let mut out = [0u8; N];
-        Hkdf::<Sha256>::new(Some(salt), ikm)
-            .expand(info, &mut out)
-            .expect("length");
+        Hkdf::<Sha256>::new(Some(salt), ikm).expand(info, &mut out).expect("length");
         out
     }
 
@@ -186,10 +162,7 @@ mod spec {
 
     pub fn kdf_rk(rk: &[u8; 32], dh: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
         let okm = hkdf::<64>(rk, dh, b"kith-ratchet-root-v1");
-        (
-            okm[..32].try_into().expect("32"),
-            okm[32..].try_into().expect("32"),
-        )
+        (okm[..32].try_into().expect("32"), okm[32..].try_into().expect("32"))
     }
 
     fn hmac(key: &[u8; 32], byte: u8) -> [u8; 32] {
@@ -220,13 +193,7 @@ mod spec {
         let mut aad = ad.to_vec();
         aad.extend_from_slice(&header);
         let ct = ChaCha20Poly1305::new(&key)
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: &aad,
-                },
-            )
+            .encrypt(&nonce, Payload { msg: plaintext.as_bytes(), aad: &aad })
             .expect("encrypts");
         let mut out = header;
         out.extend_from_slice(&ct);
@@ -248,13 +215,7 @@ mod spec {
         let mut msg = b"kith-identity-binding-v1\0".to_vec();
         msg.extend_from_slice(&ed_pub);
         msg.extend_from_slice(&x);
-        Identity {
-            ed_seed,
-            x_secret,
-            ed_pub,
-            x_pub: x,
-            binding: signing.sign(&msg).to_bytes(),
-        }
+        Identity { ed_seed, x_secret, ed_pub, x_pub: x, binding: signing.sign(&msg).to_bytes() }
     }
 
     impl Identity {
@@ -267,9 +228,7 @@ mod spec {
         let mut msg = b"kith-signed-prekey-v1\0".to_vec();
         msg.extend_from_slice(&id.to_be_bytes());
         msg.extend_from_slice(key);
-        SigningKey::from_bytes(&identity.ed_seed)
-            .sign(&msg)
-            .to_bytes()
+        SigningKey::from_bytes(&identity.ed_seed).sign(&msg).to_bytes()
     }
 }
 
@@ -326,25 +285,10 @@ fn run_spec() -> SpecRun {
     let (rk1, ck_a1) = spec::kdf_rk(&sk, &x25519(a1, spk_pub));
     let (mk0, ck) = spec::kdf_ck(&ck_a1);
     let (mk1, _) = spec::kdf_ck(&ck);
-    let prefix = [
-        &[1u8, 0x02][..],
-        &alice.body(),
-        &base_pub,
-        &1u32.to_be_bytes(),
-        &[1],
-        &100u32.to_be_bytes(),
-    ]
-    .concat();
-    let m0 = [
-        prefix.clone(),
-        spec::ratchet_message(&mk0, &ad, spec::header(&a1_pub, 0, 0), PLAINTEXTS[0]),
-    ]
-    .concat();
-    let m1 = [
-        prefix,
-        spec::ratchet_message(&mk1, &ad, spec::header(&a1_pub, 0, 1), PLAINTEXTS[1]),
-    ]
-    .concat();
+    let prefix =
+        [&[1u8, 0x02][..], &alice.body(), &base_pub, &1u32.to_be_bytes(), &[1], &100u32.to_be_bytes()].concat();
+    let m0 = [prefix.clone(), spec::ratchet_message(&mk0, &ad, spec::header(&a1_pub, 0, 0), PLAINTEXTS[0])].concat();
+    let m1 = [prefix, spec::ratchet_message(&mk1, &ad, spec::header(&a1_pub, 0, 1), PLAINTEXTS[1])].concat();
 
     // Bob turns the ratchet on his first send.
     let (rk2, ck_b1) = spec::kdf_rk(&rk1, &x25519(b1, a1_pub));
@@ -365,19 +309,8 @@ fn run_spec() -> SpecRun {
     let sk2 = spec::x3dh(&[dh1, x25519(base2, bob.x_pub), x25519(base2, spk_pub)]);
     let (rk_second, ck_second) = spec::kdf_rk(&sk2, &x25519(a3, spk_pub));
     let (mk5, _) = spec::kdf_ck(&ck_second);
-    let prefix2 = [
-        &[1u8, 0x02][..],
-        &alice.body(),
-        &base2_pub,
-        &1u32.to_be_bytes(),
-        &[0],
-    ]
-    .concat();
-    let m5 = [
-        prefix2,
-        spec::ratchet_message(&mk5, &ad, spec::header(&a3_pub, 0, 0), PLAINTEXTS[5]),
-    ]
-    .concat();
+    let prefix2 = [&[1u8, 0x02][..], &alice.body(), &base2_pub, &1u32.to_be_bytes(), &[0]].concat();
+    let m5 = [prefix2, spec::ratchet_message(&mk5, &ad, spec::header(&a3_pub, 0, 0), PLAINTEXTS[5])].concat();
 
     let derived = json!({
         "associated_data": hex(&ad),
@@ -397,9 +330,7 @@ fn run_spec() -> SpecRun {
             "message_keys_alice_1": [hex(&mk5)],
         },
     });
-    let Value::Object(derived) = derived else {
-        unreachable!()
-    };
+    let Value::Object(derived) = derived else { unreachable!() };
     SpecRun {
         wires: vec![m0, m1, m2, m3, m4, m5],
         derived,
@@ -410,20 +341,11 @@ fn run_spec() -> SpecRun {
 
 fn document() -> Value {
     let library = run_library();
-    let SpecRun {
-        wires: expected_wires,
-        derived,
-        identities,
-        bundle,
-    } = run_spec();
+    let SpecRun { wires: expected_wires, derived, identities, bundle } = run_spec();
 
     // The library must produce exactly what the specification says.
     for (i, (got, want)) in library.wires.iter().zip(&expected_wires).enumerate() {
-        assert_eq!(
-            hex(got),
-            hex(want),
-            "message {i} differs from the specification"
-        );
+        assert_eq!(hex(got), hex(want), "message {i} differs from the specification");
     }
     let lib = &library.value;
     assert_eq!(
@@ -435,11 +357,7 @@ fn document() -> Value {
         hex(&identities),
         "public identities differ from the specification"
     );
-    assert_eq!(
-        lib["bundle_with_one_time_prekey"],
-        hex(&bundle),
-        "bundle differs from the specification"
-    );
+    assert_eq!(lib["bundle_with_one_time_prekey"], hex(&bundle), "bundle differs from the specification");
 
     let draws: Vec<String> = (0..13).map(|i| hex(&draw(i))).collect();
     let mut doc = Map::new();
@@ -469,38 +387,23 @@ fn known_answer_vectors_match_the_file_and_the_specification() {
         std::fs::write(&path, text).unwrap();
         return;
     }
-    let text = std::fs::read_to_string(&path)
-        .expect("tests/data/kat.json exists (regenerate with KITH_REGENERATE_KAT=1)");
+    let text =
+        std::fs::read_to_string(&path).expect("tests/data/kat.json exists (regenerate with KITH_REGENERATE_KAT=1)");
     let stored: Value = serde_json::from_str(&text).expect("valid JSON");
     for (key, value) in generated.as_object().unwrap() {
-        assert_eq!(
-            stored.get(key),
-            Some(value),
-            "kat.json field {key:?} differs from what the library produces"
-        );
+        assert_eq!(stored.get(key), Some(value), "kat.json field {key:?} differs from what the library produces");
     }
-    assert_eq!(
-        stored.as_object().unwrap().len(),
-        generated.as_object().unwrap().len()
-    );
+    assert_eq!(stored.as_object().unwrap().len(), generated.as_object().unwrap().len());
 }
 
 #[test]
 fn stored_state_from_the_file_still_works() {
     // Sessions persisted by an earlier build keep working: decode Bob's and
     // Alice's final states and exchange one more message each way.
-    let text = std::fs::read_to_string(format!(
-        "{}/tests/data/kat.json",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(format!("{}/tests/data/kat.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let stored: Value = serde_json::from_str(&text).unwrap();
-    let session = |name: &str| {
-        Session::from_bytes(&support::unhex(
-            stored["final_sessions"][name].as_str().unwrap(),
-        ))
-        .unwrap()
-    };
+    let session =
+        |name: &str| Session::from_bytes(&support::unhex(stored["final_sessions"][name].as_str().unwrap())).unwrap();
     let mut alice = session("alice_first");
     let mut bob = session("bob_first");
     let mut rng = TestRng::new(b"kat-continuation");
@@ -508,12 +411,7 @@ fn stored_state_from_the_file_still_works() {
     assert_eq!(alice.decrypt(&wire).unwrap(), b"after reload");
     let wire = alice.encrypt(b"and back", &mut rng).unwrap();
     assert_eq!(bob.decrypt(&wire).unwrap(), b"and back");
-    let identity = DeviceIdentity::from_bytes(&support::unhex(
-        stored["bob"]["device_identity"].as_str().unwrap(),
-    ))
-    .unwrap();
-    assert_eq!(
-        hex(&identity.public().to_bytes()),
-        stored["bob"]["public_identity"].as_str().unwrap()
-    );
+    let identity =
+        DeviceIdentity::from_bytes(&support::unhex(stored["bob"]["device_identity"].as_str().unwrap())).unwrap();
+    assert_eq!(hex(&identity.public().to_bytes()), stored["bob"]["public_identity"].as_str().unwrap());
 }

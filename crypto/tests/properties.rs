@@ -53,36 +53,16 @@ fn long_conversation_with_reordering_and_replays() {
     let mut ops = Vec::new();
     for round in 0u16..50 {
         for _ in 0..4 {
-            ops.push(Op::Send {
-                from: Party::Alice,
-                len: 10,
-            });
-            ops.push(Op::Send {
-                from: Party::Bob,
-                len: 3,
-            });
+            ops.push(Op::Send { from: Party::Alice, len: 10 });
+            ops.push(Op::Send { from: Party::Bob, len: 3 });
         }
         for k in 0..8u16 {
             let pick = round.wrapping_mul(31).wrapping_add(k.wrapping_mul(7919));
-            ops.push(Op::Deliver {
-                to: Party::Bob,
-                pick,
-            });
-            ops.push(Op::Deliver {
-                to: Party::Alice,
-                pick: pick.rotate_left(3),
-            });
+            ops.push(Op::Deliver { to: Party::Bob, pick });
+            ops.push(Op::Deliver { to: Party::Alice, pick: pick.rotate_left(3) });
         }
-        ops.push(Op::Tamper {
-            to: Party::Alice,
-            pick: round,
-            bit: round * 17,
-        });
-        ops.push(Op::Tamper {
-            to: Party::Bob,
-            pick: round,
-            bit: round * 29,
-        });
+        ops.push(Op::Tamper { to: Party::Alice, pick: round, bit: round * 17 });
+        ops.push(Op::Tamper { to: Party::Bob, pick: round, bit: round * 29 });
         if round % 10 == 0 {
             ops.push(Op::Reload { who: Party::Bob });
         }

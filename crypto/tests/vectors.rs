@@ -16,18 +16,13 @@ use support::{unhex, unhex_array};
 use x25519_dalek::{PublicKey, StaticSecret, x25519};
 
 fn load(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/data/wycheproof/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/data/wycheproof/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("valid JSON")
 }
 
 fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("missing string field {key}"))
+    v[key].as_str().unwrap_or_else(|| panic!("missing string field {key}"))
 }
 
 /// Yields (group, test) pairs and checks the declared test count.
@@ -36,18 +31,9 @@ fn tests(file: &Value) -> Vec<(&Value, &Value)> {
         .as_array()
         .expect("testGroups")
         .iter()
-        .flat_map(|g| {
-            g["tests"]
-                .as_array()
-                .expect("tests")
-                .iter()
-                .map(move |t| (g, t))
-        })
+        .flat_map(|g| g["tests"].as_array().expect("tests").iter().map(move |t| (g, t)))
         .collect();
-    assert_eq!(
-        all.len() as u64,
-        file["numberOfTests"].as_u64().expect("numberOfTests")
-    );
+    assert_eq!(all.len() as u64, file["numberOfTests"].as_u64().expect("numberOfTests"));
     all
 }
 
@@ -64,10 +50,7 @@ fn wycheproof_x25519() {
         // Every vector in this file is valid or acceptable: X25519 is total,
         // and an implementation that computes must get the right answer.
         let result = str_field(t, "result");
-        assert!(
-            matches!(result, "valid" | "acceptable"),
-            "tcId {id}: {result}"
-        );
+        assert!(matches!(result, "valid" | "acceptable"), "tcId {id}: {result}");
         assert_eq!(x25519(private, public), shared, "tcId {id}: raw function");
         let agreed = StaticSecret::from(private).diffie_hellman(&PublicKey::from(public));
         assert_eq!(agreed.to_bytes(), shared, "tcId {id}: StaticSecret");
@@ -109,28 +92,12 @@ fn wycheproof_chacha20_poly1305() {
             invalid += 1;
             continue;
         };
-        let opened = cipher.decrypt(
-            &nonce,
-            Payload {
-                msg: &sealed,
-                aad: &aad,
-            },
-        );
+        let opened = cipher.decrypt(&nonce, Payload { msg: &sealed, aad: &aad });
         match result {
             "valid" => {
                 assert_eq!(opened.as_deref(), Ok(msg.as_slice()), "tcId {id}: decrypt");
-                let produced = cipher.encrypt(
-                    &nonce,
-                    Payload {
-                        msg: &msg,
-                        aad: &aad,
-                    },
-                );
-                assert_eq!(
-                    produced.as_deref(),
-                    Ok(sealed.as_slice()),
-                    "tcId {id}: encrypt"
-                );
+                let produced = cipher.encrypt(&nonce, Payload { msg: &msg, aad: &aad });
+                assert_eq!(produced.as_deref(), Ok(sealed.as_slice()), "tcId {id}: encrypt");
                 valid += 1;
             }
             "invalid" => {
@@ -189,10 +156,7 @@ fn rfc7748_scalar_multiplication() {
         ),
     ];
     for (scalar, u, out) in cases {
-        assert_eq!(
-            x25519(unhex_array(scalar), unhex_array(u)),
-            unhex_array::<32>(out)
-        );
+        assert_eq!(x25519(unhex_array(scalar), unhex_array(u)), unhex_array::<32>(out));
     }
 }
 
@@ -210,14 +174,8 @@ fn iterate(n: u32) -> [u8; 32] {
 
 #[test]
 fn rfc7748_iterated_once_and_a_thousand_times() {
-    assert_eq!(
-        iterate(1),
-        unhex_array::<32>("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079")
-    );
-    assert_eq!(
-        iterate(1000),
-        unhex_array::<32>("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51")
-    );
+    assert_eq!(iterate(1), unhex_array::<32>("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079"));
+    assert_eq!(iterate(1000), unhex_array::<32>("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51"));
 }
 
 /// The million-iteration case takes about 90 seconds; run with `--ignored`.
@@ -233,12 +191,9 @@ fn rfc7748_iterated_a_million_times() {
 // RFC 7748, section 6.1: Diffie-Hellman between Alice and Bob.
 #[test]
 fn rfc7748_diffie_hellman() {
-    let alice = StaticSecret::from(unhex_array::<32>(
-        "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
-    ));
-    let bob = StaticSecret::from(unhex_array::<32>(
-        "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
-    ));
+    let alice =
+        StaticSecret::from(unhex_array::<32>("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"));
+    let bob = StaticSecret::from(unhex_array::<32>("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb"));
     let alice_public = PublicKey::from(&alice);
     let bob_public = PublicKey::from(&bob);
     assert_eq!(
@@ -249,8 +204,7 @@ fn rfc7748_diffie_hellman() {
         bob_public.to_bytes(),
         unhex_array::<32>("de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f")
     );
-    let shared =
-        unhex_array::<32>("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+    let shared = unhex_array::<32>("4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
     assert_eq!(alice.diffie_hellman(&bob_public).to_bytes(), shared);
     assert_eq!(bob.diffie_hellman(&alice_public).to_bytes(), shared);
 }
@@ -258,9 +212,7 @@ fn rfc7748_diffie_hellman() {
 // RFC 8439, section 2.8.2: AEAD_CHACHA20_POLY1305 test vector.
 #[test]
 fn rfc8439_aead_chacha20_poly1305() {
-    let key = Key::from(unhex_array::<32>(
-        "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f",
-    ));
+    let key = Key::from(unhex_array::<32>("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"));
     let nonce = Nonce::from(unhex_array::<12>("070000004041424344454647"));
     let aad = unhex("50515253c0c1c2c3c4c5c6c7");
     let plaintext: &[u8] = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
@@ -272,38 +224,12 @@ fn rfc8439_aead_chacha20_poly1305() {
     ));
     let tag = unhex("1ae10b594f09e26a7e902ecbd0600691");
     let cipher = ChaCha20Poly1305::new(&key);
-    let sealed = cipher
-        .encrypt(
-            &nonce,
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        )
-        .expect("encrypts");
+    let sealed = cipher.encrypt(&nonce, Payload { msg: plaintext, aad: &aad }).expect("encrypts");
     assert_eq!(&sealed[..plaintext.len()], ciphertext.as_slice());
     assert_eq!(&sealed[plaintext.len()..], tag.as_slice());
-    let opened = cipher
-        .decrypt(
-            &nonce,
-            Payload {
-                msg: &sealed,
-                aad: &aad,
-            },
-        )
-        .expect("decrypts");
+    let opened = cipher.decrypt(&nonce, Payload { msg: &sealed, aad: &aad }).expect("decrypts");
     assert_eq!(opened, plaintext);
     let mut forged = sealed.clone();
     forged[0] ^= 1;
-    assert!(
-        cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: &forged,
-                    aad: &aad
-                }
-            )
-            .is_err()
-    );
+    assert!(cipher.decrypt(&nonce, Payload { msg: &forged, aad: &aad }).is_err());
 }

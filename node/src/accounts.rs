@@ -10,7 +10,7 @@ use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params};
 use kith_client_api::{Password, ServiceError};
-use kith_proto::{Timestamp, UserId, Username};
+use kith_proto::{DeviceId, Timestamp, UserId, Username};
 use tokio::sync::Semaphore;
 
 use crate::state::AppState;
@@ -43,10 +43,7 @@ impl Hasher {
     /// If the decoy hash cannot be computed (a broken RNG).
     pub fn new(parallelism: usize) -> Result<Self, HashError> {
         let decoy = hash_blocking(&format!("decoy-{}", Timestamp::now().as_millis()))?;
-        Ok(Self {
-            permits: Arc::new(Semaphore::new(parallelism.max(1))),
-            decoy,
-        })
+        Ok(Self { permits: Arc::new(Semaphore::new(parallelism.max(1))), decoy })
     }
 
     /// Hashes a password to a PHC string.
@@ -66,28 +63,14 @@ impl Hasher {
         let known = phc.is_some();
         let phc = phc.unwrap_or(&self.decoy).to_owned();
         let password = password.expose().to_owned();
-        let matches = self
-            .run(move || {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), phc.as_str())
-                    .is_ok()
-            })
-            .await?;
+        let matches =
+            self.run(move || Argon2::default().verify_password(password.as_bytes(), phc.as_str()).is_ok()).await?;
         Ok(known && matches)
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| HashError::Failed(e.to_string()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| HashError::Failed(e.to_string()))
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
+        let _permit = self.permits.acquire().await.map_err(|e| HashError::Failed(e.to_string()))?;
+        tokio::task::spawn_blocking(work).await.map_err(|e| HashError::Failed(e.to_string()))
     }
 }
 
@@ -105,10 +88,7 @@ fn hash_blocking(password: &str) -> Result<String, HashError> {
 pub fn check_imported_hash(phc: &str) -> Result<(), HashError> {
     let parsed = PasswordHash::new(phc).map_err(|e| HashError::Format(e.to_string()))?;
     if parsed.algorithm.as_str() != Algorithm::Argon2id.as_str() {
-        return Err(HashError::Format(format!(
-            "algorithm is {}, expected argon2id",
-            parsed.algorithm
-        )));
+        return Err(HashError::Format(format!("algorithm is {}, expected argon2id", parsed.algorithm)));
     }
     Params::try_from(&parsed).map_err(|e| HashError::Format(format!("parameters: {e}")))?;
     if parsed.salt.is_none() || parsed.hash.is_none() {
@@ -122,6 +102,7 @@ pub(crate) async fn register(
     state: &AppState,
     username: Username,
     password: Password,
+    device: DeviceId,
 ) -> Result<UserId, ServiceError> {
     let user_id = UserId::new(username.clone(), state.server_name.clone());
     // Cheap check first, so a taken name costs no hashing; the insert below settles races.
@@ -129,11 +110,7 @@ pub(crate) async fn register(
         return Err(ServiceError::UsernameTaken(username));
     }
     let password_hash = state.hasher.hash(&password).await?;
-    let user = NewUser {
-        user_id: user_id.clone(),
-        password_hash,
-        created_at: Timestamp::now(),
-    };
+    let user = NewUser { user_id: user_id.clone(), password_hash, created_at: Timestamp::now(), device };
     match state.store.create_user(user).await?.await {
         Ok(()) => {
             state.users.remember(&user_id);
@@ -145,20 +122,24 @@ pub(crate) async fn register(
     }
 }
 
-/// `POST /api/v1/login`.
+/// `POST /api/v1/login`: checks the password, then adds the device if it is new.
 pub(crate) async fn login(
     state: &AppState,
     username: Username,
     password: Password,
+    device: DeviceId,
 ) -> Result<UserId, ServiceError> {
     let user_id = UserId::new(username, state.server_name.clone());
     let record = state.store.user(&user_id).await?;
     let phc = record.as_ref().map(|r| r.password_hash.as_str());
-    if state.hasher.verify(&password, phc).await? {
-        state.users.remember(&user_id);
-        Ok(user_id)
-    } else {
-        Err(ServiceError::InvalidCredentials)
+    if !state.hasher.verify(&password, phc).await? {
+        return Err(ServiceError::InvalidCredentials);
+    }
+    state.users.remember(&user_id);
+    match state.store.add_device(&user_id, device, Timestamp::now()).await?.await {
+        Ok(()) => Ok(user_id),
+        Err(e @ StoreError::TooManyDevices { .. }) => Err(ServiceError::TooManyDevices(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

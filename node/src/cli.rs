@@ -46,10 +46,7 @@ pub enum UserCommand {
 pub fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return fail(&format!("starting the runtime: {e}")),
     };
@@ -74,18 +71,12 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KITH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let config = Config::resolve(args).map_err(|e| e.to_string())?;
-    let node = crate::server::start(config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let node = crate::server::start(config).await.map_err(|e| e.to_string())?;
     shutdown_signal().await;
     node.shutdown();
     node.wait().await.map_err(|e| e.to_string())
@@ -113,26 +104,16 @@ async fn shutdown_signal() {
 
 async fn import(args: NodeArgs, file: PathBuf) -> Result<(), String> {
     let config = NodeConfig::resolve(args).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let input: Box<dyn BufRead> = if file.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
-        Box::new(BufReader::new(
-            std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?,
-        ))
+        Box::new(BufReader::new(std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?))
     };
-    let store = store::open(&config.database_url, &StoreOptions::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let store = store::open(&config.database_url, &StoreOptions::default()).await.map_err(|e| e.to_string())?;
     let result = crate::import::import_users(store.as_ref(), &config.server_name, input).await;
     store.close().await;
     let report = result.map_err(|e| e.to_string())?;
-    tracing::info!(
-        created = report.created,
-        skipped = report.skipped,
-        "imported users of {}",
-        config.server_name
-    );
+    tracing::info!(created = report.created, skipped = report.skipped, "imported users of {}", config.server_name);
     Ok(())
 }

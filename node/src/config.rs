@@ -84,6 +84,14 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_ACCOUNT_BURST", value_name = "N")]
     pub account_burst: Option<u32>,
 
+    /// Key bundle claims per second by one user; 0 turns the limit off [default: 2].
+    #[arg(long, env = "KITH_KEY_CLAIM_RATE", value_name = "N")]
+    pub key_claim_rate: Option<u32>,
+
+    /// Key bundle claims one user may make in a burst [default: 30].
+    #[arg(long, env = "KITH_KEY_CLAIM_BURST", value_name = "N")]
+    pub key_claim_burst: Option<u32>,
+
     /// How often to ping an idle WebSocket client [default: 10s].
     #[arg(long, env = "KITH_WS_PING_INTERVAL", value_name = "DURATION")]
     pub ws_ping_interval: Option<HumanDuration>,
@@ -122,6 +130,8 @@ struct FileConfig {
     message_burst: Option<u32>,
     account_rate: Option<u32>,
     account_burst: Option<u32>,
+    key_claim_rate: Option<u32>,
+    key_claim_burst: Option<u32>,
     ws_ping_interval: Option<HumanDuration>,
     ws_idle_timeout: Option<HumanDuration>,
     session_queue: Option<usize>,
@@ -159,14 +169,8 @@ fn read_file(path: Option<&Path>) -> Result<FileConfig, ConfigError> {
     let Some(path) = path else {
         return Ok(FileConfig::default());
     };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.into(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse {
-        path: path.into(),
-        source: Box::new(source),
-    })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
 }
 
 /// Where state lives and who the node is, resolved.
@@ -191,25 +195,15 @@ impl NodeConfig {
     }
 
     fn merge(args: NodeArgs, file: &FileConfig) -> Result<Self, ConfigError> {
-        let data_dir = args
-            .data_dir
-            .or_else(|| file.data_dir.clone())
-            .unwrap_or_else(|| PathBuf::from("kith-data"));
-        let server_name = args
-            .server_name
-            .or_else(|| file.server_name.clone())
-            .unwrap_or_else(|| "localhost".into());
-        let server_name = ServerName::parse(&server_name)
-            .map_err(|e| ConfigError::Invalid(format!("--server-name: {e}")))?;
+        let data_dir = args.data_dir.or_else(|| file.data_dir.clone()).unwrap_or_else(|| PathBuf::from("kith-data"));
+        let server_name = args.server_name.or_else(|| file.server_name.clone()).unwrap_or_else(|| "localhost".into());
+        let server_name =
+            ServerName::parse(&server_name).map_err(|e| ConfigError::Invalid(format!("--server-name: {e}")))?;
         let database_url = args
             .database_url
             .or_else(|| file.database_url.clone())
             .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("kith.db").display()));
-        Ok(Self {
-            data_dir,
-            server_name,
-            database_url,
-        })
+        Ok(Self { data_dir, server_name, database_url })
     }
 }
 
@@ -246,14 +240,8 @@ impl Config {
         let defaults_rates = RateLimitConfig::default();
         let defaults_store = StoreOptions::default();
         let ws = WsConfig {
-            ping_interval: args
-                .ws_ping_interval
-                .or(file.ws_ping_interval)
-                .map_or(defaults_ws.ping_interval, |d| d.0),
-            idle_timeout: args
-                .ws_idle_timeout
-                .or(file.ws_idle_timeout)
-                .map_or(defaults_ws.idle_timeout, |d| d.0),
+            ping_interval: args.ws_ping_interval.or(file.ws_ping_interval).map_or(defaults_ws.ping_interval, |d| d.0),
+            idle_timeout: args.ws_idle_timeout.or(file.ws_idle_timeout).map_or(defaults_ws.idle_timeout, |d| d.0),
             ..defaults_ws
         };
         if ws.ping_interval.is_zero() || ws.ping_interval >= ws.idle_timeout {
@@ -264,56 +252,30 @@ impl Config {
         }
         let rate_limits = RateLimitConfig {
             messages: Rate {
-                per_second: args
-                    .message_rate
-                    .or(file.message_rate)
-                    .unwrap_or(defaults_rates.messages.per_second),
-                burst: args
-                    .message_burst
-                    .or(file.message_burst)
-                    .unwrap_or(defaults_rates.messages.burst),
+                per_second: args.message_rate.or(file.message_rate).unwrap_or(defaults_rates.messages.per_second),
+                burst: args.message_burst.or(file.message_burst).unwrap_or(defaults_rates.messages.burst),
             },
             accounts: Rate {
-                per_second: args
-                    .account_rate
-                    .or(file.account_rate)
-                    .unwrap_or(defaults_rates.accounts.per_second),
-                burst: args
-                    .account_burst
-                    .or(file.account_burst)
-                    .unwrap_or(defaults_rates.accounts.burst),
+                per_second: args.account_rate.or(file.account_rate).unwrap_or(defaults_rates.accounts.per_second),
+                burst: args.account_burst.or(file.account_burst).unwrap_or(defaults_rates.accounts.burst),
+            },
+            key_claims: Rate {
+                per_second: args.key_claim_rate.or(file.key_claim_rate).unwrap_or(defaults_rates.key_claims.per_second),
+                burst: args.key_claim_burst.or(file.key_claim_burst).unwrap_or(defaults_rates.key_claims.burst),
             },
         };
         let store = StoreOptions {
-            max_batch: args
-                .max_batch
-                .or(file.max_batch)
-                .unwrap_or(defaults_store.max_batch)
-                .max(1),
-            writers: args
-                .pg_writers
-                .or(file.pg_writers)
-                .unwrap_or(defaults_store.writers)
-                .max(1),
+            max_batch: args.max_batch.or(file.max_batch).unwrap_or(defaults_store.max_batch).max(1),
+            writers: args.pg_writers.or(file.pg_writers).unwrap_or(defaults_store.writers).max(1),
             ..defaults_store
         };
         Ok(Self {
             node,
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            token_ttl: args
-                .token_ttl
-                .or(file.token_ttl)
-                .map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             rate_limits,
             ws,
-            session_queue: args
-                .session_queue
-                .or(file.session_queue)
-                .unwrap_or(1024)
-                .max(1),
+            session_queue: args.session_queue.or(file.session_queue).unwrap_or(1024).max(1),
             cache_bytes: args.cache_bytes.or(file.cache_bytes).unwrap_or(64 << 20),
             store,
         })
@@ -363,17 +325,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kith-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("kith.toml");
-        std::fs::write(
-            &path,
-            "server_name = \"from-file\"\nlisten = \"127.0.0.1:9000\"\nws_idle_timeout = \"1m\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "server_name = \"from-file\"\nlisten = \"127.0.0.1:9000\"\nws_idle_timeout = \"1m\"\n")
+            .unwrap();
         let args = ServeArgs {
-            node: NodeArgs {
-                config: Some(path),
-                server_name: Some("from-flag".into()),
-                ..NodeArgs::default()
-            },
+            node: NodeArgs { config: Some(path), server_name: Some("from-flag".into()), ..NodeArgs::default() },
             ..ServeArgs::default()
         };
         let config = Config::resolve(args).unwrap();
@@ -386,10 +341,7 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let args = ServeArgs {
-            node: NodeArgs {
-                server_name: Some("Not Valid".into()),
-                ..NodeArgs::default()
-            },
+            node: NodeArgs { server_name: Some("Not Valid".into()), ..NodeArgs::default() },
             ..ServeArgs::default()
         };
         let e = Config::resolve(args).unwrap_err().to_string();
@@ -398,13 +350,7 @@ mod tests {
 
     #[test]
     fn passwords_never_reach_the_log() {
-        assert_eq!(
-            redact_url("postgres://kith:hunter2@db:5432/kith"),
-            "postgres://kith:***@db:5432/kith"
-        );
-        assert_eq!(
-            redact_url("sqlite:kith-data/kith.db"),
-            "sqlite:kith-data/kith.db"
-        );
+        assert_eq!(redact_url("postgres://kith:hunter2@db:5432/kith"), "postgres://kith:***@db:5432/kith");
+        assert_eq!(redact_url("sqlite:kith-data/kith.db"), "sqlite:kith-data/kith.db");
     }
 }

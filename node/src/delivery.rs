@@ -4,10 +4,8 @@
 //! What happens after a commit runs in a task of its own, so it happens even if the client
 //! that sent the message is gone by then.
 
-use kith_client_api::{Completion, OutgoingMessage, SendOutcome, ServiceError, SessionEvent};
-use kith_proto::{
-    IncomingMessage, MessageId, MessageStatus, MessageView, ServerFrame, Timestamp, UserId,
-};
+use kith_client_api::{Caller, Completion, OutgoingMessage, SendOutcome, ServiceError, SessionEvent};
+use kith_proto::{DeviceId, IncomingMessage, MessageId, MessageStatus, MessageView, ServerFrame, Timestamp};
 use tokio::sync::oneshot;
 
 use crate::presence;
@@ -17,9 +15,10 @@ use crate::store::{AppendOutcome, NewMessage, Receipt};
 /// Accepts a message from `sender`; the completion resolves once it is durably stored.
 pub(crate) async fn send(
     state: &AppState,
-    sender: &UserId,
+    caller: &Caller,
     message: OutgoingMessage,
 ) -> Result<Completion<SendOutcome>, ServiceError> {
+    let sender = &caller.user;
     let receiver = message.receiver;
     if !receiver.is_on(&state.server_name) {
         return Err(ServiceError::UnknownServer(receiver.server_name()));
@@ -44,50 +43,39 @@ pub(crate) async fn send(
             content: view.message.clone(),
             timestamp: view.timestamp,
             client_message_id: message.client_message_id,
+            sender_device: Some(caller.device),
         })
         .await?;
 
     let (answer, answered) = oneshot::channel();
     let task_state = state.clone();
+    let caller_device = caller.device;
     state.tasks.spawn(async move {
         let outcome = match committed.await {
-            Ok(AppendOutcome::Stored {
-                message_id,
-                timestamp,
-                ..
-            }) => {
-                let outcome = SendOutcome {
-                    message_id,
-                    timestamp,
-                    duplicate: false,
-                };
-                deliver(&task_state, view).await;
+            Ok(AppendOutcome::Stored { message_id, timestamp, .. }) => {
+                let outcome = SendOutcome { message_id, timestamp, duplicate: false };
+                deliver(&task_state, view, caller_device).await;
                 Ok(outcome)
             }
-            Ok(AppendOutcome::Duplicate {
-                message_id,
-                timestamp,
-            }) => Ok(SendOutcome {
-                message_id,
-                timestamp,
-                duplicate: true,
-            }),
+            Ok(AppendOutcome::Duplicate { message_id, timestamp }) => {
+                Ok(SendOutcome { message_id, timestamp, duplicate: true })
+            }
             Err(e) => Err(ServiceError::from(e)),
         };
         // The sender may have gone; the message is stored and delivered regardless.
         let _ = answer.send(outcome);
     });
     Ok(Box::pin(async move {
-        answered
-            .await
-            .unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
+        answered.await.unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
     }))
 }
 
-/// After the commit: remember the message as recent and push it to the receiver's sessions.
-async fn deliver(state: &AppState, view: MessageView) {
+/// After the commit: remember the message as recent and push it to the receiver's sessions and
+/// to the sender's other devices.
+async fn deliver(state: &AppState, view: MessageView, sender_device: DeviceId) {
     state.cache.record_message(&view).await;
     let receiver = view.receiver_id.clone();
+    let sender = view.sender_id.clone();
     let event = SessionEvent::Message(IncomingMessage {
         message_id: view.message_id,
         sender_id: view.sender_id,
@@ -95,7 +83,9 @@ async fn deliver(state: &AppState, view: MessageView) {
         message: view.message,
         timestamp: view.timestamp,
     });
-    let dropped = state.sessions.push_to_user(&receiver, &event);
+    let mut dropped =
+        if sender == receiver { Vec::new() } else { state.sessions.push_to_user(&receiver, &event, None) };
+    dropped.extend(state.sessions.push_to_user(&sender, &event, Some(sender_device)));
     presence::after_dropping(state, dropped);
 }
 
@@ -103,20 +93,14 @@ async fn deliver(state: &AppState, view: MessageView) {
 /// when that moves its status forward, the sender's sessions get a `receipt`.
 pub(crate) async fn receipt(
     state: &AppState,
-    reader: &UserId,
+    caller: &Caller,
     message_id: MessageId,
     status: MessageStatus,
 ) -> Result<Completion<()>, ServiceError> {
     let at = Timestamp::now();
-    let committed = state
-        .store
-        .record_receipt(Receipt {
-            reader: reader.clone(),
-            message_id,
-            status,
-            at,
-        })
-        .await?;
+    let reader = &caller.user;
+    let receipt = Receipt { reader: reader.clone(), device: caller.device, message_id, status, at };
+    let committed = state.store.record_receipt(receipt).await?;
     let (answer, answered) = oneshot::channel();
     let task_state = state.clone();
     let reader = reader.clone();
@@ -124,18 +108,10 @@ pub(crate) async fn receipt(
         let result = match committed.await {
             Ok(outcome) => {
                 if let Some(status) = outcome.advanced_to {
-                    task_state
-                        .cache
-                        .record_status(&reader, &outcome.sender, message_id, status)
-                        .await;
-                    let frame = ServerFrame::Receipt {
-                        message_id,
-                        status,
-                        timestamp: at,
-                    };
-                    let dropped = task_state
-                        .sessions
-                        .push_to_user(&outcome.sender, &SessionEvent::Frame(frame));
+                    task_state.cache.record_status(&reader, &outcome.sender, message_id, status).await;
+                    let frame = ServerFrame::Receipt { message_id, status, timestamp: at };
+                    let frame = SessionEvent::Frame(frame);
+                    let dropped = task_state.sessions.push_to_user(&outcome.sender, &frame, None);
                     presence::after_dropping(&task_state, dropped);
                 }
                 Ok(())
@@ -145,8 +121,6 @@ pub(crate) async fn receipt(
         let _ = answer.send(result);
     });
     Ok(Box::pin(async move {
-        answered
-            .await
-            .unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
+        answered.await.unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
     }))
 }

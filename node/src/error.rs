@@ -14,6 +14,8 @@ impl From<StoreError> for ServiceError {
                 ref db @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)),
             ) => Self::Unavailable(db.to_string()),
             StoreError::MessageNotFound(id) => Self::UnknownMessage(id),
+            StoreError::DeviceNotFound(user, device) => Self::UnknownDevice(user, device),
+            e @ StoreError::TooManyDevices { .. } => Self::TooManyDevices(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -4,7 +4,7 @@
 
 use std::io::BufRead;
 
-use kith_proto::{Timestamp, UserId, Username};
+use kith_proto::{DeviceId, Timestamp, UserId, Username};
 use serde::Deserialize;
 
 use crate::accounts::check_imported_hash;
@@ -79,18 +79,15 @@ pub async fn import_users(
     Ok(report)
 }
 
-fn parse_line(
-    line: &str,
-    server: &kith_proto::ServerName,
-    created_at: Timestamp,
-) -> Result<NewUser, String> {
-    let parsed: ImportLine = serde_json::from_str(line)
-        .map_err(|e| format!("expected {{\"username\", \"passwordHash\"}}: {e}"))?;
+fn parse_line(line: &str, server: &kith_proto::ServerName, created_at: Timestamp) -> Result<NewUser, String> {
+    let parsed: ImportLine =
+        serde_json::from_str(line).map_err(|e| format!("expected {{\"username\", \"passwordHash\"}}: {e}"))?;
     let username = Username::parse(&parsed.username).map_err(|e| e.to_string())?;
     check_imported_hash(&parsed.password_hash).map_err(|e| format!("passwordHash: {e}"))?;
     Ok(NewUser {
         user_id: UserId::new(username, server.clone()),
         password_hash: parsed.password_hash,
         created_at,
+        device: DeviceId::default(),
     })
 }

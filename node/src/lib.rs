@@ -24,6 +24,7 @@ mod delivery;
 mod error;
 mod history;
 pub mod import;
+mod keys;
 mod presence;
 pub mod secrets;
 pub mod server;

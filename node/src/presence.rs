@@ -17,25 +17,12 @@ use crate::state::AppState;
 pub(crate) async fn refresh(state: &AppState, user: &UserId) {
     let _serialised = state.presence_lock.lock().await;
     let online = state.sessions.is_online(user);
-    let status = if online {
-        PresenceStatus::Online
-    } else {
-        PresenceStatus::Offline
-    };
-    if state
-        .cache
-        .presence(user)
-        .await
-        .is_some_and(|p| p.status == status)
-    {
+    let status = if online { PresenceStatus::Online } else { PresenceStatus::Offline };
+    if state.cache.presence(user).await.is_some_and(|p| p.status == status) {
         return;
     }
     let now = Timestamp::now();
-    let view = PresenceView {
-        user_id: user.clone(),
-        status,
-        last_seen: (!online).then_some(now),
-    };
+    let view = PresenceView { user_id: user.clone(), status, last_seen: (!online).then_some(now) };
     state.cache.set_presence(view.clone()).await;
     match state.store.set_presence(user, online, now).await {
         Ok(committed) => {
@@ -47,9 +34,7 @@ pub(crate) async fn refresh(state: &AppState, user: &UserId) {
         }
         Err(e) => warn!(error = %e, "presence not persisted"),
     }
-    let dropped = state
-        .sessions
-        .push_to_watchers(user, &SessionEvent::Frame(ServerFrame::Presence(view)));
+    let dropped = state.sessions.push_to_watchers(user, &SessionEvent::Frame(ServerFrame::Presence(view)));
     after_dropping(state, dropped);
 }
 
@@ -57,33 +42,20 @@ pub(crate) async fn refresh(state: &AppState, user: &UserId) {
 pub(crate) fn after_dropping(state: &AppState, dropped: Vec<Dropped>) {
     for Dropped(user) in dropped {
         let state_for_task = state.clone();
-        state
-            .tasks
-            .spawn(async move { refresh(&state_for_task, &user).await });
+        state.tasks.spawn(async move { refresh(&state_for_task, &user).await });
     }
 }
 
 /// `user`'s presence: from the cache, else offline with the `last_seen` the store kept.
-pub(crate) async fn presence_of(
-    state: &AppState,
-    user: &UserId,
-) -> Result<PresenceView, ServiceError> {
+pub(crate) async fn presence_of(state: &AppState, user: &UserId) -> Result<PresenceView, ServiceError> {
     if !user.is_on(&state.server_name) {
         return Err(ServiceError::UnknownServer(user.server_name()));
     }
     if let Some(view) = state.cache.presence(user).await {
         return Ok(view);
     }
-    let record = state
-        .store
-        .user(user)
-        .await?
-        .ok_or_else(|| ServiceError::UnknownUser(user.clone()))?;
-    Ok(PresenceView {
-        user_id: user.clone(),
-        status: PresenceStatus::Offline,
-        last_seen: record.last_seen,
-    })
+    let record = state.store.user(user).await?.ok_or_else(|| ServiceError::UnknownUser(user.clone()))?;
+    Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: record.last_seen })
 }
 
 /// Makes `session` watch `users` and returns their presence now.

@@ -23,9 +23,7 @@ pub enum SecretError {
         source: io::Error,
     },
     /// The file exists but does not hold a secret of the right length.
-    #[error(
-        "{path} holds {got} bytes, expected {expected}; remove it to generate a new one (this logs everyone out)"
-    )]
+    #[error("{path} holds {got} bytes, expected {expected}; remove it to generate a new one (this logs everyone out)")]
     Length {
         /// The file.
         path: PathBuf,
@@ -45,18 +43,11 @@ pub enum SecretError {
 /// [`SecretError`] when the file cannot be read, created, or holds something else.
 pub fn token_secret(data_dir: &Path) -> Result<Vec<u8>, SecretError> {
     let path = data_dir.join(TOKEN_SECRET_FILE);
-    let io_error = |source| SecretError::Io {
-        path: path.clone(),
-        source,
-    };
+    let io_error = |source| SecretError::Io { path: path.clone(), source };
     match fs::read(&path) {
         Ok(secret) if secret.len() == TOKEN_SECRET_BYTES => return Ok(secret),
         Ok(secret) => {
-            return Err(SecretError::Length {
-                path,
-                got: secret.len(),
-                expected: TOKEN_SECRET_BYTES,
-            });
+            return Err(SecretError::Length { path, got: secret.len(), expected: TOKEN_SECRET_BYTES });
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_error(e)),
@@ -73,11 +64,7 @@ pub fn token_secret(data_dir: &Path) -> Result<Vec<u8>, SecretError> {
 pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;
@@ -99,10 +86,7 @@ mod tests {
         assert_eq!(first.len(), TOKEN_SECRET_BYTES);
         assert_eq!(token_secret(&dir).unwrap(), first);
         fs::write(dir.join(TOKEN_SECRET_FILE), b"short").unwrap();
-        assert!(matches!(
-            token_secret(&dir),
-            Err(SecretError::Length { .. })
-        ));
+        assert!(matches!(token_secret(&dir), Err(SecretError::Length { .. })));
         fs::remove_dir_all(dir).unwrap();
     }
 }

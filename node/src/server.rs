@@ -95,10 +95,7 @@ impl RunningNode {
 /// [`NodeError`] when the data directory, secrets, store or listener cannot be set up.
 pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let data_dir = &config.node.data_dir;
-    std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
     let secret = secrets::token_secret(data_dir)?;
 
     let store = store::open(&config.node.database_url, &config.store).await?;
@@ -122,25 +119,15 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let shutdown = CancellationToken::new();
     let api = ApiState {
         service: Arc::new(NodeService::new(state.clone())),
-        tokens: Arc::new(TokenKeys::new(
-            &secret,
-            config.node.server_name.clone(),
-            config.token_ttl,
-        )),
+        tokens: Arc::new(TokenKeys::new(&secret, config.node.server_name.clone(), config.token_ttl)),
         limits: Arc::new(RateLimits::new(config.rate_limits)),
         ws: config.ws,
         shutdown: shutdown.clone(),
+        connections: TaskTracker::new(),
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| NodeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| NodeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+    let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     info!(
         "kith {} listening on http://{addr} as {} (store: {})",
         env!("CARGO_PKG_VERSION"),
@@ -148,15 +135,9 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         state.store.describe()
     );
 
-    state
-        .tasks
-        .spawn(prune_rate_limits(api.limits.clone(), shutdown.clone()));
+    state.tasks.spawn(prune_rate_limits(api.limits.clone(), shutdown.clone()));
     let task = tokio::spawn(serve(listener, api, state, shutdown.clone()));
-    Ok(RunningNode {
-        addr,
-        shutdown,
-        task,
-    })
+    Ok(RunningNode { addr, shutdown, task })
 }
 
 async fn serve(
@@ -165,32 +146,20 @@ async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
+    let connections = api.connections.clone();
     let app = kith_client_api::router(api).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
-    // Reached on shutdown (or a listener failure): sessions were told to close by the same
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    // Reached on shutdown (or a listener failure): WebSockets were told to close by the same
     // token; wait for them, then for work they left behind, then close the store.
     shutdown.cancel();
     info!(sessions = state.sessions.len(), "shutting down");
-    if tokio::time::timeout(DRAIN_TIMEOUT, state.sessions.wait_until_empty())
-        .await
-        .is_err()
-    {
-        warn!(
-            sessions = state.sessions.len(),
-            "sessions still open at shutdown"
-        );
+    connections.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.wait()).await.is_err() {
+        warn!(connections = connections.len(), "WebSockets still open at shutdown");
     }
     state.tasks.close();
-    if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            tasks = state.tasks.len(),
-            "background work still running at shutdown"
-        );
+    if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait()).await.is_err() {
+        warn!(tasks = state.tasks.len(), "background work still running at shutdown");
     }
     state.store.close().await;
     info!("stopped");

@@ -2,16 +2,15 @@
 
 use async_trait::async_trait;
 use kith_client_api::{
-    ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session,
-    SessionId, SessionLease,
+    Caller, ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session, SessionId,
+    SessionLease,
 };
+use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
 use kith_proto::rest::HistoryPage;
-use kith_proto::{
-    IncomingMessage, MessageId, MessageStatus, PresenceView, ServerName, UserId, Username,
-};
+use kith_proto::{DeviceId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerName, UserId, Username};
 
 use crate::state::AppState;
-use crate::{accounts, delivery, history, presence};
+use crate::{accounts, delivery, history, keys, presence};
 
 /// Implements the client API's [`ChatService`] for this node.
 #[derive(Debug, Clone)]
@@ -32,23 +31,15 @@ impl ChatService for NodeService {
         &self.state.server_name
     }
 
-    async fn register(
-        &self,
-        username: Username,
-        password: Password,
-    ) -> Result<UserId, ServiceError> {
-        accounts::register(&self.state, username, password).await
+    async fn register(&self, username: Username, password: Password, device: DeviceId) -> Result<UserId, ServiceError> {
+        accounts::register(&self.state, username, password, device).await
     }
 
-    async fn login(&self, username: Username, password: Password) -> Result<UserId, ServiceError> {
-        accounts::login(&self.state, username, password).await
+    async fn login(&self, username: Username, password: Password, device: DeviceId) -> Result<UserId, ServiceError> {
+        accounts::login(&self.state, username, password, device).await
     }
 
-    async fn send(
-        &self,
-        sender: &UserId,
-        message: OutgoingMessage,
-    ) -> Result<Completion<SendOutcome>, ServiceError> {
+    async fn send(&self, sender: &Caller, message: OutgoingMessage) -> Result<Completion<SendOutcome>, ServiceError> {
         delivery::send(&self.state, sender, message).await
     }
 
@@ -66,30 +57,26 @@ impl ChatService for NodeService {
         presence::presence_of(&self.state, user).await
     }
 
-    async fn open_session(&self, user: &UserId) -> Result<Session, ServiceError> {
-        let (id, events, first) = self.state.sessions.register(user);
-        let lease = Lease {
-            state: self.state.clone(),
-            user: user.clone(),
-            id,
-        };
-        if first {
-            presence::refresh(&self.state, user).await;
+    async fn open_session(&self, caller: &Caller) -> Result<Session, ServiceError> {
+        let devices = self.state.store.devices(&caller.user).await?;
+        if !devices.iter().any(|d| d.device_id == caller.device) {
+            return Err(ServiceError::UnknownDevice(caller.user.clone(), caller.device));
         }
-        Ok(Session {
-            id,
-            events,
-            lease: Box::new(lease),
-        })
+        let (id, events, first) = self.state.sessions.register(&caller.user, caller.device);
+        let lease = Lease { state: self.state.clone(), user: caller.user.clone(), id };
+        if first {
+            presence::refresh(&self.state, &caller.user).await;
+        }
+        Ok(Session { id, events, lease: Box::new(lease) })
     }
 
     async fn pending(
         &self,
-        user: &UserId,
+        caller: &Caller,
         after: i64,
         limit: u32,
     ) -> Result<Vec<(i64, IncomingMessage)>, ServiceError> {
-        let pending = self.state.store.pending(user, after, limit).await?;
+        let pending = self.state.store.pending(&caller.user, caller.device, after, limit).await?;
         Ok(pending
             .into_iter()
             .map(|p| {
@@ -108,11 +95,27 @@ impl ChatService for NodeService {
 
     async fn receipt(
         &self,
-        user: &UserId,
+        caller: &Caller,
         message_id: MessageId,
         status: MessageStatus,
     ) -> Result<Completion<()>, ServiceError> {
-        delivery::receipt(&self.state, user, message_id, status).await
+        delivery::receipt(&self.state, caller, message_id, status).await
+    }
+
+    async fn publish_keys(&self, caller: &Caller, keys: KeyUpload) -> Result<KeyCount, ServiceError> {
+        keys::publish(&self.state, caller, keys).await
+    }
+
+    async fn claim_keys(&self, _caller: &Caller, user: &UserId) -> Result<KeyBundles, ServiceError> {
+        keys::claim(&self.state, user).await
+    }
+
+    async fn key_count(&self, caller: &Caller) -> Result<KeyCount, ServiceError> {
+        keys::count(&self.state, caller).await
+    }
+
+    async fn remove_device(&self, caller: &Caller, device: DeviceId) -> Result<(), ServiceError> {
+        keys::remove_device(&self.state, caller, device).await
     }
 
     async fn subscribe_presence(
@@ -124,11 +127,7 @@ impl ChatService for NodeService {
     }
 
     async fn ready(&self) -> Result<(), ServiceError> {
-        self.state
-            .store
-            .ping()
-            .await
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))
+        self.state.store.ping().await.map_err(|e| ServiceError::Unavailable(e.to_string()))
     }
 }
 
@@ -150,10 +149,7 @@ impl Drop for Lease {
         }
         let (state, user) = (self.state.clone(), self.user.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            self.state.tasks.spawn_on(
-                async move { presence::refresh(&state, &user).await },
-                &runtime,
-            );
+            self.state.tasks.spawn_on(async move { presence::refresh(&state, &user).await }, &runtime);
         }
     }
 }

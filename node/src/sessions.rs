@@ -11,15 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use kith_client_api::{SessionEvent, SessionId};
-use kith_proto::UserId;
+use kith_proto::{DeviceId, UserId};
 use tokio::sync::mpsc::{self, error::TrySendError};
-use tokio::sync::watch;
 use tracing::debug;
 
 /// A registered session.
 #[derive(Debug)]
 struct Entry {
     user: UserId,
+    device: DeviceId,
     tx: mpsc::Sender<SessionEvent>,
     /// Users whose presence this session watches.
     watching: HashSet<UserId>,
@@ -67,8 +67,6 @@ pub struct Dropped(pub UserId);
 #[derive(Debug)]
 pub struct Sessions {
     registry: Mutex<Registry>,
-    /// The number of live sessions, for whoever waits for them to end.
-    count: watch::Sender<usize>,
     next_id: AtomicU64,
     /// Pushes one session may have queued before it counts as too slow.
     queue_capacity: usize,
@@ -77,52 +75,30 @@ pub struct Sessions {
 impl Sessions {
     /// An empty registry whose sessions queue at most `queue_capacity` pushes.
     pub fn new(queue_capacity: usize) -> Self {
-        Self {
-            registry: Mutex::default(),
-            count: watch::Sender::new(0),
-            next_id: AtomicU64::new(1),
-            queue_capacity: queue_capacity.max(1),
-        }
+        Self { registry: Mutex::default(), next_id: AtomicU64::new(1), queue_capacity: queue_capacity.max(1) }
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Registers a session of `user`; says whether it is their first (they came online).
-    pub fn register(&self, user: &UserId) -> (SessionId, mpsc::Receiver<SessionEvent>, bool) {
+    /// Registers a session of `user`'s `device`; says whether it is the user's first (they came
+    /// online).
+    pub fn register(&self, user: &UserId, device: DeviceId) -> (SessionId, mpsc::Receiver<SessionEvent>, bool) {
         let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(self.queue_capacity);
         let mut registry = self.registry();
-        registry.sessions.insert(
-            id,
-            Entry {
-                user: user.clone(),
-                tx,
-                watching: HashSet::new(),
-            },
-        );
+        registry.sessions.insert(id, Entry { user: user.clone(), device, tx, watching: HashSet::new() });
         let ids = registry.by_user.entry(user.clone()).or_default();
         ids.push(id);
         let first = ids.len() == 1;
-        self.count.send_replace(registry.sessions.len());
         (id, rx, first)
     }
 
     /// Unregisters a session; says whether it was its user's last (they went offline). `None`
     /// if it was already gone.
     pub fn unregister(&self, id: SessionId) -> Option<bool> {
-        let mut registry = self.registry();
-        let removed = registry.remove(id).map(|(_, last)| last);
-        self.count.send_replace(registry.sessions.len());
-        removed
-    }
-
-    /// Waits until no session is live (at shutdown, after telling them all to close).
-    pub async fn wait_until_empty(&self) {
-        let mut count = self.count.subscribe();
-        // The sender lives as long as `self`, so this cannot fail while we borrow it.
-        let _ = count.wait_for(|n| *n == 0).await;
+        self.registry().remove(id).map(|(_, last)| last)
     }
 
     /// Whether `user` has a live session here.
@@ -130,9 +106,9 @@ impl Sessions {
         self.registry().by_user.contains_key(user)
     }
 
-    /// Pushes `event` to every session of `user`; returns the users who lost their last
-    /// session because it was too slow.
-    pub fn push_to_user(&self, user: &UserId, event: &SessionEvent) -> Vec<Dropped> {
+    /// Pushes `event` to every session of `user` but those of device `except`; returns the
+    /// users who lost their last session because it was too slow.
+    pub fn push_to_user(&self, user: &UserId, event: &SessionEvent, except: Option<DeviceId>) -> Vec<Dropped> {
         let mut registry = self.registry();
         let Some(ids) = registry.by_user.get(user) else {
             return Vec::new();
@@ -143,7 +119,7 @@ impl Sessions {
                 registry
                     .sessions
                     .get(id)
-                    .is_some_and(|entry| !try_push(&entry.tx, event))
+                    .is_some_and(|entry| Some(entry.device) != except && !try_push(&entry.tx, event))
             })
             .copied()
             .collect();
@@ -158,12 +134,7 @@ impl Sessions {
         };
         let slow: Vec<SessionId> = watchers
             .iter()
-            .filter(|id| {
-                registry
-                    .sessions
-                    .get(id)
-                    .is_some_and(|entry| !try_push(&entry.tx, event))
-            })
+            .filter(|id| registry.sessions.get(id).is_some_and(|entry| !try_push(&entry.tx, event)))
             .copied()
             .collect();
         drop_slow(&mut registry, slow)
@@ -175,11 +146,7 @@ impl Sessions {
         let Some(entry) = registry.sessions.get_mut(&id) else {
             return false;
         };
-        let added: Vec<UserId> = users
-            .iter()
-            .filter(|u| entry.watching.insert((*u).clone()))
-            .cloned()
-            .collect();
+        let added: Vec<UserId> = users.iter().filter(|u| entry.watching.insert((*u).clone())).cloned().collect();
         for user in added {
             registry.watchers.entry(user).or_default().insert(id);
         }
@@ -188,10 +155,7 @@ impl Sessions {
 
     /// How many users one session watches (to enforce the subscription cap).
     pub fn watch_count(&self, id: SessionId) -> usize {
-        self.registry()
-            .sessions
-            .get(&id)
-            .map_or(0, |e| e.watching.len())
+        self.registry().sessions.get(&id).map_or(0, |e| e.watching.len())
     }
 
     /// How many sessions are live.
@@ -216,8 +180,6 @@ fn try_push(tx: &mpsc::Sender<SessionEvent>, event: &SessionEvent) -> bool {
 }
 
 fn drop_slow(registry: &mut Registry, slow: Vec<SessionId>) -> Vec<Dropped> {
-    // A dropped session's connection runs until it notices its queue closed; `count` goes
-    // down when that connection unregisters, so waiting for zero also waits for it.
     slow.into_iter()
         .filter_map(|id| {
             let (user, last) = registry.remove(id)?;
@@ -249,9 +211,9 @@ mod tests {
     fn first_and_last_sessions_mark_presence_transitions() {
         let sessions = Sessions::new(4);
         let alice = user("alice");
-        let (one, _rx1, first) = sessions.register(&alice);
+        let (one, _rx1, first) = sessions.register(&alice, DeviceId(0));
         assert!(first);
-        let (two, _rx2, first) = sessions.register(&alice);
+        let (two, _rx2, first) = sessions.register(&alice, DeviceId(0));
         assert!(!first);
         assert_eq!(sessions.unregister(one), Some(false));
         assert!(sessions.is_online(&alice));
@@ -264,19 +226,19 @@ mod tests {
     fn a_session_that_does_not_drain_its_queue_is_dropped_alone() {
         let sessions = Sessions::new(2);
         let (alice, bob) = (user("alice"), user("bob"));
-        let (_slow, _slow_rx, _) = sessions.register(&alice);
-        let (_fast, mut fast_rx, _) = sessions.register(&alice);
-        let (_other, mut bob_rx, _) = sessions.register(&bob);
+        let (_slow, _slow_rx, _) = sessions.register(&alice, DeviceId(0));
+        let (_fast, mut fast_rx, _) = sessions.register(&alice, DeviceId(0));
+        let (_other, mut bob_rx, _) = sessions.register(&bob, DeviceId(0));
         for _ in 0..2 {
-            assert!(sessions.push_to_user(&alice, &event(&bob)).is_empty());
+            assert!(sessions.push_to_user(&alice, &event(&bob), None).is_empty());
             fast_rx.try_recv().unwrap();
         }
         // The slow session's queue is full: the third push drops it, not the fast one.
-        assert!(sessions.push_to_user(&alice, &event(&bob)).is_empty());
+        assert!(sessions.push_to_user(&alice, &event(&bob), None).is_empty());
         assert!(fast_rx.try_recv().is_ok());
         assert!(sessions.is_online(&alice));
         assert_eq!(sessions.len(), 2);
-        assert!(sessions.push_to_user(&bob, &event(&alice)).is_empty());
+        assert!(sessions.push_to_user(&bob, &event(&alice), None).is_empty());
         assert!(bob_rx.try_recv().is_ok());
     }
 
@@ -284,7 +246,7 @@ mod tests {
     fn watchers_get_presence_and_forget_it_when_they_leave() {
         let sessions = Sessions::new(4);
         let (alice, bob) = (user("alice"), user("bob"));
-        let (watcher, mut rx, _) = sessions.register(&alice);
+        let (watcher, mut rx, _) = sessions.register(&alice, DeviceId(0));
         assert!(sessions.watch(watcher, std::slice::from_ref(&bob)));
         sessions.push_to_watchers(&bob, &event(&bob));
         assert!(rx.try_recv().is_ok());

@@ -43,9 +43,7 @@ pub struct Handles {
 impl AppState {
     /// Wraps the handles.
     pub fn new(handles: Handles) -> Self {
-        Self {
-            inner: Arc::new(handles),
-        }
+        Self { inner: Arc::new(handles) }
     }
 }
 

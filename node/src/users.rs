@@ -18,10 +18,7 @@ pub struct Users {
 impl Users {
     /// Checks against `store`, remembering what exists.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            known: RwLock::new(HashSet::new()),
-        }
+        Self { store, known: RwLock::new(HashSet::new()) }
     }
 
     /// Whether the account exists.
@@ -29,12 +26,7 @@ impl Users {
     /// # Errors
     /// When the store cannot be read.
     pub async fn exists(&self, user: &UserId) -> Result<bool, StoreError> {
-        if self
-            .known
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(user)
-        {
+        if self.known.read().unwrap_or_else(PoisonError::into_inner).contains(user) {
             return Ok(true);
         }
         let exists = self.store.user(user).await?.is_some();
@@ -46,9 +38,6 @@ impl Users {
 
     /// Records that the account exists (after registering it).
     pub fn remember(&self, user: &UserId) {
-        self.known
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(user.clone());
+        self.known.write().unwrap_or_else(PoisonError::into_inner).insert(user.clone());
     }
 }

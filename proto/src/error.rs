@@ -14,6 +14,8 @@ pub enum ErrorCode {
     InvalidRequest,
     /// The username is taken.
     UsernameTaken,
+    /// The user has five devices already; remove one to add another.
+    TooManyDevices,
     /// Wrong username or password.
     InvalidCredentials,
     /// No bearer token was given.
@@ -62,11 +64,6 @@ pub struct ErrorDetail {
 impl ErrorBody {
     /// Builds an error body.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            error: ErrorDetail {
-                code,
-                message: message.into(),
-            },
-        }
+        Self { error: ErrorDetail { code, message: message.into() } }
     }
 }

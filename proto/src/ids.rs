@@ -23,9 +23,7 @@ pub enum IdError {
         max: usize,
     },
     /// A server name is a lowercase DNS-like name, optionally with a port.
-    #[error(
-        "server name must be 1 to {max} characters of a-z, 0-9, '.', '-', with an optional :port (got {got:?})"
-    )]
+    #[error("server name must be 1 to {max} characters of a-z, 0-9, '.', '-', with an optional :port (got {got:?})")]
     ServerName {
         /// The rejected input, cut to a readable length.
         got: String,
@@ -65,16 +63,8 @@ impl Username {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= USERNAME_MAX_BYTES
-            && s.bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
-        if ok {
-            Ok(Self(s.to_owned()))
-        } else {
-            Err(IdError::Username {
-                got: excerpt(s),
-                max: USERNAME_MAX_BYTES,
-            })
-        }
+            && s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::Username { got: excerpt(s), max: USERNAME_MAX_BYTES }) }
     }
 
     /// The username as text.
@@ -105,19 +95,14 @@ impl ServerName {
             None => (s, None),
         };
         let host_ok = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
+            && host.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
             && !host.starts_with(['.', '-'])
             && !host.ends_with(['.', '-']);
         let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
         if host_ok && port_ok && s.len() <= SERVER_NAME_MAX_BYTES {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError::ServerName {
-                got: excerpt(s),
-                max: SERVER_NAME_MAX_BYTES,
-            })
+            Err(IdError::ServerName { got: excerpt(s), max: SERVER_NAME_MAX_BYTES })
         }
     }
 
@@ -149,10 +134,7 @@ impl UserId {
     /// Joins a username and its home server into a user id.
     pub fn new(name: Username, server: ServerName) -> Self {
         let at = name.0.len();
-        Self {
-            full: format!("{name}@{server}"),
-            at,
-        }
+        Self { full: format!("{name}@{server}"), at }
     }
 
     /// Parses `name@server`.
@@ -160,13 +142,8 @@ impl UserId {
     /// # Errors
     /// [`IdError::UserId`] without an `@`; the username or server name error otherwise.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let (name, server) = s
-            .split_once('@')
-            .ok_or_else(|| IdError::UserId(excerpt(s)))?;
-        Ok(Self::new(
-            Username::parse(name)?,
-            ServerName::parse(server)?,
-        ))
+        let (name, server) = s.split_once('@').ok_or_else(|| IdError::UserId(excerpt(s)))?;
+        Ok(Self::new(Username::parse(name)?, ServerName::parse(server)?))
     }
 
     /// Parses `name@server`, or a bare `name` as a user of `home`.
@@ -174,11 +151,7 @@ impl UserId {
     /// # Errors
     /// As [`UserId::parse`].
     pub fn parse_or_local(s: &str, home: &ServerName) -> Result<Self, IdError> {
-        if s.contains('@') {
-            Self::parse(s)
-        } else {
-            Ok(Self::new(Username::parse(s)?, home.clone()))
-        }
+        if s.contains('@') { Self::parse(s) } else { Ok(Self::new(Username::parse(s)?, home.clone())) }
     }
 
     /// The local part.
@@ -249,9 +222,7 @@ impl MessageId {
     /// # Errors
     /// [`IdError::MessageId`] when `s` is not a UUID.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        Uuid::try_parse(s)
-            .map(Self)
-            .map_err(|_| IdError::MessageId(excerpt(s)))
+        Uuid::try_parse(s).map(Self).map_err(|_| IdError::MessageId(excerpt(s)))
     }
 
     /// The underlying UUID.
@@ -286,6 +257,19 @@ impl<'de> Deserialize<'de> for MessageId {
     }
 }
 
+/// One of a user's devices (phone, laptop …), chosen by the client when it logs in; each device
+/// has its own keys, its own sessions and its own queue of messages to receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(transparent)]
+pub struct DeviceId(pub u32);
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
 /// The id a client gives a message before sending it, so that a retry after a lost answer is
 /// recognised as the same message: `(sender, clientMessageId)` maps to one `messageId`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -297,16 +281,11 @@ impl ClientMessageId {
     /// # Errors
     /// [`IdError::ClientMessageId`] otherwise.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = !s.is_empty()
-            && s.len() <= CLIENT_MESSAGE_ID_MAX_BYTES
-            && s.bytes().all(|b| b.is_ascii_graphic());
+        let ok = !s.is_empty() && s.len() <= CLIENT_MESSAGE_ID_MAX_BYTES && s.bytes().all(|b| b.is_ascii_graphic());
         if ok {
             Ok(Self(s.to_owned()))
         } else {
-            Err(IdError::ClientMessageId {
-                got: s.len(),
-                max: CLIENT_MESSAGE_ID_MAX_BYTES,
-            })
+            Err(IdError::ClientMessageId { got: s.len(), max: CLIENT_MESSAGE_ID_MAX_BYTES })
         }
     }
 
@@ -345,15 +324,7 @@ mod tests {
         assert_eq!(remote.server(), "beta:8443");
         assert_eq!(remote.name(), "carol");
         assert!(bob.is_on(&home));
-        for bad in [
-            "@",
-            "bob@",
-            "@alpha",
-            "bob@Alpha",
-            "bob@alpha:0",
-            "bob@alpha:x",
-            "bob@-a",
-        ] {
+        for bad in ["@", "bob@", "@alpha", "bob@Alpha", "bob@alpha:0", "bob@alpha:x", "bob@-a"] {
             assert!(UserId::parse(bad).is_err(), "{bad}");
         }
     }
@@ -363,10 +334,7 @@ mod tests {
         let a = MessageId::now();
         let b = MessageId::now();
         assert!(a < b);
-        assert!(
-            a.to_string() < b.to_string(),
-            "text order matches creation order"
-        );
+        assert!(a.to_string() < b.to_string(), "text order matches creation order");
         assert_eq!(MessageId::parse(&a.to_string()).unwrap(), a);
         assert!(MessageId::parse("not-a-uuid").is_err());
     }

@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod ids;
+pub mod keys;
 pub mod limits;
 #[cfg(feature = "openapi")]
 mod openapi;
@@ -23,7 +24,7 @@ pub mod time;
 pub mod ws;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use ids::{ClientMessageId, IdError, MessageId, ServerName, UserId, Username};
+pub use ids::{ClientMessageId, DeviceId, IdError, MessageId, ServerName, UserId, Username};
 pub use rest::{MessageStatus, MessageView, PresenceStatus, PresenceView};
 pub use time::Timestamp;
 pub use ws::{ClientFrame, IncomingMessage, ServerFrame};

@@ -31,3 +31,15 @@ pub const HISTORY_MAX_LIMIT: u32 = 100;
 
 /// Most users one WebSocket session may watch with `presence.subscribe`.
 pub const MAX_PRESENCE_SUBSCRIPTIONS: usize = 1000;
+
+/// Most devices one user may have.
+pub const MAX_DEVICES: usize = 5;
+
+/// Most one-time prekeys one upload may carry.
+pub const MAX_PREKEYS_PER_UPLOAD: usize = 100;
+
+/// Most unclaimed one-time prekeys the node keeps per device.
+pub const MAX_PREKEYS_STORED: usize = 500;
+
+/// Largest encoded key in an upload, in bytes (identities are 129, prekeys under 110).
+pub const MAX_KEY_BYTES: usize = 512;

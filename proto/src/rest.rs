@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{MessageId, UserId};
+use crate::ids::{DeviceId, MessageId, UserId};
 use crate::time::Timestamp;
 
 /// `POST /api/v1/register` and `POST /api/v1/login`.
@@ -17,6 +17,10 @@ pub struct Credentials {
     pub username: String,
     /// 8-256 characters.
     pub password: String,
+    /// Which of the user's devices logs in (default 0). A user has at most 5; each has its own
+    /// keys and its own queue of messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<DeviceId>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -24,6 +28,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("device_id", &self.device_id)
             .finish()
     }
 }
@@ -35,6 +40,8 @@ impl std::fmt::Debug for Credentials {
 pub struct AuthResponse {
     /// The user's id, `name@server`.
     pub user_id: UserId,
+    /// The device the token is for.
+    pub device_id: DeviceId,
     /// A bearer token (JWT) for every other endpoint and the WebSocket.
     pub token: String,
 }

@@ -50,13 +50,9 @@ impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let s = String::deserialize(deserializer)?;
         let t = humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom)?;
-        let millis = t
-            .duration_since(UNIX_EPOCH)
-            .map_err(|_| serde::de::Error::custom("timestamp before 1970"))?
-            .as_millis();
-        i64::try_from(millis)
-            .map(Self)
-            .map_err(|_| serde::de::Error::custom("timestamp out of range"))
+        let millis =
+            t.duration_since(UNIX_EPOCH).map_err(|_| serde::de::Error::custom("timestamp before 1970"))?.as_millis();
+        i64::try_from(millis).map(Self).map_err(|_| serde::de::Error::custom("timestamp out of range"))
     }
 }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
-use crate::ids::{MessageId, UserId};
+use crate::ids::{DeviceId, MessageId, UserId};
 use crate::rest::{MessageStatus, PresenceView};
 use crate::time::Timestamp;
 
@@ -73,6 +73,15 @@ pub enum ServerFrame {
     /// A watched user's presence.
     #[serde(rename = "presence")]
     Presence(PresenceView),
+    /// A conversation partner's device published a different identity key (a new device, or
+    /// a reinstalled one, or someone in the middle): compare safety numbers again.
+    #[serde(rename = "keys.changed")]
+    KeysChanged {
+        /// Whose keys changed.
+        user_id: UserId,
+        /// Which device.
+        device_id: DeviceId,
+    },
     /// Something the client sent was refused; the connection stays up.
     #[serde(rename = "error")]
     Error {
@@ -109,31 +118,22 @@ mod tests {
 
     #[test]
     fn client_frames_use_the_documented_json() {
-        let send: ClientFrame = serde_json::from_str(
-            r#"{"type":"send","clientMessageId":"c1","receiverId":"bob","message":"hi"}"#,
-        )
-        .unwrap();
+        let send: ClientFrame =
+            serde_json::from_str(r#"{"type":"send","clientMessageId":"c1","receiverId":"bob","message":"hi"}"#)
+                .unwrap();
         assert_eq!(
             send,
-            ClientFrame::Send {
-                client_message_id: "c1".into(),
-                receiver_id: "bob".into(),
-                message: "hi".into()
-            }
+            ClientFrame::Send { client_message_id: "c1".into(), receiver_id: "bob".into(), message: "hi".into() }
         );
-        let sub: ClientFrame =
-            serde_json::from_str(r#"{"type":"presence.subscribe","userIds":["a@b"]}"#).unwrap();
+        let sub: ClientFrame = serde_json::from_str(r#"{"type":"presence.subscribe","userIds":["a@b"]}"#).unwrap();
         assert!(matches!(sub, ClientFrame::PresenceSubscribe { .. }));
         assert!(serde_json::from_str::<ClientFrame>(r#"{"type":"nope"}"#).is_err());
     }
 
     #[test]
     fn server_frames_flatten_their_payload() {
-        let frame = ServerFrame::Error {
-            code: ErrorCode::PayloadTooLarge,
-            message: "too big".into(),
-            client_message_id: None,
-        };
+        let frame =
+            ServerFrame::Error { code: ErrorCode::PayloadTooLarge, message: "too big".into(), client_message_id: None };
         assert_eq!(
             serde_json::to_string(&frame).unwrap(),
             r#"{"type":"error","code":"payload_too_large","message":"too big"}"#

@@ -8,7 +8,7 @@ use kith_proto::{ErrorBody, Username};
 use crate::error::ApiError;
 use crate::json::Json;
 use crate::routes::ClientAddr;
-use crate::service::{Password, ServiceError};
+use crate::service::{Caller, Password, ServiceError};
 use crate::state::ApiState;
 
 /// `POST /api/v1/register`: creates an account and returns a token for it.
@@ -30,13 +30,10 @@ pub(crate) async fn register(
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, axum::Json<AuthResponse>), ApiError> {
     state.limits.check_account(addr)?;
+    let device = body.device_id.unwrap_or_default();
     let (username, password) = parse_credentials(body)?;
-    let user_id = state.service.register(username, password).await?;
-    let token = state.tokens.issue(&user_id)?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(AuthResponse { user_id, token }),
-    ))
+    let user = state.service.register(username, password, device).await?;
+    respond(&state, Caller { user, device }).map(|auth| (StatusCode::CREATED, auth))
 }
 
 /// `POST /api/v1/login`: exchanges a username and password for a token.
@@ -49,6 +46,7 @@ pub(crate) async fn register(
         (status = 200, description = "Logged in", body = AuthResponse),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
+        (status = 409, description = "A new device, but the user has five already", body = ErrorBody),
         (status = 429, description = "Too many account requests from this address", body = ErrorBody),
     )
 )]
@@ -59,16 +57,19 @@ pub(crate) async fn login(
 ) -> Result<axum::Json<AuthResponse>, ApiError> {
     state.limits.check_account(addr)?;
     // A malformed username cannot belong to anyone: answer as for a wrong password.
-    let (username, password) =
-        parse_credentials(body).map_err(|_| ServiceError::InvalidCredentials)?;
-    let user_id = state.service.login(username, password).await?;
-    let token = state.tokens.issue(&user_id)?;
-    Ok(axum::Json(AuthResponse { user_id, token }))
+    let device = body.device_id.unwrap_or_default();
+    let (username, password) = parse_credentials(body).map_err(|_| ServiceError::InvalidCredentials)?;
+    let user = state.service.login(username, password, device).await?;
+    respond(&state, Caller { user, device })
+}
+
+fn respond(state: &ApiState, caller: Caller) -> Result<axum::Json<AuthResponse>, ApiError> {
+    let token = state.tokens.issue(&caller)?;
+    Ok(axum::Json(AuthResponse { user_id: caller.user, device_id: caller.device, token }))
 }
 
 fn parse_credentials(body: Credentials) -> Result<(Username, Password), ApiError> {
-    let username =
-        Username::parse(&body.username).map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+    let username = Username::parse(&body.username).map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
     let password = Password::parse(body.password)?;
     Ok((username, password))
 }

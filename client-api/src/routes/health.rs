@@ -10,9 +10,7 @@ use crate::state::ApiState;
 /// `GET /healthz`: the process is alive and serving HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = HealthResponse)))]
 pub(crate) async fn healthz() -> axum::Json<HealthResponse> {
-    axum::Json(HealthResponse {
-        status: "ok".into(),
-    })
+    axum::Json(HealthResponse { status: "ok".into() })
 }
 
 /// `GET /readyz`: the node can serve requests (its store answers).
@@ -25,11 +23,7 @@ pub(crate) async fn healthz() -> axum::Json<HealthResponse> {
         (status = 503, description = "The store does not answer", body = ErrorBody),
     )
 )]
-pub(crate) async fn readyz(
-    State(state): State<ApiState>,
-) -> Result<axum::Json<HealthResponse>, ApiError> {
+pub(crate) async fn readyz(State(state): State<ApiState>) -> Result<axum::Json<HealthResponse>, ApiError> {
     state.service.ready().await?;
-    Ok(axum::Json(HealthResponse {
-        status: "ok".into(),
-    }))
+    Ok(axum::Json(HealthResponse { status: "ok".into() }))
 }

@@ -3,15 +3,13 @@
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use kith_proto::limits::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
-use kith_proto::rest::{
-    HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse, SendStatus,
-};
+use kith_proto::rest::{HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse, SendStatus};
 use kith_proto::{ErrorBody, MessageId};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::json::Json;
-use crate::service::ServiceError;
+use crate::service::{Caller, ServiceError};
 use crate::state::ApiState;
 use crate::validate;
 
@@ -43,24 +41,13 @@ pub(crate) async fn send(
 ) -> Result<(StatusCode, axum::Json<SendMessageResponse>), ApiError> {
     let home = state.service.server_name();
     let sender = validate::user_field("senderId", &body.sender_id, home)?;
-    if sender != caller {
-        return Err(
-            ServiceError::Forbidden(format!("senderId {sender} is not you ({caller})")).into(),
-        );
+    if sender != caller.user {
+        return Err(ServiceError::Forbidden(format!("senderId {sender} is not you ({})", caller.user)).into());
     }
-    let message = validate::outgoing(
-        &body.receiver_id,
-        body.message,
-        body.client_message_id.as_deref(),
-        home,
-    )?;
-    state.limits.check_message(&caller)?;
+    let message = validate::outgoing(&body.receiver_id, body.message, body.client_message_id.as_deref(), home)?;
+    state.limits.check_message(&caller.user)?;
     let outcome = state.service.send(&caller, message).await?.await?;
-    let status = if outcome.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((
         status,
         axum::Json(SendMessageResponse {
@@ -89,7 +76,7 @@ pub(crate) async fn send(
 )]
 pub(crate) async fn history(
     State(state): State<ApiState>,
-    AuthUser(caller): AuthUser,
+    AuthUser(Caller { user: caller, .. }): AuthUser,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<HistoryPage>, ApiError> {
     let Query(query) = query.map_err(|e| ServiceError::InvalidRequest(e.body_text()))?;
@@ -106,10 +93,9 @@ pub(crate) async fn history(
     };
     let limit = query.limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
     if !(1..=HISTORY_MAX_LIMIT).contains(&limit) {
-        return Err(ServiceError::InvalidRequest(format!(
-            "limit must be 1 to {HISTORY_MAX_LIMIT} (got {limit})"
-        ))
-        .into());
+        return Err(
+            ServiceError::InvalidRequest(format!("limit must be 1 to {HISTORY_MAX_LIMIT} (got {limit})")).into()
+        );
     }
     let before = query
         .before
@@ -119,9 +105,7 @@ pub(crate) async fn history(
         .map_err(|e| ServiceError::InvalidRequest(format!("before: {e}")))?;
     match state.service.history(&caller, &peer, before, limit).await {
         Ok(page) => Ok(axum::Json(page)),
-        Err(ServiceError::UnknownUser(_)) => {
-            Err(ServiceError::UnknownConversation(caller, peer).into())
-        }
+        Err(ServiceError::UnknownUser(_)) => Err(ServiceError::UnknownConversation(caller, peer).into()),
         Err(e) => Err(e.into()),
     }
 }

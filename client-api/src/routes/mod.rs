@@ -2,6 +2,7 @@
 
 mod accounts;
 mod health;
+mod keys;
 mod messages;
 pub(crate) mod openapi;
 mod presence;
@@ -11,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::error::ApiError;
 use crate::limits::MAX_BODY_BYTES;
@@ -22,11 +23,12 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/register", post(accounts::register))
         .route("/api/v1/login", post(accounts::login))
-        .route(
-            "/api/v1/messages",
-            post(messages::send).get(messages::history),
-        )
+        .route("/api/v1/messages", post(messages::send).get(messages::history))
         .route("/api/v1/presence/{user_id}", get(presence::presence))
+        .route("/api/v1/keys", put(keys::publish))
+        .route("/api/v1/keys/count", get(keys::count))
+        .route("/api/v1/keys/{user_id}", get(keys::claim))
+        .route("/api/v1/devices/{device_id}", delete(keys::remove_device))
         .route("/api/v1/ws", get(crate::ws::upgrade))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/healthz", get(health::healthz))
@@ -57,9 +59,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
         let addr = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| {
-                addr.ip()
-            });
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
         Ok(Self(addr))
     }
 }

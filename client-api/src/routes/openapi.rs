@@ -4,9 +4,11 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use kith_proto::DeviceId;
+use kith_proto::keys::{DeviceBundle, KeyBundles, KeyCount, KeyUpload};
 use kith_proto::rest::{
-    AuthResponse, Credentials, HealthResponse, HistoryPage, MessageStatus, MessageView,
-    PresenceStatus, PresenceView, SendMessageRequest, SendMessageResponse, SendStatus,
+    AuthResponse, Credentials, HealthResponse, HistoryPage, MessageStatus, MessageView, PresenceStatus, PresenceView,
+    SendMessageRequest, SendMessageResponse, SendStatus,
 };
 use kith_proto::ws::{ClientFrame, IncomingMessage, ServerFrame};
 use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
@@ -26,6 +28,10 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
         super::messages::send,
         super::messages::history,
         super::presence::presence,
+        super::keys::publish,
+        super::keys::claim,
+        super::keys::count,
+        super::keys::remove_device,
         crate::ws::upgrade,
         super::health::healthz,
         super::health::readyz,
@@ -33,13 +39,15 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
     components(schemas(
         Credentials, AuthResponse, SendMessageRequest, SendMessageResponse, SendStatus, HistoryPage,
         MessageView, MessageStatus, PresenceView, PresenceStatus, HealthResponse, ErrorBody, ErrorDetail,
-        ErrorCode, ClientFrame, ServerFrame, IncomingMessage,
+        ErrorCode, ClientFrame, ServerFrame, IncomingMessage, KeyUpload, KeyCount, KeyBundles, DeviceBundle,
+        DeviceId,
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "accounts", description = "Register and log in"),
         (name = "messages", description = "Send messages and read history"),
         (name = "presence", description = "Who is online"),
+        (name = "keys", description = "End-to-end encryption keys of devices"),
         (name = "websocket", description = "Real-time push, acks, receipts and presence"),
         (name = "health", description = "Probes for load balancers"),
     )
@@ -54,12 +62,7 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
 }

@@ -24,7 +24,7 @@ use crate::validate;
 )]
 pub(crate) async fn presence(
     State(state): State<ApiState>,
-    AuthUser(_caller): AuthUser,
+    AuthUser(_): AuthUser,
     Path(user_id): Path<String>,
 ) -> Result<axum::Json<PresenceView>, ApiError> {
     let user = validate::user_field("userId", &user_id, state.service.server_name())?;

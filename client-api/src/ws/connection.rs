@@ -19,7 +19,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::debug;
 
 use crate::error::ApiError;
-use crate::service::{ServiceError, Session, SessionEvent};
+use crate::service::{Caller, ServiceError, Session, SessionEvent};
 use crate::state::ApiState;
 use crate::validate;
 
@@ -70,7 +70,7 @@ impl std::fmt::Display for End {
 /// The state of one connection.
 struct Connection {
     socket: WebSocket,
-    user: UserId,
+    caller: Caller,
     state: ApiState,
     /// Ids sent during the replay: a push of the same message that raced the replay is skipped.
     replayed: HashSet<MessageId>,
@@ -81,25 +81,17 @@ struct Connection {
 }
 
 /// Serves one authenticated WebSocket until it closes.
-pub(crate) async fn serve(socket: WebSocket, user: UserId, state: ApiState) {
+pub(crate) async fn serve(socket: WebSocket, caller: Caller, session: Session, state: ApiState) {
     let mut conn = Connection {
         socket,
-        user,
+        caller,
         state,
         replayed: HashSet::new(),
         in_flight: FuturesUnordered::new(),
         last_heard: Instant::now(),
     };
-    let end = match conn.state.service.open_session(&conn.user).await {
-        Ok(session) => conn.run(session).await,
-        Err(e) => {
-            let end = End::ServerClosed(close_code::INTERNAL, "could not open a session");
-            conn.close(&end).await;
-            debug!(error = %e, "session not opened");
-            end
-        }
-    };
-    debug!(user = %conn.user, %end, "websocket closed");
+    let end = conn.run(session).await;
+    debug!(user = %conn.caller.user, device = %conn.caller.device, %end, "websocket closed");
 }
 
 impl Connection {
@@ -123,11 +115,9 @@ impl Connection {
             let page = self
                 .state
                 .service
-                .pending(&self.user, after, REPLAY_PAGE)
+                .pending(&self.caller, after, REPLAY_PAGE)
                 .await
-                .map_err(|_| {
-                    End::ServerClosed(close_code::INTERNAL, "could not load pending messages")
-                })?;
+                .map_err(|_| End::ServerClosed(close_code::INTERNAL, "could not load pending messages"))?;
             let full = page.len() == REPLAY_PAGE as usize;
             for (position, message) in page {
                 after = position;
@@ -188,11 +178,7 @@ impl Connection {
     }
 
     /// Handles whatever the client sent.
-    async fn receive(
-        &mut self,
-        frame: Option<Result<Message, axum::Error>>,
-        session: &Session,
-    ) -> Result<(), End> {
+    async fn receive(&mut self, frame: Option<Result<Message, axum::Error>>, session: &Session) -> Result<(), End> {
         let message = match frame {
             None => return Err(End::ClientClosed),
             Some(Err(e)) => return Err(socket_error(e)),
@@ -223,48 +209,25 @@ impl Connection {
         let frame = match serde_json::from_str::<ClientFrame>(text.as_str()) {
             Ok(frame) => frame,
             Err(e) => {
-                return self
-                    .send(error_frame(
-                        ApiError::InvalidJson(format!("malformed frame: {e}")),
-                        None,
-                    ))
-                    .await;
+                return self.send(error_frame(ApiError::InvalidJson(format!("malformed frame: {e}")), None)).await;
             }
         };
         match frame {
-            ClientFrame::Send {
-                client_message_id,
-                receiver_id,
-                message,
-            } => self.on_send(client_message_id, &receiver_id, message).await,
-            ClientFrame::Ack { message_id } => {
-                self.on_receipt(message_id, MessageStatus::Delivered).await
+            ClientFrame::Send { client_message_id, receiver_id, message } => {
+                self.on_send(client_message_id, &receiver_id, message).await
             }
-            ClientFrame::Read { message_id } => {
-                self.on_receipt(message_id, MessageStatus::Read).await
-            }
-            ClientFrame::PresenceSubscribe { user_ids } => {
-                self.on_subscribe(user_ids, session).await
-            }
+            ClientFrame::Ack { message_id } => self.on_receipt(message_id, MessageStatus::Delivered).await,
+            ClientFrame::Read { message_id } => self.on_receipt(message_id, MessageStatus::Read).await,
+            ClientFrame::PresenceSubscribe { user_ids } => self.on_subscribe(user_ids, session).await,
         }
     }
 
-    async fn on_send(
-        &mut self,
-        client_message_id: String,
-        receiver: &str,
-        content: String,
-    ) -> Result<(), End> {
+    async fn on_send(&mut self, client_message_id: String, receiver: &str, content: String) -> Result<(), End> {
         let service = self.state.service.clone();
         let accepted = async {
-            let message = validate::outgoing(
-                receiver,
-                content,
-                Some(&client_message_id),
-                service.server_name(),
-            )?;
-            self.state.limits.check_message(&self.user)?;
-            Ok::<_, ApiError>(service.send(&self.user, message).await?)
+            let message = validate::outgoing(receiver, content, Some(&client_message_id), service.server_name())?;
+            self.state.limits.check_message(&self.caller.user)?;
+            Ok::<_, ApiError>(service.send(&self.caller, message).await?)
         }
         .await;
         match accepted {
@@ -289,23 +252,11 @@ impl Connection {
         }
     }
 
-    async fn on_receipt(
-        &mut self,
-        message_id: MessageId,
-        status: MessageStatus,
-    ) -> Result<(), End> {
-        match self
-            .state
-            .service
-            .receipt(&self.user, message_id, status)
-            .await
-        {
+    async fn on_receipt(&mut self, message_id: MessageId, status: MessageStatus) -> Result<(), End> {
+        match self.state.service.receipt(&self.caller, message_id, status).await {
             Ok(completion) => {
-                self.in_flight.push(
-                    completion
-                        .map(|done| done.err().map(|e| ApiError::from(e).to_frame(None)))
-                        .boxed(),
-                );
+                self.in_flight
+                    .push(completion.map(|done| done.err().map(|e| ApiError::from(e).to_frame(None))).boxed());
                 Ok(())
             }
             Err(e) => self.send(error_frame(e.into(), None)).await,
@@ -321,17 +272,10 @@ impl Connection {
             return self.send(error_frame(e.into(), None)).await;
         }
         let home = self.state.service.server_name().clone();
-        let users: Result<Vec<UserId>, ApiError> = user_ids
-            .iter()
-            .map(|id| validate::user_field("userIds", id, &home))
-            .collect();
+        let users: Result<Vec<UserId>, ApiError> =
+            user_ids.iter().map(|id| validate::user_field("userIds", id, &home)).collect();
         let result = match users {
-            Ok(users) => self
-                .state
-                .service
-                .subscribe_presence(session.id, users)
-                .await
-                .map_err(ApiError::from),
+            Ok(users) => self.state.service.subscribe_presence(session.id, users).await.map_err(ApiError::from),
             Err(e) => Err(e),
         };
         match result {
@@ -356,10 +300,7 @@ impl Connection {
         match tokio::time::timeout(self.state.ws.send_timeout, self.socket.send(message)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(End::SocketError(e.to_string())),
-            Err(_) => Err(End::ServerClosed(
-                close_code::TRY_AGAIN_LATER,
-                "client is not reading",
-            )),
+            Err(_) => Err(End::ServerClosed(close_code::TRY_AGAIN_LATER, "client is not reading")),
         }
     }
 
@@ -370,10 +311,7 @@ impl Connection {
             return;
         };
         let linger = async {
-            let frame = CloseFrame {
-                code: *code,
-                reason: (*reason).into(),
-            };
+            let frame = CloseFrame { code: *code, reason: (*reason).into() };
             if self.socket.send(Message::Close(Some(frame))).await.is_err() {
                 return;
             }

@@ -9,6 +9,7 @@ use kith_proto::ErrorBody;
 use kith_proto::limits::MAX_WS_FRAME_BYTES;
 
 use crate::auth::WsAuthUser;
+use crate::error::ApiError;
 use crate::state::ApiState;
 
 /// What the socket layer reads at most before giving up on a frame. Above the protocol's
@@ -38,13 +39,17 @@ const WRITE_BUFFER_BYTES: usize = 4 * 1024;
 )]
 pub(crate) async fn upgrade(
     State(state): State<ApiState>,
-    WsAuthUser(user): WsAuthUser,
+    WsAuthUser(caller): WsAuthUser,
     upgrade: WebSocketUpgrade,
-) -> Response {
-    upgrade
+) -> Result<Response, ApiError> {
+    // The session opens before the upgrade, so a refusal (a removed device, a store that does
+    // not answer) is an HTTP error the client can read, not a socket closed at once.
+    let session = state.service.open_session(&caller).await?;
+    let connections = state.connections.clone();
+    Ok(upgrade
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(SOCKET_FRAME_CAP)
         .max_frame_size(SOCKET_FRAME_CAP)
-        .on_upgrade(move |socket| connection::serve(socket, user, state))
+        .on_upgrade(move |socket| connections.track_future(connection::serve(socket, caller, session, state))))
 }

@@ -14,10 +14,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Decodes hex; panics on malformed input (test data only).
 pub fn unhex(s: &str) -> Vec<u8> {
     assert!(s.len().is_multiple_of(2), "odd-length hex {s:?}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit"))
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digit")).collect()
 }
 
 /// Decodes hex into a fixed-size array.
@@ -56,25 +53,12 @@ pub fn pair(seed: u64, reply: bool) -> Pair {
     .unwrap();
     let mut alice = Session::initiate(&alice_identity, &bundle, &mut rng).unwrap();
     let first = alice.encrypt(b"first", &mut rng).unwrap();
-    let (mut bob, plaintext) = Session::respond(
-        &bob_identity,
-        &bob_signed_prekey,
-        Some(&bob_one_time_prekeys[0]),
-        &first,
-    )
-    .unwrap();
+    let (mut bob, plaintext) =
+        Session::respond(&bob_identity, &bob_signed_prekey, Some(&bob_one_time_prekeys[0]), &first).unwrap();
     assert_eq!(plaintext, b"first");
     if reply {
         let wire = bob.encrypt(b"reply", &mut rng).unwrap();
         assert_eq!(alice.decrypt(&wire).unwrap(), b"reply");
     }
-    Pair {
-        rng,
-        alice_identity,
-        bob_identity,
-        bob_signed_prekey,
-        bob_one_time_prekeys,
-        alice,
-        bob,
-    }
+    Pair { rng, alice_identity, bob_identity, bob_signed_prekey, bob_one_time_prekeys, alice, bob }
 }

@@ -22,12 +22,7 @@ pub struct TestRng {
 impl TestRng {
     /// A stream determined by `label`.
     pub fn new(label: &[u8]) -> Self {
-        Self {
-            label: label.to_vec(),
-            counter: 0,
-            block: [0; 32],
-            used: 32,
-        }
+        Self { label: label.to_vec(), counter: 0, block: [0; 32], used: 32 }
     }
 
     /// A stream determined by a number (label `"kith-test-rng"` followed by

@@ -13,9 +13,7 @@
 //!   session byte-for-byte unchanged;
 //! - a session survives `to_bytes`/`from_bytes` unchanged.
 
-use kith_crypto::{
-    DeviceIdentity, MessageInfo, OneTimePreKey, PreKeyBundle, Session, SignedPreKey, inspect,
-};
+use kith_crypto::{DeviceIdentity, MessageInfo, OneTimePreKey, PreKeyBundle, Session, SignedPreKey, inspect};
 
 use super::rng::TestRng;
 
@@ -62,35 +60,14 @@ impl Op {
         bytes
             .chunks_exact(4)
             .map(|c| {
-                let party = if c[1] & 1 == 0 {
-                    Party::Alice
-                } else {
-                    Party::Bob
-                };
+                let party = if c[1] & 1 == 0 { Party::Alice } else { Party::Bob };
                 let wide = u16::from_be_bytes([c[2], c[3]]);
                 match c[0] % 16 {
-                    0..=5 => Op::Send {
-                        from: party,
-                        len: c[2],
-                    },
-                    6..=11 => Op::Deliver {
-                        to: party,
-                        pick: wide,
-                    },
-                    12 => Op::Drop {
-                        to: party,
-                        pick: wide,
-                    },
-                    13 => Op::Tamper {
-                        to: party,
-                        pick: u16::from(c[2]),
-                        bit: u16::from(c[3]) * 13,
-                    },
-                    14 => Op::Truncate {
-                        to: party,
-                        pick: u16::from(c[2]),
-                        keep: u16::from(c[3]),
-                    },
+                    0..=5 => Op::Send { from: party, len: c[2] },
+                    6..=11 => Op::Deliver { to: party, pick: wide },
+                    12 => Op::Drop { to: party, pick: wide },
+                    13 => Op::Tamper { to: party, pick: u16::from(c[2]), bit: u16::from(c[3]) * 13 },
+                    14 => Op::Truncate { to: party, pick: u16::from(c[2]), keep: u16::from(c[3]) },
                     _ => Op::Reload { who: party },
                 }
             })
@@ -170,12 +147,7 @@ impl World {
         World {
             rng,
             alice,
-            bob: Bob {
-                identity,
-                signed_prekey,
-                one_time_prekeys,
-                session: None,
-            },
+            bob: Bob { identity, signed_prekey, one_time_prekeys, session: None },
             inbox: [Vec::new(), Vec::new()],
             stats: Stats::default(),
         }
@@ -207,9 +179,7 @@ impl World {
             }
         }
         let MessageInfo::PreKey(setup) = info else {
-            return Err(kith_crypto::CryptoError::SessionMismatch {
-                reason: "ratchet message without a session",
-            });
+            return Err(kith_crypto::CryptoError::SessionMismatch { reason: "ratchet message without a session" });
         };
         if setup.signed_prekey_id() != self.bob.signed_prekey.id() {
             return Err(kith_crypto::CryptoError::SignedPreKeyMismatch {
@@ -217,19 +187,15 @@ impl World {
                 supplied: self.bob.signed_prekey.id(),
             });
         }
-        let position = match setup.one_time_prekey_id() {
-            None => None,
-            Some(id) => Some(
-                self.bob
-                    .one_time_prekeys
-                    .iter()
-                    .position(|k| k.id() == id)
-                    .ok_or(kith_crypto::CryptoError::OneTimePreKeyMismatch {
-                        in_message: Some(id),
-                        supplied: None,
-                    })?,
-            ),
-        };
+        let position =
+            match setup.one_time_prekey_id() {
+                None => None,
+                Some(id) => {
+                    Some(self.bob.one_time_prekeys.iter().position(|k| k.id() == id).ok_or(
+                        kith_crypto::CryptoError::OneTimePreKeyMismatch { in_message: Some(id), supplied: None },
+                    )?)
+                }
+            };
         let (session, plaintext) = Session::respond(
             &self.bob.identity,
             &self.bob.signed_prekey,
@@ -250,14 +216,8 @@ impl World {
         match self.receive(to, wire) {
             Ok(_) => Err(format!("{what} delivered to {to:?} was accepted")),
             Err(_) => {
-                ensure!(
-                    self.snapshot(to) == before,
-                    "{what} changed {to:?}'s session"
-                );
-                ensure!(
-                    self.bob.one_time_prekeys.len() == keys_before,
-                    "{what} consumed a one-time prekey"
-                );
+                ensure!(self.snapshot(to) == before, "{what} changed {to:?}'s session");
+                ensure!(self.bob.one_time_prekeys.len() == keys_before, "{what} consumed a one-time prekey");
                 Ok(())
             }
         }
@@ -277,15 +237,9 @@ impl World {
                     Party::Alice => &mut self.alice,
                     Party::Bob => self.bob.session.as_mut().ok_or("checked above")?,
                 };
-                let wire = session
-                    .encrypt(&plaintext, &mut self.rng)
-                    .map_err(|e| format!("encrypt: {e}"))?;
+                let wire = session.encrypt(&plaintext, &mut self.rng).map_err(|e| format!("encrypt: {e}"))?;
                 self.stats.sent[slot(from)] += 1;
-                self.inbox[slot(from.other())].push(Envelope {
-                    wire,
-                    plaintext,
-                    delivered: false,
-                });
+                self.inbox[slot(from.other())].push(Envelope { wire, plaintext, delivered: false });
             }
             Op::Deliver { to, pick } => {
                 let inbox = &self.inbox[slot(to)];
@@ -293,22 +247,16 @@ impl World {
                     return Ok(());
                 }
                 let i = usize::from(pick) % inbox.len();
-                let (wire, plaintext, delivered) = (
-                    inbox[i].wire.clone(),
-                    inbox[i].plaintext.clone(),
-                    inbox[i].delivered,
-                );
+                let (wire, plaintext, delivered) =
+                    (inbox[i].wire.clone(), inbox[i].plaintext.clone(), inbox[i].delivered);
                 if delivered {
                     self.must_reject(to, &wire, "a replay")?;
                     self.stats.replays_rejected += 1;
                 } else {
-                    let got = self.receive(to, &wire).map_err(|e| {
-                        format!("first delivery of message {i} to {to:?} failed: {e}")
-                    })?;
-                    ensure!(
-                        got == plaintext,
-                        "message {i} to {to:?} decrypted to the wrong plaintext"
-                    );
+                    let got = self
+                        .receive(to, &wire)
+                        .map_err(|e| format!("first delivery of message {i} to {to:?} failed: {e}"))?;
+                    ensure!(got == plaintext, "message {i} to {to:?} decrypted to the wrong plaintext");
                     self.inbox[slot(to)][i].delivered = true;
                     self.stats.delivered[slot(to)] += 1;
                 }
@@ -346,10 +294,7 @@ impl World {
                     return Ok(());
                 };
                 let reloaded = Session::from_bytes(&bytes).map_err(|e| format!("reload: {e}"))?;
-                ensure!(
-                    reloaded.to_bytes().as_slice() == bytes.as_slice(),
-                    "reload changed the state"
-                );
+                ensure!(reloaded.to_bytes().as_slice() == bytes.as_slice(), "reload changed the state");
                 match who {
                     Party::Alice => self.alice = reloaded,
                     Party::Bob => self.bob.session = Some(reloaded),

@@ -16,11 +16,7 @@ const MESSAGE_OVERHEAD: usize = 160;
 type Conversation = (UserId, UserId);
 
 fn conversation(a: &UserId, b: &UserId) -> Conversation {
-    if a <= b {
-        (a.clone(), b.clone())
-    } else {
-        (b.clone(), a.clone())
-    }
+    if a <= b { (a.clone(), b.clone()) } else { (b.clone(), a.clone()) }
 }
 
 /// One conversation's entry.
@@ -34,12 +30,8 @@ struct Entry {
 
 impl Entry {
     fn bytes(&self) -> usize {
-        self.recent.as_ref().map_or(0, |r| {
-            r.messages
-                .iter()
-                .map(|m| m.message.len() + MESSAGE_OVERHEAD)
-                .sum()
-        }) + MESSAGE_OVERHEAD
+        self.recent.as_ref().map_or(0, |r| r.messages.iter().map(|m| m.message.len() + MESSAGE_OVERHEAD).sum())
+            + MESSAGE_OVERHEAD
     }
 }
 
@@ -62,10 +54,7 @@ impl Conversations {
     fn update(&mut self, key: Conversation, change: impl FnOnce(&mut Entry)) {
         let version = self.bump();
         let before = self.entries.peek(&key).map_or(0, Entry::bytes);
-        let entry = self.entries.get_or_insert_mut(key, || Entry {
-            version,
-            recent: None,
-        });
+        let entry = self.entries.get_or_insert_mut(key, || Entry { version, recent: None });
         change(entry);
         entry.version = version;
         let after = entry.bytes();
@@ -105,43 +94,26 @@ impl MemoryCache {
     }
 
     fn conversations(&self) -> std::sync::MutexGuard<'_, Conversations> {
-        self.conversations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.conversations.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 #[async_trait]
 impl Cache for MemoryCache {
     async fn set_presence(&self, presence: PresenceView) {
-        self.presence
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(presence.user_id.clone(), presence);
+        self.presence.lock().unwrap_or_else(PoisonError::into_inner).insert(presence.user_id.clone(), presence);
     }
 
     async fn presence(&self, user: &UserId) -> Option<PresenceView> {
-        self.presence
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(user)
-            .cloned()
+        self.presence.lock().unwrap_or_else(PoisonError::into_inner).get(user).cloned()
     }
 
     async fn recent(&self, a: &UserId, b: &UserId) -> Option<Recent> {
-        self.conversations()
-            .entries
-            .get(&conversation(a, b))
-            .and_then(|e| e.recent.clone())
+        self.conversations().entries.get(&conversation(a, b)).and_then(|e| e.recent.clone())
     }
 
     async fn begin_fill(&self, a: &UserId, b: &UserId) -> FillToken {
-        FillToken(
-            self.conversations()
-                .entries
-                .peek(&conversation(a, b))
-                .map_or(0, |e| e.version),
-        )
+        FillToken(self.conversations().entries.peek(&conversation(a, b)).map_or(0, |e| e.version))
     }
 
     async fn fill(&self, a: &UserId, b: &UserId, recent: Recent, token: FillToken) {
@@ -159,14 +131,8 @@ impl Cache for MemoryCache {
         self.conversations().update(key, |entry| {
             if let Some(recent) = &mut entry.recent {
                 // Ids are time-ordered; a message minted elsewhere may land before the newest.
-                let at = recent
-                    .messages
-                    .partition_point(|m| m.message_id < message.message_id);
-                if recent
-                    .messages
-                    .get(at)
-                    .is_some_and(|m| m.message_id == message.message_id)
-                {
+                let at = recent.messages.partition_point(|m| m.message_id < message.message_id);
+                if recent.messages.get(at).is_some_and(|m| m.message_id == message.message_id) {
                     return;
                 }
                 recent.messages.insert(at, message.clone());
@@ -178,18 +144,10 @@ impl Cache for MemoryCache {
         });
     }
 
-    async fn record_status(
-        &self,
-        a: &UserId,
-        b: &UserId,
-        message_id: MessageId,
-        status: MessageStatus,
-    ) {
+    async fn record_status(&self, a: &UserId, b: &UserId, message_id: MessageId, status: MessageStatus) {
         self.conversations().update(conversation(a, b), |entry| {
-            if let Some(m) = entry
-                .recent
-                .as_mut()
-                .and_then(|r| r.messages.iter_mut().find(|m| m.message_id == message_id))
+            if let Some(m) =
+                entry.recent.as_mut().and_then(|r| r.messages.iter_mut().find(|m| m.message_id == message_id))
             {
                 m.status = m.status.max(status);
             }
@@ -223,42 +181,12 @@ mod tests {
         let cache = MemoryCache::new(1 << 20);
         let (a, b) = (user("a"), user("b"));
         let token = cache.begin_fill(&a, &b).await;
-        cache
-            .record_message(&message(
-                &a,
-                &b,
-                "written while the reader was at the store",
-            ))
-            .await;
-        cache
-            .fill(
-                &a,
-                &b,
-                Recent {
-                    messages: vec![],
-                    whole: true,
-                },
-                token,
-            )
-            .await;
-        assert_eq!(
-            cache.recent(&a, &b).await,
-            None,
-            "a stale fill must not be cached"
-        );
+        cache.record_message(&message(&a, &b, "written while the reader was at the store")).await;
+        cache.fill(&a, &b, Recent { messages: vec![], whole: true }, token).await;
+        assert_eq!(cache.recent(&a, &b).await, None, "a stale fill must not be cached");
 
         let token = cache.begin_fill(&b, &a).await;
-        cache
-            .fill(
-                &a,
-                &b,
-                Recent {
-                    messages: vec![],
-                    whole: true,
-                },
-                token,
-            )
-            .await;
+        cache.fill(&a, &b, Recent { messages: vec![], whole: true }, token).await;
         assert!(cache.recent(&a, &b).await.is_some());
     }
 
@@ -267,20 +195,8 @@ mod tests {
         let cache = MemoryCache::new(1 << 20);
         let (a, b) = (user("a"), user("b"));
         let token = cache.begin_fill(&a, &b).await;
-        cache
-            .fill(
-                &a,
-                &b,
-                Recent {
-                    messages: vec![],
-                    whole: true,
-                },
-                token,
-            )
-            .await;
-        let sent: Vec<_> = (0..RECENT_MESSAGES + 5)
-            .map(|i| message(&a, &b, &i.to_string()))
-            .collect();
+        cache.fill(&a, &b, Recent { messages: vec![], whole: true }, token).await;
+        let sent: Vec<_> = (0..RECENT_MESSAGES + 5).map(|i| message(&a, &b, &i.to_string())).collect();
         for m in &sent {
             cache.record_message(m).await;
         }
@@ -295,24 +211,10 @@ mod tests {
         for i in 0..100 {
             let (a, b) = (user("a"), user(&format!("peer{i}")));
             let token = cache.begin_fill(&a, &b).await;
-            cache
-                .fill(
-                    &a,
-                    &b,
-                    Recent {
-                        messages: vec![message(&a, &b, &"x".repeat(1000))],
-                        whole: true,
-                    },
-                    token,
-                )
-                .await;
+            cache.fill(&a, &b, Recent { messages: vec![message(&a, &b, &"x".repeat(1000))], whole: true }, token).await;
         }
         let conversations = cache.conversations();
-        assert!(
-            conversations.bytes <= 10_000,
-            "{} bytes cached",
-            conversations.bytes
-        );
+        assert!(conversations.bytes <= 10_000, "{} bytes cached", conversations.bytes);
         assert!(conversations.entries.len() < 100);
     }
 }

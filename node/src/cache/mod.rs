@@ -52,11 +52,5 @@ pub trait Cache: Send + Sync + 'static {
     async fn record_message(&self, message: &MessageView);
 
     /// Records a message's new status.
-    async fn record_status(
-        &self,
-        a: &UserId,
-        b: &UserId,
-        message_id: MessageId,
-        status: MessageStatus,
-    );
+    async fn record_status(&self, a: &UserId, b: &UserId, message_id: MessageId, status: MessageStatus);
 }

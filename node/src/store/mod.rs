@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
-use kith_proto::{ClientMessageId, MessageId, MessageStatus, MessageView, Timestamp, UserId};
+use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, MessageView, Timestamp, UserId};
 use tokio::sync::oneshot;
 
 use postgres::open_postgres;
@@ -61,12 +61,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            max_batch: 512,
-            queue_depth: 8192,
-            read_connections: 4,
-            writers: 4,
-        }
+        Self { max_batch: 512, queue_depth: 8192, read_connections: 4, writers: 4 }
     }
 }
 
@@ -79,6 +74,23 @@ pub enum StoreError {
     /// The message is not in the caller's mailbox as one addressed to them.
     #[error("message {0} not found")]
     MessageNotFound(MessageId),
+    /// The user has as many devices as allowed.
+    #[error("a user may have at most {max} devices; remove one first")]
+    TooManyDevices {
+        /// The limit.
+        max: usize,
+    },
+    /// The device does not exist (it was never added, or was removed).
+    #[error("device {1} of {0} does not exist")]
+    DeviceNotFound(UserId, DeviceId),
+    /// An upload would leave a device with more unclaimed one-time prekeys than allowed.
+    #[error("the device would hold {would_hold} one-time prekeys; the limit is {max}")]
+    TooManyPrekeys {
+        /// How many it would hold.
+        would_hold: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The configuration names something the store cannot use.
     #[error("store configuration: {0}")]
     Config(String),
@@ -113,13 +125,13 @@ pub struct NewUser {
     pub password_hash: String,
     /// When the account was created.
     pub created_at: Timestamp,
+    /// The device it is created from.
+    pub device: DeviceId,
 }
 
 impl fmt::Debug for NewUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewUser")
-            .field("user_id", &self.user_id)
-            .finish_non_exhaustive()
+        f.debug_struct("NewUser").field("user_id", &self.user_id).finish_non_exhaustive()
     }
 }
 
@@ -167,6 +179,9 @@ pub struct NewMessage {
     pub timestamp: Timestamp,
     /// The sender's idempotency key, if any.
     pub client_message_id: Option<ClientMessageId>,
+    /// The sender's device that sent it: every other device of the sender gets the message
+    /// too. `None` when the sender is not a user of this node.
+    pub sender_device: Option<DeviceId>,
 }
 
 /// The result of appending a message.
@@ -190,11 +205,15 @@ pub enum AppendOutcome {
     },
 }
 
-/// A receiver's acknowledgement (`delivered`) or read receipt (`read`) of a message.
+/// A device's acknowledgement (`delivered`) or read receipt (`read`) of a message in its
+/// user's mailbox.
 #[derive(Debug, Clone)]
 pub struct Receipt {
-    /// The receiver, whose mailbox holds the message.
+    /// Whose mailbox holds the message: its receiver, or (for an ack only) its sender, whose
+    /// other devices get a copy.
     pub reader: UserId,
+    /// The reader's device: the message stops being pending for it.
+    pub device: DeviceId,
     /// The message.
     pub message_id: MessageId,
     /// `Delivered` or `Read`; `Sent` is ignored.
@@ -208,8 +227,51 @@ pub struct Receipt {
 pub struct ReceiptOutcome {
     /// The message's sender, who should learn about it.
     pub sender: UserId,
-    /// The new status when the receipt moved it forward; `None` when it was already there.
+    /// The new status when the receipt moved it forward; `None` when it was already there, or
+    /// when the reader is the sender.
     pub advanced_to: Option<MessageStatus>,
+}
+
+/// A device of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its published `PublicIdentity`, if it has published keys.
+    pub identity: Option<Vec<u8>>,
+}
+
+/// Keys a device publishes (already verified by the caller).
+#[derive(Debug, Clone)]
+pub struct PublishedKeys {
+    /// `PublicIdentity` bytes.
+    pub identity: Vec<u8>,
+    /// `SignedPreKeyPublic` bytes.
+    pub signed_prekey: Vec<u8>,
+    /// `(key id, OneTimePreKeyPublic bytes)`; ids already stored are kept as they are.
+    pub one_time: Vec<(u32, Vec<u8>)>,
+}
+
+/// What publishing keys did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishOutcome {
+    /// The device had published a different identity before.
+    pub identity_changed: bool,
+    /// Unclaimed one-time prekeys the device now has.
+    pub one_time_prekeys: u32,
+}
+
+/// The keys claimed for one device of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedKeys {
+    /// The device.
+    pub device_id: DeviceId,
+    /// `PublicIdentity` bytes.
+    pub identity: Vec<u8>,
+    /// `SignedPreKeyPublic` bytes.
+    pub signed_prekey: Vec<u8>,
+    /// One `OneTimePreKeyPublic`, now deleted, or `None` when the device has none left.
+    pub one_time: Option<Vec<u8>>,
 }
 
 /// A message waiting in its receiver's mailbox for an ack.
@@ -238,9 +300,7 @@ impl<T> Future for Committed<T> {
     type Output = Result<T, StoreError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(StoreError::Closed)))
+        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(StoreError::Closed)))
     }
 }
 
@@ -263,38 +323,25 @@ pub trait Store: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser) -> Result<Committed<()>, StoreError>;
 
     /// Creates many accounts at once, skipping user ids that exist.
-    async fn import_users(
-        &self,
-        users: Vec<NewUser>,
-    ) -> Result<Committed<ImportReport>, StoreError>;
+    async fn import_users(&self, users: Vec<NewUser>) -> Result<Committed<ImportReport>, StoreError>;
 
     /// Looks up an account.
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>, StoreError>;
 
     /// Appends a message to the mailboxes of both participants (each must be a local user),
     /// unless the sender already used its `clientMessageId`.
-    async fn append_message(
-        &self,
-        message: NewMessage,
-    ) -> Result<Committed<AppendOutcome>, StoreError>;
+    async fn append_message(&self, message: NewMessage) -> Result<Committed<AppendOutcome>, StoreError>;
 
     /// Records a receipt in the reader's and the sender's mailbox; status only moves forward,
-    /// and the message stops being pending for the reader.
+    /// and the message stops being pending for the reader's device (for every device of the
+    /// reader when it is a read).
     ///
     /// The [`Committed`] fails with [`StoreError::MessageNotFound`] when the reader has no such
     /// message addressed to them.
-    async fn record_receipt(
-        &self,
-        receipt: Receipt,
-    ) -> Result<Committed<ReceiptOutcome>, StoreError>;
+    async fn record_receipt(&self, receipt: Receipt) -> Result<Committed<ReceiptOutcome>, StoreError>;
 
     /// Records a presence transition: online, or offline with `last_seen`.
-    async fn set_presence(
-        &self,
-        user_id: &UserId,
-        online: bool,
-        at: Timestamp,
-    ) -> Result<Committed<()>, StoreError>;
+    async fn set_presence(&self, user_id: &UserId, online: bool, at: Timestamp) -> Result<Committed<()>, StoreError>;
 
     /// Marks every user offline, with `last_seen = at` for those who were online: run at
     /// start-up, since no session survives a restart.
@@ -310,13 +357,47 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<MessageView>, StoreError>;
 
-    /// `owner`'s messages not yet acked, after arrival position `after_seq`, oldest first.
+    /// Messages `owner`'s `device` has not acked, after arrival position `after_seq`, oldest
+    /// first.
     async fn pending(
         &self,
         owner: &UserId,
+        device: DeviceId,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<PendingMessage>, StoreError>;
+
+    /// Adds a device to an account (nothing if it exists).
+    ///
+    /// The [`Committed`] fails with [`StoreError::TooManyDevices`] at the limit.
+    async fn add_device(&self, user: &UserId, device: DeviceId, at: Timestamp) -> Result<Committed<()>, StoreError>;
+
+    /// Removes a device with its keys and its queue; says whether it existed.
+    async fn remove_device(&self, user: &UserId, device: DeviceId) -> Result<Committed<bool>, StoreError>;
+
+    /// A user's devices.
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError>;
+
+    /// Stores a device's identity and signed prekey (replacing them) and adds one-time prekeys.
+    ///
+    /// The [`Committed`] fails with [`StoreError::DeviceNotFound`] or
+    /// [`StoreError::TooManyPrekeys`].
+    async fn publish_keys(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        keys: PublishedKeys,
+    ) -> Result<Committed<PublishOutcome>, StoreError>;
+
+    /// For each device of `user` with keys: its identity, its signed prekey and one one-time
+    /// prekey, which is deleted so that nobody else gets it.
+    async fn claim_keys(&self, user: &UserId) -> Result<Committed<Vec<ClaimedKeys>>, StoreError>;
+
+    /// How many unclaimed one-time prekeys a device has.
+    async fn prekey_count(&self, user: &UserId, device: DeviceId) -> Result<u32, StoreError>;
+
+    /// The users `user` has exchanged messages with.
+    async fn conversation_peers(&self, user: &UserId) -> Result<Vec<UserId>, StoreError>;
 
     /// Lets queued writes commit, stops the writers and closes the connections.
     async fn close(&self);

@@ -15,31 +15,13 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 ///
 /// # Errors
 /// When the server is unreachable or the schema cannot be migrated.
-pub(crate) async fn open_postgres(
-    url: &str,
-    options: &StoreOptions,
-) -> Result<SqlStore<Postgres>, StoreError> {
+pub(crate) async fn open_postgres(url: &str, options: &StoreOptions) -> Result<SqlStore<Postgres>, StoreError> {
     let connect = PgConnectOptions::from_str(url)?.application_name("kith");
-    let description = format!(
-        "postgres {}:{}/{}",
-        connect.get_host(),
-        connect.get_port(),
-        connect.get_database().unwrap_or("")
-    );
+    let description =
+        format!("postgres {}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or(""));
     let writers = options.writers.max(1);
-    let max = u32::try_from(writers)
-        .unwrap_or(u32::MAX)
-        .saturating_add(options.read_connections.max(1));
-    let pool = PgPoolOptions::new()
-        .max_connections(max)
-        .connect_with(connect)
-        .await?;
+    let max = u32::try_from(writers).unwrap_or(u32::MAX).saturating_add(options.read_connections.max(1));
+    let pool = PgPoolOptions::new().max_connections(max).connect_with(connect).await?;
     MIGRATOR.run(&pool).await?;
-    Ok(SqlStore::start(
-        pool.clone(),
-        pool,
-        writers,
-        options,
-        description,
-    ))
+    Ok(SqlStore::start(pool.clone(), pool, writers, options, description))
 }

@@ -23,10 +23,7 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
 }
 
 fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        table,
-        detail: detail.to_string(),
-    }
+    StoreError::Corrupt { table, detail: detail.to_string() }
 }
 
 pub(crate) fn parse_user(table: &'static str, s: &str) -> Result<UserId, StoreError> {

@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use kith_proto::{MessageId, MessageView, Timestamp, UserId};
+use kith_proto::{DeviceId, MessageId, MessageView, Timestamp, UserId};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use super::rows::{MessageRow, RowsAffected, UserRow, message_columns};
 use super::writer::{Job, Slot, Writer};
 use super::{
-    AppendOutcome, Committed, ImportReport, NewMessage, NewUser, PendingMessage, Receipt,
-    ReceiptOutcome, Store, StoreError, StoreOptions,
+    AppendOutcome, ClaimedKeys, Committed, DeviceRecord, ImportReport, NewMessage, NewUser, PendingMessage,
+    PublishOutcome, PublishedKeys, Receipt, ReceiptOutcome, Store, StoreError, StoreOptions,
 };
 
 /// A store over one sqlx engine.
@@ -45,6 +45,8 @@ where
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
@@ -59,28 +61,15 @@ where
         let (queues, tasks) = (0..writers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(options.queue_depth);
-                let writer = Writer {
-                    pool: write.clone(),
-                    max_batch: options.max_batch,
-                };
+                let writer = Writer { pool: write.clone(), max_batch: options.max_batch };
                 (tx, tokio::spawn(writer.run(rx)))
             })
             .unzip();
-        Self {
-            read,
-            write,
-            queues: RwLock::new(queues),
-            writers: Mutex::new(tasks),
-            description,
-        }
+        Self { read, write, queues: RwLock::new(queues), writers: Mutex::new(tasks), description }
     }
 
     /// Queues a job on the writer that owns `key` and returns its commit.
-    async fn enqueue<T>(
-        &self,
-        key: &str,
-        job: impl FnOnce(Slot<T>) -> Job,
-    ) -> Result<Committed<T>, StoreError> {
+    async fn enqueue<T>(&self, key: &str, job: impl FnOnce(Slot<T>) -> Job) -> Result<Committed<T>, StoreError> {
         let queue = {
             let queues = self.queues.read().unwrap_or_else(PoisonError::into_inner);
             if queues.is_empty() {
@@ -92,10 +81,7 @@ where
             queues[index].clone()
         };
         let (tx, rx) = oneshot::channel();
-        queue
-            .send(job(Slot::new(tx)))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        queue.send(job(Slot::new(tx))).await.map_err(|_| StoreError::Closed)?;
         Ok(Committed::new(rx))
     }
 }
@@ -121,6 +107,8 @@ where
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
 {
@@ -138,63 +126,37 @@ where
         self.enqueue(&key, |slot| Job::CreateUser(user, slot)).await
     }
 
-    async fn import_users(
-        &self,
-        users: Vec<NewUser>,
-    ) -> Result<Committed<ImportReport>, StoreError> {
-        self.enqueue("import", |slot| Job::ImportUsers(users, slot))
-            .await
+    async fn import_users(&self, users: Vec<NewUser>) -> Result<Committed<ImportReport>, StoreError> {
+        self.enqueue("import", |slot| Job::ImportUsers(users, slot)).await
     }
 
     async fn user(&self, user_id: &UserId) -> Result<Option<super::UserRecord>, StoreError> {
-        sqlx::query_as::<DB, UserRow>(
-            "SELECT user_id, password_hash, last_seen FROM users WHERE user_id = $1",
-        )
-        .bind(user_id.as_str())
-        .fetch_optional(&self.read)
-        .await?
-        .map(UserRow::into_record)
-        .transpose()
+        sqlx::query_as::<DB, UserRow>("SELECT user_id, password_hash, last_seen FROM users WHERE user_id = $1")
+            .bind(user_id.as_str())
+            .fetch_optional(&self.read)
+            .await?
+            .map(UserRow::into_record)
+            .transpose()
     }
 
-    async fn append_message(
-        &self,
-        message: NewMessage,
-    ) -> Result<Committed<AppendOutcome>, StoreError> {
+    async fn append_message(&self, message: NewMessage) -> Result<Committed<AppendOutcome>, StoreError> {
         let key = conversation_key(&message.sender, &message.receiver);
-        self.enqueue(&key, |slot| Job::AppendMessage(message, slot))
-            .await
+        self.enqueue(&key, |slot| Job::AppendMessage(message, slot)).await
     }
 
-    async fn record_receipt(
-        &self,
-        receipt: Receipt,
-    ) -> Result<Committed<ReceiptOutcome>, StoreError> {
+    async fn record_receipt(&self, receipt: Receipt) -> Result<Committed<ReceiptOutcome>, StoreError> {
         let key = receipt.reader.to_string();
-        self.enqueue(&key, |slot| Job::RecordReceipt(receipt, slot))
-            .await
+        self.enqueue(&key, |slot| Job::RecordReceipt(receipt, slot)).await
     }
 
-    async fn set_presence(
-        &self,
-        user_id: &UserId,
-        online: bool,
-        at: Timestamp,
-    ) -> Result<Committed<()>, StoreError> {
+    async fn set_presence(&self, user_id: &UserId, online: bool, at: Timestamp) -> Result<Committed<()>, StoreError> {
         let user_id = user_id.to_string();
         let key = user_id.clone();
-        self.enqueue(&key, |slot| Job::SetPresence {
-            user_id,
-            online,
-            at,
-            slot,
-        })
-        .await
+        self.enqueue(&key, |slot| Job::SetPresence { user_id, online, at, slot }).await
     }
 
     async fn reset_presence(&self, at: Timestamp) -> Result<Committed<u64>, StoreError> {
-        self.enqueue("presence", |slot| Job::ResetPresence(at, slot))
-            .await
+        self.enqueue("presence", |slot| Job::ResetPresence(at, slot)).await
     }
 
     async fn history(
@@ -238,15 +200,18 @@ where
     async fn pending(
         &self,
         owner: &UserId,
+        device: DeviceId,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<PendingMessage>, StoreError> {
         sqlx::query_as::<DB, MessageRow>(concat!(
             "SELECT ",
             message_columns!(),
-            " FROM messages WHERE owner_id = $1 AND pending AND seq > $2 ORDER BY seq LIMIT $3"
+            " FROM messages WHERE seq IN (SELECT seq FROM device_pending \
+              WHERE owner_id = $1 AND device_id = $2 AND seq > $3 ORDER BY seq LIMIT $4) ORDER BY seq"
         ))
         .bind(owner.as_str())
+        .bind(i64::from(device.0))
         .bind(after_seq)
         .bind(i64::from(limit))
         .fetch_all(&self.read)
@@ -256,13 +221,74 @@ where
         .collect()
     }
 
+    async fn add_device(&self, user: &UserId, device: DeviceId, at: Timestamp) -> Result<Committed<()>, StoreError> {
+        let key = user.to_string();
+        let user = user.clone();
+        self.enqueue(&key, |slot| Job::AddDevice { user, device, at, slot }).await
+    }
+
+    async fn remove_device(&self, user: &UserId, device: DeviceId) -> Result<Committed<bool>, StoreError> {
+        let key = user.to_string();
+        let user = user.clone();
+        self.enqueue(&key, |slot| Job::RemoveDevice { user, device, slot }).await
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        sqlx::query_as::<DB, (i64, Option<Vec<u8>>)>(
+            "SELECT device_id, identity FROM devices WHERE user_id = $1 ORDER BY device_id",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(|(device_id, identity)| {
+            let device_id = u32::try_from(device_id)
+                .map_err(|_| StoreError::Corrupt { table: "devices", detail: format!("device id {device_id}") })?;
+            Ok(DeviceRecord { device_id: DeviceId(device_id), identity })
+        })
+        .collect()
+    }
+
+    async fn publish_keys(
+        &self,
+        user: &UserId,
+        device: DeviceId,
+        keys: PublishedKeys,
+    ) -> Result<Committed<PublishOutcome>, StoreError> {
+        let key = user.to_string();
+        let user = user.clone();
+        self.enqueue(&key, |slot| Job::PublishKeys { user, device, keys, slot }).await
+    }
+
+    async fn claim_keys(&self, user: &UserId) -> Result<Committed<Vec<ClaimedKeys>>, StoreError> {
+        let key = user.to_string();
+        let user = user.clone();
+        self.enqueue(&key, |slot| Job::ClaimKeys { user, slot }).await
+    }
+
+    async fn prekey_count(&self, user: &UserId, device: DeviceId) -> Result<u32, StoreError> {
+        let (count,) =
+            sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2")
+                .bind(user.as_str())
+                .bind(i64::from(device.0))
+                .fetch_one(&self.read)
+                .await?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    async fn conversation_peers(&self, user: &UserId) -> Result<Vec<UserId>, StoreError> {
+        sqlx::query_as::<DB, (String,)>("SELECT DISTINCT peer_id FROM messages WHERE owner_id = $1")
+            .bind(user.as_str())
+            .fetch_all(&self.read)
+            .await?
+            .into_iter()
+            .map(|(peer,)| super::rows::parse_user("messages", &peer))
+            .collect()
+    }
+
     async fn close(&self) {
-        self.queues
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-        let writers =
-            std::mem::take(&mut *self.writers.lock().unwrap_or_else(PoisonError::into_inner));
+        self.queues.write().unwrap_or_else(PoisonError::into_inner).clear();
+        let writers = std::mem::take(&mut *self.writers.lock().unwrap_or_else(PoisonError::into_inner));
         for writer in writers {
             if let Err(e) = writer.await {
                 tracing::error!(error = %e, "store writer panicked");

@@ -16,10 +16,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 ///
 /// # Errors
 /// When the file cannot be opened or the schema cannot be migrated.
-pub(crate) async fn open_sqlite(
-    url: &str,
-    options: &StoreOptions,
-) -> Result<SqlStore<Sqlite>, StoreError> {
+pub(crate) async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<SqlStore<Sqlite>, StoreError> {
     let connect = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -29,11 +26,7 @@ pub(crate) async fn open_sqlite(
         .foreign_keys(true);
     let description = format!("sqlite {}", connect.get_filename().display());
 
-    let write = SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .connect_with(connect.clone())
-        .await?;
+    let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(connect.clone()).await?;
     MIGRATOR.run(&write).await?;
     let read = SqlitePoolOptions::new()
         .max_connections(options.read_connections.max(1))

@@ -6,16 +6,16 @@
 //! then retries each operation of the batch in a transaction of its own, so one bad operation
 //! never fails its neighbours.
 
-use kith_proto::{MessageStatus, Timestamp};
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
-};
+use kith_proto::limits::{MAX_DEVICES, MAX_PREKEYS_STORED};
+use kith_proto::{DeviceId, MessageStatus, Timestamp, UserId};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::rows::{RowsAffected, parse_message_id, parse_user};
 use super::{
-    AppendOutcome, ImportReport, NewMessage, NewUser, Receipt, ReceiptOutcome, StoreError,
+    AppendOutcome, ClaimedKeys, ImportReport, NewMessage, NewUser, PublishOutcome, PublishedKeys, Receipt,
+    ReceiptOutcome, StoreError,
 };
 
 /// Where an operation's answer goes, and the answer until the commit decides its fate.
@@ -27,10 +27,7 @@ pub(crate) struct Slot<T> {
 
 impl<T> Slot<T> {
     pub(crate) fn new(reply: oneshot::Sender<Result<T, StoreError>>) -> Self {
-        Self {
-            reply: Some(reply),
-            result: None,
-        }
+        Self { reply: Some(reply), result: None }
     }
 
     fn answer(&mut self, result: Result<T, StoreError>) {
@@ -48,13 +45,12 @@ pub(crate) enum Job {
     ImportUsers(Vec<NewUser>, Slot<ImportReport>),
     AppendMessage(NewMessage, Slot<AppendOutcome>),
     RecordReceipt(Receipt, Slot<ReceiptOutcome>),
-    SetPresence {
-        user_id: String,
-        online: bool,
-        at: Timestamp,
-        slot: Slot<()>,
-    },
+    SetPresence { user_id: String, online: bool, at: Timestamp, slot: Slot<()> },
     ResetPresence(Timestamp, Slot<u64>),
+    AddDevice { user: UserId, device: DeviceId, at: Timestamp, slot: Slot<()> },
+    RemoveDevice { user: UserId, device: DeviceId, slot: Slot<bool> },
+    PublishKeys { user: UserId, device: DeviceId, keys: PublishedKeys, slot: Slot<PublishOutcome> },
+    ClaimKeys { user: UserId, slot: Slot<Vec<ClaimedKeys>> },
 }
 
 impl Job {
@@ -63,9 +59,7 @@ impl Job {
         fn settle<T>(slot: &mut Slot<T>, failure: Option<&str>) {
             let result = match (failure, slot.result.take()) {
                 (None, Some(result)) => result,
-                (None, None) => Err(StoreError::WriteFailed(
-                    "operation was not applied".to_owned(),
-                )),
+                (None, None) => Err(StoreError::WriteFailed("operation was not applied".to_owned())),
                 (Some(reason), _) => Err(StoreError::WriteFailed(reason.to_owned())),
             };
             slot.answer(result);
@@ -77,6 +71,10 @@ impl Job {
             Self::RecordReceipt(_, slot) => settle(slot, failure),
             Self::SetPresence { slot, .. } => settle(slot, failure),
             Self::ResetPresence(_, slot) => settle(slot, failure),
+            Self::AddDevice { slot, .. } => settle(slot, failure),
+            Self::RemoveDevice { slot, .. } => settle(slot, failure),
+            Self::PublishKeys { slot, .. } => settle(slot, failure),
+            Self::ClaimKeys { slot, .. } => settle(slot, failure),
         }
     }
 }
@@ -84,14 +82,7 @@ impl Job {
 impl StoreError {
     /// Whether this error poisons the transaction it happened in.
     fn aborts_batch(&self) -> bool {
-        matches!(
-            self,
-            Self::Database(_)
-                | Self::Migrate(_)
-                | Self::Closed
-                | Self::Config(_)
-                | Self::WriteFailed(_)
-        )
+        matches!(self, Self::Database(_) | Self::Migrate(_) | Self::Closed | Self::Config(_) | Self::WriteFailed(_))
     }
 }
 
@@ -141,6 +132,8 @@ where
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'r> String: Decode<'r, DB> + Type<DB>,
     for<'r> i64: Decode<'r, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
     /// Runs one writer until its queue closes, then returns after the last commit.
@@ -173,27 +166,23 @@ where
         for job in batch.iter_mut() {
             let fatal = match job {
                 Job::CreateUser(user, slot) => keep(slot, Self::create_user(&mut tx, user).await),
-                Job::ImportUsers(users, slot) => {
-                    keep(slot, Self::import_users(&mut tx, users).await)
+                Job::ImportUsers(users, slot) => keep(slot, Self::import_users(&mut tx, users).await),
+                Job::AppendMessage(message, slot) => keep(slot, Self::append_message(&mut tx, message).await),
+                Job::RecordReceipt(receipt, slot) => keep(slot, Self::record_receipt(&mut tx, receipt).await),
+                Job::SetPresence { user_id, online, at, slot } => {
+                    keep(slot, Self::set_presence(&mut tx, user_id, *online, *at).await)
                 }
-                Job::AppendMessage(message, slot) => {
-                    keep(slot, Self::append_message(&mut tx, message).await)
+                Job::ResetPresence(at, slot) => keep(slot, Self::reset_presence(&mut tx, *at).await),
+                Job::AddDevice { user, device, at, slot } => {
+                    keep(slot, Self::add_device(&mut tx, user, *device, *at).await)
                 }
-                Job::RecordReceipt(receipt, slot) => {
-                    keep(slot, Self::record_receipt(&mut tx, receipt).await)
+                Job::RemoveDevice { user, device, slot } => {
+                    keep(slot, Self::remove_device(&mut tx, user, *device).await)
                 }
-                Job::SetPresence {
-                    user_id,
-                    online,
-                    at,
-                    slot,
-                } => keep(
-                    slot,
-                    Self::set_presence(&mut tx, user_id, *online, *at).await,
-                ),
-                Job::ResetPresence(at, slot) => {
-                    keep(slot, Self::reset_presence(&mut tx, *at).await)
+                Job::PublishKeys { user, device, keys, slot } => {
+                    keep(slot, Self::publish_keys(&mut tx, user, *device, keys).await)
                 }
+                Job::ClaimKeys { user, slot } => keep(slot, Self::claim_keys(&mut tx, user).await),
             };
             if let Some(e) = fatal {
                 return Err(e);
@@ -205,11 +194,7 @@ where
     }
 
     async fn create_user(tx: &mut Tx<DB>, user: &NewUser) -> Result<(), StoreError> {
-        if Self::insert_user(tx, user).await? {
-            Ok(())
-        } else {
-            Err(StoreError::UserExists(user.user_id.clone()))
-        }
+        if Self::insert_user(tx, user).await? { Ok(()) } else { Err(StoreError::UserExists(user.user_id.clone())) }
     }
 
     async fn import_users(tx: &mut Tx<DB>, users: &[NewUser]) -> Result<ImportReport, StoreError> {
@@ -236,13 +221,27 @@ where
         .bind(user.created_at.as_millis())
         .execute(&mut **tx)
         .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        Self::insert_device(tx, user.user_id.as_str(), user.device, user.created_at).await?;
+        Ok(true)
+    }
+
+    async fn insert_device(tx: &mut Tx<DB>, user: &str, device: DeviceId, at: Timestamp) -> Result<bool, StoreError> {
+        let done = sqlx::query::<DB>(
+            "INSERT INTO devices (user_id, device_id, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, device_id) DO NOTHING",
+        )
+        .bind(user)
+        .bind(i64::from(device.0))
+        .bind(at.as_millis())
+        .execute(&mut **tx)
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn append_message(
-        tx: &mut Tx<DB>,
-        message: &NewMessage,
-    ) -> Result<AppendOutcome, StoreError> {
+    async fn append_message(tx: &mut Tx<DB>, message: &NewMessage) -> Result<AppendOutcome, StoreError> {
         let message_id = message.message_id.to_string();
         let sender = message.sender.as_str();
         let receiver = message.receiver.as_str();
@@ -276,10 +275,15 @@ where
         }
 
         const INSERT: &str = "INSERT INTO messages \
-            (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status, pending) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 'sent', $8) RETURNING seq";
-        if sender != receiver {
-            sqlx::query_as::<DB, (i64,)>(INSERT)
+            (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'sent') RETURNING seq";
+        // The sender's copy is pending for the sender's other devices, so that all of them see
+        // the conversation; the receiver's copy for every device of the receiver. A note to
+        // oneself is one row, pending for the sender's other devices.
+        if sender != receiver
+            && let Some(sending_device) = message.sender_device
+        {
+            let (sender_seq,) = sqlx::query_as::<DB, (i64,)>(INSERT)
                 .bind(sender)
                 .bind(message_id.as_str())
                 .bind(receiver)
@@ -287,11 +291,10 @@ where
                 .bind(receiver)
                 .bind(message.content.as_str())
                 .bind(timestamp)
-                .bind(false)
                 .fetch_one(&mut **tx)
                 .await?;
+            Self::queue_for_devices(tx, sender, sender_seq, Some(sending_device)).await?;
         }
-        // A note to oneself is one row, pending so that the user's other sessions get it too.
         let (receiver_seq,) = sqlx::query_as::<DB, (i64,)>(INSERT)
             .bind(receiver)
             .bind(message_id.as_str())
@@ -300,59 +303,84 @@ where
             .bind(receiver)
             .bind(message.content.as_str())
             .bind(timestamp)
-            .bind(true)
             .fetch_one(&mut **tx)
             .await?;
-        Ok(AppendOutcome::Stored {
-            message_id: message.message_id,
-            timestamp: message.timestamp,
-            receiver_seq,
-        })
+        let except = if sender == receiver { message.sender_device } else { None };
+        Self::queue_for_devices(tx, receiver, receiver_seq, except).await?;
+        Ok(AppendOutcome::Stored { message_id: message.message_id, timestamp: message.timestamp, receiver_seq })
     }
 
-    async fn record_receipt(
+    /// Makes the mailbox row `seq` of `owner` pending for each of their devices but `except`.
+    async fn queue_for_devices(
         tx: &mut Tx<DB>,
-        receipt: &Receipt,
-    ) -> Result<ReceiptOutcome, StoreError> {
+        owner: &str,
+        seq: i64,
+        except: Option<DeviceId>,
+    ) -> Result<(), StoreError> {
+        sqlx::query::<DB>(
+            "INSERT INTO device_pending (owner_id, device_id, seq) \
+             SELECT user_id, device_id, $2 FROM devices WHERE user_id = $1 AND device_id <> $3",
+        )
+        .bind(owner)
+        .bind(seq)
+        .bind(except.map_or(-1, |d| i64::from(d.0)))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_receipt(tx: &mut Tx<DB>, receipt: &Receipt) -> Result<ReceiptOutcome, StoreError> {
         let reader = receipt.reader.as_str();
         let message_id = receipt.message_id.to_string();
         let status = match receipt.status {
             MessageStatus::Sent => MessageStatus::Delivered,
             other => other,
         };
-
-        let advanced = sqlx::query_as::<DB, (String,)>(concat!(
-            "UPDATE messages SET status = $3, pending = FALSE \
-             WHERE owner_id = $1 AND message_id = $2 AND receiver_id = $1 AND ",
-            advances!(),
-            " RETURNING sender_id"
+        let row = sqlx::query_as::<DB, (i64, String, String)>(
+            "SELECT seq, sender_id, receiver_id FROM messages WHERE owner_id = $1 AND message_id = $2",
+        )
+        .bind(reader)
+        .bind(message_id.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some((seq, sender, receiver)) = row else {
+            return Err(StoreError::MessageNotFound(receipt.message_id));
+        };
+        let is_receiver = receiver == reader;
+        // Only the receiver reads a message; the sender's other devices only acknowledge
+        // their copy.
+        if !is_receiver && status == MessageStatus::Read {
+            return Err(StoreError::MessageNotFound(receipt.message_id));
+        }
+        sqlx::query::<DB>("DELETE FROM device_pending WHERE owner_id = $1 AND device_id = $2 AND seq = $3")
+            .bind(reader)
+            .bind(i64::from(receipt.device.0))
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+        if !is_receiver {
+            return Ok(ReceiptOutcome { sender: parse_user("messages", &sender)?, advanced_to: None });
+        }
+        // A read on one device means the user has it everywhere: no other device needs it pushed.
+        if status == MessageStatus::Read {
+            sqlx::query::<DB>("DELETE FROM device_pending WHERE owner_id = $1 AND seq = $2")
+                .bind(reader)
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
+        }
+        let advanced = sqlx::query::<DB>(concat!(
+            "UPDATE messages SET status = $3 WHERE owner_id = $1 AND message_id = $2 AND ",
+            advances!()
         ))
         .bind(reader)
         .bind(message_id.as_str())
         .bind(status.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-
-        let (sender, advanced_to) = match advanced {
-            Some((sender,)) => (sender, Some(status)),
-            None => {
-                let existing = sqlx::query_as::<DB, (String,)>(
-                    "UPDATE messages SET pending = FALSE \
-                     WHERE owner_id = $1 AND message_id = $2 AND receiver_id = $1 \
-                     RETURNING sender_id",
-                )
-                .bind(reader)
-                .bind(message_id.as_str())
-                .fetch_optional(&mut **tx)
-                .await?;
-                match existing {
-                    Some((sender,)) => (sender, None),
-                    None => return Err(StoreError::MessageNotFound(receipt.message_id)),
-                }
-            }
-        };
-
-        if advanced_to.is_some() && sender != reader {
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if advanced && sender != reader {
             // The sender's copy, when the sender is one of ours (otherwise no row matches).
             sqlx::query::<DB>(concat!(
                 "UPDATE messages SET status = $3 WHERE owner_id = $1 AND message_id = $2 AND ",
@@ -364,41 +392,165 @@ where
             .execute(&mut **tx)
             .await?;
         }
-        Ok(ReceiptOutcome {
-            sender: parse_user("messages", &sender)?,
-            advanced_to,
-        })
+        Ok(ReceiptOutcome { sender: parse_user("messages", &sender)?, advanced_to: advanced.then_some(status) })
     }
 
-    async fn set_presence(
+    async fn add_device(tx: &mut Tx<DB>, user: &UserId, device: DeviceId, at: Timestamp) -> Result<(), StoreError> {
+        let (count,) =
+            sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND device_id <> $2")
+                .bind(user.as_str())
+                .bind(i64::from(device.0))
+                .fetch_one(&mut **tx)
+                .await?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= MAX_DEVICES {
+            let (exists,) =
+                sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM devices WHERE user_id = $1 AND device_id = $2")
+                    .bind(user.as_str())
+                    .bind(i64::from(device.0))
+                    .fetch_one(&mut **tx)
+                    .await?;
+            if exists == 0 {
+                return Err(StoreError::TooManyDevices { max: MAX_DEVICES });
+            }
+        }
+        Self::insert_device(tx, user.as_str(), device, at).await?;
+        Ok(())
+    }
+
+    async fn remove_device(tx: &mut Tx<DB>, user: &UserId, device: DeviceId) -> Result<bool, StoreError> {
+        let device_id = i64::from(device.0);
+        for table in [
+            "DELETE FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM device_pending WHERE owner_id = $1 AND device_id = $2",
+        ] {
+            sqlx::query::<DB>(table).bind(user.as_str()).bind(device_id).execute(&mut **tx).await?;
+        }
+        let done = sqlx::query::<DB>("DELETE FROM devices WHERE user_id = $1 AND device_id = $2")
+            .bind(user.as_str())
+            .bind(device_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn publish_keys(
         tx: &mut Tx<DB>,
-        user_id: &str,
-        online: bool,
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        let (status, last_seen) = if online {
-            ("online", None)
-        } else {
-            ("offline", Some(at.as_millis()))
-        };
-        sqlx::query::<DB>(
-            "UPDATE users SET status = $2, last_seen = COALESCE($3, last_seen) WHERE user_id = $1",
+        user: &UserId,
+        device: DeviceId,
+        keys: &PublishedKeys,
+    ) -> Result<PublishOutcome, StoreError> {
+        let device_id = i64::from(device.0);
+        let previous = sqlx::query_as::<DB, (Option<Vec<u8>>,)>(
+            "SELECT identity FROM devices WHERE user_id = $1 AND device_id = $2",
         )
-        .bind(user_id)
-        .bind(status)
-        .bind(last_seen)
-        .execute(&mut **tx)
+        .bind(user.as_str())
+        .bind(device_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::DeviceNotFound(user.clone(), device))?
+        .0;
+        let identity_changed = previous.as_deref().is_some_and(|p| p != keys.identity.as_slice());
+        // Prekeys signed by an old identity are worthless: a new identity starts from none.
+        let stored = if identity_changed { 0 } else { Self::count_prekeys(tx, user, device).await? };
+        let would_hold = stored + keys.one_time.len();
+        if would_hold > MAX_PREKEYS_STORED {
+            return Err(StoreError::TooManyPrekeys { would_hold, max: MAX_PREKEYS_STORED });
+        }
+        if identity_changed {
+            sqlx::query::<DB>("DELETE FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2")
+                .bind(user.as_str())
+                .bind(device_id)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query::<DB>("UPDATE devices SET identity = $3, signed_prekey = $4 WHERE user_id = $1 AND device_id = $2")
+            .bind(user.as_str())
+            .bind(device_id)
+            .bind(keys.identity.as_slice())
+            .bind(keys.signed_prekey.as_slice())
+            .execute(&mut **tx)
+            .await?;
+        for (key_id, key) in &keys.one_time {
+            sqlx::query::<DB>(
+                "INSERT INTO one_time_prekeys (user_id, device_id, key_id, key) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (user_id, device_id, key_id) DO NOTHING",
+            )
+            .bind(user.as_str())
+            .bind(device_id)
+            .bind(i64::from(*key_id))
+            .bind(key.as_slice())
+            .execute(&mut **tx)
+            .await?;
+        }
+        let one_time_prekeys = u32::try_from(Self::count_prekeys(tx, user, device).await?).unwrap_or(u32::MAX);
+        Ok(PublishOutcome { identity_changed, one_time_prekeys })
+    }
+
+    async fn count_prekeys(tx: &mut Tx<DB>, user: &UserId, device: DeviceId) -> Result<usize, StoreError> {
+        let (count,) =
+            sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2")
+                .bind(user.as_str())
+                .bind(i64::from(device.0))
+                .fetch_one(&mut **tx)
+                .await?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    async fn claim_keys(tx: &mut Tx<DB>, user: &UserId) -> Result<Vec<ClaimedKeys>, StoreError> {
+        let devices = sqlx::query_as::<DB, (i64, Vec<u8>, Vec<u8>)>(
+            "SELECT device_id, identity, signed_prekey FROM devices \
+             WHERE user_id = $1 AND identity IS NOT NULL AND signed_prekey IS NOT NULL ORDER BY device_id",
+        )
+        .bind(user.as_str())
+        .fetch_all(&mut **tx)
         .await?;
+        let mut claimed = Vec::with_capacity(devices.len());
+        for (device_id, identity, signed_prekey) in devices {
+            let one_time = sqlx::query_as::<DB, (i64, Vec<u8>)>(
+                "SELECT key_id, key FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2 \
+                 ORDER BY key_id LIMIT 1",
+            )
+            .bind(user.as_str())
+            .bind(device_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            let one_time = match one_time {
+                Some((key_id, key)) => {
+                    sqlx::query::<DB>(
+                        "DELETE FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2 AND key_id = $3",
+                    )
+                    .bind(user.as_str())
+                    .bind(device_id)
+                    .bind(key_id)
+                    .execute(&mut **tx)
+                    .await?;
+                    Some(key)
+                }
+                None => None,
+            };
+            let device_id = u32::try_from(device_id)
+                .map_err(|_| StoreError::Corrupt { table: "devices", detail: format!("device id {device_id}") })?;
+            claimed.push(ClaimedKeys { device_id: DeviceId(device_id), identity, signed_prekey, one_time });
+        }
+        Ok(claimed)
+    }
+
+    async fn set_presence(tx: &mut Tx<DB>, user_id: &str, online: bool, at: Timestamp) -> Result<(), StoreError> {
+        let (status, last_seen) = if online { ("online", None) } else { ("offline", Some(at.as_millis())) };
+        sqlx::query::<DB>("UPDATE users SET status = $2, last_seen = COALESCE($3, last_seen) WHERE user_id = $1")
+            .bind(user_id)
+            .bind(status)
+            .bind(last_seen)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 
     async fn reset_presence(tx: &mut Tx<DB>, at: Timestamp) -> Result<u64, StoreError> {
-        let done = sqlx::query::<DB>(
-            "UPDATE users SET status = 'offline', last_seen = $1 WHERE status = 'online'",
-        )
-        .bind(at.as_millis())
-        .execute(&mut **tx)
-        .await?;
+        let done = sqlx::query::<DB>("UPDATE users SET status = 'offline', last_seen = $1 WHERE status = 'online'")
+            .bind(at.as_millis())
+            .execute(&mut **tx)
+            .await?;
         Ok(done.rows_affected())
     }
 }

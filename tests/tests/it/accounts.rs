@@ -20,26 +20,11 @@ async fn registering_checks_names_passwords_and_uniqueness() -> Result<()> {
     let alice = client.register("alice", PASSWORD).await?;
     assert_eq!(alice.user_id().as_str(), "alice@test");
 
-    assert_eq!(
-        code(client.register("alice", PASSWORD).await),
-        (409, ErrorCode::UsernameTaken)
-    );
-    assert_eq!(
-        code(client.register("Alice", PASSWORD).await),
-        (400, ErrorCode::InvalidRequest)
-    );
-    assert_eq!(
-        code(client.register(&"a".repeat(33), PASSWORD).await),
-        (400, ErrorCode::InvalidRequest)
-    );
-    assert_eq!(
-        code(client.register("bob", "short").await),
-        (400, ErrorCode::InvalidRequest)
-    );
-    assert_eq!(
-        code(client.register("bob", &"p".repeat(257)).await),
-        (400, ErrorCode::InvalidRequest)
-    );
+    assert_eq!(code(client.register("alice", PASSWORD).await), (409, ErrorCode::UsernameTaken));
+    assert_eq!(code(client.register("Alice", PASSWORD).await), (400, ErrorCode::InvalidRequest));
+    assert_eq!(code(client.register(&"a".repeat(33), PASSWORD).await), (400, ErrorCode::InvalidRequest));
+    assert_eq!(code(client.register("bob", "short").await), (400, ErrorCode::InvalidRequest));
+    assert_eq!(code(client.register("bob", &"p".repeat(257)).await), (400, ErrorCode::InvalidRequest));
     assert!(client.register("b.o_b-1", &"p".repeat(256)).await.is_ok());
     Ok(())
 }
@@ -58,11 +43,7 @@ async fn login_gives_the_same_answer_for_unknown_users_and_wrong_passwords() -> 
     let messages: Vec<_> = [wrong, unknown, malformed]
         .into_iter()
         .map(|r| match r {
-            Err(ClientError::Api {
-                status,
-                code,
-                message,
-            }) => (status, code, message),
+            Err(ClientError::Api { status, code, message }) => (status, code, message),
             other => panic!("expected 401, got {other:?}"),
         })
         .collect();
@@ -74,18 +55,12 @@ async fn login_gives_the_same_answer_for_unknown_users_and_wrong_passwords() -> 
 
 #[tokio::test]
 async fn account_requests_are_rate_limited_per_address() -> Result<()> {
-    let node = TestNode::start_with(
-        crate::harness::Backend::Sqlite,
-        &["--account-rate", "1", "--account-burst", "2"],
-    )
-    .await?;
+    let node =
+        TestNode::start_with(crate::harness::Backend::Sqlite, &["--account-rate", "1", "--account-burst", "2"]).await?;
     let client = node.client();
     client.register("alice", PASSWORD).await?;
     client.login("alice", PASSWORD).await?;
-    assert_eq!(
-        code(client.login("alice", PASSWORD).await),
-        (429, ErrorCode::RateLimited)
-    );
+    assert_eq!(code(client.login("alice", PASSWORD).await), (429, ErrorCode::RateLimited));
     Ok(())
 }
 
@@ -96,10 +71,9 @@ async fn imported_users_can_log_in_and_bad_hashes_are_refused() -> Result<()> {
     node.user("template").await?;
     let hash: String = {
         let pool = sqlx::SqlitePool::connect(&node.database_url()).await?;
-        let hash =
-            sqlx::query_scalar("SELECT password_hash FROM users WHERE user_id = 'template@test'")
-                .fetch_one(&pool)
-                .await?;
+        let hash = sqlx::query_scalar("SELECT password_hash FROM users WHERE user_id = 'template@test'")
+            .fetch_one(&pool)
+            .await?;
         pool.close().await;
         hash
     };
@@ -108,9 +82,7 @@ async fn imported_users_can_log_in_and_bad_hashes_are_refused() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let good = dir.path().join("users.jsonl");
     let lines: Vec<String> = (0..300)
-        .map(|i| {
-            serde_json::json!({"username": format!("user{i}"), "passwordHash": hash}).to_string()
-        })
+        .map(|i| serde_json::json!({"username": format!("user{i}"), "passwordHash": hash}).to_string())
         .collect();
     std::fs::write(&good, lines.join("\n"))?;
     let import = |file: &std::path::Path| {
@@ -123,11 +95,7 @@ async fn imported_users_can_log_in_and_bad_hashes_are_refused() -> Result<()> {
             .output()
     };
     let out = import(&good)?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(
@@ -142,17 +110,11 @@ async fn imported_users_can_log_in_and_bad_hashes_are_refused() -> Result<()> {
     let out = import(&bad)?;
     let output = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
-    assert!(
-        output.contains("line 2") && output.contains("line 3"),
-        "{output}"
-    );
+    assert!(output.contains("line 2") && output.contains("line 3"), "{output}");
 
     node.restart().await?;
     let user = node.client().login("user299", PASSWORD).await?;
     assert_eq!(user.user_id().as_str(), "user299@test");
-    assert!(
-        node.client().login("ok", PASSWORD).await.is_err(),
-        "a file with bad lines imports nothing"
-    );
+    assert!(node.client().login("ok", PASSWORD).await.is_err(), "a file with bad lines imports nothing");
     Ok(())
 }

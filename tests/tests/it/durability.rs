@@ -52,8 +52,7 @@ async fn every_acknowledged_message_of_a_burst_survives_sigkill() -> Result<()> 
     node.user("bob").await?;
     let mut ws = alice.connect().await?;
     for i in 0..200 {
-        ws.send(&send(&format!("c-{i}"), "bob", &format!("burst {i}")))
-            .await?;
+        ws.send(&send(&format!("c-{i}"), "bob", &format!("burst {i}"))).await?;
     }
     // Kill as soon as half are acknowledged; every acknowledged one must survive.
     let mut acked = Vec::new();
@@ -107,16 +106,8 @@ async fn health_and_readiness_answer_and_the_openapi_document_lists_every_endpoi
         let response = http.get(node.url(probe)).send().await?;
         assert_eq!(response.status(), 200, "{probe}");
     }
-    let doc: serde_json::Value = http
-        .get(node.url("/api/v1/openapi.json"))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let paths = doc["paths"]
-        .as_object()
-        .map(|p| p.keys().cloned().collect::<Vec<_>>())
-        .unwrap_or_default();
+    let doc: serde_json::Value = http.get(node.url("/api/v1/openapi.json")).send().await?.json().await?;
+    let paths = doc["paths"].as_object().map(|p| p.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
     for path in [
         "/api/v1/register",
         "/api/v1/login",
@@ -126,10 +117,7 @@ async fn health_and_readiness_answer_and_the_openapi_document_lists_every_endpoi
         "/healthz",
         "/readyz",
     ] {
-        assert!(
-            paths.iter().any(|p| p == path),
-            "{path} missing from {paths:?}"
-        );
+        assert!(paths.iter().any(|p| p == path), "{path} missing from {paths:?}");
     }
     assert!(doc["components"]["schemas"]["ServerFrame"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());

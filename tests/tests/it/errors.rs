@@ -20,12 +20,7 @@ async fn error_of(response: reqwest::Response) -> Result<(StatusCode, ErrorCode,
     Ok((status, body.error.code, body.error.message))
 }
 
-fn token(
-    node: &TestNode,
-    sub: &str,
-    exp_offset_secs: i64,
-    secret: Option<&[u8]>,
-) -> Result<String> {
+fn token(node: &TestNode, sub: &str, exp_offset_secs: i64, secret: Option<&[u8]>) -> Result<String> {
     let own = std::fs::read(node.data_dir().join("token-secret.key"))?;
     let now = jsonwebtoken::get_current_timestamp();
     let claims = serde_json::json!({
@@ -33,12 +28,9 @@ fn token(
         "iss": "test",
         "iat": now,
         "exp": now.saturating_add_signed(exp_offset_secs),
+        "did": 0,
     });
-    Ok(jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(secret.unwrap_or(&own)),
-    )?)
+    Ok(jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(secret.unwrap_or(&own)))?)
 }
 
 #[tokio::test]
@@ -64,97 +56,44 @@ async fn rest_errors_are_json_with_the_documented_status() -> Result<()> {
         .send()
         .await?;
     let (status, code, _) = error_of(wrong_shape).await?;
-    assert_eq!(
-        (status, code),
-        (StatusCode::BAD_REQUEST, ErrorCode::InvalidJson)
-    );
+    assert_eq!((status, code), (StatusCode::BAD_REQUEST, ErrorCode::InvalidJson));
 
     let body = serde_json::json!({"senderId": "alice", "receiverId": "bob", "message": "hi"});
     let missing = http.post(&messages).json(&body).send().await?;
     assert_eq!(error_of(missing).await?.1, ErrorCode::MissingToken);
 
-    let expired = http
-        .post(&messages)
-        .bearer_auth(token(&node, "alice@test", -3600, None)?)
-        .json(&body)
-        .send()
-        .await?;
+    let expired = http.post(&messages).bearer_auth(token(&node, "alice@test", -3600, None)?).json(&body).send().await?;
     let (status, code, _) = error_of(expired).await?;
-    assert_eq!(
-        (status, code),
-        (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired)
-    );
+    assert_eq!((status, code), (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired));
 
     let forged = token(&node, "alice@test", 3600, Some(&[9; 32]))?;
-    let wrongly_signed = http
-        .post(&messages)
-        .bearer_auth(forged)
-        .json(&body)
-        .send()
-        .await?;
+    let wrongly_signed = http.post(&messages).bearer_auth(forged).json(&body).send().await?;
     let (status, code, _) = error_of(wrongly_signed).await?;
-    assert_eq!(
-        (status, code),
-        (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken)
-    );
+    assert_eq!((status, code), (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken));
 
-    let garbage = http
-        .post(&messages)
-        .bearer_auth("not.a.jwt")
-        .json(&body)
-        .send()
-        .await?;
+    let garbage = http.post(&messages).bearer_auth("not.a.jwt").json(&body).send().await?;
     assert_eq!(error_of(garbage).await?.1, ErrorCode::InvalidToken);
 
     // 65 KiB of message: 413, and nothing stored.
     let big = "x".repeat(65 * 1024);
     let too_large = alice.send_message("bob", &big, None).await;
     assert!(
-        matches!(
-            too_large,
-            Err(ClientError::Api {
-                status: 413,
-                code: ErrorCode::PayloadTooLarge,
-                ..
-            })
-        ),
+        matches!(too_large, Err(ClientError::Api { status: 413, code: ErrorCode::PayloadTooLarge, .. })),
         "{too_large:?}"
     );
     // Exactly 64 KiB is fine.
-    alice
-        .send_message("bob", &"x".repeat(MAX_MESSAGE_BYTES), None)
-        .await?;
+    alice.send_message("bob", &"x".repeat(MAX_MESSAGE_BYTES), None).await?;
     assert_eq!(alice.history("bob", None, None).await?.messages.len(), 1);
 
     let unknown = alice.send_message("nobody", "hello?", None).await;
-    assert!(
-        matches!(
-            unknown,
-            Err(ClientError::Api {
-                status: 404,
-                code: ErrorCode::NotFound,
-                ..
-            })
-        ),
-        "{unknown:?}"
-    );
+    assert!(matches!(unknown, Err(ClientError::Api { status: 404, code: ErrorCode::NotFound, .. })), "{unknown:?}");
     let elsewhere = alice.send_message("bob@elsewhere", "hello?", None).await;
     assert!(
-        matches!(
-            elsewhere,
-            Err(ClientError::Api {
-                status: 404,
-                code: ErrorCode::UnknownServer,
-                ..
-            })
-        ),
+        matches!(elsewhere, Err(ClientError::Api { status: 404, code: ErrorCode::UnknownServer, .. })),
         "{elsewhere:?}"
     );
     let bad_limit = alice.history("bob", None, Some(101)).await;
-    assert!(
-        matches!(bad_limit, Err(ClientError::Api { status: 400, .. })),
-        "{bad_limit:?}"
-    );
+    assert!(matches!(bad_limit, Err(ClientError::Api { status: 400, .. })), "{bad_limit:?}");
 
     let no_route = http.get(node.url("/api/v1/nothing")).send().await?;
     assert_eq!(error_of(no_route).await?.0, StatusCode::NOT_FOUND);
@@ -172,18 +111,9 @@ async fn a_third_user_can_neither_read_nor_send_as_the_pair() -> Result<()> {
     let peeking = carol.history_between("alice", "bob", None, None).await;
     let nonexistent = carol.history("nobody", None, None).await;
     match (peeking, nonexistent) {
-        (
-            Err(ClientError::Api {
-                status: 404,
-                code: c1,
-                ..
-            }),
-            Err(ClientError::Api {
-                status: 404,
-                code: c2,
-                ..
-            }),
-        ) => assert_eq!((c1, c2), (ErrorCode::NotFound, ErrorCode::NotFound)),
+        (Err(ClientError::Api { status: 404, code: c1, .. }), Err(ClientError::Api { status: 404, code: c2, .. })) => {
+            assert_eq!((c1, c2), (ErrorCode::NotFound, ErrorCode::NotFound))
+        }
         other => panic!("expected 404 for both, got {other:?}"),
     }
 
@@ -199,40 +129,14 @@ async fn a_third_user_can_neither_read_nor_send_as_the_pair() -> Result<()> {
 
     // Acknowledging or reading someone else's message.
     let mut carol_ws = carol.connect().await?;
-    carol_ws
-        .send(&ClientFrame::Read {
-            message_id: secret.message_id,
-        })
-        .await?;
+    carol_ws.send(&ClientFrame::Read { message_id: secret.message_id }).await?;
     let refused = next_frame(&mut carol_ws).await?;
-    assert!(
-        matches!(
-            refused,
-            ServerFrame::Error {
-                code: ErrorCode::NotFound,
-                ..
-            }
-        ),
-        "{refused:?}"
-    );
-    assert_eq!(
-        bob.history("alice", None, None).await?.messages[0].status,
-        kith_proto::MessageStatus::Sent
-    );
+    assert!(matches!(refused, ServerFrame::Error { code: ErrorCode::NotFound, .. }), "{refused:?}");
+    assert_eq!(bob.history("alice", None, None).await?.messages[0].status, kith_proto::MessageStatus::Sent);
     // The sender cannot mark their own message read either.
     let mut alice_ws = alice.connect().await?;
-    alice_ws
-        .send(&ClientFrame::Read {
-            message_id: secret.message_id,
-        })
-        .await?;
-    assert!(matches!(
-        next_frame(&mut alice_ws).await?,
-        ServerFrame::Error {
-            code: ErrorCode::NotFound,
-            ..
-        }
-    ));
+    alice_ws.send(&ClientFrame::Read { message_id: secret.message_id }).await?;
+    assert!(matches!(next_frame(&mut alice_ws).await?, ServerFrame::Error { code: ErrorCode::NotFound, .. }));
     Ok(())
 }
 
@@ -244,39 +148,17 @@ async fn bad_websocket_frames_get_error_frames_and_the_connection_stays_up() -> 
     let mut ws = alice.connect().await?;
     let mut bob_ws = bob.connect().await?;
 
-    for bad in [
-        "not json",
-        "{\"type\":\"send\"}",
-        "{\"type\":\"teleport\"}",
-        "[]",
-    ] {
+    for bad in ["not json", "{\"type\":\"send\"}", "{\"type\":\"teleport\"}", "[]"] {
         ws.send_text(bad).await?;
         let frame = next_frame(&mut ws).await?;
-        assert!(
-            matches!(
-                frame,
-                ServerFrame::Error {
-                    code: ErrorCode::InvalidJson,
-                    ..
-                }
-            ),
-            "{bad}: {frame:?}"
-        );
+        assert!(matches!(frame, ServerFrame::Error { code: ErrorCode::InvalidJson, .. }), "{bad}: {frame:?}");
     }
-    ws.send_message(Message::Binary(vec![1, 2, 3].into()))
-        .await?;
-    assert!(matches!(
-        next_frame(&mut ws).await?,
-        ServerFrame::Error { .. }
-    ));
+    ws.send_message(Message::Binary(vec![1, 2, 3].into())).await?;
+    assert!(matches!(next_frame(&mut ws).await?, ServerFrame::Error { .. }));
 
     ws.send(&send("big", "bob", &"x".repeat(65 * 1024))).await?;
     match next_frame(&mut ws).await? {
-        ServerFrame::Error {
-            code,
-            client_message_id,
-            ..
-        } => {
+        ServerFrame::Error { code, client_message_id, .. } => {
             assert_eq!(code, ErrorCode::PayloadTooLarge);
             assert_eq!(client_message_id.as_deref(), Some("big"));
         }
@@ -285,19 +167,12 @@ async fn bad_websocket_frames_get_error_frames_and_the_connection_stays_up() -> 
     ws.send(&send("c-1", "nobody", "hi")).await?;
     assert!(matches!(
         next_frame(&mut ws).await?,
-        ServerFrame::Error {
-            code: ErrorCode::NotFound,
-            client_message_id: Some(_),
-            ..
-        }
+        ServerFrame::Error { code: ErrorCode::NotFound, client_message_id: Some(_), .. }
     ));
 
     // Still up and working.
     ws.send(&send("ok", "bob", "still here")).await?;
-    assert_eq!(
-        frame_where(&mut bob_ws, message).await?.message,
-        "still here"
-    );
+    assert_eq!(frame_where(&mut bob_ws, message).await?.message, "still here");
     Ok(())
 }
 
@@ -309,9 +184,7 @@ async fn an_oversized_frame_closes_that_socket_with_1009_and_no_other() -> Resul
     let mut bob_ws = bob.connect().await?;
     let mut alice_ws = alice.connect().await?;
 
-    alice_ws
-        .send_text("x".repeat(MAX_WS_FRAME_BYTES + 1))
-        .await?;
+    alice_ws.send_text("x".repeat(MAX_WS_FRAME_BYTES + 1)).await?;
     match alice_ws.next_frame().await {
         Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1009),
         other => panic!("expected close 1009, got {other:?}"),
@@ -325,8 +198,7 @@ async fn an_oversized_frame_closes_that_socket_with_1009_and_no_other() -> Resul
 }
 
 #[tokio::test]
-async fn the_websocket_takes_the_token_as_a_query_parameter_and_refuses_without_one() -> Result<()>
-{
+async fn the_websocket_takes_the_token_as_a_query_parameter_and_refuses_without_one() -> Result<()> {
     let node = TestNode::start().await?;
     let alice = node.user("alice").await?;
     let ws_url = format!("ws://{}/api/v1/ws", node.addr);
@@ -335,20 +207,14 @@ async fn the_websocket_takes_the_token_as_a_query_parameter_and_refuses_without_
     match refused {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 401);
-            let body: ErrorBody =
-                serde_json::from_slice(response.body().as_deref().unwrap_or_default())?;
+            let body: ErrorBody = serde_json::from_slice(response.body().as_deref().unwrap_or_default())?;
             assert_eq!(body.error.code, ErrorCode::MissingToken);
         }
         other => panic!("expected 401, got {other:?}"),
     }
 
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(format!("{ws_url}?token={}", alice.token())).await?;
-    socket
-        .send(Message::Text(
-            "{\"type\":\"presence.subscribe\",\"userIds\":[\"alice\"]}".into(),
-        ))
-        .await?;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={}", alice.token())).await?;
+    socket.send(Message::Text("{\"type\":\"presence.subscribe\",\"userIds\":[\"alice\"]}".into())).await?;
     let reply = tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await?;
     assert!(matches!(reply, Some(Ok(Message::Text(t))) if t.contains("\"presence\"")));
     Ok(())
@@ -356,28 +222,15 @@ async fn the_websocket_takes_the_token_as_a_query_parameter_and_refuses_without_
 
 #[tokio::test]
 async fn sending_too_fast_is_rate_limited_per_user() -> Result<()> {
-    let node = TestNode::start_with(
-        crate::harness::Backend::Sqlite,
-        &["--message-rate", "1", "--message-burst", "3"],
-    )
-    .await?;
+    let node =
+        TestNode::start_with(crate::harness::Backend::Sqlite, &["--message-rate", "1", "--message-burst", "3"]).await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
     for i in 0..3 {
         alice.send_message("bob", &i.to_string(), None).await?;
     }
     let limited = alice.send_message("bob", "one too many", None).await;
-    assert!(
-        matches!(
-            limited,
-            Err(ClientError::Api {
-                status: 429,
-                code: ErrorCode::RateLimited,
-                ..
-            })
-        ),
-        "{limited:?}"
-    );
+    assert!(matches!(limited, Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. })), "{limited:?}");
     // Bob has his own allowance.
     bob.send_message("alice", "hi", None).await?;
     Ok(())

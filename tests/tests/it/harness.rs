@@ -61,29 +61,17 @@ impl Backend {
 async fn fresh_postgres_schema() -> Result<String> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let base =
-        std::env::var("KITH_TEST_POSTGRES_URL").context("KITH_TEST_POSTGRES_URL is not set")?;
-    let schema = format!(
-        "kith_test_{}_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        nanos()
-    );
-    let pool = sqlx::PgPool::connect(&base)
-        .await
-        .with_context(|| format!("connecting to {base}"))?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(&pool)
-        .await?;
+    let base = std::env::var("KITH_TEST_POSTGRES_URL").context("KITH_TEST_POSTGRES_URL is not set")?;
+    let schema = format!("kith_test_{}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), nanos());
+    let pool = sqlx::PgPool::connect(&base).await.with_context(|| format!("connecting to {base}"))?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&pool).await?;
     pool.close().await;
     let separator = if base.contains('?') { '&' } else { '?' };
     Ok(format!("{base}{separator}options[search_path]={schema}"))
 }
 
 fn nanos() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
 }
 
 /// A node process under test.
@@ -155,23 +143,14 @@ impl TestNode {
             .arg("--database-url")
             .arg(self.database_url())
             .args(&self.extra_args)
-            .env(
-                "KITH_LOG",
-                "info,kith_node=debug,kith_client_api=debug,sqlx=warn",
-            )
+            .env("KITH_LOG", "info,kith_node=debug,kith_client_api=debug,sqlx=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = command.spawn().context("starting kith")?;
         let (listening, mut on_listening) = watch::channel(None);
-        for stream in [
-            child.stdout.take().map(Pipe::Out),
-            child.stderr.take().map(Pipe::Err),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for stream in [child.stdout.take().map(Pipe::Out), child.stderr.take().map(Pipe::Err)].into_iter().flatten() {
             tokio::spawn(drain(stream, self.log.clone(), listening.clone()));
         }
         self.child = Some(child);
@@ -186,10 +165,7 @@ impl TestNode {
 
     /// The last lines the node logged.
     pub fn log_text(&self) -> String {
-        self.log
-            .lock()
-            .map(|log| log.iter().cloned().collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default()
+        self.log.lock().map(|log| log.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap_or_default()
     }
 
     /// A client of this node.
@@ -217,9 +193,7 @@ impl TestNode {
 
     /// Sends SIGTERM and waits for the node to exit; returns whether it exited successfully.
     pub async fn terminate(&mut self) -> Result<bool> {
-        let Some(mut child) = self.child.take() else {
-            bail!("not running")
-        };
+        let Some(mut child) = self.child.take() else { bail!("not running") };
         let pid = child.id().ok_or_else(|| anyhow!("no pid"))?;
         kill(Pid::from_raw(i32::try_from(pid)?), Signal::SIGTERM)?;
         let status = tokio::time::timeout(PATIENCE, child.wait()).await??;
@@ -240,18 +214,10 @@ enum Pipe {
 
 /// Keeps reading a node's output (so it never blocks on a full pipe), remembers the last lines
 /// and reports the address from the "listening on http://…" line.
-async fn drain(
-    pipe: Pipe,
-    log: Arc<Mutex<VecDeque<String>>>,
-    listening: watch::Sender<Option<SocketAddr>>,
-) {
+async fn drain(pipe: Pipe, log: Arc<Mutex<VecDeque<String>>>, listening: watch::Sender<Option<SocketAddr>>) {
     let mut lines = match pipe {
-        Pipe::Out(out) => {
-            BufReader::new(Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>).lines()
-        }
-        Pipe::Err(err) => {
-            BufReader::new(Box::new(err) as Box<dyn tokio::io::AsyncRead + Send + Unpin>).lines()
-        }
+        Pipe::Out(out) => BufReader::new(Box::new(out) as Box<dyn tokio::io::AsyncRead + Send + Unpin>).lines(),
+        Pipe::Err(err) => BufReader::new(Box::new(err) as Box<dyn tokio::io::AsyncRead + Send + Unpin>).lines(),
     };
     while let Ok(Some(line)) = lines.next_line().await {
         if let Some(addr) = line
@@ -273,17 +239,11 @@ async fn drain(
 
 /// Waits for the next frame, failing after [`PATIENCE`].
 pub async fn next_frame(connection: &mut Connection) -> Result<ServerFrame> {
-    tokio::time::timeout(PATIENCE, connection.next_frame())
-        .await
-        .context("no frame in time")?
-        .map_err(Into::into)
+    tokio::time::timeout(PATIENCE, connection.next_frame()).await.context("no frame in time")?.map_err(Into::into)
 }
 
 /// Waits for the next frame that `pick` accepts, skipping others (presence, receipts …).
-pub async fn frame_where<T>(
-    connection: &mut Connection,
-    mut pick: impl FnMut(ServerFrame) -> Option<T>,
-) -> Result<T> {
+pub async fn frame_where<T>(connection: &mut Connection, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> Result<T> {
     tokio::time::timeout(PATIENCE, async {
         loop {
             if let Some(found) = pick(connection.next_frame().await?) {

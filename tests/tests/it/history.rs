@@ -15,18 +15,8 @@ async fn walk(caller: &kith_client::Authed, peer: &str, limit: u32) -> Result<Ve
     loop {
         let page = caller.history(peer, before, Some(limit)).await?;
         assert!(page.messages.len() <= limit as usize);
-        assert!(
-            page.messages
-                .windows(2)
-                .all(|w| w[0].message_id < w[1].message_id),
-            "oldest first within a page"
-        );
-        pages.push(
-            page.messages
-                .iter()
-                .map(|m| m.message.clone())
-                .collect::<Vec<_>>(),
-        );
+        assert!(page.messages.windows(2).all(|w| w[0].message_id < w[1].message_id), "oldest first within a page");
+        pages.push(page.messages.iter().map(|m| m.message.clone()).collect::<Vec<_>>());
         match page.next_before {
             Some(cursor) => before = Some(cursor),
             None => break,
@@ -42,11 +32,7 @@ async fn pagination_walks_a_250_message_conversation(backend: Backend) -> Result
     let bob = node.user("bob").await?;
     let mut expected = Vec::new();
     for i in 0..250 {
-        let (from, to) = if i % 3 == 0 {
-            (&bob, "alice")
-        } else {
-            (&alice, "bob")
-        };
+        let (from, to) = if i % 3 == 0 { (&bob, "alice") } else { (&alice, "bob") };
         let text = format!("message {i:03}");
         from.send_message(to, &text, None).await?;
         expected.push(text);
@@ -54,11 +40,7 @@ async fn pagination_walks_a_250_message_conversation(backend: Backend) -> Result
     for limit in [50, 100, 7] {
         let walked = walk(&alice, "bob", limit).await?;
         assert_eq!(walked.len(), 250, "no gaps (limit {limit})");
-        assert_eq!(
-            walked.iter().collect::<HashSet<_>>().len(),
-            250,
-            "no repeats (limit {limit})"
-        );
+        assert_eq!(walked.iter().collect::<HashSet<_>>().len(), 250, "no repeats (limit {limit})");
         assert_eq!(walked, expected, "in order (limit {limit})");
     }
     // Bob's mailbox holds the same conversation.
@@ -67,10 +49,7 @@ async fn pagination_walks_a_250_message_conversation(backend: Backend) -> Result
     // The default page is the newest 50, and the first page ends where the walk started.
     let first = alice.history("bob", None, None).await?;
     assert_eq!(first.messages.len(), 50);
-    assert_eq!(
-        first.messages.last().map(|m| m.message.as_str()),
-        Some("message 249")
-    );
+    assert_eq!(first.messages.last().map(|m| m.message.as_str()), Some("message 249"));
     Ok(())
 }
 
@@ -99,16 +78,7 @@ async fn a_short_conversation_is_one_page_and_an_empty_one_is_empty() -> Result<
         alice.send_message("bob", &i.to_string(), None).await?;
     }
     let page = bob.history("alice", None, None).await?;
-    assert_eq!(
-        page.messages
-            .iter()
-            .map(|m| m.message.as_str())
-            .collect::<Vec<_>>(),
-        ["0", "1", "2"]
-    );
-    assert_eq!(
-        page.next_before, None,
-        "null at the start of the conversation"
-    );
+    assert_eq!(page.messages.iter().map(|m| m.message.as_str()).collect::<Vec<_>>(), ["0", "1", "2"]);
+    assert_eq!(page.next_before, None, "null at the start of the conversation");
     Ok(())
 }

@@ -8,6 +8,7 @@ mod accounts;
 mod durability;
 mod errors;
 mod history;
+mod keys;
 mod messaging;
 mod presence;
 mod receipts;

@@ -24,26 +24,13 @@ async fn presence_flips_online_then_offline_with_last_seen() -> Result<()> {
     assert_eq!(before.last_seen, None, "never seen");
 
     let mut alice_ws = alice.connect().await?;
-    alice_ws
-        .send(&ClientFrame::PresenceSubscribe {
-            user_ids: vec!["bob".into()],
-        })
-        .await?;
-    assert_eq!(
-        frame_where(&mut alice_ws, presence).await?.status,
-        PresenceStatus::Offline
-    );
+    alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
+    assert_eq!(frame_where(&mut alice_ws, presence).await?.status, PresenceStatus::Offline);
 
     let phone = bob.connect().await?;
     let online = frame_where(&mut alice_ws, presence).await?;
-    assert_eq!(
-        (online.user_id.as_str(), online.status),
-        ("bob@test", PresenceStatus::Online)
-    );
-    assert_eq!(
-        alice.presence("bob@test").await?.status,
-        PresenceStatus::Online
-    );
+    assert_eq!((online.user_id.as_str(), online.status), ("bob@test", PresenceStatus::Online));
+    assert_eq!(alice.presence("bob@test").await?.status, PresenceStatus::Online);
 
     // A second session and its close change nothing; the last close does.
     let laptop = bob.connect().await?;
@@ -52,43 +39,25 @@ async fn presence_flips_online_then_offline_with_last_seen() -> Result<()> {
     phone.close().await?;
     let offline = frame_where(&mut alice_ws, presence).await?;
     assert_eq!(offline.status, PresenceStatus::Offline);
-    let last_seen = offline
-        .last_seen
-        .expect("lastSeen is set when the last session closes");
+    let last_seen = offline.last_seen.expect("lastSeen is set when the last session closes");
     let rest = alice.presence("bob").await?;
-    assert_eq!(
-        (rest.status, rest.last_seen),
-        (PresenceStatus::Offline, Some(last_seen))
-    );
+    assert_eq!((rest.status, rest.last_seen), (PresenceStatus::Offline, Some(last_seen)));
     Ok(())
 }
 
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_goes_offline() -> Result<()> {
-    let node = TestNode::start_with(
-        Backend::Sqlite,
-        &["--ws-ping-interval", "200ms", "--ws-idle-timeout", "1s"],
-    )
-    .await?;
+    let node =
+        TestNode::start_with(Backend::Sqlite, &["--ws-ping-interval", "200ms", "--ws-idle-timeout", "1s"]).await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
     let mut alice_ws = alice.connect().await?;
-    alice_ws
-        .send(&ClientFrame::PresenceSubscribe {
-            user_ids: vec!["bob".into()],
-        })
-        .await?;
-    assert_eq!(
-        frame_where(&mut alice_ws, presence).await?.status,
-        PresenceStatus::Offline
-    );
+    alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
+    assert_eq!(frame_where(&mut alice_ws, presence).await?.status, PresenceStatus::Offline);
 
     // Bob connects and then never reads again, so his client never answers a ping.
     let silent = bob.connect().await?;
-    assert_eq!(
-        frame_where(&mut alice_ws, presence).await?.status,
-        PresenceStatus::Online
-    );
+    assert_eq!(frame_where(&mut alice_ws, presence).await?.status, PresenceStatus::Online);
     let offline = frame_where(&mut alice_ws, presence).await?;
     assert_eq!(offline.status, PresenceStatus::Offline);
     assert!(offline.last_seen.is_some());
@@ -102,33 +71,21 @@ async fn last_seen_survives_a_restart() -> Result<()> {
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
     let mut alice_ws = alice.connect().await?;
-    alice_ws
-        .send(&ClientFrame::PresenceSubscribe {
-            user_ids: vec!["bob".into()],
-        })
-        .await?;
+    alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
     frame_where(&mut alice_ws, presence).await?;
     bob.connect().await?.close().await?;
     let seen = loop {
         let p = frame_where(&mut alice_ws, presence).await?;
         if p.status == PresenceStatus::Offline {
-            break p
-                .last_seen
-                .expect("lastSeen is set when the last session closes");
+            break p.last_seen.expect("lastSeen is set when the last session closes");
         }
     };
     alice_ws.close().await?;
     assert!(node.terminate().await?, "graceful shutdown exits 0");
     node.restart().await?;
-    let alice = node
-        .client()
-        .login("alice", crate::harness::PASSWORD)
-        .await?;
+    let alice = node.client().login("alice", crate::harness::PASSWORD).await?;
     let after = alice.presence("bob").await?;
-    assert_eq!(
-        (after.status, after.last_seen),
-        (PresenceStatus::Offline, Some(seen))
-    );
+    assert_eq!((after.status, after.last_seen), (PresenceStatus::Offline, Some(seen)));
     Ok(())
 }
 
@@ -139,27 +96,12 @@ async fn everyone_is_offline_after_a_crash() -> Result<()> {
     let bob = node.user("bob").await?;
     let _bob_ws = bob.connect().await?;
     let mut alice_ws = alice.connect().await?;
-    alice_ws
-        .send(&ClientFrame::PresenceSubscribe {
-            user_ids: vec!["bob".into()],
-        })
-        .await?;
-    assert_eq!(
-        frame_where(&mut alice_ws, presence).await?.status,
-        PresenceStatus::Online
-    );
+    alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
+    assert_eq!(frame_where(&mut alice_ws, presence).await?.status, PresenceStatus::Online);
     node.kill().await?;
     node.restart().await?;
-    let after = node
-        .client()
-        .login("alice", crate::harness::PASSWORD)
-        .await?
-        .presence("bob")
-        .await?;
+    let after = node.client().login("alice", crate::harness::PASSWORD).await?.presence("bob").await?;
     assert_eq!(after.status, PresenceStatus::Offline);
-    assert!(
-        after.last_seen.is_some(),
-        "the restart sets lastSeen for whoever was online"
-    );
+    assert!(after.last_seen.is_some(), "the restart sets lastSeen for whoever was online");
     Ok(())
 }

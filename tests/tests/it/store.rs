@@ -4,9 +4,12 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use kith_node::store::{
-    self, AppendOutcome, NewMessage, NewUser, Receipt, Store, StoreError, StoreOptions,
+    self, AppendOutcome, NewMessage, NewUser, PublishedKeys, Receipt, Store, StoreError, StoreOptions,
 };
-use kith_proto::{ClientMessageId, MessageId, MessageStatus, Timestamp, UserId};
+use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, Timestamp, UserId};
+
+/// Every test user's one device.
+const D0: DeviceId = DeviceId(0);
 
 use crate::harness::Backend;
 
@@ -41,10 +44,25 @@ on_every_store!(
     accounts_are_unique_and_imports_skip_existing_ones,
     presence_is_reset_after_a_restart,
     concurrent_writes_commit_together_and_in_order,
+    each_device_has_its_own_queue,
+    a_user_has_at_most_five_devices,
+    one_time_prekeys_are_claimed_once,
 );
 
+/// Opens a store holding the accounts the tests use, each with device 0.
 async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    Ok(store::open(url, &StoreOptions::default()).await?)
+    let store = store::open(url, &StoreOptions::default()).await?;
+    let accounts = ["alice", "bob", "carol"]
+        .iter()
+        .map(|name| NewUser {
+            user_id: user(name),
+            password_hash: "h".into(),
+            created_at: Timestamp::now(),
+            device: D0,
+        })
+        .collect();
+    store.import_users(accounts).await?.await?;
+    Ok(store)
 }
 
 fn user(name: &str) -> UserId {
@@ -58,8 +76,8 @@ fn new_message(from: &UserId, to: &UserId, text: &str, client_id: Option<&str>) 
         receiver: to.clone(),
         content: text.into(),
         timestamp: Timestamp::now(),
-        client_message_id: client_id
-            .map(|c| ClientMessageId::parse(c).unwrap_or_else(|e| panic!("{e}"))),
+        client_message_id: client_id.map(|c| ClientMessageId::parse(c).unwrap_or_else(|e| panic!("{e}"))),
+        sender_device: Some(D0),
     }
 }
 
@@ -74,12 +92,7 @@ async fn receipt(
     status: MessageStatus,
 ) -> Result<Option<MessageStatus>, StoreError> {
     let outcome = store
-        .record_receipt(Receipt {
-            reader: reader.clone(),
-            message_id: id,
-            status,
-            at: Timestamp::now(),
-        })
+        .record_receipt(Receipt { reader: reader.clone(), device: D0, message_id: id, status, at: Timestamp::now() })
         .await?
         .await?;
     Ok(outcome.advanced_to)
@@ -89,48 +102,27 @@ async fn a_message_is_stored_in_both_mailboxes(store: Arc<dyn Store>) -> Result<
     let (alice, bob) = (user("alice"), user("bob"));
     let sent = new_message(&alice, &bob, "hello", None);
     let id = sent.message_id;
-    assert!(matches!(
-        append(store.as_ref(), sent).await?,
-        AppendOutcome::Stored { .. }
-    ));
+    assert!(matches!(append(store.as_ref(), sent).await?, AppendOutcome::Stored { .. }));
     for (owner, peer) in [(&alice, &bob), (&bob, &alice)] {
         let history = store.history(owner, peer, None, 10).await?;
         assert_eq!(history.len(), 1, "{owner}'s mailbox");
-        assert_eq!(
-            (history[0].message_id, history[0].message.as_str()),
-            (id, "hello")
-        );
+        assert_eq!((history[0].message_id, history[0].message.as_str()), (id, "hello"));
         assert_eq!(history[0].status, MessageStatus::Sent);
     }
     // The sender's copy is not pending for the sender.
-    assert!(store.pending(&alice, 0, 10).await?.is_empty());
-    assert_eq!(store.pending(&bob, 0, 10).await?.len(), 1);
+    assert!(store.pending(&alice, D0, 0, 10).await?.is_empty());
+    assert_eq!(store.pending(&bob, D0, 0, 10).await?.len(), 1);
     store.close().await;
     Ok(())
 }
 
 async fn a_repeated_client_message_id_stores_nothing(store: Arc<dyn Store>) -> Result<()> {
     let (alice, bob) = (user("alice"), user("bob"));
-    let first = append(
-        store.as_ref(),
-        new_message(&alice, &bob, "once", Some("c1")),
-    )
-    .await?;
-    let again = append(
-        store.as_ref(),
-        new_message(&alice, &bob, "once", Some("c1")),
-    )
-    .await?;
+    let first = append(store.as_ref(), new_message(&alice, &bob, "once", Some("c1"))).await?;
+    let again = append(store.as_ref(), new_message(&alice, &bob, "once", Some("c1"))).await?;
     let (
-        AppendOutcome::Stored {
-            message_id,
-            timestamp,
-            ..
-        },
-        AppendOutcome::Duplicate {
-            message_id: dup,
-            timestamp: dup_ts,
-        },
+        AppendOutcome::Stored { message_id, timestamp, .. },
+        AppendOutcome::Duplicate { message_id: dup, timestamp: dup_ts },
     ) = (first, again)
     else {
         panic!("expected Stored then Duplicate");
@@ -139,20 +131,14 @@ async fn a_repeated_client_message_id_stores_nothing(store: Arc<dyn Store>) -> R
     assert_eq!(store.history(&bob, &alice, None, 10).await?.len(), 1);
     // Same id, other sender: a new message.
     assert!(matches!(
-        append(
-            store.as_ref(),
-            new_message(&bob, &alice, "mine", Some("c1"))
-        )
-        .await?,
+        append(store.as_ref(), new_message(&bob, &alice, "mine", Some("c1"))).await?,
         AppendOutcome::Stored { .. }
     ));
     store.close().await;
     Ok(())
 }
 
-async fn receipts_only_move_forward_and_only_the_receiver_may_give_them(
-    store: Arc<dyn Store>,
-) -> Result<()> {
+async fn receipts_only_move_forward_and_only_the_receiver_may_give_them(store: Arc<dyn Store>) -> Result<()> {
     let (alice, bob, carol) = (user("alice"), user("bob"), user("carol"));
     let message = new_message(&alice, &bob, "hi", None);
     let id = message.message_id;
@@ -167,30 +153,14 @@ async fn receipts_only_move_forward_and_only_the_receiver_may_give_them(
         Err(StoreError::MessageNotFound(_))
     ));
 
-    assert_eq!(
-        receipt(store.as_ref(), &bob, id, MessageStatus::Delivered).await?,
-        Some(MessageStatus::Delivered)
-    );
-    assert_eq!(
-        receipt(store.as_ref(), &bob, id, MessageStatus::Delivered).await?,
-        None
-    );
-    assert_eq!(
-        receipt(store.as_ref(), &bob, id, MessageStatus::Read).await?,
-        Some(MessageStatus::Read)
-    );
-    assert_eq!(
-        receipt(store.as_ref(), &bob, id, MessageStatus::Delivered).await?,
-        None,
-        "never backwards"
-    );
+    assert_eq!(receipt(store.as_ref(), &bob, id, MessageStatus::Delivered).await?, Some(MessageStatus::Delivered));
+    assert_eq!(receipt(store.as_ref(), &bob, id, MessageStatus::Delivered).await?, None);
+    assert_eq!(receipt(store.as_ref(), &bob, id, MessageStatus::Read).await?, Some(MessageStatus::Read));
+    assert_eq!(receipt(store.as_ref(), &bob, id, MessageStatus::Delivered).await?, None, "never backwards");
     for (owner, peer) in [(&alice, &bob), (&bob, &alice)] {
-        assert_eq!(
-            store.history(owner, peer, None, 1).await?[0].status,
-            MessageStatus::Read
-        );
+        assert_eq!(store.history(owner, peer, None, 1).await?[0].status, MessageStatus::Read);
     }
-    assert!(store.pending(&bob, 0, 10).await?.is_empty());
+    assert!(store.pending(&bob, D0, 0, 10).await?.is_empty());
     store.close().await;
     Ok(())
 }
@@ -204,24 +174,13 @@ async fn pending_messages_come_in_arrival_order_until_acked(store: Arc<dyn Store
         ids.push(message.message_id);
         append(store.as_ref(), message).await?;
     }
-    let first = store.pending(&bob, 0, 4).await?;
-    let rest = store
-        .pending(&bob, first.last().map_or(0, |p| p.seq), 100)
-        .await?;
-    let order: Vec<_> = first
-        .iter()
-        .chain(&rest)
-        .map(|p| p.message.message_id)
-        .collect();
+    let first = store.pending(&bob, D0, 0, 4).await?;
+    let rest = store.pending(&bob, D0, first.last().map_or(0, |p| p.seq), 100).await?;
+    let order: Vec<_> = first.iter().chain(&rest).map(|p| p.message.message_id).collect();
     assert_eq!(order, ids);
 
     receipt(store.as_ref(), &bob, ids[3], MessageStatus::Delivered).await?;
-    let after: Vec<_> = store
-        .pending(&bob, 0, 100)
-        .await?
-        .into_iter()
-        .map(|p| p.message.message_id)
-        .collect();
+    let after: Vec<_> = store.pending(&bob, D0, 0, 100).await?.into_iter().map(|p| p.message.message_id).collect();
     assert_eq!(after.len(), 9);
     assert!(!after.contains(&ids[3]));
     store.close().await;
@@ -236,26 +195,13 @@ async fn history_pages_by_message_id(store: Arc<dyn Store>) -> Result<()> {
         ids.push(message.message_id);
         append(store.as_ref(), message).await?;
     }
-    append(
-        store.as_ref(),
-        new_message(&alice, &carol, "other conversation", None),
-    )
-    .await?;
+    append(store.as_ref(), new_message(&alice, &carol, "other conversation", None)).await?;
     let newest = store.history(&alice, &bob, None, 10).await?;
-    assert_eq!(
-        newest.iter().map(|m| m.message_id).collect::<Vec<_>>(),
-        ids[15..]
-    );
+    assert_eq!(newest.iter().map(|m| m.message_id).collect::<Vec<_>>(), ids[15..]);
     let older = store.history(&alice, &bob, Some(ids[15]), 10).await?;
-    assert_eq!(
-        older.iter().map(|m| m.message_id).collect::<Vec<_>>(),
-        ids[5..15]
-    );
+    assert_eq!(older.iter().map(|m| m.message_id).collect::<Vec<_>>(), ids[5..15]);
     let oldest = store.history(&alice, &bob, Some(ids[5]), 10).await?;
-    assert_eq!(
-        oldest.iter().map(|m| m.message_id).collect::<Vec<_>>(),
-        ids[..5]
-    );
+    assert_eq!(oldest.iter().map(|m| m.message_id).collect::<Vec<_>>(), ids[..5]);
     store.close().await;
     Ok(())
 }
@@ -265,64 +211,147 @@ async fn accounts_are_unique_and_imports_skip_existing_ones(store: Arc<dyn Store
         user_id: user(name),
         password_hash: "$argon2id$x".into(),
         created_at: Timestamp::now(),
+        device: D0,
     };
-    store.create_user(account("alice")).await?.await?;
-    assert!(matches!(
-        store.create_user(account("alice")).await?.await,
-        Err(StoreError::UserExists(_))
-    ));
-    let report = store
-        .import_users(vec![account("alice"), account("bob"), account("carol")])
-        .await?
-        .await?;
+    store.create_user(account("dave")).await?.await?;
+    assert!(matches!(store.create_user(account("dave")).await?.await, Err(StoreError::UserExists(_))));
+    let report = store.import_users(vec![account("dave"), account("erin"), account("frank")]).await?.await?;
     assert_eq!((report.created, report.skipped), (2, 1));
-    let bob = store
-        .user(&user("bob"))
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("bob missing"))?;
-    assert_eq!(bob.password_hash, "$argon2id$x");
-    assert!(store.user(&user("dave")).await?.is_none());
+    let erin = store.user(&user("erin")).await?.ok_or_else(|| anyhow::anyhow!("erin missing"))?;
+    assert_eq!(erin.password_hash, "$argon2id$x");
+    assert!(store.user(&user("zoe")).await?.is_none());
+    assert_eq!(store.devices(&user("erin")).await?.iter().map(|d| d.device_id).collect::<Vec<_>>(), [D0]);
     store.close().await;
     Ok(())
 }
 
 async fn presence_is_reset_after_a_restart(store: Arc<dyn Store>) -> Result<()> {
-    let account = |name: &str| NewUser {
-        user_id: user(name),
-        password_hash: "h".into(),
-        created_at: Timestamp::now(),
-    };
-    store
-        .import_users(vec![account("alice"), account("bob")])
-        .await?
-        .await?;
-    store
-        .set_presence(&user("alice"), true, Timestamp::from_millis(1_000))
-        .await?
-        .await?;
-    store
-        .set_presence(&user("bob"), false, Timestamp::from_millis(2_000))
-        .await?
-        .await?;
-    assert_eq!(
-        store
-            .reset_presence(Timestamp::from_millis(5_000))
-            .await?
-            .await?,
-        1
-    );
+    store.set_presence(&user("alice"), true, Timestamp::from_millis(1_000)).await?.await?;
+    store.set_presence(&user("bob"), false, Timestamp::from_millis(2_000)).await?.await?;
+    assert_eq!(store.reset_presence(Timestamp::from_millis(5_000)).await?.await?, 1);
     let alice = store.user(&user("alice")).await?.and_then(|r| r.last_seen);
     let bob = store.user(&user("bob")).await?.and_then(|r| r.last_seen);
-    assert_eq!(
-        alice,
-        Some(Timestamp::from_millis(5_000)),
-        "was online: last seen at the reset"
-    );
-    assert_eq!(
-        bob,
-        Some(Timestamp::from_millis(2_000)),
-        "was offline: unchanged"
-    );
+    assert_eq!(alice, Some(Timestamp::from_millis(5_000)), "was online: last seen at the reset");
+    assert_eq!(bob, Some(Timestamp::from_millis(2_000)), "was offline: unchanged");
+    store.close().await;
+    Ok(())
+}
+
+async fn each_device_has_its_own_queue(store: Arc<dyn Store>) -> Result<()> {
+    let (alice, bob) = (user("alice"), user("bob"));
+    let (d1, d2) = (DeviceId(1), DeviceId(2));
+    store.add_device(&bob, d1, Timestamp::now()).await?.await?;
+    store.add_device(&alice, d1, Timestamp::now()).await?.await?;
+    // Alice sends from device 0: bob's two devices and alice's other one get it.
+    let message = new_message(&alice, &bob, "to every device", None);
+    let id = message.message_id;
+    append(store.as_ref(), message).await?;
+    let pending_ids = |owner: UserId, device: DeviceId| {
+        let store = store.clone();
+        async move {
+            anyhow::Ok(
+                store
+                    .pending(&owner, device, 0, 10)
+                    .await?
+                    .into_iter()
+                    .map(|p| p.message.message_id)
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    assert_eq!(pending_ids(bob.clone(), D0).await?, [id]);
+    assert_eq!(pending_ids(bob.clone(), d1).await?, [id]);
+    assert_eq!(pending_ids(alice.clone(), d1).await?, [id], "the sender's other device sees the conversation");
+    assert!(pending_ids(alice.clone(), D0).await?.is_empty(), "not the device that sent it");
+
+    // One device's ack leaves the other's queue alone.
+    assert_eq!(receipt(store.as_ref(), &bob, id, MessageStatus::Delivered).await?, Some(MessageStatus::Delivered));
+    assert!(pending_ids(bob.clone(), D0).await?.is_empty());
+    assert_eq!(pending_ids(bob.clone(), d1).await?, [id]);
+    // The sender's device acks its copy: no status change.
+    let ack = Receipt {
+        reader: alice.clone(),
+        device: d1,
+        message_id: id,
+        status: MessageStatus::Delivered,
+        at: Timestamp::now(),
+    };
+    assert_eq!(store.record_receipt(ack).await?.await?.advanced_to, None);
+    assert!(pending_ids(alice.clone(), d1).await?.is_empty());
+    // A read on any device clears every device of the reader.
+    let read =
+        Receipt { reader: bob.clone(), device: D0, message_id: id, status: MessageStatus::Read, at: Timestamp::now() };
+    assert_eq!(store.record_receipt(read).await?.await?.advanced_to, Some(MessageStatus::Read));
+    assert!(pending_ids(bob.clone(), d1).await?.is_empty());
+
+    // A new device only gets what arrives after it was added; removing it drops its queue.
+    store.add_device(&bob, d2, Timestamp::now()).await?.await?;
+    append(store.as_ref(), new_message(&alice, &bob, "later", None)).await?;
+    assert_eq!(pending_ids(bob.clone(), d2).await?.len(), 1);
+    assert!(store.remove_device(&bob, d2).await?.await?);
+    assert!(pending_ids(bob.clone(), d2).await?.is_empty());
+    assert!(!store.remove_device(&bob, d2).await?.await?);
+    store.close().await;
+    Ok(())
+}
+
+async fn a_user_has_at_most_five_devices(store: Arc<dyn Store>) -> Result<()> {
+    let alice = user("alice");
+    for device in 1..5 {
+        store.add_device(&alice, DeviceId(device), Timestamp::now()).await?.await?;
+    }
+    // Adding an existing one again is fine; a sixth is not.
+    store.add_device(&alice, DeviceId(3), Timestamp::now()).await?.await?;
+    assert!(matches!(
+        store.add_device(&alice, DeviceId(9), Timestamp::now()).await?.await,
+        Err(StoreError::TooManyDevices { max: 5 })
+    ));
+    assert_eq!(store.devices(&alice).await?.len(), 5);
+    store.close().await;
+    Ok(())
+}
+
+async fn one_time_prekeys_are_claimed_once(store: Arc<dyn Store>) -> Result<()> {
+    let bob = user("bob");
+    let keys = |identity: &[u8], ids: std::ops::Range<u32>| PublishedKeys {
+        identity: identity.to_vec(),
+        signed_prekey: b"signed".to_vec(),
+        one_time: ids.map(|id| (id, format!("otk-{id}").into_bytes())).collect(),
+    };
+    assert!(store.claim_keys(&bob).await?.await?.is_empty(), "no keys published yet");
+    let first = store.publish_keys(&bob, D0, keys(b"id-1", 0..3)).await?.await?;
+    assert_eq!((first.identity_changed, first.one_time_prekeys), (false, 3));
+    // Re-uploading an id does not duplicate it.
+    assert_eq!(store.publish_keys(&bob, D0, keys(b"id-1", 2..4)).await?.await?.one_time_prekeys, 4);
+    assert_eq!(store.prekey_count(&bob, D0).await?, 4);
+
+    // Concurrent claims never get the same key.
+    let claims: Vec<_> = futures_util::future::join_all((0..6).map(|_| {
+        let store = store.clone();
+        let bob = bob.clone();
+        async move { anyhow::Ok(store.claim_keys(&bob).await?.await?) }
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<_>>()?;
+    let mut given: Vec<_> = claims.iter().filter_map(|c| c[0].one_time.clone()).collect();
+    assert_eq!(given.len(), 4, "four keys, then the signed prekey alone");
+    given.sort();
+    given.dedup();
+    assert_eq!(given.len(), 4, "no key given twice");
+    assert!(claims.iter().all(|c| c[0].signed_prekey == b"signed" && c[0].identity == b"id-1"));
+
+    // A new identity makes the old prekeys worthless.
+    store.publish_keys(&bob, D0, keys(b"id-1", 10..12)).await?.await?;
+    let changed = store.publish_keys(&bob, D0, keys(b"id-2", 20..21)).await?.await?;
+    assert_eq!((changed.identity_changed, changed.one_time_prekeys), (true, 1));
+    // A device holds at most 500.
+    let too_many = store.publish_keys(&bob, D0, keys(b"id-2", 100..600)).await?.await;
+    assert!(matches!(too_many, Err(StoreError::TooManyPrekeys { would_hold: 501, max: 500 })), "{too_many:?}");
+    assert!(matches!(
+        store.publish_keys(&bob, DeviceId(7), keys(b"x", 0..1)).await?.await,
+        Err(StoreError::DeviceNotFound(..))
+    ));
     store.close().await;
     Ok(())
 }
@@ -340,12 +369,7 @@ async fn concurrent_writes_commit_together_and_in_order(store: Arc<dyn Store>) -
     for commit in commits {
         assert!(matches!(commit.await?, AppendOutcome::Stored { .. }));
     }
-    let pending: Vec<_> = store
-        .pending(&bob, 0, 1000)
-        .await?
-        .into_iter()
-        .map(|p| p.message.message_id)
-        .collect();
+    let pending: Vec<_> = store.pending(&bob, D0, 0, 1000).await?.into_iter().map(|p| p.message.message_id).collect();
     assert_eq!(pending, ids, "arrival order is the order of enqueueing");
     store.close().await;
     Ok(())

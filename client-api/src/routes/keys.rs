@@ -1,0 +1,119 @@
+//! The key directory: devices publish the public halves of their end-to-end keys; senders
+//! claim them to set up sessions. The node stores and serves keys; it never holds a secret.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
+use kith_proto::limits::{MAX_KEY_BYTES, MAX_PREKEYS_PER_UPLOAD};
+use kith_proto::{DeviceId, ErrorBody};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::json::Json;
+use crate::service::ServiceError;
+use crate::state::ApiState;
+use crate::validate;
+
+/// `PUT /api/v1/keys`: publishes (or rotates) the calling device's identity and signed prekey
+/// and adds one-time prekeys. Every signature is checked before anything is stored.
+#[utoipa::path(
+    put,
+    path = "/api/v1/keys",
+    tag = "keys",
+    request_body = KeyUpload,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Stored; how many one-time prekeys the device now has", body = KeyCount),
+        (status = 400, description = "Malformed keys or a signature that does not verify", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+    )
+)]
+pub(crate) async fn publish(
+    State(state): State<ApiState>,
+    AuthUser(caller): AuthUser,
+    Json(body): Json<KeyUpload>,
+) -> Result<axum::Json<KeyCount>, ApiError> {
+    if body.one_time_pre_keys.len() > MAX_PREKEYS_PER_UPLOAD {
+        return Err(ServiceError::InvalidKeys(format!(
+            "at most {MAX_PREKEYS_PER_UPLOAD} one-time prekeys per upload (got {})",
+            body.one_time_pre_keys.len()
+        ))
+        .into());
+    }
+    let oversized = std::iter::once(&body.identity)
+        .chain(std::iter::once(&body.signed_pre_key))
+        .chain(&body.one_time_pre_keys)
+        .any(|key| key.len() > MAX_KEY_BYTES);
+    if oversized {
+        return Err(ServiceError::InvalidKeys(format!("a key is longer than {MAX_KEY_BYTES} characters")).into());
+    }
+    Ok(axum::Json(state.service.publish_keys(&caller, body).await?))
+}
+
+/// `GET /api/v1/keys/{userId}`: a prekey bundle for each of the user's devices, each with one
+/// one-time prekey claimed for the caller alone (none when the device has run out; the bundle
+/// then holds only the signed prekey). Rate limited per caller.
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys/{userId}",
+    tag = "keys",
+    params(("userId" = String, Path, description = "name@server, or a bare name for a user of this server")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One bundle per device with keys", body = KeyBundles),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 429, description = "Claiming too fast", body = ErrorBody),
+    )
+)]
+pub(crate) async fn claim(
+    State(state): State<ApiState>,
+    AuthUser(caller): AuthUser,
+    Path(user_id): Path<String>,
+) -> Result<axum::Json<KeyBundles>, ApiError> {
+    let user = validate::user_field("userId", &user_id, state.service.server_name())?;
+    state.limits.check_key_claim(&caller.user)?;
+    Ok(axum::Json(state.service.claim_keys(&caller, &user).await?))
+}
+
+/// `GET /api/v1/keys/count`: how many one-time prekeys the calling device has left, so it
+/// knows when to upload more.
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys/count",
+    tag = "keys",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The count", body = KeyCount),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+    )
+)]
+pub(crate) async fn count(
+    State(state): State<ApiState>,
+    AuthUser(caller): AuthUser,
+) -> Result<axum::Json<KeyCount>, ApiError> {
+    Ok(axum::Json(state.service.key_count(&caller).await?))
+}
+
+/// `DELETE /api/v1/devices/{deviceId}`: removes one of the caller's devices with its keys and
+/// its queue (to make room for a new one, or after losing a phone).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/devices/{deviceId}",
+    tag = "keys",
+    params(("deviceId" = u32, Path, description = "The device to remove")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such device", body = ErrorBody),
+    )
+)]
+pub(crate) async fn remove_device(
+    State(state): State<ApiState>,
+    AuthUser(caller): AuthUser,
+    Path(device): Path<u32>,
+) -> Result<StatusCode, ApiError> {
+    state.service.remove_device(&caller, DeviceId(device)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,126 @@
+//! The key directory: each device publishes the public halves of its end-to-end keys; anyone
+//! starting a session with a user claims a bundle per device. The node checks every signature
+//! before storing a key (so it never serves a bundle a client would reject), hands out each
+//! one-time prekey at most once, and tells conversation partners when a device's identity
+//! appears or changes.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use kith_client_api::{Caller, ServiceError, SessionEvent};
+use kith_crypto::{OneTimePreKeyPublic, PreKeyBundle, PublicIdentity, SignedPreKeyPublic};
+use kith_proto::keys::{DeviceBundle, KeyBundles, KeyCount, KeyUpload};
+use kith_proto::{DeviceId, ServerFrame, UserId};
+use tracing::{info, warn};
+
+use crate::state::AppState;
+use crate::store::{ClaimedKeys, PublishedKeys, StoreError};
+
+fn decode(what: &str, text: &str) -> Result<Vec<u8>, ServiceError> {
+    BASE64.decode(text).map_err(|e| ServiceError::InvalidKeys(format!("{what} is not base64: {e}")))
+}
+
+/// Decodes and verifies an upload: the identity's binding signature, the signed prekey's
+/// signature by that identity, and the encoding of every one-time prekey.
+fn verify_upload(upload: &KeyUpload) -> Result<PublishedKeys, ServiceError> {
+    let identity_bytes = decode("identity", &upload.identity)?;
+    let identity =
+        PublicIdentity::from_bytes(&identity_bytes).map_err(|e| ServiceError::InvalidKeys(format!("identity: {e}")))?;
+    let signed_bytes = decode("signedPreKey", &upload.signed_pre_key)?;
+    let signed = SignedPreKeyPublic::from_bytes(&signed_bytes)
+        .map_err(|e| ServiceError::InvalidKeys(format!("signedPreKey: {e}")))?;
+    signed.verify(&identity).map_err(|e| ServiceError::InvalidKeys(format!("signedPreKey signature: {e}")))?;
+    let one_time = upload
+        .one_time_pre_keys
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let bytes = decode(&format!("oneTimePreKeys[{i}]"), text)?;
+            let key = OneTimePreKeyPublic::from_bytes(&bytes)
+                .map_err(|e| ServiceError::InvalidKeys(format!("oneTimePreKeys[{i}]: {e}")))?;
+            Ok((key.id(), bytes))
+        })
+        .collect::<Result<Vec<_>, ServiceError>>()?;
+    Ok(PublishedKeys { identity: identity_bytes, signed_prekey: signed_bytes, one_time })
+}
+
+/// `PUT /api/v1/keys`.
+pub(crate) async fn publish(state: &AppState, caller: &Caller, upload: KeyUpload) -> Result<KeyCount, ServiceError> {
+    let keys = verify_upload(&upload)?;
+    let known = state.store.devices(&caller.user).await?;
+    let first_publish = known.iter().any(|d| d.device_id == caller.device && d.identity.is_none());
+    let outcome = match state.store.publish_keys(&caller.user, caller.device, keys).await?.await {
+        Ok(outcome) => outcome,
+        Err(StoreError::DeviceNotFound(user, device)) => return Err(ServiceError::UnknownDevice(user, device)),
+        Err(StoreError::TooManyPrekeys { would_hold, max }) => {
+            return Err(ServiceError::InvalidKeys(format!(
+                "the device would hold {would_hold} one-time prekeys; the limit is {max}"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if outcome.identity_changed || first_publish {
+        if outcome.identity_changed {
+            info!(user = %caller.user, device = %caller.device, "device identity changed");
+        }
+        notify_partners(state, &caller.user, caller.device).await;
+    }
+    Ok(KeyCount { device_id: caller.device, one_time_pre_keys: outcome.one_time_prekeys })
+}
+
+/// Sends `keys.changed` to the live sessions of everyone `user` has a conversation with, and to
+/// the user's own other devices.
+async fn notify_partners(state: &AppState, user: &UserId, device: DeviceId) {
+    let frame = SessionEvent::Frame(ServerFrame::KeysChanged { user_id: user.clone(), device_id: device });
+    let peers = match state.store.conversation_peers(user).await {
+        Ok(peers) => peers,
+        Err(e) => {
+            warn!(error = %e, "could not tell conversation partners about new keys");
+            return;
+        }
+    };
+    for peer in peers.iter().filter(|peer| peer.is_on(&state.server_name) && *peer != user) {
+        let dropped = state.sessions.push_to_user(peer, &frame, None);
+        crate::presence::after_dropping(state, dropped);
+    }
+    let dropped = state.sessions.push_to_user(user, &frame, Some(device));
+    crate::presence::after_dropping(state, dropped);
+}
+
+/// `GET /api/v1/keys/{userId}`.
+pub(crate) async fn claim(state: &AppState, user: &UserId) -> Result<KeyBundles, ServiceError> {
+    if !user.is_on(&state.server_name) {
+        return Err(ServiceError::UnknownServer(user.server_name()));
+    }
+    if !state.users.exists(user).await? {
+        return Err(ServiceError::UnknownUser(user.clone()));
+    }
+    let claimed = state.store.claim_keys(user).await?.await?;
+    let devices = claimed.into_iter().map(bundle).collect::<Result<Vec<_>, ServiceError>>()?;
+    Ok(KeyBundles { user_id: user.clone(), devices })
+}
+
+/// Builds the bundle a client decodes from what the store held (verified when it was stored).
+fn bundle(keys: ClaimedKeys) -> Result<DeviceBundle, ServiceError> {
+    let corrupt = |e: kith_crypto::CryptoError| ServiceError::Internal(format!("stored key does not decode: {e}"));
+    let identity = PublicIdentity::from_bytes(&keys.identity).map_err(corrupt)?;
+    let signed = SignedPreKeyPublic::from_bytes(&keys.signed_prekey).map_err(corrupt)?;
+    let one_time = keys.one_time.as_deref().map(OneTimePreKeyPublic::from_bytes).transpose().map_err(corrupt)?;
+    let bundle = PreKeyBundle::new(identity, signed, one_time);
+    Ok(DeviceBundle { device_id: keys.device_id, bundle: BASE64.encode(bundle.to_bytes()) })
+}
+
+/// `GET /api/v1/keys/count`.
+pub(crate) async fn count(state: &AppState, caller: &Caller) -> Result<KeyCount, ServiceError> {
+    let one_time_pre_keys = state.store.prekey_count(&caller.user, caller.device).await?;
+    Ok(KeyCount { device_id: caller.device, one_time_pre_keys })
+}
+
+/// `DELETE /api/v1/devices/{deviceId}`.
+pub(crate) async fn remove_device(state: &AppState, caller: &Caller, device: DeviceId) -> Result<(), ServiceError> {
+    if state.store.remove_device(&caller.user, device).await?.await? {
+        info!(user = %caller.user, %device, "device removed");
+        Ok(())
+    } else {
+        Err(ServiceError::UnknownDevice(caller.user.clone(), device))
+    }
+}
