@@ -1,0 +1,64 @@
+//! Why federation failed.
+
+use kith_proto::ServerName;
+
+/// A federation failure.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// The node key file could not be read or written.
+    #[error("node key {path}: {reason}")]
+    NodeKey {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `--peer` binding is malformed.
+    #[error("peer binding {binding:?}: {reason}")]
+    PeerBinding {
+        /// The binding as given.
+        binding: String,
+        /// Why.
+        reason: String,
+    },
+    /// No operator pinned this server name to a peer.
+    #[error("server {0} is not a configured peer of this node")]
+    UnknownServer(ServerName),
+    /// The listen address could not be used.
+    #[error("listening on {address}: {reason}")]
+    Listen {
+        /// The multiaddress.
+        address: String,
+        /// Why.
+        reason: String,
+    },
+    /// The transport could not be built.
+    #[error("building the libp2p transport: {0}")]
+    Transport(String),
+    /// A request got no answer: the peer is unreachable, timed out, or the connection closed.
+    /// The request may or may not have been handled; resend the same envelopes.
+    #[error("request to {server} failed: {reason}")]
+    Request {
+        /// The peer's server name.
+        server: ServerName,
+        /// Why.
+        reason: String,
+    },
+    /// The peer refused the request.
+    #[error("{server} refused the request: {reason}")]
+    Refused {
+        /// The peer's server name.
+        server: ServerName,
+        /// Its reason.
+        reason: String,
+    },
+    /// The peer answered with something the protocol does not allow here.
+    #[error("unexpected answer from {0}")]
+    UnexpectedAnswer(ServerName),
+    /// Signing failed (a bug).
+    #[error("signing: {0}")]
+    Signing(String),
+    /// The network task has stopped.
+    #[error("the federation network has stopped")]
+    Stopped,
+}
