@@ -40,6 +40,13 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind with this name.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Message, Self::Receipt, Self::Presence, Self::PresenceSubscribe, Self::KeysClaim, Self::KeysBundles]
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+    }
+
     /// The name signed over and shown in logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -223,12 +230,28 @@ impl Envelope {
         payload: &Payload,
         sent_at: Timestamp,
     ) -> Result<Self, FederationError> {
+        Self::seal_encoded(key, id, origin, destination, payload.kind(), payload.encode()?, sent_at)
+    }
+
+    /// Builds and signs an envelope around a body encoded earlier (as an outbox keeps it).
+    ///
+    /// # Errors
+    /// When signing fails (never in practice).
+    pub fn seal_encoded(
+        key: &NodeKey,
+        id: &str,
+        origin: &ServerName,
+        destination: &ServerName,
+        kind: Kind,
+        body: Vec<u8>,
+        sent_at: Timestamp,
+    ) -> Result<Self, FederationError> {
         let mut envelope = Self {
             id: id.to_owned(),
             origin: origin.to_string(),
             destination: destination.to_string(),
-            kind: payload.kind(),
-            body: payload.encode()?,
+            kind,
+            body,
             sent_at: sent_at.as_millis(),
             signature: Vec::new(),
         };

@@ -16,6 +16,7 @@ use futures_util::stream::FuturesUnordered;
 use kith_proto::{ServerName, Timestamp};
 use libp2p::core::ConnectedPoint;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, tcp, yamux};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -226,6 +227,12 @@ pub async fn start(
     }
     for peer in config.directory.peers() {
         swarm.add_peer_address(peer.peer_id(), peer.address().clone());
+        // Say hello at start: a peer that queued envelopes for us while we were down learns at
+        // once that we are back, instead of at the end of its backoff.
+        let dial = DialOpts::peer_id(peer.peer_id()).addresses(vec![peer.address().clone()]).build();
+        if let Err(e) = swarm.dial(dial) {
+            debug!(peer = %peer.name(), error = %e, "peer not reachable at start");
+        }
     }
 
     let (commands, command_rx) = mpsc::channel(256);

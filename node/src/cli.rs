@@ -22,10 +22,17 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Print this node's peer id (creating its key if the data directory is new), for peers to
+    /// pin with --peer NAME=/ip4/…/tcp/…/p2p/<peer id>.
+    Id {
+        /// Directory for the node's state [default: ./kith-data].
+        #[arg(long, env = "KITH_DATA_DIR", value_name = "DIR", default_value = "kith-data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// `kith user` subcommands.
@@ -52,14 +59,22 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::User(UserCommand::Import { node, file }) => import(node, file).await,
+            Command::Id { data_dir } => print_id(&data_dir),
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => fail(&message),
     }
+}
+
+#[allow(clippy::print_stdout, reason = "printing the id is the command's job")]
+fn print_id(data_dir: &std::path::Path) -> Result<(), String> {
+    let key = kith_federation::NodeKey::load_or_create(data_dir).map_err(|e| e.to_string())?;
+    println!("{}", key.peer_id());
+    Ok(())
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 use kith_client_api::{Rate, RateLimitConfig, WsConfig};
+use kith_federation::{Multiaddr, PinnedPeer};
 use kith_proto::ServerName;
 use serde::Deserialize;
 
@@ -115,6 +116,30 @@ pub struct ServeArgs {
     /// Group-commit writers on PostgreSQL (SQLite always has one) [default: 4].
     #[arg(long, env = "KITH_PG_WRITERS", value_name = "N")]
     pub pg_writers: Option<usize>,
+
+    /// Where to listen for other nodes (a libp2p multiaddress) [default: /ip4/0.0.0.0/tcp/4001].
+    #[arg(long, env = "KITH_P2P_LISTEN", value_name = "MULTIADDR")]
+    pub p2p_listen: Option<String>,
+
+    /// A peer node: NAME=/ip4/…/tcp/…/p2p/<peer id> (repeatable; `kith id` prints a node's id).
+    #[arg(long = "peer", env = "KITH_PEERS", value_name = "NAME=MULTIADDR", value_delimiter = ',')]
+    pub peers: Vec<String>,
+
+    /// How far an envelope's sentAt may be from now [default: 10m].
+    #[arg(long, env = "KITH_REPLAY_WINDOW", value_name = "DURATION")]
+    pub replay_window: Option<HumanDuration>,
+
+    /// Address for Prometheus metrics (`GET /metrics`); off unless set.
+    #[arg(long, env = "KITH_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// A `[[peers]]` entry of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePeer {
+    name: String,
+    address: String,
 }
 
 /// The config file: every setting of [`ServeArgs`], by its flag name in snake_case.
@@ -138,6 +163,11 @@ struct FileConfig {
     cache_bytes: Option<usize>,
     max_batch: Option<usize>,
     pg_writers: Option<usize>,
+    p2p_listen: Option<String>,
+    #[serde(default)]
+    peers: Vec<FilePeer>,
+    replay_window: Option<HumanDuration>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Why the configuration cannot be used.
@@ -226,6 +256,21 @@ pub struct Config {
     pub cache_bytes: usize,
     /// Store tuning.
     pub store: StoreOptions,
+    /// Federation with other nodes.
+    pub federation: FederationConfig,
+    /// Where to serve metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// Federation settings, checked.
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// Where to listen for other nodes.
+    pub listen: Multiaddr,
+    /// The pinned peers.
+    pub peers: Vec<PinnedPeer>,
+    /// How far an envelope's `sentAt` may be from now.
+    pub replay_window: Duration,
 }
 
 impl Config {
@@ -264,6 +309,15 @@ impl Config {
                 burst: args.key_claim_burst.or(file.key_claim_burst).unwrap_or(defaults_rates.key_claims.burst),
             },
         };
+        let listen = args
+            .p2p_listen
+            .clone()
+            .or_else(|| file.p2p_listen.clone())
+            .unwrap_or_else(|| "/ip4/0.0.0.0/tcp/4001".into());
+        let bindings = args.peers.iter().cloned().chain(file.peers.iter().map(|p| format!("{}={}", p.name, p.address)));
+        let peers = bindings
+            .map(|binding| binding.parse::<PinnedPeer>().map_err(|e| ConfigError::Invalid(format!("--peer: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
         let store = StoreOptions {
             max_batch: args.max_batch.or(file.max_batch).unwrap_or(defaults_store.max_batch).max(1),
             writers: args.pg_writers.or(file.pg_writers).unwrap_or(defaults_store.writers).max(1),
@@ -278,6 +332,12 @@ impl Config {
             session_queue: args.session_queue.or(file.session_queue).unwrap_or(1024).max(1),
             cache_bytes: args.cache_bytes.or(file.cache_bytes).unwrap_or(64 << 20),
             store,
+            federation: FederationConfig {
+                listen: listen.parse().map_err(|e| ConfigError::Invalid(format!("--p2p-listen {listen:?}: {e}")))?,
+                peers,
+                replay_window: args.replay_window.or(file.replay_window).map_or(Duration::from_secs(600), |d| d.0),
+            },
+            metrics_listen: args.metrics_listen.or(file.metrics_listen),
         })
     }
 }

@@ -8,9 +8,9 @@ use kith_client_api::{Caller, Completion, OutgoingMessage, SendOutcome, ServiceE
 use kith_proto::{DeviceId, IncomingMessage, MessageId, MessageStatus, MessageView, ServerFrame, Timestamp};
 use tokio::sync::oneshot;
 
-use crate::presence;
 use crate::state::AppState;
 use crate::store::{AppendOutcome, NewMessage, Receipt};
+use crate::{federation, presence};
 
 /// Accepts a message from `sender`; the completion resolves once it is durably stored.
 pub(crate) async fn send(
@@ -20,10 +20,13 @@ pub(crate) async fn send(
 ) -> Result<Completion<SendOutcome>, ServiceError> {
     let sender = &caller.user;
     let receiver = message.receiver;
-    if !receiver.is_on(&state.server_name) {
-        return Err(ServiceError::UnknownServer(receiver.server_name()));
-    }
-    if !state.users.exists(&receiver).await? {
+    let remote = !receiver.is_on(&state.server_name);
+    if remote {
+        // A server nobody pinned is refused now, not after the message sat in an outbox.
+        if !state.federation.knows(&receiver.server_name()) {
+            return Err(ServiceError::UnknownServer(receiver.server_name()));
+        }
+    } else if !state.users.exists(&receiver).await? {
         return Err(ServiceError::UnknownUser(receiver));
     }
     let view = MessageView {
@@ -34,6 +37,9 @@ pub(crate) async fn send(
         timestamp: Timestamp::now(),
         status: MessageStatus::Sent,
     };
+    // For a receiver on another node, the envelope that carries it is queued in the same
+    // transaction as the sender's copy.
+    let forward = if remote { federation::outbound::message(&view) } else { None };
     let committed = state
         .store
         .append_message(NewMessage {
@@ -44,6 +50,8 @@ pub(crate) async fn send(
             timestamp: view.timestamp,
             client_message_id: message.client_message_id,
             sender_device: Some(caller.device),
+            forward,
+            received: None,
         })
         .await?;
 
@@ -54,7 +62,10 @@ pub(crate) async fn send(
         let outcome = match committed.await {
             Ok(AppendOutcome::Stored { message_id, timestamp, .. }) => {
                 let outcome = SendOutcome { message_id, timestamp, duplicate: false };
-                deliver(&task_state, view, caller_device).await;
+                if remote {
+                    task_state.federation.wake(&view.receiver_id.server_name());
+                }
+                deliver(&task_state, view, Some(caller_device)).await;
                 Ok(outcome)
             }
             Ok(AppendOutcome::Duplicate { message_id, timestamp }) => {
@@ -71,8 +82,8 @@ pub(crate) async fn send(
 }
 
 /// After the commit: remember the message as recent and push it to the receiver's sessions and
-/// to the sender's other devices.
-async fn deliver(state: &AppState, view: MessageView, sender_device: DeviceId) {
+/// to the sender's other devices (all of them for a message from another node).
+pub(crate) async fn deliver(state: &AppState, view: MessageView, sender_device: Option<DeviceId>) {
     state.cache.record_message(&view).await;
     let receiver = view.receiver_id.clone();
     let sender = view.sender_id.clone();
@@ -85,7 +96,9 @@ async fn deliver(state: &AppState, view: MessageView, sender_device: DeviceId) {
     });
     let mut dropped =
         if sender == receiver { Vec::new() } else { state.sessions.push_to_user(&receiver, &event, None) };
-    dropped.extend(state.sessions.push_to_user(&sender, &event, Some(sender_device)));
+    if sender_device.is_some() {
+        dropped.extend(state.sessions.push_to_user(&sender, &event, sender_device));
+    }
     presence::after_dropping(state, dropped);
 }
 
@@ -99,7 +112,9 @@ pub(crate) async fn receipt(
 ) -> Result<Completion<()>, ServiceError> {
     let at = Timestamp::now();
     let reader = &caller.user;
-    let receipt = Receipt { reader: reader.clone(), device: caller.device, message_id, status, at };
+    let forward = federation::outbound::receipt_forwarder(state.server_name.clone(), reader.clone(), message_id);
+    let receipt =
+        Receipt { reader: reader.clone(), device: caller.device, message_id, status, at, forward: Some(forward) };
     let committed = state.store.record_receipt(receipt).await?;
     let (answer, answered) = oneshot::channel();
     let task_state = state.clone();
@@ -108,6 +123,9 @@ pub(crate) async fn receipt(
         let result = match committed.await {
             Ok(outcome) => {
                 if let Some(status) = outcome.advanced_to {
+                    if !outcome.sender.is_on(&task_state.server_name) {
+                        task_state.federation.wake(&outcome.sender.server_name());
+                    }
                     task_state.cache.record_status(&reader, &outcome.sender, message_id, status).await;
                     let frame = ServerFrame::Receipt { message_id, status, timestamp: at };
                     let frame = SessionEvent::Frame(frame);

@@ -87,7 +87,16 @@ async fn notify_partners(state: &AppState, user: &UserId, device: DeviceId) {
 }
 
 /// `GET /api/v1/keys/{userId}`.
-pub(crate) async fn claim(state: &AppState, user: &UserId) -> Result<KeyBundles, ServiceError> {
+pub(crate) async fn claim(state: &AppState, caller: &Caller, user: &UserId) -> Result<KeyBundles, ServiceError> {
+    if user.is_on(&state.server_name) {
+        claim_local(state, user).await
+    } else {
+        state.federation.claim_remote(&caller.user, user).await
+    }
+}
+
+/// Claims bundles of a user of this node (for a local caller or a peer's query).
+pub(crate) async fn claim_local(state: &AppState, user: &UserId) -> Result<KeyBundles, ServiceError> {
     if !user.is_on(&state.server_name) {
         return Err(ServiceError::UnknownServer(user.server_name()));
     }

@@ -6,9 +6,12 @@
 
 use kith_client_api::{ServiceError, SessionEvent, SessionId};
 use kith_proto::limits::MAX_PRESENCE_SUBSCRIPTIONS;
-use kith_proto::{PresenceStatus, PresenceView, ServerFrame, Timestamp, UserId};
+use std::collections::HashMap;
+
+use kith_proto::{PresenceStatus, PresenceView, ServerFrame, ServerName, Timestamp, UserId};
 use tracing::warn;
 
+use crate::federation;
 use crate::sessions::Dropped;
 use crate::state::AppState;
 
@@ -34,6 +37,11 @@ pub(crate) async fn refresh(state: &AppState, user: &UserId) {
         }
         Err(e) => warn!(error = %e, "presence not persisted"),
     }
+    // Peers with users watching this one hear it too.
+    for peer in state.federation.watchers_of(user) {
+        let entries = federation::outbound::presence(peer.clone(), &view, now).into_iter().collect();
+        federation::queue(state, &state.federation, &peer, entries).await;
+    }
     let dropped = state.sessions.push_to_watchers(user, &SessionEvent::Frame(ServerFrame::Presence(view)));
     after_dropping(state, dropped);
 }
@@ -46,13 +54,17 @@ pub(crate) fn after_dropping(state: &AppState, dropped: Vec<Dropped>) {
     }
 }
 
-/// `user`'s presence: from the cache, else offline with the `last_seen` the store kept.
+/// `user`'s presence: from the cache, else offline with the `last_seen` the store kept. For a
+/// user of another node, what its node last said (offline until it says anything).
 pub(crate) async fn presence_of(state: &AppState, user: &UserId) -> Result<PresenceView, ServiceError> {
-    if !user.is_on(&state.server_name) {
-        return Err(ServiceError::UnknownServer(user.server_name()));
-    }
     if let Some(view) = state.cache.presence(user).await {
         return Ok(view);
+    }
+    if !user.is_on(&state.server_name) {
+        if !state.federation.knows(&user.server_name()) {
+            return Err(ServiceError::UnknownServer(user.server_name()));
+        }
+        return Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: None });
     }
     let record = state.store.user(user).await?.ok_or_else(|| ServiceError::UnknownUser(user.clone()))?;
     Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: record.last_seen })
@@ -77,6 +89,15 @@ pub(crate) async fn subscribe(
     }
     if !state.sessions.watch(session, &users) {
         return Err(ServiceError::Unavailable("session closed".into()));
+    }
+    // Ask the home nodes of remote users to send their changes here.
+    let mut by_server: HashMap<ServerName, Vec<UserId>> = HashMap::new();
+    for user in users.into_iter().filter(|u| !u.is_on(&state.server_name)) {
+        by_server.entry(user.server_name()).or_default().push(user);
+    }
+    for (server, users) in by_server {
+        let entries = federation::outbound::presence_subscribe(server.clone(), users).into_iter().collect();
+        federation::queue(state, &state.federation, &server, entries).await;
     }
     Ok(views)
 }

@@ -16,12 +16,14 @@ use tracing::{info, warn};
 use crate::accounts::{HashError, Hasher};
 use crate::cache::MemoryCache;
 use crate::config::Config;
+use crate::federation::{self, Federation};
 use crate::secrets::{self, SecretError};
 use crate::service::NodeService;
 use crate::sessions::Sessions;
 use crate::state::{AppState, Handles};
 use crate::store::{self, StoreError};
 use crate::users::Users;
+use kith_federation::NodeKey;
 
 /// How long shutdown waits for sessions to close and pending work to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,6 +48,9 @@ pub enum NodeError {
     /// The store could not be opened or failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// Federation could not start (node key, peers, p2p address).
+    #[error("federation: {0}")]
+    Federation(#[from] kith_federation::FederationError),
     /// Password hashing could not be set up.
     #[error(transparent)]
     Hash(#[from] HashError),
@@ -104,6 +109,10 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     if reset > 0 {
         info!(users = reset, "marked users offline after restart");
     }
+    let node_key = NodeKey::load_or_create(data_dir)?;
+    let (federation, inbound) =
+        Federation::start(node_key, config.node.server_name.clone(), &config.federation, config.rate_limits).await?;
+    let federation = Arc::new(federation);
     let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
     let state = AppState::new(Handles {
         server_name: config.node.server_name.clone(),
@@ -114,9 +123,16 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         hasher: Hasher::new(parallelism)?,
         tasks: TaskTracker::new(),
         presence_lock: tokio::sync::Mutex::new(()),
+        federation: federation.clone(),
     });
 
     let shutdown = CancellationToken::new();
+    federation::spawn_tasks(&state, &federation, inbound, &shutdown);
+    if let Some(metrics) = config.metrics_listen {
+        let listener = TcpListener::bind(metrics).await.map_err(|source| NodeError::Bind { addr: metrics, source })?;
+        info!("metrics on http://{}/metrics", listener.local_addr().unwrap_or(metrics));
+        state.tasks.spawn(crate::metrics::serve(listener, state.clone(), shutdown.clone()));
+    }
     let api = ApiState {
         service: Arc::new(NodeService::new(state.clone())),
         tokens: Arc::new(TokenKeys::new(&secret, config.node.server_name.clone(), config.token_ttl)),
@@ -161,6 +177,7 @@ async fn serve(
     if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait()).await.is_err() {
         warn!(tasks = state.tasks.len(), "background work still running at shutdown");
     }
+    state.federation.network.shutdown().await;
     state.store.close().await;
     info!("stopped");
     served.map_err(NodeError::Serve)

@@ -106,8 +106,8 @@ impl ChatService for NodeService {
         keys::publish(&self.state, caller, keys).await
     }
 
-    async fn claim_keys(&self, _caller: &Caller, user: &UserId) -> Result<KeyBundles, ServiceError> {
-        keys::claim(&self.state, user).await
+    async fn claim_keys(&self, caller: &Caller, user: &UserId) -> Result<KeyBundles, ServiceError> {
+        keys::claim(&self.state, caller, user).await
     }
 
     async fn key_count(&self, caller: &Caller) -> Result<KeyCount, ServiceError> {

@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::accounts::Hasher;
 use crate::cache::Cache;
+use crate::federation::Federation;
 use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::users::Users;
@@ -38,6 +39,8 @@ pub struct Handles {
     pub tasks: TaskTracker,
     /// Serialises presence transitions so that the last one written is the true one.
     pub presence_lock: tokio::sync::Mutex<()>,
+    /// Other nodes.
+    pub federation: Arc<Federation>,
 }
 
 impl AppState {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
-use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, MessageView, Timestamp, UserId};
+use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, MessageView, ServerName, Timestamp, UserId};
 use tokio::sync::oneshot;
 
 use postgres::open_postgres;
@@ -182,6 +182,78 @@ pub struct NewMessage {
     /// The sender's device that sent it: every other device of the sender gets the message
     /// too. `None` when the sender is not a user of this node.
     pub sender_device: Option<DeviceId>,
+    /// The receiver is a user of another node: queue this envelope for it (in the same
+    /// transaction) instead of writing a receiver's mailbox here.
+    pub forward: Option<OutboxEntry>,
+    /// The message arrived from another node in this envelope: a repeat of it stores nothing.
+    pub received: Option<InboxKey>,
+}
+
+/// An envelope to queue for another node, in the same transaction as its local effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The node it is for.
+    pub destination: ServerName,
+    /// Its id, kept across resends so the destination can deduplicate.
+    pub envelope_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its body (signed when sent).
+    pub body: Vec<u8>,
+}
+
+/// Identifies an envelope received from another node, for deduplication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxKey {
+    /// The node that sent it.
+    pub origin: ServerName,
+    /// Its id.
+    pub envelope_id: String,
+}
+
+/// A queued envelope, as the outbox pump reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Queue position: rows go out in this order.
+    pub seq: i64,
+    /// The envelope's id.
+    pub envelope_id: String,
+    /// Its kind.
+    pub kind: String,
+    /// Its body.
+    pub body: Vec<u8>,
+    /// When it was queued.
+    pub created_at: Timestamp,
+}
+
+/// How far behind the outbox is for one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// The destination.
+    pub destination: String,
+    /// Envelopes waiting.
+    pub depth: u64,
+    /// When the oldest was queued.
+    pub oldest: Option<Timestamp>,
+}
+
+/// Builds the envelope that carries a receipt (new status, when) to a sender on another node;
+/// `None` for a sender of this node.
+pub type ForwardReceipt = Arc<dyn Fn(&UserId, MessageStatus, Timestamp) -> Option<OutboxEntry> + Send + Sync>;
+
+/// A receipt from a user of another node for a message a user of this node sent.
+#[derive(Debug, Clone)]
+pub struct RemoteReceipt {
+    /// The sender, a user of this node.
+    pub sender: UserId,
+    /// The receiver, a user of the receipt's origin.
+    pub receiver: UserId,
+    /// The message.
+    pub message_id: MessageId,
+    /// `delivered` or `read`.
+    pub status: MessageStatus,
+    /// The envelope it came in.
+    pub received: InboxKey,
 }
 
 /// The result of appending a message.
@@ -193,10 +265,9 @@ pub enum AppendOutcome {
         message_id: MessageId,
         /// When it was stored.
         timestamp: Timestamp,
-        /// Its arrival position in the receiver's mailbox, for ordered redelivery.
-        receiver_seq: i64,
     },
-    /// The sender already sent a message with this `clientMessageId`; nothing was stored.
+    /// The sender already sent a message with this `clientMessageId`, or the envelope that
+    /// carries it arrived before; nothing was stored.
     Duplicate {
         /// The first message's id.
         message_id: MessageId,
@@ -207,7 +278,7 @@ pub enum AppendOutcome {
 
 /// A device's acknowledgement (`delivered`) or read receipt (`read`) of a message in its
 /// user's mailbox.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Receipt {
     /// Whose mailbox holds the message: its receiver, or (for an ack only) its sender, whose
     /// other devices get a copy.
@@ -220,6 +291,20 @@ pub struct Receipt {
     pub status: MessageStatus,
     /// When the receiver acked or read it.
     pub at: Timestamp,
+    /// How to carry the receipt to a sender on another node (in the same transaction).
+    pub forward: Option<ForwardReceipt>,
+}
+
+impl fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receipt")
+            .field("reader", &self.reader)
+            .field("device", &self.device)
+            .field("message_id", &self.message_id)
+            .field("status", &self.status)
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The effect of a receipt.
@@ -398,6 +483,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// The users `user` has exchanged messages with.
     async fn conversation_peers(&self, user: &UserId) -> Result<Vec<UserId>, StoreError>;
+
+    /// Applies a receipt from another node to the sender's copy (forward-only), once per
+    /// envelope; resolves to the new status when it moved.
+    async fn apply_remote_receipt(
+        &self,
+        receipt: RemoteReceipt,
+    ) -> Result<Committed<Option<MessageStatus>>, StoreError>;
+
+    /// Queues envelopes that carry no local effect of their own (presence).
+    async fn enqueue_envelopes(&self, entries: Vec<OutboxEntry>) -> Result<Committed<()>, StoreError>;
+
+    /// The oldest `limit` envelopes queued for `destination`, in queue order.
+    async fn outbox_batch(&self, destination: &ServerName, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+
+    /// Removes acknowledged envelopes.
+    async fn outbox_remove(&self, destination: &ServerName, seqs: Vec<i64>) -> Result<Committed<()>, StoreError>;
+
+    /// Outbox depth and oldest entry per destination.
+    async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError>;
 
     /// Lets queued writes commit, stops the writers and closes the connections.
     async fn close(&self);

@@ -5,7 +5,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
-use kith_proto::{DeviceId, MessageId, MessageView, Timestamp, UserId};
+use kith_proto::{DeviceId, MessageId, MessageStatus, MessageView, ServerName, Timestamp, UserId};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -13,8 +13,9 @@ use tokio::task::JoinHandle;
 use super::rows::{MessageRow, RowsAffected, UserRow, message_columns};
 use super::writer::{Job, Slot, Writer};
 use super::{
-    AppendOutcome, ClaimedKeys, Committed, DeviceRecord, ImportReport, NewMessage, NewUser, PendingMessage,
-    PublishOutcome, PublishedKeys, Receipt, ReceiptOutcome, Store, StoreError, StoreOptions,
+    AppendOutcome, ClaimedKeys, Committed, DeviceRecord, ImportReport, NewMessage, NewUser, OutboxEntry, OutboxRow,
+    OutboxStats, PendingMessage, PublishOutcome, PublishedKeys, Receipt, ReceiptOutcome, RemoteReceipt, Store,
+    StoreError, StoreOptions,
 };
 
 /// A store over one sqlx engine.
@@ -284,6 +285,60 @@ where
             .into_iter()
             .map(|(peer,)| super::rows::parse_user("messages", &peer))
             .collect()
+    }
+
+    async fn apply_remote_receipt(
+        &self,
+        receipt: RemoteReceipt,
+    ) -> Result<Committed<Option<MessageStatus>>, StoreError> {
+        let key = receipt.sender.to_string();
+        self.enqueue(&key, |slot| Job::ApplyRemoteReceipt(receipt, slot)).await
+    }
+
+    async fn enqueue_envelopes(&self, entries: Vec<OutboxEntry>) -> Result<Committed<()>, StoreError> {
+        self.enqueue("outbox", |slot| Job::EnqueueEnvelopes(entries, slot)).await
+    }
+
+    async fn outbox_batch(&self, destination: &ServerName, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query_as::<DB, (i64, String, String, Vec<u8>, i64)>(
+            "SELECT seq, envelope_id, kind, body, created_at FROM outbox WHERE destination = $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(destination.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, envelope_id, kind, body, created_at)| OutboxRow {
+                seq,
+                envelope_id,
+                kind,
+                body,
+                created_at: Timestamp::from_millis(created_at),
+            })
+            .collect())
+    }
+
+    async fn outbox_remove(&self, destination: &ServerName, seqs: Vec<i64>) -> Result<Committed<()>, StoreError> {
+        let destination = destination.to_string();
+        let key = destination.clone();
+        self.enqueue(&key, |slot| Job::OutboxRemove { destination, seqs, slot }).await
+    }
+
+    async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError> {
+        let rows = sqlx::query_as::<DB, (String, i64, i64)>(
+            "SELECT destination, COUNT(*), MIN(created_at) FROM outbox GROUP BY destination ORDER BY destination",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(destination, depth, oldest)| OutboxStats {
+                destination,
+                depth: u64::try_from(depth).unwrap_or(0),
+                oldest: Some(Timestamp::from_millis(oldest)),
+            })
+            .collect())
     }
 
     async fn close(&self) {

@@ -14,8 +14,8 @@ use tracing::{debug, warn};
 
 use super::rows::{RowsAffected, parse_message_id, parse_user};
 use super::{
-    AppendOutcome, ClaimedKeys, ImportReport, NewMessage, NewUser, PublishOutcome, PublishedKeys, Receipt,
-    ReceiptOutcome, StoreError,
+    AppendOutcome, ClaimedKeys, ImportReport, InboxKey, NewMessage, NewUser, OutboxEntry, PublishOutcome,
+    PublishedKeys, Receipt, ReceiptOutcome, RemoteReceipt, StoreError,
 };
 
 /// Where an operation's answer goes, and the answer until the commit decides its fate.
@@ -51,6 +51,9 @@ pub(crate) enum Job {
     RemoveDevice { user: UserId, device: DeviceId, slot: Slot<bool> },
     PublishKeys { user: UserId, device: DeviceId, keys: PublishedKeys, slot: Slot<PublishOutcome> },
     ClaimKeys { user: UserId, slot: Slot<Vec<ClaimedKeys>> },
+    ApplyRemoteReceipt(RemoteReceipt, Slot<Option<MessageStatus>>),
+    EnqueueEnvelopes(Vec<OutboxEntry>, Slot<()>),
+    OutboxRemove { destination: String, seqs: Vec<i64>, slot: Slot<()> },
 }
 
 impl Job {
@@ -75,6 +78,9 @@ impl Job {
             Self::RemoveDevice { slot, .. } => settle(slot, failure),
             Self::PublishKeys { slot, .. } => settle(slot, failure),
             Self::ClaimKeys { slot, .. } => settle(slot, failure),
+            Self::ApplyRemoteReceipt(_, slot) => settle(slot, failure),
+            Self::EnqueueEnvelopes(_, slot) => settle(slot, failure),
+            Self::OutboxRemove { slot, .. } => settle(slot, failure),
         }
     }
 }
@@ -183,6 +189,13 @@ where
                     keep(slot, Self::publish_keys(&mut tx, user, *device, keys).await)
                 }
                 Job::ClaimKeys { user, slot } => keep(slot, Self::claim_keys(&mut tx, user).await),
+                Job::ApplyRemoteReceipt(receipt, slot) => {
+                    keep(slot, Self::apply_remote_receipt(&mut tx, receipt).await)
+                }
+                Job::EnqueueEnvelopes(entries, slot) => keep(slot, Self::enqueue_envelopes(&mut tx, entries).await),
+                Job::OutboxRemove { destination, seqs, slot } => {
+                    keep(slot, Self::outbox_remove(&mut tx, destination, seqs).await)
+                }
             };
             if let Some(e) = fatal {
                 return Err(e);
@@ -247,6 +260,11 @@ where
         let receiver = message.receiver.as_str();
         let timestamp = message.timestamp.as_millis();
 
+        if let Some(received) = &message.received
+            && !Self::first_receipt_of(tx, received).await?
+        {
+            return Ok(AppendOutcome::Duplicate { message_id: message.message_id, timestamp: message.timestamp });
+        }
         if let Some(client_id) = &message.client_message_id {
             let claimed = sqlx::query::<DB>(
                 "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) \
@@ -295,19 +313,95 @@ where
                 .await?;
             Self::queue_for_devices(tx, sender, sender_seq, Some(sending_device)).await?;
         }
-        let (receiver_seq,) = sqlx::query_as::<DB, (i64,)>(INSERT)
-            .bind(receiver)
-            .bind(message_id.as_str())
-            .bind(sender)
-            .bind(sender)
-            .bind(receiver)
-            .bind(message.content.as_str())
-            .bind(timestamp)
-            .fetch_one(&mut **tx)
-            .await?;
-        let except = if sender == receiver { message.sender_device } else { None };
-        Self::queue_for_devices(tx, receiver, receiver_seq, except).await?;
-        Ok(AppendOutcome::Stored { message_id: message.message_id, timestamp: message.timestamp, receiver_seq })
+        if let Some(envelope) = &message.forward {
+            // The receiver's mailbox is on their own node: the envelope carries it there.
+            Self::insert_outbox(tx, envelope).await?;
+        } else {
+            let (receiver_seq,) = sqlx::query_as::<DB, (i64,)>(INSERT)
+                .bind(receiver)
+                .bind(message_id.as_str())
+                .bind(sender)
+                .bind(sender)
+                .bind(receiver)
+                .bind(message.content.as_str())
+                .bind(timestamp)
+                .fetch_one(&mut **tx)
+                .await?;
+            let except = if sender == receiver { message.sender_device } else { None };
+            Self::queue_for_devices(tx, receiver, receiver_seq, except).await?;
+        }
+        Ok(AppendOutcome::Stored { message_id: message.message_id, timestamp: message.timestamp })
+    }
+
+    /// Records an envelope from another node; false if it was recorded before (a repeat).
+    async fn first_receipt_of(tx: &mut Tx<DB>, received: &InboxKey) -> Result<bool, StoreError> {
+        let done = sqlx::query::<DB>(
+            "INSERT INTO inbox (origin, envelope_id, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (origin, envelope_id) DO NOTHING",
+        )
+        .bind(received.origin.as_str())
+        .bind(received.envelope_id.as_str())
+        .bind(Timestamp::now().as_millis())
+        .execute(&mut **tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_outbox(tx: &mut Tx<DB>, entry: &OutboxEntry) -> Result<(), StoreError> {
+        sqlx::query::<DB>(
+            "INSERT INTO outbox (destination, envelope_id, kind, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(entry.destination.as_str())
+        .bind(entry.envelope_id.as_str())
+        .bind(entry.kind.as_str())
+        .bind(entry.body.as_slice())
+        .bind(Timestamp::now().as_millis())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn enqueue_envelopes(tx: &mut Tx<DB>, entries: &[OutboxEntry]) -> Result<(), StoreError> {
+        for entry in entries {
+            Self::insert_outbox(tx, entry).await?;
+        }
+        Ok(())
+    }
+
+    async fn outbox_remove(tx: &mut Tx<DB>, destination: &str, seqs: &[i64]) -> Result<(), StoreError> {
+        for seq in seqs {
+            sqlx::query::<DB>("DELETE FROM outbox WHERE destination = $1 AND seq = $2")
+                .bind(destination)
+                .bind(*seq)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_remote_receipt(
+        tx: &mut Tx<DB>,
+        receipt: &RemoteReceipt,
+    ) -> Result<Option<MessageStatus>, StoreError> {
+        if !Self::first_receipt_of(tx, &receipt.received).await? {
+            return Ok(None);
+        }
+        let status = match receipt.status {
+            MessageStatus::Sent => return Ok(None),
+            status => status,
+        };
+        let advanced = sqlx::query::<DB>(concat!(
+            "UPDATE messages SET status = $3 WHERE owner_id = $1 AND message_id = $2 AND ",
+            advances!()
+        ))
+        .bind(receipt.sender.as_str())
+        .bind(receipt.message_id.to_string().as_str())
+        .bind(status.as_str())
+        .execute(&mut **tx)
+        .await?
+        .rows_affected()
+            > 0;
+        Ok(advanced.then_some(status))
     }
 
     /// Makes the mailbox row `seq` of `owner` pending for each of their devices but `except`.
@@ -380,8 +474,15 @@ where
         .await?
         .rows_affected()
             > 0;
-        if advanced && sender != reader {
-            // The sender's copy, when the sender is one of ours (otherwise no row matches).
+        let forward = match (&receipt.forward, advanced && sender != reader) {
+            (Some(forward), true) => parse_user("messages", &sender).map(|s| forward(&s, status, receipt.at))?,
+            _ => None,
+        };
+        if let Some(envelope) = forward {
+            // The sender's copy is on their own node: the envelope carries the receipt there.
+            Self::insert_outbox(tx, &envelope).await?;
+        } else if advanced && sender != reader {
+            // The sender's copy, when the sender is one of ours.
             sqlx::query::<DB>(concat!(
                 "UPDATE messages SET status = $3 WHERE owner_id = $1 AND message_id = $2 AND ",
                 advances!()

@@ -81,6 +81,13 @@ pub struct TestNode {
     pub addr: SocketAddr,
     /// Its server name.
     pub server_name: String,
+    /// Where it listens for other nodes: a loopback address of its own, so that parallel tests
+    /// never collide.
+    pub p2p_address: String,
+    /// Its federation peer id.
+    pub peer_id: String,
+    /// `--peer` bindings it starts with.
+    peers: Vec<String>,
     backend: Backend,
     data_dir: tempfile::TempDir,
     extra_args: Vec<String>,
@@ -99,17 +106,43 @@ impl TestNode {
 
     /// Starts a node on `backend` with extra `kith serve` flags.
     pub async fn start_with(backend: Backend, extra_args: &[&str]) -> Result<Self> {
-        let mut node = Self {
+        let mut node = Self::prepare("test", backend, extra_args)?;
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    /// A node named `server_name` with its data directory, key and p2p address ready, not yet
+    /// started: pin peers with [`TestNode::pin`], then [`TestNode::launch`].
+    pub fn prepare(server_name: &str, backend: Backend, extra_args: &[&str]) -> Result<Self> {
+        let data_dir = tempfile::Builder::new().prefix("kith-test-").tempdir()?;
+        let peer_id = kith_federation::NodeKey::load_or_create(data_dir.path())?.peer_id().to_string();
+        Ok(Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            server_name: "test".into(),
+            server_name: server_name.into(),
+            p2p_address: format!("/ip4/{}/tcp/4001", unique_loopback()),
+            peer_id,
+            peers: Vec::new(),
             backend,
-            data_dir: tempfile::Builder::new().prefix("kith-test-").tempdir()?,
+            data_dir,
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
             log: Arc::default(),
-        };
-        node.spawn().await?;
-        Ok(node)
+        })
+    }
+
+    /// The `--peer` binding other nodes use for this one.
+    pub fn binding(&self) -> String {
+        format!("{}={}/p2p/{}", self.server_name, self.p2p_address, self.peer_id)
+    }
+
+    /// Pins a raw binding (for nodes the test plays itself).
+    pub fn pin_binding(&mut self, binding: String) {
+        self.peers.push(binding);
+    }
+
+    /// Starts a prepared node.
+    pub async fn launch(&mut self) -> Result<()> {
+        self.spawn().await
     }
 
     /// The node's data directory.
@@ -142,6 +175,9 @@ impl TestNode {
             .arg(&self.server_name)
             .arg("--database-url")
             .arg(self.database_url())
+            .arg("--p2p-listen")
+            .arg(&self.p2p_address)
+            .args(self.peers.iter().flat_map(|binding| ["--peer", binding.as_str()]))
             .args(&self.extra_args)
             .env("KITH_LOG", "info,kith_node=debug,kith_client_api=debug,sqlx=warn")
             .stdin(Stdio::null())
@@ -253,6 +289,15 @@ pub async fn frame_where<T>(connection: &mut Connection, mut pick: impl FnMut(Se
     })
     .await
     .context("no matching frame in time")?
+}
+
+/// A loopback address no other node of this test run uses (127.0.0.0/8 is all loopback).
+pub fn unique_loopback() -> std::net::Ipv4Addr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let process = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
+    std::net::Ipv4Addr::new(127, process, u8::try_from(n / 250).unwrap_or(255), u8::try_from(n % 250).unwrap_or(0) + 2)
 }
 
 /// The message in a `message` frame.

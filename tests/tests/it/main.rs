@@ -7,6 +7,7 @@ mod harness;
 mod accounts;
 mod durability;
 mod errors;
+mod federation;
 mod history;
 mod keys;
 mod messaging;

@@ -78,6 +78,8 @@ fn new_message(from: &UserId, to: &UserId, text: &str, client_id: Option<&str>) 
         timestamp: Timestamp::now(),
         client_message_id: client_id.map(|c| ClientMessageId::parse(c).unwrap_or_else(|e| panic!("{e}"))),
         sender_device: Some(D0),
+        forward: None,
+        received: None,
     }
 }
 
@@ -92,7 +94,14 @@ async fn receipt(
     status: MessageStatus,
 ) -> Result<Option<MessageStatus>, StoreError> {
     let outcome = store
-        .record_receipt(Receipt { reader: reader.clone(), device: D0, message_id: id, status, at: Timestamp::now() })
+        .record_receipt(Receipt {
+            reader: reader.clone(),
+            device: D0,
+            message_id: id,
+            status,
+            at: Timestamp::now(),
+            forward: None,
+        })
         .await?
         .await?;
     Ok(outcome.advanced_to)
@@ -275,12 +284,19 @@ async fn each_device_has_its_own_queue(store: Arc<dyn Store>) -> Result<()> {
         message_id: id,
         status: MessageStatus::Delivered,
         at: Timestamp::now(),
+        forward: None,
     };
     assert_eq!(store.record_receipt(ack).await?.await?.advanced_to, None);
     assert!(pending_ids(alice.clone(), d1).await?.is_empty());
     // A read on any device clears every device of the reader.
-    let read =
-        Receipt { reader: bob.clone(), device: D0, message_id: id, status: MessageStatus::Read, at: Timestamp::now() };
+    let read = Receipt {
+        reader: bob.clone(),
+        device: D0,
+        message_id: id,
+        status: MessageStatus::Read,
+        at: Timestamp::now(),
+        forward: None,
+    };
     assert_eq!(store.record_receipt(read).await?.await?.advanced_to, Some(MessageStatus::Read));
     assert!(pending_ids(bob.clone(), d1).await?.is_empty());
 

@@ -1,0 +1,210 @@
+//! One pump per destination: sends what its outbox holds, oldest first, one batch at a time,
+//! and removes envelopes only once acked. A failed batch is retried with exponential backoff
+//! and jitter (capped at a few minutes), resent under the same envelope ids (a timeout means
+//! "maybe delivered"; the peer deduplicates), and retried at once when the peer shows up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kith_client_api::SessionEvent;
+use kith_federation::{Envelope, MessageBody, Outcome, PeerEvent};
+use kith_proto::{ErrorCode, ServerFrame, ServerName, Timestamp};
+use tokio::sync::Notify;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Federation;
+use super::outbound;
+use crate::state::AppState;
+use crate::store::OutboxRow;
+
+/// Most envelopes per request.
+const BATCH: u32 = 512;
+
+/// Most body bytes per request, well under the protocol's cap.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// The first retry delay.
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+
+/// The longest retry delay.
+const BACKOFF_MAX: Duration = Duration::from_secs(180);
+
+/// Exponential backoff with jitter.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    /// The delay before the next attempt, after one more failure: doubling from
+    /// [`BACKOFF_MIN`], capped at [`BACKOFF_MAX`], each drawn between half and all of it.
+    pub(crate) fn next(&mut self, jitter: u32) -> Duration {
+        let exp = BACKOFF_MIN.saturating_mul(1 << self.failures.min(16)).min(BACKOFF_MAX);
+        self.failures = self.failures.saturating_add(1);
+        let fraction = 0.5 + f64::from(jitter) / f64::from(u32::MAX) / 2.0;
+        exp.mul_f64(fraction)
+    }
+
+    /// Back to the first delay (the peer answered, or showed up).
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Runs the pump for `destination` until shutdown.
+pub(crate) async fn run(
+    state: AppState,
+    federation: Arc<Federation>,
+    destination: ServerName,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::default();
+    let mut events = federation.network.subscribe();
+    loop {
+        let rows = match state.store.outbox_batch(&destination, BATCH).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                warn!(%destination, error = %e, "cannot read the outbox");
+                Vec::new()
+            }
+        };
+        let rows = within_bytes(rows);
+        if rows.is_empty() {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = wake.notified() => {}
+            }
+            continue;
+        }
+        match send(&federation, &destination, &rows).await {
+            Ok(acks) => {
+                backoff.reset();
+                settle(&state, &destination, &rows, acks).await;
+            }
+            Err(e) => {
+                let delay = backoff.next(getrandom::u32().unwrap_or(u32::MAX / 2));
+                info!(%destination, waiting = rows.len(), retry_in_ms = delay.as_millis(), error = %e, "peer unreachable; will retry");
+                // Wait out the delay, unless the peer shows up first.
+                let sleep = tokio::time::sleep(delay);
+                tokio::pin!(sleep);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = &mut sleep => break,
+                        event = events.recv() => match event {
+                            Ok(PeerEvent::Reachable(peer)) if peer == destination => {
+                                backoff.reset();
+                                break;
+                            }
+                            Ok(_) | Err(RecvError::Lagged(_)) => {}
+                            Err(RecvError::Closed) => return,
+                        },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The leading rows whose bodies fit in one request.
+fn within_bytes(mut rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
+    let mut total = 0;
+    let keep = rows
+        .iter()
+        .position(|row| {
+            total += row.body.len();
+            total > BATCH_BYTES
+        })
+        .unwrap_or(rows.len())
+        .max(1);
+    rows.truncate(keep);
+    rows
+}
+
+/// Signs the rows (now, so `sentAt` is fresh on every attempt) and delivers them.
+async fn send(
+    federation: &Federation,
+    destination: &ServerName,
+    rows: &[OutboxRow],
+) -> Result<Vec<kith_federation::Ack>, kith_federation::FederationError> {
+    let now = Timestamp::now();
+    let local = federation.local_name();
+    let envelopes = rows
+        .iter()
+        .filter_map(|row| {
+            let kind = outbound::kind(&row.kind)?;
+            Envelope::seal_encoded(&federation.key, &row.envelope_id, local, destination, kind, row.body.clone(), now)
+                .inspect_err(|e| warn!(error = %e, "cannot sign an envelope"))
+                .ok()
+        })
+        .collect();
+    federation.network.deliver(destination, envelopes).await
+}
+
+/// Removes acked rows; tells senders whose messages the peer refused.
+async fn settle(state: &AppState, destination: &ServerName, rows: &[OutboxRow], acks: Vec<kith_federation::Ack>) {
+    let mut done = Vec::with_capacity(rows.len());
+    for row in rows {
+        match acks.iter().find(|ack| ack.id == row.envelope_id).map(|ack| &ack.outcome) {
+            Some(Outcome::Accepted) => done.push(row.seq),
+            Some(Outcome::Rejected(reason)) => {
+                warn!(%destination, envelope = %row.envelope_id, kind = %row.kind, %reason, "peer refused an envelope");
+                tell_sender(state, destination, row, reason);
+                done.push(row.seq);
+            }
+            // Not acked (an unknown kind, or a peer that skipped it): it stays for the next try.
+            None => debug!(envelope = %row.envelope_id, "no ack"),
+        }
+    }
+    if done.is_empty() {
+        return;
+    }
+    match state.store.outbox_remove(destination, done).await {
+        Ok(committed) => {
+            if let Err(e) = committed.await {
+                warn!(error = %e, "cannot remove acked envelopes; they will be resent and deduplicated");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot remove acked envelopes; they will be resent and deduplicated"),
+    }
+}
+
+/// A refused message: its sender hears why (it was stored as `sent` and will not get further).
+fn tell_sender(state: &AppState, destination: &ServerName, row: &OutboxRow, reason: &str) {
+    if row.kind != "message" {
+        return;
+    }
+    let Ok(body) = serde_json::from_slice::<MessageBody>(&row.body) else {
+        return;
+    };
+    let frame = ServerFrame::Error {
+        code: ErrorCode::NotFound,
+        message: format!("message {} to {} was refused by {destination}: {reason}", body.message_id, body.receiver_id),
+        client_message_id: None,
+    };
+    let dropped = state.sessions.push_to_user(&body.sender_id, &SessionEvent::Frame(frame), None);
+    crate::presence::after_dropping(state, dropped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let mut backoff = Backoff::default();
+        let full = |b: &mut Backoff| b.next(u32::MAX);
+        assert_eq!(full(&mut backoff), BACKOFF_MIN);
+        assert_eq!(full(&mut backoff), BACKOFF_MIN * 2);
+        assert_eq!(backoff.next(0), BACKOFF_MIN * 2, "half of 4x at the lowest jitter");
+        for _ in 0..30 {
+            assert!(full(&mut backoff) <= BACKOFF_MAX);
+        }
+        assert_eq!(full(&mut backoff), BACKOFF_MAX);
+        backoff.reset();
+        assert_eq!(full(&mut backoff), BACKOFF_MIN);
+    }
+}

@@ -1,0 +1,49 @@
+//! `GET /metrics` in the Prometheus text format, on its own address (`--metrics-listen`) so it
+//! is never exposed with the client API: live sessions, and per destination the outbox depth
+//! and the age of its oldest envelope.
+
+use std::fmt::Write;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use kith_proto::Timestamp;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+/// Serves metrics until shutdown.
+pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
+    let app = Router::new().route("/metrics", get(metrics)).with_state(state);
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        tracing::warn!(error = %e, "metrics listener failed");
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let mut text = String::new();
+    let _ = writeln!(text, "# HELP kith_sessions Live WebSocket sessions.\n# TYPE kith_sessions gauge");
+    let _ = writeln!(text, "kith_sessions {}", state.sessions.len());
+    let stats = match state.store.outbox_stats().await {
+        Ok(stats) => stats,
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
+    };
+    let now = Timestamp::now().as_millis();
+    let _ =
+        writeln!(text, "# HELP kith_outbox_depth Envelopes waiting for a peer's ack.\n# TYPE kith_outbox_depth gauge");
+    for s in &stats {
+        let _ = writeln!(text, "kith_outbox_depth{{destination=\"{}\"}} {}", s.destination, s.depth);
+    }
+    let _ = writeln!(
+        text,
+        "# HELP kith_outbox_oldest_age_seconds Age of the oldest waiting envelope.\n# TYPE kith_outbox_oldest_age_seconds gauge"
+    );
+    for s in &stats {
+        let age = s.oldest.map_or(0.0, |t| (now - t.as_millis()) as f64 / 1000.0);
+        let _ = writeln!(text, "kith_outbox_oldest_age_seconds{{destination=\"{}\"}} {age}", s.destination);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
