@@ -15,6 +15,10 @@ pub const MAX_REQUEST_BYTES: u64 = 8 * 1024 * 1024;
 /// Largest response accepted, in bytes.
 pub const MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 
+/// How a `Refused` answer to a query starts when the user asked about does not exist, so the
+/// asking node can answer its client with "not found" rather than "unavailable".
+pub const REFUSED_UNKNOWN_USER: &str = "unknown user";
+
 /// Most envelopes in one `Deliver`.
 pub const MAX_ENVELOPES_PER_REQUEST: usize = 1024;
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use kith_client_api::SessionEvent;
-use kith_federation::protocol::MAX_ENVELOPES_PER_REQUEST;
+use kith_federation::protocol::{MAX_ENVELOPES_PER_REQUEST, REFUSED_UNKNOWN_USER};
 use kith_federation::{
     Ack, Envelope, Inbound, InboundRequest, Outcome, Payload, PeerId, Rejection, Response, VerifiedEnvelope,
 };
@@ -237,6 +237,9 @@ async fn query(state: &AppState, federation: &Arc<Federation>, peer: PeerId, env
     }
     let bundles = match keys::claim_local(state, &claim.user_id).await {
         Ok(bundles) => bundles,
+        Err(kith_client_api::ServiceError::UnknownUser(user)) => {
+            return Response::Refused(format!("{REFUSED_UNKNOWN_USER}: {user}"));
+        }
         Err(e) => return Response::Refused(e.to_string()),
     };
     let answer = Envelope::seal(

@@ -117,8 +117,15 @@ impl Federation {
         let id = kith_proto::MessageId::now().to_string();
         let envelope = Envelope::seal(&self.key, &id, &self.local, &server, &claim, Timestamp::now())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let answer =
-            self.network.query(&server, envelope).await.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        let answer = match self.network.query(&server, envelope).await {
+            Ok(answer) => answer,
+            Err(kith_federation::FederationError::Refused { reason, .. })
+                if reason.starts_with(kith_federation::protocol::REFUSED_UNKNOWN_USER) =>
+            {
+                return Err(ServiceError::UnknownUser(user.clone()));
+            }
+            Err(e) => return Err(ServiceError::Unavailable(e.to_string())),
+        };
         let verified = self
             .verifier
             .verify(&self.directory, &pinned.peer_id(), answer, Timestamp::now())

@@ -302,3 +302,35 @@ async fn forged_foreign_replayed_stale_and_oversized_envelopes_are_refused_and_t
     assert_eq!(gamma.name.as_str(), "gamma");
     Ok(())
 }
+
+#[tokio::test]
+async fn key_bundles_of_a_remote_user_are_claimed_through_their_home_node() -> Result<()> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use kith_crypto::{DeviceIdentity, OneTimePreKey, PreKeyBundle, SignedPreKey};
+    use rand_core::UnwrapErr;
+
+    let nodes = federation(&["alpha", "beta"], &[]).await?;
+    let alice = nodes[0].user("alice").await?;
+    let bob = nodes[1].user("bob").await?;
+    let mut rng = UnwrapErr(getrandom::SysRng);
+    let identity = DeviceIdentity::generate(&mut rng);
+    let signed = SignedPreKey::generate(1, &identity, &mut rng);
+    let one_time = OneTimePreKey::generate_batch(7, 1, &mut rng)?;
+    bob.publish_keys(&kith_proto::keys::KeyUpload {
+        identity: BASE64.encode(identity.public().to_bytes()),
+        signed_pre_key: BASE64.encode(signed.public().to_bytes()),
+        one_time_pre_keys: one_time.iter().map(|k| BASE64.encode(k.public().to_bytes())).collect(),
+    })
+    .await?;
+
+    let bundles = alice.claim_keys("bob@beta").await?;
+    assert_eq!(bundles.user_id.as_str(), "bob@beta");
+    let bundle = PreKeyBundle::from_bytes(&BASE64.decode(&bundles.devices[0].bundle)?)?.verify()?;
+    assert_eq!(bundle.identity(), identity.public());
+    assert_eq!(bundle.bundle().one_time_prekey().map(|k| k.id()), Some(7));
+    assert_eq!(bob.key_count().await?.one_time_pre_keys, 0, "claimed on bob's node");
+    let unknown = alice.claim_keys("nobody@beta").await;
+    assert!(matches!(unknown, Err(kith_client::ClientError::Api { status: 404, .. })), "{unknown:?}");
+    Ok(())
+}
