@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use kith_node::store::{
-    self, AppendOutcome, NewMessage, NewUser, PublishedKeys, Receipt, Store, StoreError, StoreOptions,
+    self, AppendOutcome, InboxKey, NewMessage, NewUser, OutboxEntry, PublishedKeys, Receipt, RemoteReceipt, Store,
+    StoreError, StoreOptions,
 };
 use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, Timestamp, UserId};
 
@@ -47,6 +48,8 @@ on_every_store!(
     each_device_has_its_own_queue,
     a_user_has_at_most_five_devices,
     one_time_prekeys_are_claimed_once,
+    a_message_to_another_node_is_queued_with_the_senders_copy,
+    envelopes_from_another_node_apply_once,
 );
 
 /// Opens a store holding the accounts the tests use, each with device 0.
@@ -387,6 +390,92 @@ async fn concurrent_writes_commit_together_and_in_order(store: Arc<dyn Store>) -
     }
     let pending: Vec<_> = store.pending(&bob, D0, 0, 1000).await?.into_iter().map(|p| p.message.message_id).collect();
     assert_eq!(pending, ids, "arrival order is the order of enqueueing");
+    store.close().await;
+    Ok(())
+}
+
+fn server(name: &str) -> kith_proto::ServerName {
+    kith_proto::ServerName::parse(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn a_message_to_another_node_is_queued_with_the_senders_copy(store: Arc<dyn Store>) -> Result<()> {
+    let (alice, remote) = (user("alice"), UserId::parse("bob@beta")?);
+    let mut message = new_message(&alice, &remote, "to beta", None);
+    let id = message.message_id;
+    message.forward = Some(OutboxEntry {
+        destination: server("beta"),
+        envelope_id: id.to_string(),
+        kind: "message".into(),
+        body: b"{}".to_vec(),
+    });
+    append(store.as_ref(), message).await?;
+    assert_eq!(store.history(&alice, &remote, None, 10).await?.len(), 1, "the sender's copy");
+    assert!(store.history(&remote, &alice, None, 10).await?.is_empty(), "no receiver row here");
+    let queued = store.outbox_batch(&server("beta"), 10).await?;
+    assert_eq!(queued.iter().map(|r| r.envelope_id.clone()).collect::<Vec<_>>(), [id.to_string()]);
+    let stats = store.outbox_stats().await?;
+    assert_eq!((stats.len(), stats[0].depth), (1, 1));
+
+    // A receipt for it comes back from beta: applied once, forward only.
+    let receipt = |status, envelope: &str| RemoteReceipt {
+        sender: alice.clone(),
+        receiver: remote.clone(),
+        message_id: id,
+        status,
+        received: InboxKey { origin: server("beta"), envelope_id: envelope.into() },
+    };
+    assert_eq!(
+        store.apply_remote_receipt(receipt(MessageStatus::Read, "r-1")).await?.await?,
+        Some(MessageStatus::Read)
+    );
+    assert_eq!(store.apply_remote_receipt(receipt(MessageStatus::Read, "r-1")).await?.await?, None, "a replay");
+    assert_eq!(store.apply_remote_receipt(receipt(MessageStatus::Delivered, "r-2")).await?.await?, None, "backwards");
+    assert_eq!(store.history(&alice, &remote, None, 1).await?[0].status, MessageStatus::Read);
+
+    store.outbox_remove(&server("beta"), queued.iter().map(|r| r.seq).collect()).await?.await?;
+    assert!(store.outbox_batch(&server("beta"), 10).await?.is_empty());
+    assert!(store.outbox_stats().await?.is_empty());
+    store.close().await;
+    Ok(())
+}
+
+async fn envelopes_from_another_node_apply_once(store: Arc<dyn Store>) -> Result<()> {
+    let (remote, bob) = (UserId::parse("carol@gamma")?, user("bob"));
+    let incoming = |envelope: &str| {
+        let mut message = new_message(&remote, &bob, "from gamma", None);
+        message.sender_device = None;
+        message.received = Some(InboxKey { origin: server("gamma"), envelope_id: envelope.into() });
+        message
+    };
+    let first = incoming("e-1");
+    let id = first.message_id;
+    assert!(matches!(append(store.as_ref(), first).await?, AppendOutcome::Stored { .. }));
+    let mut again = incoming("e-1");
+    again.message_id = id;
+    assert!(matches!(append(store.as_ref(), again).await?, AppendOutcome::Duplicate { .. }));
+    assert_eq!(store.pending(&bob, D0, 0, 10).await?.len(), 1);
+    assert!(store.history(&remote, &bob, None, 10).await?.is_empty(), "no sender row for a remote sender");
+
+    // Bob reads it: the receipt is queued for gamma in the same transaction.
+    let forward: kith_node::store::ForwardReceipt = Arc::new(|sender: &UserId, status, _at| {
+        Some(OutboxEntry {
+            destination: sender.server_name(),
+            envelope_id: format!("receipt-{}", status.as_str()),
+            kind: "receipt".into(),
+            body: Vec::new(),
+        })
+    });
+    let read = Receipt {
+        reader: bob.clone(),
+        device: D0,
+        message_id: id,
+        status: MessageStatus::Read,
+        at: Timestamp::now(),
+        forward: Some(forward),
+    };
+    assert_eq!(store.record_receipt(read).await?.await?.advanced_to, Some(MessageStatus::Read));
+    let queued = store.outbox_batch(&server("gamma"), 10).await?;
+    assert_eq!(queued.iter().map(|r| r.envelope_id.as_str()).collect::<Vec<_>>(), ["receipt-read"]);
     store.close().await;
     Ok(())
 }
