@@ -299,7 +299,7 @@ impl Messenger {
         };
         profile.create(&state).await?;
         let mut messenger = Self { profile, api, rng };
-        messenger.replenish_prekeys().await?;
+        messenger.publish_keys(true).await?;
         Ok(messenger)
     }
 
@@ -363,13 +363,19 @@ impl Messenger {
     /// # Errors
     /// Transport and profile errors; the node refusing the keys.
     pub async fn replenish_prekeys(&mut self) -> Result<u32, MessengerError> {
-        let count = self.api.key_count().await?.one_time_pre_keys;
+        self.publish_keys(false).await
+    }
+
+    /// Publishes keys when they run low, or (`first`) unconditionally with a full batch: a
+    /// new profile may reuse a device id whose old keys still count on the node.
+    async fn publish_keys(&mut self, first: bool) -> Result<u32, MessengerError> {
+        let count = if first { 0 } else { self.api.key_count().await?.one_time_pre_keys };
         let upload = {
             let mut locked = self.profile.lock().await?;
             let keys = &mut locked.state.keys;
             let rotated = keys.rotate_signed_prekey_if_due(Timestamp::now(), &mut self.rng);
             let missing = if count < PREKEY_LOW_WATER { PREKEY_TARGET - count } else { 0 };
-            if missing == 0 && !rotated {
+            if missing == 0 && !rotated && !first {
                 return Ok(count);
             }
             let new = keys.new_one_time_prekeys(missing, &mut self.rng)?;
