@@ -30,7 +30,7 @@ pub const PREKEY_LOW_WATER: u32 = 20;
 /// How many one-time prekeys the node should hold after a top-up.
 pub const PREKEY_TARGET: u32 = 100;
 
-/// How long [`Messenger::sync`] waits for the node to answer before giving up.
+/// How long [`Messenger::sync`] waits for the node's next frame before giving up.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a messenger operation failed.
@@ -59,7 +59,7 @@ pub enum MessengerError {
     #[error("message queued, not yet confirmed by the server: {0}")]
     Queued(ClientError),
     /// The node's answer did not arrive in time.
-    #[error("the server did not answer within {0:?}")]
+    #[error("the server sent nothing for {0:?}")]
     Timeout(Duration),
 }
 
@@ -594,23 +594,15 @@ impl Messenger {
     pub async fn sync(&mut self) -> Result<Vec<Event>, MessengerError> {
         let mut inbox = self.connect().await?;
         let mut events = Vec::new();
-        let drained = tokio::time::timeout(SYNC_TIMEOUT, async {
-            loop {
-                let frame = inbox.next_frame().await?;
-                events.extend(self.handle(&mut inbox, frame).await?);
-                if inbox.markers_seen == 1 && inbox.markers_sent == 1 {
-                    // A second marker: the node has read every ack sent before it.
-                    inbox.send_marker().await?;
-                }
-                if inbox.markers_seen >= 2 {
-                    return Ok::<(), MessengerError>(());
-                }
+        while inbox.markers_seen < 2 {
+            let frame = tokio::time::timeout(SYNC_TIMEOUT, inbox.next_frame())
+                .await
+                .map_err(|_| MessengerError::Timeout(SYNC_TIMEOUT))??;
+            events.extend(self.handle(&mut inbox, frame).await?);
+            if inbox.markers_seen == 1 && inbox.markers_sent == 1 {
+                // A second marker: once it is answered, the node has read every ack before it.
+                inbox.send_marker().await?;
             }
-        })
-        .await;
-        match drained {
-            Ok(result) => result?,
-            Err(_) => return Err(MessengerError::Timeout(SYNC_TIMEOUT)),
         }
         if let Err(e) = inbox.close().await {
             tracing::debug!(error = %e, "closing after sync");

@@ -16,9 +16,11 @@ use crate::sessions::{DeviceList, IdentityStatus, KeyStore, PeerDevice, SignedPr
 /// The version of `state.json` this library writes and reads.
 pub const STATE_VERSION: u32 = 1;
 
-/// How many processed message ids are remembered (to acknowledge redeliveries without
-/// decrypting them twice). Older ones are forgotten first.
-pub const PROCESSED_IDS_KEPT: usize = 10_000;
+/// How many processed message ids are remembered, to acknowledge a redelivery (an ack that
+/// did not reach the node) without decrypting it twice. Redeliveries come first on the next
+/// connect, so only the last few matter; an id forgotten too early costs a duplicate
+/// "undecryptable (replay)" line that the history hides behind the original.
+pub const PROCESSED_IDS_KEPT: usize = 1000;
 
 /// The account a profile belongs to.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
