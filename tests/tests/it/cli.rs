@@ -125,6 +125,11 @@ impl ChatUser {
         Ok(lines.iter().filter_map(|l| l["safetyNumber"].as_str().map(str::to_owned)).collect())
     }
 
+    /// Starts `chat <peer>` with its standard input and output piped.
+    pub fn chat(&self, peer: &str) -> Result<Child> {
+        Ok(self.command(&["chat", peer]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?)
+    }
+
     /// Starts `listen --json` and waits until it has received everything pending.
     pub async fn listen(&self) -> Result<Listener> {
         let mut child = self.command(&["listen", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;

@@ -10,9 +10,10 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use kith_client::proto::rest::AuthResponse;
 use kith_proto::{ClientFrame, ServerFrame};
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::cli::{ChatUser, text_of};
-use crate::harness::{Backend, TestNode, frame_where, message};
+use crate::harness::{Backend, PATIENCE, TestNode, frame_where, message};
 
 #[tokio::test]
 async fn two_cli_users_exchange_encrypted_messages_both_ways() -> Result<()> {
@@ -44,6 +45,43 @@ async fn two_cli_users_exchange_encrypted_messages_both_ways() -> Result<()> {
     // The human format says who wrote what.
     let printed = alice.ok(&["history", "bob"]).await?;
     assert!(printed.contains("bob@test -> alice@test: hi alice, bob here"), "{printed}");
+    bob_live.kill().await
+}
+
+#[tokio::test]
+async fn the_interactive_mode_sends_lines_and_shows_replies() -> Result<()> {
+    let node = TestNode::start().await?;
+    let alice = ChatUser::register(&node, "alice").await?;
+    let bob = ChatUser::register(&node, "bob").await?;
+    let mut bob_live = bob.listen().await?;
+    alice.send("bob", "earlier").await?;
+    assert_eq!(bob_live.next_message().await?["text"], "earlier");
+
+    let mut chat = alice.chat("bob")?;
+    let mut input = chat.stdin.take().context("stdin")?;
+    let mut output = BufReader::new(chat.stdout.take().context("stdout")?).lines();
+    // The recent history comes first.
+    let first = tokio::time::timeout(PATIENCE, output.next_line()).await??.context("output")?;
+    assert!(first.ends_with("alice@test -> bob@test: earlier"), "{first}");
+
+    input.write_all(b"typed in the chat\n").await?;
+    assert_eq!(bob_live.next_message().await?["text"], "typed in the chat");
+    bob.send("alice", "seen it").await?;
+    let shown = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match output.next_line().await? {
+                Some(line) if line.contains("seen it") => return Ok::<_, anyhow::Error>(line),
+                Some(_) => {}
+                None => anyhow::bail!("chat ended"),
+            }
+        }
+    })
+    .await??;
+    assert!(shown.ends_with("bob@test -> alice@test: seen it"), "{shown}");
+
+    input.write_all(b"/quit\n").await?;
+    let status = tokio::time::timeout(PATIENCE, chat.wait()).await??;
+    assert!(status.success());
     bob_live.kill().await
 }
 
