@@ -296,10 +296,11 @@ impl Messenger {
             keys: KeyStore::generate(Timestamp::now(), &mut rng),
             processed: Processed::default(),
             outbox: Vec::new(),
+            keys_published: false,
         };
         profile.create(&state).await?;
         let mut messenger = Self { profile, api, rng };
-        messenger.publish_keys(true).await?;
+        messenger.replenish_prekeys().await?;
         Ok(messenger)
     }
 
@@ -363,19 +364,16 @@ impl Messenger {
     /// # Errors
     /// Transport and profile errors; the node refusing the keys.
     pub async fn replenish_prekeys(&mut self) -> Result<u32, MessengerError> {
-        self.publish_keys(false).await
-    }
-
-    /// Publishes keys when they run low, or (`first`) unconditionally with a full batch: a
-    /// new profile may reuse a device id whose old keys still count on the node.
-    async fn publish_keys(&mut self, first: bool) -> Result<u32, MessengerError> {
+        // Until this profile's keys were published once, the node's count may be another
+        // installation's (a reused device id): publish a full batch regardless.
+        let first = !self.profile.read()?.keys_published;
         let count = if first { 0 } else { self.api.key_count().await?.one_time_pre_keys };
         let upload = {
             let mut locked = self.profile.lock().await?;
             let keys = &mut locked.state.keys;
             let rotated = keys.rotate_signed_prekey_if_due(Timestamp::now(), &mut self.rng);
             let missing = if count < PREKEY_LOW_WATER { PREKEY_TARGET - count } else { 0 };
-            if missing == 0 && !rotated && !first {
+            if missing == 0 && !rotated {
                 return Ok(count);
             }
             let new = keys.new_one_time_prekeys(missing, &mut self.rng)?;
@@ -385,6 +383,11 @@ impl Messenger {
         };
         let published = self.api.publish_keys(&upload).await?;
         tracing::debug!(one_time_prekeys = published.one_time_pre_keys, "published keys");
+        if first {
+            let mut locked = self.profile.lock().await?;
+            locked.state.keys_published = true;
+            locked.save()?;
+        }
         Ok(published.one_time_pre_keys)
     }
 
@@ -794,6 +797,7 @@ mod tests {
             keys,
             processed: Processed::default(),
             outbox: Vec::new(),
+            keys_published: true,
         };
         let profile = Profile::new(dir);
         profile.create(&state).await.unwrap();

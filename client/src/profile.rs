@@ -327,6 +327,7 @@ mod tests {
             keys: KeyStore::generate(Timestamp::now(), &mut UnwrapErr(getrandom::SysRng)),
             processed: Processed::default(),
             outbox: Vec::new(),
+            keys_published: false,
         }
     }
 

@@ -99,6 +99,8 @@ pub(crate) struct State {
     pub(crate) keys: KeyStore,
     pub(crate) processed: Processed,
     pub(crate) outbox: Vec<Outgoing>,
+    /// Whether this profile's keys reached the node at least once.
+    pub(crate) keys_published: bool,
 }
 
 /// Why `state.json` could not be read.
@@ -120,6 +122,7 @@ struct StateFile {
     device_lists: Vec<DeviceListFile>,
     processed: Vec<MessageId>,
     outbox: Vec<Outgoing>,
+    keys_published: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -199,6 +202,7 @@ impl State {
                 .collect(),
             processed: self.processed.order.iter().copied().collect(),
             outbox: self.outbox.clone(),
+            keys_published: self.keys_published,
         };
         let json = serde_json::to_vec_pretty(&file).map(Zeroizing::new).map_err(|e| Corrupt(e.to_string()));
         // The intermediate strings hold secrets too.
@@ -269,7 +273,13 @@ impl State {
             devices,
             lists,
         };
-        let state = Self { account: file.account.clone(), keys, processed, outbox: file.outbox.clone() };
+        let state = Self {
+            account: file.account.clone(),
+            keys,
+            processed,
+            outbox: file.outbox.clone(),
+            keys_published: file.keys_published,
+        };
         zeroize_file(file);
         Ok(state)
     }
@@ -316,7 +326,13 @@ mod tests {
             device_id: DeviceId(5),
             token: "t".into(),
         };
-        let state = State { account: account.clone(), keys, processed: Processed::default(), outbox: Vec::new() };
+        let state = State {
+            account: account.clone(),
+            keys,
+            processed: Processed::default(),
+            outbox: Vec::new(),
+            keys_published: true,
+        };
         let json = state.to_json().unwrap();
         let back = State::from_json(&json).unwrap();
         assert_eq!(back.account, account);
