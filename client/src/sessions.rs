@@ -1,6 +1,6 @@
 //! The device's end-to-end keys and its sessions with other devices: pure state, no I/O.
 //!
-//! A [`KeyStore`] holds this device's identity, signed prekeys and one-time prekey secrets, and
+//! A key store holds this device's identity, signed prekeys and one-time prekey secrets, and
 //! for every other device it has met (the conversation partners' devices and the user's own
 //! other devices) the identity it knows and up to [`MAX_SESSIONS_PER_DEVICE`] `kith-crypto`
 //! sessions, the one in use first. Keeping a few older sessions lets messages of a session
