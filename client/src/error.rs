@@ -41,7 +41,37 @@ pub enum ClientError {
 
 impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
-        if e.is_decode() { Self::Decode(e.to_string()) } else { Self::Transport(e.to_string()) }
+        if e.is_decode() { Self::Decode(e.to_string()) } else { Self::Transport(transport_reason(&e)) }
+    }
+}
+
+/// Says why a connection failed in the words of its root cause ("connection refused"), not
+/// the outermost wrapper's ("error sending request for url …").
+fn transport_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return io_reason(io);
+        }
+        source = current.source();
+    }
+    // No I/O error underneath: the deepest message is the most specific.
+    let mut deepest = e;
+    while let Some(next) = deepest.source() {
+        deepest = next;
+    }
+    deepest.to_string()
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "connection refused".into(),
+        K::ConnectionReset => "connection reset".into(),
+        K::ConnectionAborted => "connection aborted".into(),
+        K::TimedOut => "timed out".into(),
+        K::NotConnected | K::BrokenPipe | K::UnexpectedEof => "connection closed".into(),
+        _ => e.to_string(),
     }
 }
 
@@ -59,6 +89,7 @@ impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
                     }
                 }
             }
+            E::Io(e) => Self::Transport(io_reason(&e)),
             other => Self::Transport(other.to_string()),
         }
     }

@@ -107,6 +107,11 @@ impl Authed {
         self.device_id
     }
 
+    /// The node's base URL.
+    pub fn base_url(&self) -> &str {
+        self.client.base_url()
+    }
+
     /// The bearer token.
     pub fn token(&self) -> &str {
         &self.token

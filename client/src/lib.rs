@@ -1,5 +1,43 @@
-//! A typed async client of the kith client API: REST calls and the real-time WebSocket, with
-//! the same wire types the node uses ([`kith_proto`]).
+//! The kith client SDK: an end-to-end encrypting messenger ([`Messenger`]) on top of a typed
+//! async client of the kith client API ([`Client`], [`Authed`], [`Connection`]: REST calls and
+//! the real-time WebSocket, with the same wire types the node uses, [`kith_proto`]).
+//!
+//! The layers, bottom up:
+//!
+//! - transport: [`Client`] / [`Authed`] (REST) and [`Connection`] (WebSocket), errors
+//!   [`ClientError`];
+//! - [`envelope`]: the JSON envelope an encrypted message travels in, one ciphertext per
+//!   reading device ([`EnvelopeError`]);
+//! - [`sessions`]: this device's keys and its `kith-crypto` sessions with other devices, pure
+//!   state ([`SessionError`]);
+//! - [`profile`]: where that state and the decrypted history live on disk, written atomically
+//!   ([`ProfileError`]);
+//! - [`messenger`]: the whole flow, register to safety numbers ([`MessengerError`]).
+//!
+//! The `kith-chat` binary is a command line over [`Messenger`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kith_client::MessengerError> {
+//! use kith_client::{Event, Messenger, Profile};
+//!
+//! let mut alice = Messenger::register(
+//!     Profile::new("/tmp/alice"), "http://127.0.0.1:8080", "alice", "correct horse battery", None,
+//! ).await?;
+//! let bob = alice.resolve("bob")?;
+//! alice.send(&bob, "hello, end to end").await?;
+//!
+//! let mut inbox = alice.connect().await?;
+//! loop {
+//!     for event in alice.next_events(&mut inbox).await? {
+//!         if let Event::Message(entry) = event {
+//!             // entry.text() is the decrypted text
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! The typed API client alone:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kith_client::ClientError> {
@@ -13,11 +51,23 @@
 //! # Ok(()) }
 //! ```
 
+pub mod envelope;
 mod error;
+pub mod history;
 mod http;
+pub mod messenger;
+pub mod profile;
+pub mod sessions;
+mod state;
 mod ws;
 
+pub use envelope::EnvelopeError;
 pub use error::ClientError;
+pub use history::{Body, HistoryEntry};
 pub use http::{Authed, Client, Sent};
 pub use kith_proto as proto;
+pub use messenger::{Event, Inbox, Messenger, MessengerError, SafetyNumber, SentMessage};
+pub use profile::{Profile, ProfileError};
+pub use sessions::{IdentityStatus, SessionError};
+pub use state::Account;
 pub use ws::Connection;

@@ -2,10 +2,12 @@
 
 #![allow(clippy::print_stderr, reason = "skipped tests say why on stderr")]
 
+mod cli;
 mod harness;
 
 mod accounts;
 mod durability;
+mod e2ee;
 mod errors;
 mod federation;
 mod history;

@@ -1,0 +1,232 @@
+//! Runs the real `kith-chat` binary against a test node: one profile directory per device, the
+//! password from the environment, output read line by line with a deadline.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use kith_client::{Account, Profile};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, watch};
+
+use crate::harness::{PASSWORD, PATIENCE, TestNode};
+
+/// One device of one user, driven through `kith-chat`.
+#[derive(Debug)]
+pub struct ChatUser {
+    server: String,
+    profile: tempfile::TempDir,
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Finished {
+    /// Whether it exited with 0.
+    pub success: bool,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+impl ChatUser {
+    /// `kith-chat register <name>` in a fresh profile.
+    pub async fn register(node: &TestNode, name: &str) -> Result<Self> {
+        let user = Self::new(node)?;
+        user.ok(&["register", name]).await?;
+        Ok(user)
+    }
+
+    /// `kith-chat login <name> [--device N]` in a fresh profile: another device of the user
+    /// (or, with the id of an existing device, a reinstall of it).
+    pub async fn login(node: &TestNode, name: &str, device: Option<u32>) -> Result<Self> {
+        let user = Self::new(node)?;
+        let device = device.map(|d| d.to_string());
+        let mut args = vec!["login", name];
+        if let Some(device) = &device {
+            args.extend(["--device", device]);
+        }
+        user.ok(&args).await?;
+        Ok(user)
+    }
+
+    fn new(node: &TestNode) -> Result<Self> {
+        Ok(Self {
+            server: format!("http://{}", node.addr),
+            profile: tempfile::Builder::new().prefix("kith-chat-").tempdir()?,
+        })
+    }
+
+    /// The profile directory.
+    pub fn profile_dir(&self) -> &Path {
+        self.profile.path()
+    }
+
+    /// The account the profile holds (token included), for talking to the node directly.
+    pub fn account(&self) -> Result<Account> {
+        Ok(Profile::new(self.profile_dir()).account()?)
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kith-chat-under-test"));
+        command
+            .args(args)
+            .env("KITH_SERVER", &self.server)
+            .env("KITH_PROFILE", self.profile_dir())
+            .env("KITH_PASSWORD", PASSWORD)
+            .env_remove("KITH_LOG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs a command to its end.
+    pub async fn run(&self, args: &[&str]) -> Result<Finished> {
+        let output: Output = tokio::time::timeout(PATIENCE, self.command(args).output())
+            .await
+            .with_context(|| format!("kith-chat {args:?} did not finish in time"))??;
+        Ok(Finished {
+            success: output.status.success(),
+            stdout: String::from_utf8(output.stdout)?,
+            stderr: String::from_utf8(output.stderr)?,
+        })
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub async fn ok(&self, args: &[&str]) -> Result<String> {
+        let done = self.run(args).await?;
+        if !done.success {
+            bail!("kith-chat {args:?} failed:\n{}{}", done.stdout, done.stderr);
+        }
+        Ok(done.stdout)
+    }
+
+    /// `send <user> <text>`.
+    pub async fn send(&self, to: &str, text: &str) -> Result<()> {
+        self.ok(&["send", to, text]).await.map(drop)
+    }
+
+    /// `history <user> --json`, parsed.
+    pub async fn history(&self, peer: &str) -> Result<Vec<Value>> {
+        json_lines(&self.ok(&["history", peer, "--json"]).await?)
+    }
+
+    /// The texts of `history <user> --json`, `<undecryptable>` for what could not be read.
+    pub async fn history_texts(&self, peer: &str) -> Result<Vec<String>> {
+        Ok(self.history(peer).await?.iter().map(text_of).collect())
+    }
+
+    /// `safety-number <user> --json`: the numbers, per remote device.
+    pub async fn safety_numbers(&self, peer: &str) -> Result<Vec<String>> {
+        let lines = json_lines(&self.ok(&["safety-number", peer, "--json"]).await?)?;
+        Ok(lines.iter().filter_map(|l| l["safetyNumber"].as_str().map(str::to_owned)).collect())
+    }
+
+    /// Starts `chat <peer>` with its standard input and output piped.
+    pub fn chat(&self, peer: &str) -> Result<Child> {
+        Ok(self.command(&["chat", peer]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?)
+    }
+
+    /// Starts `listen --json` and waits until it has received everything pending.
+    pub async fn listen(&self) -> Result<Listener> {
+        let mut child = self.command(&["listen", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let (lines_tx, lines) = mpsc::channel(1024);
+        let (stderr_tx, stderr) = watch::channel(String::new());
+        let stdout = child.stdout.take().context("stdout")?;
+        let child_stderr = child.stderr.take().context("stderr")?;
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if lines_tx.send(line).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(child_stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                stderr_tx.send_modify(|all| {
+                    all.push_str(&line);
+                    all.push('\n');
+                });
+            }
+        });
+        let mut listener = Listener { child, lines, stderr: Arc::new(stderr), seen: Vec::new() };
+        listener.next_where(|line| line["type"] == "caughtUp").await?;
+        Ok(listener)
+    }
+}
+
+/// A running `kith-chat listen --json`.
+#[derive(Debug)]
+pub struct Listener {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    stderr: Arc<watch::Receiver<String>>,
+    /// Every line read so far, in order.
+    pub seen: Vec<Value>,
+}
+
+impl Listener {
+    /// Waits for the next output line `pick` accepts (lines before it are kept in `seen`).
+    pub async fn next_where(&mut self, mut pick: impl FnMut(&Value) -> bool) -> Result<Value> {
+        let stderr = self.stderr.clone();
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let Some(line) = self.lines.recv().await else {
+                    bail!("kith-chat listen exited; stderr:\n{}", stderr.borrow().as_str());
+                };
+                let value: Value =
+                    serde_json::from_str(&line).with_context(|| format!("listen printed a non-JSON line: {line}"))?;
+                self.seen.push(value.clone());
+                if pick(&value) {
+                    return Ok(value);
+                }
+            }
+        })
+        .await
+        .with_context(|| {
+            format!("no such line in time; seen {:?}; stderr:\n{}", self.seen, self.stderr.borrow().as_str())
+        })?
+    }
+
+    /// Waits for the next message line (decrypted, unencrypted or undecryptable).
+    pub async fn next_message(&mut self) -> Result<Value> {
+        self.next_where(|line| line["type"] == "message" || line["type"] == "undecryptable").await
+    }
+
+    /// Waits until the standard error contains `needle`; returns all of it.
+    pub async fn stderr_contains(&self, needle: &str) -> Result<String> {
+        let mut stderr = (*self.stderr).clone();
+        tokio::time::timeout(PATIENCE, stderr.wait_for(|all| all.contains(needle)))
+            .await
+            .with_context(|| format!("stderr never said {needle:?}:\n{}", self.stderr.borrow().as_str()))?
+            .map(|all| all.clone())
+            .map_err(|_| anyhow::anyhow!("stderr closed before saying {needle:?}"))
+    }
+
+    /// Kills the process (the device goes offline without a goodbye).
+    pub async fn kill(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// Parses JSON lines.
+pub fn json_lines(text: &str) -> Result<Vec<Value>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
+        .collect()
+}
+
+/// The text of a history line, or `<undecryptable>`.
+pub fn text_of(line: &Value) -> String {
+    match line["type"].as_str() {
+        Some("message") => line["text"].as_str().unwrap_or_default().to_owned(),
+        _ => "<undecryptable>".to_owned(),
+    }
+}
