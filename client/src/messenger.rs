@@ -140,11 +140,8 @@ pub struct SafetyNumber {
 #[derive(Debug)]
 pub struct Inbox {
     conn: Connection,
-    me: UserId,
-    /// Presence requests for ourselves sent as markers, and their answers seen: the node
-    /// answers a `presence.subscribe` only after it has replayed everything pending.
-    markers_sent: u32,
-    markers_seen: u32,
+    /// Whether the node said `synced`: everything pending at connect time has arrived.
+    synced: bool,
 }
 
 impl Inbox {
@@ -158,7 +155,7 @@ impl Inbox {
 
     /// Whether everything pending at connect time has been received.
     pub fn caught_up(&self) -> bool {
-        self.markers_seen >= 1
+        self.synced
     }
 
     /// Closes the connection politely.
@@ -167,11 +164,6 @@ impl Inbox {
     /// Transport errors.
     pub async fn close(self) -> Result<(), ClientError> {
         self.conn.close().await
-    }
-
-    async fn send_marker(&mut self) -> Result<(), ClientError> {
-        self.markers_sent += 1;
-        self.conn.send(&ClientFrame::PresenceSubscribe { user_ids: vec![self.me.to_string()] }).await
     }
 }
 
@@ -527,8 +519,8 @@ impl Messenger {
         }
     }
 
-    /// Opens the WebSocket: first tops up prekeys and sends queued messages, then connects
-    /// and asks the node to mark the end of what was pending ([`Event::CaughtUp`]).
+    /// Opens the WebSocket: first tops up prekeys and sends queued messages, then connects;
+    /// the node marks the end of what was pending ([`Event::CaughtUp`]).
     ///
     /// # Errors
     /// Transport errors (`401` for an expired token), profile errors.
@@ -536,9 +528,7 @@ impl Messenger {
         self.replenish_prekeys().await?;
         self.flush_outbox().await?;
         let conn = self.api.connect().await?;
-        let mut inbox = Inbox { conn, me: self.user_id().clone(), markers_sent: 0, markers_seen: 0 };
-        inbox.send_marker().await?;
-        Ok(inbox)
+        Ok(Inbox { conn, synced: false })
     }
 
     /// Waits for the next frame and handles it.
@@ -572,9 +562,9 @@ impl Messenger {
                     }
                 }
             }
-            ServerFrame::Presence(view) if view.user_id == inbox.me && inbox.markers_seen < inbox.markers_sent => {
-                inbox.markers_seen += 1;
-                Ok(if inbox.markers_seen == 1 { vec![Event::CaughtUp] } else { Vec::new() })
+            ServerFrame::Synced => {
+                inbox.synced = true;
+                Ok(vec![Event::CaughtUp])
             }
             ServerFrame::Receipt { message_id, status, .. } => Ok(vec![Event::Receipt { message_id, status }]),
             ServerFrame::Error { code, message, .. } => Ok(vec![Event::ServerError { code, message }]),
@@ -597,16 +587,14 @@ impl Messenger {
     pub async fn sync(&mut self) -> Result<Vec<Event>, MessengerError> {
         let mut inbox = self.connect().await?;
         let mut events = Vec::new();
-        while inbox.markers_seen < 2 {
+        while !inbox.synced {
             let frame = tokio::time::timeout(SYNC_TIMEOUT, inbox.next_frame())
                 .await
                 .map_err(|_| MessengerError::Timeout(SYNC_TIMEOUT))??;
             events.extend(self.handle(&mut inbox, frame).await?);
-            if inbox.markers_seen == 1 && inbox.markers_sent == 1 {
-                // A second marker: once it is answered, the node has read every ack before it.
-                inbox.send_marker().await?;
-            }
         }
+        // The node takes each ack into its store queue before it reads the next frame, so the
+        // acks sent above are recorded even though the connection closes now.
         if let Err(e) = inbox.close().await {
             tracing::debug!(error = %e, "closing after sync");
         }

@@ -64,7 +64,11 @@ pub(crate) async fn presence_of(state: &AppState, user: &UserId) -> Result<Prese
         if !state.federation.knows(&user.server_name()) {
             return Err(ServiceError::UnknownServer(user.server_name()));
         }
-        return Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: None });
+        // Until its node says otherwise; remembered so that its first report, if the same,
+        // is not news to watchers.
+        let view = PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: None };
+        state.cache.set_presence(view.clone()).await;
+        return Ok(view);
     }
     let record = state.store.user(user).await?.ok_or_else(|| ServiceError::UnknownUser(user.clone()))?;
     Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: record.last_seen })

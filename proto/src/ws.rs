@@ -70,6 +70,10 @@ pub enum ServerFrame {
         /// When the receiver acknowledged or read it.
         timestamp: Timestamp,
     },
+    /// Everything that was pending when the connection opened has been sent: from here on,
+    /// messages arrive as they are stored. Sent once per connection.
+    #[serde(rename = "synced")]
+    Synced,
     /// A watched user's presence.
     #[serde(rename = "presence")]
     Presence(PresenceView),

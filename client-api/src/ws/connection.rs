@@ -125,7 +125,7 @@ impl Connection {
                 self.send(ServerFrame::Message(message)).await?;
             }
             if !full {
-                return Ok(());
+                return self.send(ServerFrame::Synced).await;
             }
         }
     }

@@ -189,8 +189,9 @@ async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: Verif
             }
         }
         Payload::Presence(body) => {
-            if federation.newer_presence(&body.user_id, body.at) {
-                let view = PresenceView { user_id: body.user_id, status: body.status, last_seen: body.last_seen };
+            let view = PresenceView { user_id: body.user_id, status: body.status, last_seen: body.last_seen };
+            let known = state.cache.presence(&view.user_id).await;
+            if federation.newer_presence(&view.user_id, body.at) && known.as_ref() != Some(&view) {
                 state.cache.set_presence(view.clone()).await;
                 let user = view.user_id.clone();
                 let dropped = state.sessions.push_to_watchers(&user, &SessionEvent::Frame(ServerFrame::Presence(view)));

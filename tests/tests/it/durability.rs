@@ -88,6 +88,7 @@ async fn graceful_shutdown_closes_sessions_with_1001_and_exits_cleanly() -> Resu
     let mut node = TestNode::start().await?;
     let alice = node.user("alice").await?;
     let mut ws = alice.connect().await?;
+    assert_eq!(ws.next_frame().await?, ServerFrame::Synced);
     // Keep reading while the node stops, as a live client does, so it answers the close.
     let (closed, exited) = tokio::join!(ws.next_frame(), node.terminate());
     assert!(exited?, "kith exits 0 on SIGTERM");

@@ -184,6 +184,7 @@ async fn an_oversized_frame_closes_that_socket_with_1009_and_no_other() -> Resul
     let mut bob_ws = bob.connect().await?;
     let mut alice_ws = alice.connect().await?;
 
+    assert_eq!(alice_ws.next_frame().await?, ServerFrame::Synced);
     alice_ws.send_text("x".repeat(MAX_WS_FRAME_BYTES + 1)).await?;
     match alice_ws.next_frame().await {
         Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1009),
@@ -215,6 +216,8 @@ async fn the_websocket_takes_the_token_as_a_query_parameter_and_refuses_without_
 
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={}", alice.token())).await?;
     socket.send(Message::Text("{\"type\":\"presence.subscribe\",\"userIds\":[\"alice\"]}".into())).await?;
+    let synced = tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await?;
+    assert!(matches!(synced, Some(Ok(Message::Text(t))) if t.contains("\"synced\"")));
     let reply = tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await?;
     assert!(matches!(reply, Some(Ok(Message::Text(t))) if t.contains("\"presence\"")));
     Ok(())

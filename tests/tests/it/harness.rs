@@ -274,8 +274,10 @@ async fn drain(pipe: Pipe, log: Arc<Mutex<VecDeque<String>>>, listening: watch::
 }
 
 /// Waits for the next frame, failing after [`PATIENCE`].
+/// Waits for the next frame other than `synced` (which every connection gets once, after its
+/// replay), failing after [`PATIENCE`].
 pub async fn next_frame(connection: &mut Connection) -> Result<ServerFrame> {
-    tokio::time::timeout(PATIENCE, connection.next_frame()).await.context("no frame in time")?.map_err(Into::into)
+    frame_where(connection, |frame| (frame != ServerFrame::Synced).then_some(frame)).await
 }
 
 /// Waits for the next frame that `pick` accepts, skipping others (presence, receipts …).

@@ -73,12 +73,13 @@ async fn offline_receiver_gets_everything_in_order_on_connect_and_nothing_again_
         sent.push(response.message_id);
     }
 
-    // Connecting without acking: all twenty, in order.
+    // Connecting without acking: all twenty, in order, then `synced`.
     let mut first = bob.connect().await?;
     let mut received = Vec::new();
     for _ in 0..20 {
         received.push(frame_where(&mut first, message).await?);
     }
+    assert_eq!(first.next_frame().await?, ServerFrame::Synced, "synced follows the replay");
     assert_eq!(received.iter().map(|m| m.message_id).collect::<Vec<_>>(), sent);
     assert_eq!(received[7].message, "message 7");
     first.close().await?;
