@@ -247,6 +247,13 @@ pub trait ChatService: Send + Sync + 'static {
     /// [`ServiceError::UnknownUser`].
     async fn claim_keys(&self, caller: &Caller, user: &UserId) -> Result<KeyBundles, ServiceError>;
 
+    /// The identity and signed prekey of each of `user`'s devices, claiming nothing: for
+    /// clients keeping their list of a user's devices up to date.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownUser`].
+    async fn device_keys(&self, caller: &Caller, user: &UserId) -> Result<KeyBundles, ServiceError>;
+
     /// How many one-time prekeys `caller`'s device has left.
     async fn key_count(&self, caller: &Caller) -> Result<KeyCount, ServiceError>;
 

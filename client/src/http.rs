@@ -192,6 +192,15 @@ impl Authed {
         decode(self.auth(self.client.http.get(self.client.url(&format!("/api/v1/keys/{user}"))))).await
     }
 
+    /// The identity and signed prekey of each of `user`'s devices, claiming no one-time
+    /// prekey (to keep a device list current).
+    ///
+    /// # Errors
+    /// `404` for an unknown user, transport errors.
+    pub async fn device_keys(&self, user: &str) -> Result<KeyBundles, ClientError> {
+        decode(self.auth(self.client.http.get(self.client.url(&format!("/api/v1/keys/{user}/devices"))))).await
+    }
+
     /// How many one-time prekeys this device has left on the node.
     ///
     /// # Errors

@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use kith_crypto::{PreKeyBundle, VerifiedPreKeyBundle, safety_number};
+use kith_proto::keys::KeyBundles;
 use kith_proto::{
     ClientFrame, DeviceId, ErrorCode, IdError, IncomingMessage, MessageId, MessageStatus, ServerFrame, Timestamp,
     UserId,
@@ -383,27 +384,24 @@ impl Messenger {
         Ok(published.one_time_pre_keys)
     }
 
-    /// Fetches `user`'s device list (claiming a bundle per device), checks every bundle and
-    /// takes it in: new devices, changed identities, sessions for devices that have none.
+    /// Fetches `user`'s device list (which claims nothing), and only when a device needs a new
+    /// session claims a bundle per device; checks every bundle and takes it in: new devices,
+    /// changed identities, sessions for devices that have none.
     async fn refresh(&mut self, user: &UserId) -> Result<Vec<Event>, MessengerError> {
-        let claimed = match self.api.claim_keys(user.as_str()).await {
+        let listed = match self.api.device_keys(user.as_str()).await {
             Err(e) if not_found(&e) => return Err(MessengerError::UnknownUser(user.to_string())),
-            other => other?,
+            other => verified_bundles(user, &other?),
         };
-        let mut bundles: Vec<(DeviceId, VerifiedPreKeyBundle)> = Vec::new();
-        for device in &claimed.devices {
-            let verified = BASE64
-                .decode(device.bundle.as_bytes())
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| PreKeyBundle::from_bytes(&bytes).map_err(|e| e.to_string()))
-                .and_then(|bundle| bundle.verify().map_err(|e| e.to_string()));
-            match verified {
-                Ok(bundle) => bundles.push((device.device_id, bundle)),
-                // The node checks keys before storing them: a bad bundle is the server's doing.
-                Err(e) => tracing::warn!(%user, device = %device.device_id, error = %e, "ignoring a bad key bundle"),
-            }
-        }
         let (me, my_device) = self.me();
+        let wants_sessions = self.profile.read()?.keys.wants_sessions(user, (&me, my_device), &listed);
+        let bundles = if wants_sessions {
+            match self.api.claim_keys(user.as_str()).await {
+                Err(e) if not_found(&e) => return Err(MessengerError::UnknownUser(user.to_string())),
+                other => verified_bundles(user, &other?),
+            }
+        } else {
+            listed
+        };
         let mut locked = self.profile.lock().await?;
         let notices =
             locked.state.keys.apply_bundles(user, (&me, my_device), &bundles, Timestamp::now(), &mut self.rng)?;
@@ -758,6 +756,29 @@ fn open_envelope(
             (body, notices)
         }
     }
+}
+
+/// Decodes and verifies the bundles of `user`'s devices, leaving out (and logging) any that
+/// does not verify: the node checks keys before storing them, so a bad one is its doing.
+fn verified_bundles(user: &UserId, bundles: &KeyBundles) -> Vec<(DeviceId, VerifiedPreKeyBundle)> {
+    bundles
+        .devices
+        .iter()
+        .filter_map(|device| {
+            let verified = BASE64
+                .decode(device.bundle.as_bytes())
+                .map_err(|e| e.to_string())
+                .and_then(|bytes| PreKeyBundle::from_bytes(&bytes).map_err(|e| e.to_string()))
+                .and_then(|bundle| bundle.verify().map_err(|e| e.to_string()));
+            match verified {
+                Ok(bundle) => Some((device.device_id, bundle)),
+                Err(e) => {
+                    tracing::warn!(%user, device = %device.device_id, error = %e, "ignoring a bad key bundle");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -246,6 +246,23 @@ impl KeyStore {
         self.devices.contains_key(&(user.clone(), device))
     }
 
+    /// Whether taking in `bundles` (a device list of `user`) would start a session: a new
+    /// device, a changed identity, or a device with no session. Only then is it worth claiming
+    /// one-time prekeys.
+    pub(crate) fn wants_sessions(
+        &self,
+        user: &UserId,
+        me: (&UserId, DeviceId),
+        bundles: &[(DeviceId, VerifiedPreKeyBundle)],
+    ) -> bool {
+        bundles.iter().filter(|(device, _)| !(user == me.0 && *device == me.1)).any(|(device, bundle)| {
+            match self.devices.get(&(user.clone(), *device)) {
+                Some(peer) => peer.identity != *bundle.identity() || peer.sessions.is_empty(),
+                None => true,
+            }
+        })
+    }
+
     /// Takes in a freshly claimed device list of `user` (bundles already verified): remembers
     /// new devices, flags changed identities, starts sessions where there are none, and marks
     /// devices that are gone as inactive. `me` is skipped.

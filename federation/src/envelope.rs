@@ -122,6 +122,14 @@ pub struct KeysClaimBody {
     pub requester_id: UserId,
     /// Whose bundles: a user of the destination.
     pub user_id: UserId,
+    /// Whether to claim one one-time prekey per device (to start sessions) or none (to list
+    /// devices).
+    #[serde(default = "claim_one_time")]
+    pub one_time: bool,
+}
+
+fn claim_one_time() -> bool {
+    true
 }
 
 /// What a verified envelope carries.

@@ -91,8 +91,27 @@ pub(crate) async fn claim(state: &AppState, caller: &Caller, user: &UserId) -> R
     if user.is_on(&state.server_name) {
         claim_local(state, user).await
     } else {
-        state.federation.claim_remote(&caller.user, user).await
+        state.federation.claim_remote(&caller.user, user, true).await
     }
+}
+
+/// `GET /api/v1/keys/{userId}/devices`.
+pub(crate) async fn devices(state: &AppState, caller: &Caller, user: &UserId) -> Result<KeyBundles, ServiceError> {
+    if user.is_on(&state.server_name) {
+        devices_local(state, user).await
+    } else {
+        state.federation.claim_remote(&caller.user, user, false).await
+    }
+}
+
+/// The devices of a user of this node with their identity and signed prekey, claiming nothing.
+pub(crate) async fn devices_local(state: &AppState, user: &UserId) -> Result<KeyBundles, ServiceError> {
+    if !state.users.exists(user).await? {
+        return Err(ServiceError::UnknownUser(user.clone()));
+    }
+    let keys = state.store.device_keys(user).await?;
+    let devices = keys.into_iter().map(bundle).collect::<Result<Vec<_>, ServiceError>>()?;
+    Ok(KeyBundles { user_id: user.clone(), devices })
 }
 
 /// Claims bundles of a user of this node (for a local caller or a peer's query).

@@ -110,6 +110,10 @@ impl ChatService for NodeService {
         keys::claim(&self.state, caller, user).await
     }
 
+    async fn device_keys(&self, caller: &Caller, user: &UserId) -> Result<KeyBundles, ServiceError> {
+        keys::devices(&self.state, caller, user).await
+    }
+
     async fn key_count(&self, caller: &Caller) -> Result<KeyCount, ServiceError> {
         keys::count(&self.state, caller).await
     }

@@ -76,6 +76,30 @@ pub(crate) async fn claim(
     Ok(axum::Json(state.service.claim_keys(&caller, &user).await?))
 }
 
+/// `GET /api/v1/keys/{userId}/devices`: the user's devices with their identity and signed
+/// prekey, claiming no one-time prekey; for keeping a device list current without using up
+/// the user's prekeys.
+#[utoipa::path(
+    get,
+    path = "/api/v1/keys/{userId}/devices",
+    tag = "keys",
+    params(("userId" = String, Path, description = "name@server, or a bare name for a user of this server")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One bundle per device with keys, without one-time prekeys", body = KeyBundles),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+    )
+)]
+pub(crate) async fn devices(
+    State(state): State<ApiState>,
+    AuthUser(caller): AuthUser,
+    Path(user_id): Path<String>,
+) -> Result<axum::Json<KeyBundles>, ApiError> {
+    let user = validate::user_field("userId", &user_id, state.service.server_name())?;
+    Ok(axum::Json(state.service.device_keys(&caller, &user).await?))
+}
+
 /// `GET /api/v1/keys/count`: how many one-time prekeys the calling device has left, so it
 /// knows when to upload more.
 #[utoipa::path(

@@ -28,6 +28,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/keys", put(keys::publish))
         .route("/api/v1/keys/count", get(keys::count))
         .route("/api/v1/keys/{user_id}", get(keys::claim))
+        .route("/api/v1/keys/{user_id}/devices", get(keys::devices))
         .route("/api/v1/devices/{device_id}", delete(keys::remove_device))
         .route("/api/v1/ws", get(crate::ws::upgrade))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))

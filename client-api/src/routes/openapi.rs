@@ -30,6 +30,7 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
         super::presence::presence,
         super::keys::publish,
         super::keys::claim,
+        super::keys::devices,
         super::keys::count,
         super::keys::remove_device,
         crate::ws::upgrade,

@@ -233,10 +233,15 @@ async fn query(state: &AppState, federation: &Arc<Federation>, peer: PeerId, env
     let Payload::KeysClaim(claim) = envelope.into_payload() else {
         return Response::Refused("only keys.claim is a query".into());
     };
-    if federation.claim_limits.check_key_claim(&claim.requester_id).is_err() {
+    if claim.one_time && federation.claim_limits.check_key_claim(&claim.requester_id).is_err() {
         return Response::Refused(format!("{} is claiming keys too fast", claim.requester_id));
     }
-    let bundles = match keys::claim_local(state, &claim.user_id).await {
+    let bundles = if claim.one_time {
+        keys::claim_local(state, &claim.user_id).await
+    } else {
+        keys::devices_local(state, &claim.user_id).await
+    };
+    let bundles = match bundles {
         Ok(bundles) => bundles,
         Err(kith_client_api::ServiceError::UnknownUser(user)) => {
             return Response::Refused(format!("{REFUSED_UNKNOWN_USER}: {user}"));

@@ -103,17 +103,24 @@ impl Federation {
         }
     }
 
-    /// Claims key bundles of `user`, a user of another node, on behalf of `requester`.
+    /// Claims key bundles of `user`, a user of another node, on behalf of `requester` (with one
+    /// one-time prekey per device, or with none when only listing devices).
     ///
     /// # Errors
     /// [`ServiceError::UnknownServer`] for an unpinned server; [`ServiceError::Unavailable`]
     /// when the peer does not answer or refuses.
-    pub async fn claim_remote(&self, requester: &UserId, user: &UserId) -> Result<KeyBundles, ServiceError> {
+    pub async fn claim_remote(
+        &self,
+        requester: &UserId,
+        user: &UserId,
+        one_time: bool,
+    ) -> Result<KeyBundles, ServiceError> {
         let server = user.server_name();
         let Some(pinned) = self.directory.by_name(&server) else {
             return Err(ServiceError::UnknownServer(server));
         };
-        let claim = Payload::KeysClaim(KeysClaimBody { requester_id: requester.clone(), user_id: user.clone() });
+        let claim =
+            Payload::KeysClaim(KeysClaimBody { requester_id: requester.clone(), user_id: user.clone(), one_time });
         let id = kith_proto::MessageId::now().to_string();
         let envelope = Envelope::seal(&self.key, &id, &self.local, &server, &claim, Timestamp::now())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;

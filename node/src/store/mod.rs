@@ -478,6 +478,10 @@ pub trait Store: Send + Sync + 'static {
     /// prekey, which is deleted so that nobody else gets it.
     async fn claim_keys(&self, user: &UserId) -> Result<Committed<Vec<ClaimedKeys>>, StoreError>;
 
+    /// For each device of `user` with keys: its identity and signed prekey, claiming nothing
+    /// (`one_time` is always `None`).
+    async fn device_keys(&self, user: &UserId) -> Result<Vec<ClaimedKeys>, StoreError>;
+
     /// How many unclaimed one-time prekeys a device has.
     async fn prekey_count(&self, user: &UserId, device: DeviceId) -> Result<u32, StoreError>;
 

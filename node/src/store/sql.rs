@@ -267,6 +267,23 @@ where
         self.enqueue(&key, |slot| Job::ClaimKeys { user, slot }).await
     }
 
+    async fn device_keys(&self, user: &UserId) -> Result<Vec<ClaimedKeys>, StoreError> {
+        sqlx::query_as::<DB, (i64, Vec<u8>, Vec<u8>)>(
+            "SELECT device_id, identity, signed_prekey FROM devices \
+             WHERE user_id = $1 AND identity IS NOT NULL AND signed_prekey IS NOT NULL ORDER BY device_id",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.read)
+        .await?
+        .into_iter()
+        .map(|(device_id, identity, signed_prekey)| {
+            let device_id = u32::try_from(device_id)
+                .map_err(|_| StoreError::Corrupt { table: "devices", detail: format!("device id {device_id}") })?;
+            Ok(ClaimedKeys { device_id: DeviceId(device_id), identity, signed_prekey, one_time: None })
+        })
+        .collect()
+    }
+
     async fn prekey_count(&self, user: &UserId, device: DeviceId) -> Result<u32, StoreError> {
         let (count,) =
             sqlx::query_as::<DB, (i64,)>("SELECT COUNT(*) FROM one_time_prekeys WHERE user_id = $1 AND device_id = $2")

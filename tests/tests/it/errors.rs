@@ -219,7 +219,7 @@ async fn the_websocket_takes_the_token_as_a_query_parameter_and_refuses_without_
     let synced = tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await?;
     assert!(matches!(synced, Some(Ok(Message::Text(t))) if t.contains("\"synced\"")));
     let reply = tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await?;
-    assert!(matches!(reply, Some(Ok(Message::Text(t))) if t.contains("\"presence\"")));
+    assert!(matches!(&reply, Some(Ok(Message::Text(t))) if t.contains("\"presence\"")), "{reply:?}");
     Ok(())
 }
 

@@ -151,3 +151,22 @@ async fn partners_hear_when_a_device_identity_changes() -> Result<()> {
     assert!(matches!(crate::harness::next_frame(&mut carol_ws).await?, ServerFrame::Message(_)));
     Ok(())
 }
+
+#[tokio::test]
+async fn listing_devices_claims_no_one_time_prekey() -> Result<()> {
+    let node = TestNode::start().await?;
+    let alice = node.user("alice").await?;
+    let bob = node.user("bob").await?;
+    let identity = DeviceIdentity::generate(&mut rng());
+    bob.publish_keys(&keys(&identity, 0, 5)?).await?;
+    for _ in 0..3 {
+        let listed = alice.device_keys("bob").await?;
+        assert_eq!(listed.devices.len(), 1);
+        let bundle = PreKeyBundle::from_bytes(&BASE64.decode(&listed.devices[0].bundle)?)?.verify()?;
+        assert_eq!(bundle.identity(), identity.public());
+        assert!(bundle.bundle().one_time_prekey().is_none());
+    }
+    assert_eq!(bob.key_count().await?.one_time_pre_keys, 5);
+    assert!(matches!(alice.device_keys("nobody").await, Err(ClientError::Api { status: 404, .. })));
+    Ok(())
+}
