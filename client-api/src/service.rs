@@ -7,6 +7,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
@@ -128,13 +129,44 @@ pub struct SendOutcome {
 /// Resolves when an accepted operation has been committed (or failed).
 pub type Completion<T> = Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send>>;
 
-/// Something pushed to a live session.
+/// Something pushed to a live session, already encoded as its JSON frame: a message pushed to
+/// several sessions is encoded once, and a queued event is small.
 #[derive(Debug, Clone)]
 pub enum SessionEvent {
-    /// A message for the session's user.
-    Message(IncomingMessage),
-    /// Any other frame: receipts, presence.
-    Frame(ServerFrame),
+    /// A `message` frame for the session's user.
+    Message {
+        /// The message's id, to skip a push that raced the replay.
+        message_id: MessageId,
+        /// The encoded frame.
+        frame: Arc<str>,
+    },
+    /// Any other frame: receipts, presence, key changes.
+    Frame(Arc<str>),
+}
+
+impl SessionEvent {
+    /// The `message` frame carrying `message`.
+    pub fn message(message: IncomingMessage) -> Self {
+        let message_id = message.message_id;
+        Self::Message { message_id, frame: encode(&ServerFrame::Message(message)) }
+    }
+
+    /// Any other frame.
+    pub fn frame(frame: &ServerFrame) -> Self {
+        Self::Frame(encode(frame))
+    }
+}
+
+/// Encodes a frame. Frames are plain data (strings, numbers, ids), which JSON always encodes;
+/// should that ever fail, the session gets an `internal` error frame instead.
+fn encode(frame: &ServerFrame) -> Arc<str> {
+    serde_json::to_string(frame).map_or_else(
+        |e| {
+            tracing::error!(error = %e, "cannot encode a frame");
+            Arc::from(r#"{"type":"error","code":"internal","message":"internal error"}"#)
+        },
+        Arc::from,
+    )
 }
 
 /// Identifies one live session (one WebSocket) on this node.

@@ -87,7 +87,7 @@ pub(crate) async fn deliver(state: &AppState, view: MessageView, sender_device: 
     state.cache.record_message(&view).await;
     let receiver = view.receiver_id.clone();
     let sender = view.sender_id.clone();
-    let event = SessionEvent::Message(IncomingMessage {
+    let event = SessionEvent::message(IncomingMessage {
         message_id: view.message_id,
         sender_id: view.sender_id,
         receiver_id: view.receiver_id,
@@ -128,7 +128,7 @@ pub(crate) async fn receipt(
                     }
                     task_state.cache.record_status(&reader, &outcome.sender, message_id, status).await;
                     let frame = ServerFrame::Receipt { message_id, status, timestamp: at };
-                    let frame = SessionEvent::Frame(frame);
+                    let frame = SessionEvent::frame(&frame);
                     let dropped = task_state.sessions.push_to_user(&outcome.sender, &frame, None);
                     presence::after_dropping(&task_state, dropped);
                 }

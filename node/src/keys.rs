@@ -70,7 +70,7 @@ pub(crate) async fn publish(state: &AppState, caller: &Caller, upload: KeyUpload
 /// Sends `keys.changed` to the live sessions of everyone `user` has a conversation with, and to
 /// the user's own other devices.
 async fn notify_partners(state: &AppState, user: &UserId, device: DeviceId) {
-    let frame = SessionEvent::Frame(ServerFrame::KeysChanged { user_id: user.clone(), device_id: device });
+    let frame = SessionEvent::frame(&ServerFrame::KeysChanged { user_id: user.clone(), device_id: device });
     let peers = match state.store.conversation_peers(user).await {
         Ok(peers) => peers,
         Err(e) => {

@@ -42,7 +42,7 @@ pub(crate) async fn refresh(state: &AppState, user: &UserId) {
         let entries = federation::outbound::presence(peer.clone(), &view, now).into_iter().collect();
         federation::queue(state, &state.federation, &peer, entries).await;
     }
-    let dropped = state.sessions.push_to_watchers(user, &SessionEvent::Frame(ServerFrame::Presence(view)));
+    let dropped = state.sessions.push_to_watchers(user, &SessionEvent::frame(&ServerFrame::Presence(view)));
     after_dropping(state, dropped);
 }
 

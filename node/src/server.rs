@@ -141,8 +141,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
     };
-    let listener =
-        TcpListener::bind(config.listen).await.map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+    let listener = bind(config.listen).map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     info!(
         "kith {} listening on http://{addr} as {} (store: {})",
@@ -181,6 +180,18 @@ async fn serve(
     state.store.close().await;
     info!("stopped");
     served.map_err(NodeError::Serve)
+}
+
+/// How many connections may wait to be accepted. The default (128) drops SYNs in a reconnect
+/// storm after a restart; the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the client listener with a backlog fit for thousands of clients reconnecting at once.
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn prune_rate_limits(limits: Arc<RateLimits>, shutdown: CancellationToken) {

@@ -200,7 +200,7 @@ mod tests {
     }
 
     fn event(of: &UserId) -> SessionEvent {
-        SessionEvent::Frame(ServerFrame::Presence(PresenceView {
+        SessionEvent::frame(&ServerFrame::Presence(PresenceView {
             user_id: of.clone(),
             status: PresenceStatus::Online,
             last_seen: None,

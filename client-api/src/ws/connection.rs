@@ -167,13 +167,13 @@ impl Connection {
     /// Forwards a push from the node.
     async fn push(&mut self, event: SessionEvent) -> Result<(), End> {
         match event {
-            SessionEvent::Message(message) => {
-                if self.replayed.remove(&message.message_id) {
+            SessionEvent::Message { message_id, frame } => {
+                if self.replayed.remove(&message_id) {
                     return Ok(());
                 }
-                self.send(ServerFrame::Message(message)).await
+                self.send_raw(Message::Text(frame.as_ref().into())).await
             }
-            SessionEvent::Frame(frame) => self.send(frame).await,
+            SessionEvent::Frame(frame) => self.send_raw(Message::Text(frame.as_ref().into())).await,
         }
     }
 

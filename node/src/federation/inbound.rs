@@ -126,7 +126,7 @@ async fn deliver(
                             timestamp: Timestamp::now(),
                         };
                         state.cache.record_status(&receipt.sender, &receipt.receiver, receipt.message_id, status).await;
-                        let dropped = state.sessions.push_to_user(&receipt.sender, &SessionEvent::Frame(frame), None);
+                        let dropped = state.sessions.push_to_user(&receipt.sender, &SessionEvent::frame(&frame), None);
                         presence::after_dropping(state, dropped);
                     }
                     acks.push(Ack { id, outcome: Outcome::Accepted });
@@ -194,7 +194,8 @@ async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: Verif
             if federation.newer_presence(&view.user_id, body.at) && known.as_ref() != Some(&view) {
                 state.cache.set_presence(view.clone()).await;
                 let user = view.user_id.clone();
-                let dropped = state.sessions.push_to_watchers(&user, &SessionEvent::Frame(ServerFrame::Presence(view)));
+                let dropped =
+                    state.sessions.push_to_watchers(&user, &SessionEvent::frame(&ServerFrame::Presence(view)));
                 presence::after_dropping(state, dropped);
             }
             Step::Done(id, Outcome::Accepted)

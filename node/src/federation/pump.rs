@@ -185,7 +185,7 @@ fn tell_sender(state: &AppState, destination: &ServerName, row: &OutboxRow, reas
         message: format!("message {} to {} was refused by {destination}: {reason}", body.message_id, body.receiver_id),
         client_message_id: None,
     };
-    let dropped = state.sessions.push_to_user(&body.sender_id, &SessionEvent::Frame(frame), None);
+    let dropped = state.sessions.push_to_user(&body.sender_id, &SessionEvent::frame(&frame), None);
     crate::presence::after_dropping(state, dropped);
 }
 

@@ -12,7 +12,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::rows::{RowsAffected, parse_message_id, parse_user};
+use super::rows::RowsAffected;
 use super::{
     AppendOutcome, ClaimedKeys, ImportReport, InboxKey, NewMessage, NewUser, OutboxEntry, PublishOutcome,
     PublishedKeys, Receipt, ReceiptOutcome, RemoteReceipt, StoreError,
@@ -99,7 +99,7 @@ fn settle_all(batch: &mut [Job], failure: Option<&str>) {
 }
 
 /// Keeps a job's result for the commit to settle, or hands back an error that aborts the batch.
-fn keep<T>(slot: &mut Slot<T>, result: Result<T, StoreError>) -> Option<StoreError> {
+pub(super) fn keep<T>(slot: &mut Slot<T>, result: Result<T, StoreError>) -> Option<StoreError> {
     match result {
         Err(e) if e.aborts_batch() => Some(e),
         result => {
@@ -109,7 +109,7 @@ fn keep<T>(slot: &mut Slot<T>, result: Result<T, StoreError>) -> Option<StoreErr
     }
 }
 
-type Tx<DB> = Transaction<'static, DB>;
+pub(super) type Tx<DB> = Transaction<'static, DB>;
 
 /// The forward-only status guard, as a literal for `concat!`: `status` may move from `sent` to
 /// anything, from `delivered` only to `read` (the new status is parameter `$3`).
@@ -169,40 +169,54 @@ where
     /// nothing is answered and nothing is committed.
     async fn apply_batch(&self, batch: &mut [Job]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for job in batch.iter_mut() {
+        let mut start = 0;
+        while start < batch.len() {
+            // The longest run of operations of one kind from here.
+            let kind = std::mem::discriminant(&batch[start]);
+            let end = batch[start..]
+                .iter()
+                .position(|job| std::mem::discriminant(job) != kind)
+                .map_or(batch.len(), |n| start + n);
+            match &batch[start] {
+                Job::AppendMessage(..) => Self::append_messages(&mut tx, &mut batch[start..end]).await?,
+                Job::RecordReceipt(..) => Self::record_receipts(&mut tx, &mut batch[start..end]).await?,
+                _ => Self::apply_one_by_one(&mut tx, &mut batch[start..end]).await?,
+            }
+            start = end;
+        }
+        tx.commit().await?;
+        settle_all(batch, None);
+        Ok(())
+    }
+
+    /// Applies operations of the kinds that are rare on the hot path, one statement set each.
+    async fn apply_one_by_one(tx: &mut Tx<DB>, jobs: &mut [Job]) -> Result<(), StoreError> {
+        for job in jobs.iter_mut() {
             let fatal = match job {
-                Job::CreateUser(user, slot) => keep(slot, Self::create_user(&mut tx, user).await),
-                Job::ImportUsers(users, slot) => keep(slot, Self::import_users(&mut tx, users).await),
-                Job::AppendMessage(message, slot) => keep(slot, Self::append_message(&mut tx, message).await),
-                Job::RecordReceipt(receipt, slot) => keep(slot, Self::record_receipt(&mut tx, receipt).await),
+                Job::CreateUser(user, slot) => keep(slot, Self::create_user(tx, user).await),
+                Job::ImportUsers(users, slot) => keep(slot, Self::import_users(tx, users).await),
+                // Runs of these two are applied in bulk above.
+                Job::AppendMessage(..) | Job::RecordReceipt(..) => None,
                 Job::SetPresence { user_id, online, at, slot } => {
-                    keep(slot, Self::set_presence(&mut tx, user_id, *online, *at).await)
+                    keep(slot, Self::set_presence(tx, user_id, *online, *at).await)
                 }
-                Job::ResetPresence(at, slot) => keep(slot, Self::reset_presence(&mut tx, *at).await),
-                Job::AddDevice { user, device, at, slot } => {
-                    keep(slot, Self::add_device(&mut tx, user, *device, *at).await)
-                }
-                Job::RemoveDevice { user, device, slot } => {
-                    keep(slot, Self::remove_device(&mut tx, user, *device).await)
-                }
+                Job::ResetPresence(at, slot) => keep(slot, Self::reset_presence(tx, *at).await),
+                Job::AddDevice { user, device, at, slot } => keep(slot, Self::add_device(tx, user, *device, *at).await),
+                Job::RemoveDevice { user, device, slot } => keep(slot, Self::remove_device(tx, user, *device).await),
                 Job::PublishKeys { user, device, keys, slot } => {
-                    keep(slot, Self::publish_keys(&mut tx, user, *device, keys).await)
+                    keep(slot, Self::publish_keys(tx, user, *device, keys).await)
                 }
-                Job::ClaimKeys { user, slot } => keep(slot, Self::claim_keys(&mut tx, user).await),
-                Job::ApplyRemoteReceipt(receipt, slot) => {
-                    keep(slot, Self::apply_remote_receipt(&mut tx, receipt).await)
-                }
-                Job::EnqueueEnvelopes(entries, slot) => keep(slot, Self::enqueue_envelopes(&mut tx, entries).await),
+                Job::ClaimKeys { user, slot } => keep(slot, Self::claim_keys(tx, user).await),
+                Job::ApplyRemoteReceipt(receipt, slot) => keep(slot, Self::apply_remote_receipt(tx, receipt).await),
+                Job::EnqueueEnvelopes(entries, slot) => keep(slot, Self::enqueue_envelopes(tx, entries).await),
                 Job::OutboxRemove { destination, seqs, slot } => {
-                    keep(slot, Self::outbox_remove(&mut tx, destination, seqs).await)
+                    keep(slot, Self::outbox_remove(tx, destination, seqs).await)
                 }
             };
             if let Some(e) = fatal {
                 return Err(e);
             }
         }
-        tx.commit().await?;
-        settle_all(batch, None);
         Ok(())
     }
 
@@ -252,85 +266,6 @@ where
         .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    async fn append_message(tx: &mut Tx<DB>, message: &NewMessage) -> Result<AppendOutcome, StoreError> {
-        let message_id = message.message_id.to_string();
-        let sender = message.sender.as_str();
-        let receiver = message.receiver.as_str();
-        let timestamp = message.timestamp.as_millis();
-
-        if let Some(received) = &message.received
-            && !Self::first_receipt_of(tx, received).await?
-        {
-            return Ok(AppendOutcome::Duplicate { message_id: message.message_id, timestamp: message.timestamp });
-        }
-        if let Some(client_id) = &message.client_message_id {
-            let claimed = sqlx::query::<DB>(
-                "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (sender_id, client_message_id) DO NOTHING",
-            )
-            .bind(sender)
-            .bind(client_id.as_str())
-            .bind(message_id.as_str())
-            .bind(timestamp)
-            .execute(&mut **tx)
-            .await?;
-            if claimed.rows_affected() == 0 {
-                let (first_id, first_ts): (String, i64) = sqlx::query_as::<DB, (String, i64)>(
-                    "SELECT message_id, timestamp FROM client_message_ids \
-                     WHERE sender_id = $1 AND client_message_id = $2",
-                )
-                .bind(sender)
-                .bind(client_id.as_str())
-                .fetch_one(&mut **tx)
-                .await?;
-                return Ok(AppendOutcome::Duplicate {
-                    message_id: parse_message_id("client_message_ids", &first_id)?,
-                    timestamp: Timestamp::from_millis(first_ts),
-                });
-            }
-        }
-
-        const INSERT: &str = "INSERT INTO messages \
-            (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 'sent') RETURNING seq";
-        // The sender's copy is pending for the sender's other devices, so that all of them see
-        // the conversation; the receiver's copy for every device of the receiver. A note to
-        // oneself is one row, pending for the sender's other devices.
-        if sender != receiver
-            && let Some(sending_device) = message.sender_device
-        {
-            let (sender_seq,) = sqlx::query_as::<DB, (i64,)>(INSERT)
-                .bind(sender)
-                .bind(message_id.as_str())
-                .bind(receiver)
-                .bind(sender)
-                .bind(receiver)
-                .bind(message.content.as_str())
-                .bind(timestamp)
-                .fetch_one(&mut **tx)
-                .await?;
-            Self::queue_for_devices(tx, sender, sender_seq, Some(sending_device)).await?;
-        }
-        if let Some(envelope) = &message.forward {
-            // The receiver's mailbox is on their own node: the envelope carries it there.
-            Self::insert_outbox(tx, envelope).await?;
-        } else {
-            let (receiver_seq,) = sqlx::query_as::<DB, (i64,)>(INSERT)
-                .bind(receiver)
-                .bind(message_id.as_str())
-                .bind(sender)
-                .bind(sender)
-                .bind(receiver)
-                .bind(message.content.as_str())
-                .bind(timestamp)
-                .fetch_one(&mut **tx)
-                .await?;
-            let except = if sender == receiver { message.sender_device } else { None };
-            Self::queue_for_devices(tx, receiver, receiver_seq, except).await?;
-        }
-        Ok(AppendOutcome::Stored { message_id: message.message_id, timestamp: message.timestamp })
     }
 
     /// Records an envelope from another node; false if it was recorded before (a repeat).
@@ -402,98 +337,6 @@ where
         .rows_affected()
             > 0;
         Ok(advanced.then_some(status))
-    }
-
-    /// Makes the mailbox row `seq` of `owner` pending for each of their devices but `except`.
-    async fn queue_for_devices(
-        tx: &mut Tx<DB>,
-        owner: &str,
-        seq: i64,
-        except: Option<DeviceId>,
-    ) -> Result<(), StoreError> {
-        sqlx::query::<DB>(
-            "INSERT INTO device_pending (owner_id, device_id, seq) \
-             SELECT user_id, device_id, $2 FROM devices WHERE user_id = $1 AND device_id <> $3",
-        )
-        .bind(owner)
-        .bind(seq)
-        .bind(except.map_or(-1, |d| i64::from(d.0)))
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
-    async fn record_receipt(tx: &mut Tx<DB>, receipt: &Receipt) -> Result<ReceiptOutcome, StoreError> {
-        let reader = receipt.reader.as_str();
-        let message_id = receipt.message_id.to_string();
-        let status = match receipt.status {
-            MessageStatus::Sent => MessageStatus::Delivered,
-            other => other,
-        };
-        let row = sqlx::query_as::<DB, (i64, String, String)>(
-            "SELECT seq, sender_id, receiver_id FROM messages WHERE owner_id = $1 AND message_id = $2",
-        )
-        .bind(reader)
-        .bind(message_id.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some((seq, sender, receiver)) = row else {
-            return Err(StoreError::MessageNotFound(receipt.message_id));
-        };
-        let is_receiver = receiver == reader;
-        // Only the receiver reads a message; the sender's other devices only acknowledge
-        // their copy.
-        if !is_receiver && status == MessageStatus::Read {
-            return Err(StoreError::MessageNotFound(receipt.message_id));
-        }
-        sqlx::query::<DB>("DELETE FROM device_pending WHERE owner_id = $1 AND device_id = $2 AND seq = $3")
-            .bind(reader)
-            .bind(i64::from(receipt.device.0))
-            .bind(seq)
-            .execute(&mut **tx)
-            .await?;
-        if !is_receiver {
-            return Ok(ReceiptOutcome { sender: parse_user("messages", &sender)?, advanced_to: None });
-        }
-        // A read on one device means the user has it everywhere: no other device needs it pushed.
-        if status == MessageStatus::Read {
-            sqlx::query::<DB>("DELETE FROM device_pending WHERE owner_id = $1 AND seq = $2")
-                .bind(reader)
-                .bind(seq)
-                .execute(&mut **tx)
-                .await?;
-        }
-        let advanced = sqlx::query::<DB>(concat!(
-            "UPDATE messages SET status = $3 WHERE owner_id = $1 AND message_id = $2 AND ",
-            advances!()
-        ))
-        .bind(reader)
-        .bind(message_id.as_str())
-        .bind(status.as_str())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            > 0;
-        let forward = match (&receipt.forward, advanced && sender != reader) {
-            (Some(forward), true) => parse_user("messages", &sender).map(|s| forward(&s, status, receipt.at))?,
-            _ => None,
-        };
-        if let Some(envelope) = forward {
-            // The sender's copy is on their own node: the envelope carries the receipt there.
-            Self::insert_outbox(tx, &envelope).await?;
-        } else if advanced && sender != reader {
-            // The sender's copy, when the sender is one of ours.
-            sqlx::query::<DB>(concat!(
-                "UPDATE messages SET status = $3 WHERE owner_id = $1 AND message_id = $2 AND ",
-                advances!()
-            ))
-            .bind(sender.as_str())
-            .bind(message_id.as_str())
-            .bind(status.as_str())
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(ReceiptOutcome { sender: parse_user("messages", &sender)?, advanced_to: advanced.then_some(status) })
     }
 
     async fn add_device(tx: &mut Tx<DB>, user: &UserId, device: DeviceId, at: Timestamp) -> Result<(), StoreError> {
