@@ -5,6 +5,7 @@
 mod harness;
 
 mod accounts;
+mod bench_smoke;
 mod durability;
 mod errors;
 mod history;
