@@ -122,8 +122,9 @@ struct LoadArgs {
     /// How many 127.0.0.x source addresses to spread connections over.
     #[arg(long, default_value_t = 4)]
     source_addrs: usize,
-    /// Connection handshakes at once.
-    #[arg(long, default_value_t = 256)]
+    /// Connection handshakes at once (kept under the 128-connection listen backlog that a
+    /// tokio listener gets by default, so bursts do not wait for SYN retransmits).
+    #[arg(long, default_value_t = 100)]
     connect_concurrency: usize,
     /// Seconds to wait after connecting before measuring memory [default: 5 for idle, else 1].
     #[arg(long)]
