@@ -144,3 +144,141 @@ mod tests {
         assert!(table.contains("p50 ms @ 500/s"));
     }
 }
+
+/// One line of the targets table: what the benchmark issue asks of kith and what was measured.
+struct Target {
+    scenario: &'static str,
+    file: &'static str,
+    what: &'static str,
+    goal: &'static str,
+    measured: fn(&Value) -> Option<(String, bool)>,
+}
+
+fn num(v: &Value, path: &[&str]) -> Option<f64> {
+    path.iter().try_fold(v, |v, key| v.get(key))?.as_f64()
+}
+
+const TARGETS: &[Target] = &[
+    Target {
+        scenario: "idle",
+        file: "idle-sqlite",
+        what: "connections held",
+        goal: "19,000",
+        measured: |v| {
+            let held = num(v, &["connections", "established"])?
+                - num(v, &["connections", "disconnected"])?;
+            Some((format!("{held:.0}"), held >= 19_000.0))
+        },
+    },
+    Target {
+        scenario: "idle",
+        file: "idle-sqlite",
+        what: "node RSS per connection",
+        goal: "≤ 8 KiB",
+        measured: |v| {
+            let kib = num(v, &["server", "rssPerConnectionBytes"])? / 1024.0;
+            Some((format!("{kib:.1} KiB"), kib <= 8.0))
+        },
+    },
+    Target {
+        scenario: "throughput",
+        file: "throughput-sqlite",
+        what: "durable messages/s, SQLite",
+        goal: "≥ 20,000",
+        measured: |v| {
+            let t = num(v, &["throughput"])?;
+            Some((
+                format!("{t:.0}"),
+                t >= 20_000.0 && num(v, &["lost"])? == 0.0,
+            ))
+        },
+    },
+    Target {
+        scenario: "throughput",
+        file: "throughput-postgres",
+        what: "durable messages/s, PostgreSQL",
+        goal: "≥ 15,000",
+        measured: |v| {
+            let t = num(v, &["throughput"])?;
+            Some((
+                format!("{t:.0}"),
+                t >= 15_000.0 && num(v, &["lost"])? == 0.0,
+            ))
+        },
+    },
+    Target {
+        scenario: "latency",
+        file: "latency-sqlite",
+        what: "rate reached (asked 5,000/s, 10,000 clients)",
+        goal: "5,000/s",
+        measured: |v| {
+            let t = num(v, &["throughput"])?;
+            Some((format!("{t:.0}/s"), t >= 4_900.0))
+        },
+    },
+    Target {
+        scenario: "latency",
+        file: "latency-sqlite",
+        what: "send→receive p50 / p99 / p99.9",
+        goal: "≤ 2 / 10 / 25 ms",
+        measured: |v| {
+            let l = |k| num(v, &["latencyMs", k]);
+            let (p50, p99, p999) = (l("p50")?, l("p99")?, l("p999")?);
+            Some((
+                format!("{p50:.2} / {p99:.2} / {p999:.2} ms"),
+                p50 <= 2.0 && p99 <= 10.0 && p999 <= 25.0,
+            ))
+        },
+    },
+    Target {
+        scenario: "federation",
+        file: "federation",
+        what: "messages/s between two nodes",
+        goal: "≥ 10,000",
+        measured: |v| {
+            let t = num(v, &["throughput"])?;
+            Some((
+                format!("{t:.0}"),
+                t >= 10_000.0 && num(v, &["received"])? > 0.0,
+            ))
+        },
+    },
+    Target {
+        scenario: "federation",
+        file: "federation",
+        what: "send→receive p99 between two nodes",
+        goal: "≤ 20 ms",
+        measured: |v| {
+            if num(v, &["received"])? == 0.0 {
+                return Some(("nothing delivered".into(), false));
+            }
+            let p99 = num(v, &["latencyMs", "p99"])?;
+            Some((format!("{p99:.2} ms"), p99 <= 20.0))
+        },
+    },
+];
+
+/// The targets table of `bench/kith.sh`: each target of the benchmark issue beside the figure
+/// measured in `dir` (`<file>.json` per run), and whether it is met.
+///
+/// # Errors
+/// [`BenchError`] when a report exists but cannot be read.
+pub fn targets_markdown(dir: &Path) -> Result<String, BenchError> {
+    let mut out =
+        String::from("| scenario | what | target | measured | met |\n|---|---|---|---|---|\n");
+    for target in TARGETS {
+        let (measured, met) = match read(dir, target.file)? {
+            Some(report) => match (target.measured)(&report) {
+                Some((figure, met)) => (figure, if met { "yes" } else { "**no**" }),
+                None => ("–".to_owned(), "–"),
+            },
+            None => ("not run".to_owned(), "–"),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            target.scenario, target.what, target.goal, measured, met
+        );
+    }
+    Ok(out)
+}

@@ -47,6 +47,13 @@ enum Command {
         #[arg(required = true)]
         rows: Vec<String>,
     },
+    /// Print the targets table (bench/kith.sh) from a directory of JSON reports
+    /// (idle-sqlite.json, throughput-sqlite.json, throughput-postgres.json, latency-sqlite.json,
+    /// federation.json).
+    Targets {
+        /// The directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +88,9 @@ struct LoadArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report to this file (the summary still goes to stdout).
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
     /// No progress on stderr.
     #[arg(long)]
     quiet: bool,
@@ -173,12 +183,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", markdown(&rows));
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Targets { dir } => {
+            print!("{}", kith_bench::compare::targets_markdown(&dir)?);
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Idle(args) => (Scenario::Idle, args),
         Command::Throughput(args) => (Scenario::Throughput, args),
         Command::Latency(args) => (Scenario::Latency, args),
         Command::Federation(args) => (Scenario::Federation, args),
     };
     let json = args.json;
+    let json_out = args.json_out.clone();
     let options = options(scenario, args).await?;
     let quiet = options.1;
     let observer: Arc<dyn Observer> = Arc::new(Stderr {
@@ -198,6 +213,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let report = kith_bench::run(options.0, observer, interrupt).await?;
     if !quiet && std::io::stderr().is_terminal() {
         eprintln!();
+    }
+    if let Some(path) = json_out {
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -440,7 +440,7 @@ pub async fn run(
             } else {
                 options.drain_timeout
             };
-            let drained = drain_pairs(&pairs, drain).await;
+            let drained = drain_pairs(&pairs, &recorder, drain).await;
             if !drained {
                 report.warnings.push(format!(
                     "messages were still in flight {drain:?} after sending stopped; they count as lost"
@@ -677,12 +677,16 @@ async fn hold(
     }
 }
 
-/// Waits until every active pair's receiver has what its sender sent; false on timeout.
-async fn drain_pairs(pairs: &[Arc<Pair>], timeout: Duration) -> bool {
+/// Waits until every active pair's receiver has what its sender sent (or the server refused
+/// what is missing); false on timeout.
+async fn drain_pairs(pairs: &[Arc<Pair>], recorder: &Recorder, timeout: Duration) -> bool {
     let until = Instant::now() + timeout;
     loop {
         let outstanding = pairs.iter().any(|pair| pair.outstanding() > 0);
-        if !outstanding {
+        // Messages the server refused (error answers) will never arrive: nothing to wait for.
+        let missing =
+            Recorder::get(&recorder.sent).saturating_sub(Recorder::get(&recorder.received));
+        if !outstanding || missing <= Recorder::get(&recorder.errors) {
             return true;
         }
         if Instant::now() >= until {
