@@ -21,15 +21,24 @@ build() {
 
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
+# How many compilers and linkers are running (anyone's).
+compilers() {
+    local n=0 name
+    for name in rustc cargo cc cc1 ld ld.lld collect2; do
+        n=$((n + $(pgrep -c -x "$name" || true)))
+    done
+    echo "$n"
+}
+
 # Waits (up to 15 minutes, checking every 30 s) until no compiler or linker runs and the load
 # average is below $quiet_load: figures measured on a busy machine measure the machine.
 wait_quiet() {
     for _ in $(seq 1 30); do
-        if ! pgrep -x 'rustc|cargo|cc|cc1|ld|ld.lld|collect2' >/dev/null &&
+        if [ "$(compilers)" -eq 0 ] &&
             awk -v l="$(load1)" -v q="$quiet_load" 'BEGIN { exit !(l < q) }'; then
             return 0
         fi
-        echo "waiting for a quiet machine (load $(load1); $(pgrep -c -x 'rustc|cargo|cc|cc1|ld' || true) compiler processes)" >&2
+        echo "waiting for a quiet machine (load $(load1); $(compilers) compiler processes)" >&2
         sleep 30
     done
     echo "the machine did not become quiet in 15 minutes; measuring anyway (load $(load1))" >&2

@@ -113,38 +113,6 @@ pub fn markdown(rows: &[Row]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ratios_are_to_the_first_row_and_missing_figures_show_a_dash() {
-        let kith = Row {
-            label: "kith".into(),
-            throughput: Some(20_000.0),
-            lost: Some(0),
-            latency_rate: Some("500/s".into()),
-            latency: Some([1.0, 2.0, 4.0, 8.0, 16.0]),
-            kib_per_connection: Some(8.0),
-            cpu_per_1000: Some(0.1),
-        };
-        let other = Row {
-            label: "other".into(),
-            throughput: Some(1_000.0),
-            kib_per_connection: Some(200.0),
-            ..Row::default()
-        };
-        let table = markdown(&[kith, other]);
-        assert!(
-            table.contains("| kith | 20000 (1.00×) | 0 | 1.00 (1.00×)"),
-            "{table}"
-        );
-        assert!(table.contains("| other | 1000 (0.05×) | – | –"), "{table}");
-        assert!(table.contains("200.0 (25.00×)"), "{table}");
-        assert!(table.contains("p50 ms @ 500/s"));
-    }
-}
-
 /// One line of the targets table: what the benchmark issue asks of kith and what was measured.
 struct Target {
     scenario: &'static str,
@@ -281,4 +249,36 @@ pub fn targets_markdown(dir: &Path) -> Result<String, BenchError> {
         );
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_to_the_first_row_and_missing_figures_show_a_dash() {
+        let kith = Row {
+            label: "kith".into(),
+            throughput: Some(20_000.0),
+            lost: Some(0),
+            latency_rate: Some("500/s".into()),
+            latency: Some([1.0, 2.0, 4.0, 8.0, 16.0]),
+            kib_per_connection: Some(8.0),
+            cpu_per_1000: Some(0.1),
+        };
+        let other = Row {
+            label: "other".into(),
+            throughput: Some(1_000.0),
+            kib_per_connection: Some(200.0),
+            ..Row::default()
+        };
+        let table = markdown(&[kith, other]);
+        assert!(
+            table.contains("| kith | 20000 (1.00×) | 0 | 1.00 (1.00×)"),
+            "{table}"
+        );
+        assert!(table.contains("| other | 1000 (0.05×) | – | –"), "{table}");
+        assert!(table.contains("200.0 (25.00×)"), "{table}");
+        assert!(table.contains("p50 ms @ 500/s"));
+    }
 }

@@ -193,10 +193,10 @@ async fn receiver(ws: Ws, job: ReceiverJob, recorder: &Recorder, mut signals: Si
             }
             item = stream.next().now_or_never();
         }
-        if acks > 0 {
-            if let Err(e) = sink.flush().await {
-                return lost_connection(recorder, || format!("acking: {e}"));
-            }
+        if acks > 0
+            && let Err(e) = sink.flush().await
+        {
+            return lost_connection(recorder, || format!("acking: {e}"));
         }
     }
     let _ = sink.send(Message::Close(None)).now_or_never();

@@ -259,7 +259,7 @@ async fn options(scenario: Scenario, args: LoadArgs) -> Result<(RunOptions, bool
                     .receiver_server_name
                     .clone()
                     .context("--receiver-target needs --receiver-server-name")?;
-                Some(KithNode {
+                Some(Box::new(KithNode {
                     target: resolve(target).await?,
                     server_name: server_name.clone(),
                     files: args.receiver_data_dir.clone().map(|data_dir| NodeFiles {
@@ -268,7 +268,7 @@ async fn options(scenario: Scenario, args: LoadArgs) -> Result<(RunOptions, bool
                         database_url: args.receiver_database_url.clone(),
                         kith_bin: kith_bin.clone(),
                     }),
-                })
+                }))
             }
             None => None,
         };

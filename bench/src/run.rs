@@ -138,7 +138,7 @@ pub enum Server {
         /// The senders' node (and the only one outside `federation`).
         senders: KithNode,
         /// The receivers' node, for `federation`.
-        receivers: Option<KithNode>,
+        receivers: Option<Box<KithNode>>,
     },
     /// An XMPP server.
     Xmpp(XmppServer),
@@ -552,7 +552,7 @@ fn role_of(index: usize, options: &RunOptions, pairs: &[Arc<Pair>], names: &[Str
     let receiver_name = &names[index + 1];
     let to = match &options.server {
         Server::Kith { senders, receivers } => {
-            let home = receivers.as_ref().unwrap_or(senders);
+            let home = receivers.as_deref().unwrap_or(senders);
             format!("{receiver_name}@{}", home.server_name)
         }
         Server::Xmpp(server) => format!("{receiver_name}@{}", server.domain),
@@ -696,13 +696,16 @@ async fn drain_pairs(pairs: &[Arc<Pair>], recorder: &Recorder, timeout: Duration
     }
 }
 
+/// A sample of the server (if watched) and when it was taken.
+type Mark = (Option<ProcSample>, Instant);
+
 fn usage(
     watch: &ProcWatch,
     report: &Report,
     before: ProcSample,
     connected: ProcSample,
     end: ProcSample,
-    traffic: Option<((Option<ProcSample>, Instant), (Option<ProcSample>, Instant))>,
+    traffic: Option<(Mark, Mark)>,
 ) -> ServerUsage {
     let established = report.connections.established;
     let mut usage = ServerUsage {

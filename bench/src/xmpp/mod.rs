@@ -319,10 +319,8 @@ async fn receiver(mut stream: Stream, job: ReceiverJob, recorder: &Recorder, mut
             }
             item = stream.reader.buffered().map(Ok);
         }
-        if answered {
-            if let Err(e) = stream.writer.flush().await {
-                return lost_connection(recorder, || format!("sending a receipt: {e}"));
-            }
+        if answered && let Err(e) = stream.writer.flush().await {
+            return lost_connection(recorder, || format!("sending a receipt: {e}"));
         }
     }
     close(stream).await;
