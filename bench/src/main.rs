@@ -139,7 +139,8 @@ struct LoadArgs {
     /// Seconds to wait after connecting before measuring memory [default: 5 for idle, else 1].
     #[arg(long)]
     settle: Option<f64>,
-    /// Seconds to wait for messages in flight after sending stops.
+    /// After sending stops, seconds to keep waiting for messages in flight when none arrives
+    /// (a server still working through its backlog is waited for, up to 5 minutes).
     #[arg(long, default_value_t = 15.0)]
     drain_timeout: f64,
     /// User names are this and a number (load00000 …).

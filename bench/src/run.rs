@@ -173,7 +173,7 @@ pub struct RunOptions {
     pub connect_concurrency: usize,
     /// How long to wait after opening connections before measuring memory.
     pub settle: Duration,
-    /// How long to wait for messages in flight after sending stops.
+    /// After sending stops, how long to keep waiting for messages in flight when none arrives.
     pub drain_timeout: Duration,
     /// User names are this and a number.
     pub user_prefix: String,
@@ -235,6 +235,9 @@ enum Link {
 
 /// How long one connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a drain waits for a saturated server's backlog.
+const MAX_DRAIN: Duration = Duration::from_secs(300);
 
 /// How often progress is reported and the drain re-checked.
 const TICK: Duration = Duration::from_secs(1);
@@ -443,7 +446,7 @@ pub async fn run(
             let drained = drain_pairs(&pairs, &recorder, drain).await;
             if !drained {
                 report.warnings.push(format!(
-                    "messages were still in flight {drain:?} after sending stopped; they count as lost"
+                    "messages were still missing when nothing had arrived for {drain:?} (or after {MAX_DRAIN:?}); they count as lost"
                 ));
             }
             let traffic_end = (sample(&watch)?, Instant::now());
@@ -678,18 +681,23 @@ async fn hold(
 }
 
 /// Waits until every active pair's receiver has what its sender sent (or the server refused
-/// what is missing); false on timeout.
-async fn drain_pairs(pairs: &[Arc<Pair>], recorder: &Recorder, timeout: Duration) -> bool {
-    let until = Instant::now() + timeout;
+/// what is missing). Gives up when nothing new has arrived for `quiet` (a saturated server
+/// still delivering its backlog is waited for, up to [`MAX_DRAIN`]); false if it gave up.
+async fn drain_pairs(pairs: &[Arc<Pair>], recorder: &Recorder, quiet: Duration) -> bool {
+    let started = Instant::now();
+    let mut last_progress = (Instant::now(), Recorder::get(&recorder.received));
     loop {
         let outstanding = pairs.iter().any(|pair| pair.outstanding() > 0);
+        let received = Recorder::get(&recorder.received);
         // Messages the server refused (error answers) will never arrive: nothing to wait for.
-        let missing =
-            Recorder::get(&recorder.sent).saturating_sub(Recorder::get(&recorder.received));
+        let missing = Recorder::get(&recorder.sent).saturating_sub(received);
         if !outstanding || missing <= Recorder::get(&recorder.errors) {
             return true;
         }
-        if Instant::now() >= until {
+        if received > last_progress.1 {
+            last_progress = (Instant::now(), received);
+        }
+        if last_progress.0.elapsed() >= quiet || started.elapsed() >= MAX_DRAIN {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
