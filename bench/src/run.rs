@@ -443,7 +443,8 @@ pub async fn run(
             } else {
                 options.drain_timeout
             };
-            let drained = drain_pairs(&pairs, &recorder, drain).await;
+            let expect_stored = matches!(options.server, Server::Kith { .. });
+            let drained = drain_pairs(&pairs, &recorder, expect_stored, drain).await;
             if !drained {
                 report.warnings.push(format!(
                     "messages were still missing when nothing had arrived for {drain:?} (or after {MAX_DRAIN:?}); they count as lost"
@@ -681,21 +682,30 @@ async fn hold(
 }
 
 /// Waits until every active pair's receiver has what its sender sent (or the server refused
-/// what is missing). Gives up when nothing new has arrived for `quiet` (a saturated server
-/// still delivering its backlog is waited for, up to [`MAX_DRAIN`]); false if it gave up.
-async fn drain_pairs(pairs: &[Arc<Pair>], recorder: &Recorder, quiet: Duration) -> bool {
+/// what is missing), and, with `expect_stored`, every sender has its `sent` answers. Gives up
+/// when nothing new has arrived for `quiet` (a saturated server still delivering its backlog
+/// is waited for, up to [`MAX_DRAIN`]); false if it gave up.
+async fn drain_pairs(
+    pairs: &[Arc<Pair>],
+    recorder: &Recorder,
+    expect_stored: bool,
+    quiet: Duration,
+) -> bool {
     let started = Instant::now();
-    let mut last_progress = (Instant::now(), Recorder::get(&recorder.received));
+    let progress = || Recorder::get(&recorder.received) + Recorder::get(&recorder.stored);
+    let mut last_progress = (Instant::now(), progress());
     loop {
         let outstanding = pairs.iter().any(|pair| pair.outstanding() > 0);
-        let received = Recorder::get(&recorder.received);
+        let sent = Recorder::get(&recorder.sent);
+        let errors = Recorder::get(&recorder.errors);
         // Messages the server refused (error answers) will never arrive: nothing to wait for.
-        let missing = Recorder::get(&recorder.sent).saturating_sub(received);
-        if !outstanding || missing <= Recorder::get(&recorder.errors) {
+        let refused = sent.saturating_sub(Recorder::get(&recorder.received)) <= errors;
+        let answered = !expect_stored || Recorder::get(&recorder.stored) + errors >= sent;
+        if (!outstanding || refused) && answered {
             return true;
         }
-        if received > last_progress.1 {
-            last_progress = (Instant::now(), received);
+        if progress() > last_progress.1 {
+            last_progress = (Instant::now(), progress());
         }
         if last_progress.0.elapsed() >= quiet || started.elapsed() >= MAX_DRAIN {
             return false;
