@@ -6,12 +6,13 @@
 #   bench/compare.sh
 #
 # Each server gets three runs: `idle` (RSS per idle connection), `throughput` (max rate; CPU per
-# 1,000 messages) and `latency` (a fixed rate every server sustains). The XMPP servers come
+# 1,000 messages) and `latency` (a fixed rate, by default one that every server sustains with
+# archiving on: Prosody moves ~270 messages/s here). The XMPP servers come
 # from Debian's packages (bench/peers/install.sh installs them), run with bench/peers'
 # configurations: loopback only, no TLS, archiving on, shapers and limits off.
 #
 # Environment: as bench/kith.sh, plus IDLE_CONNECTIONS (2000), PAIRS (50), DURATION (10),
-# LATENCY_CONNECTIONS (2000), LATENCY_PAIRS (100), LATENCY_RATE (500), SERVERS
+# LATENCY_CONNECTIONS (2000), LATENCY_PAIRS (100), LATENCY_RATE (200), SERVERS
 # ("kith-sqlite kith-postgres ejabberd prosody").
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -29,7 +30,7 @@ pairs="${PAIRS:-50}"
 duration="${DURATION:-10}"
 lat_connections="${LATENCY_CONNECTIONS:-2000}"
 lat_pairs="${LATENCY_PAIRS:-100}"
-lat_rate="${LATENCY_RATE:-500}"
+lat_rate="${LATENCY_RATE:-200}"
 servers=(${SERVERS:-kith-sqlite kith-postgres ejabberd prosody})
 
 build
@@ -61,7 +62,7 @@ three_runs() {
         latency) args+=(--connections "$lat_connections" --pairs "$lat_pairs" --rate "$lat_rate" --duration "$duration") ;;
         esac
         wait_quiet
-        echo "$name/$scenario: load average $(load1) before the run" >>"$results/loads.txt"
+        echo "$name/$scenario $(load1)" >>"$results/loads.txt"
         echo "kith-load $scenario ${args[*]}" | sed "s|$work|\$KITH_BENCH_DIR|g; s|--pid [0-9]*|--pid PID|g" >>"$commands"
         echo "== $name $scenario" >&2
         "$load" "$scenario" "${args[@]}" --quiet --json-out "$dir/$scenario.json" | tee "$dir/$scenario.txt"
@@ -108,7 +109,7 @@ section="$results/section.md"
     echo "Measured $(date -u +'%Y-%m-%d %H:%M UTC') at commit \`$(commit)\` by \`bench/compare.sh\`"
     echo "on $(machine); every server on this machine, one after another, driven by the same"
     echo "kith-load release build. Ratios are to kith (SQLite). Load averages before each run:"
-    echo "$(sed 's/: load average / /' "$results/loads.txt" | paste -sd';' - | sed 's/;/; /g')."
+    echo "$(paste -sd';' "$results/loads.txt" | sed 's/;/, /g')."
     echo
     "$load" table "${labels[@]}"
     echo

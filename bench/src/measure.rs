@@ -215,7 +215,11 @@ impl Recorder {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if samples.len() < ERROR_SAMPLES {
-            samples.push(what());
+            let what = what();
+            // One example of each error is enough; thousands of the same would hide the rest.
+            if !samples.contains(&what) {
+                samples.push(what);
+            }
         }
     }
 
