@@ -6,6 +6,7 @@ mod cli;
 mod harness;
 
 mod accounts;
+mod bench_smoke;
 mod durability;
 mod e2ee;
 mod errors;
