@@ -69,9 +69,15 @@ for scenario in "${scenarios[@]}"; do
         stop_all
         ;;
     federation)
-        start_kith "$work/node-alpha" "$port" alpha ""
+        # Each node's key first, so that each can pin the other.
+        rm -rf "$work/node-alpha" "$work/node-beta"
+        alpha_id="$("$kith" id --data-dir "$work/node-alpha")"
+        beta_id="$("$kith" id --data-dir "$work/node-beta")"
+        KEEP_DIR=1 start_kith "$work/node-alpha" "$port" alpha "" \
+            --peer "beta=/ip4/127.0.0.1/tcp/$((port + 2001))/p2p/$beta_id"
         alpha="$node_pid"
-        start_kith "$work/node-beta" $((port + 1)) beta ""
+        KEEP_DIR=1 start_kith "$work/node-beta" $((port + 1)) beta "" \
+            --peer "alpha=/ip4/127.0.0.1/tcp/$((port + 2000))/p2p/$alpha_id"
         beta="$node_pid"
         run federation federation --target "http://127.0.0.1:$port" \
             --data-dir "$work/node-alpha" --server-name alpha \

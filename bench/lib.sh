@@ -49,10 +49,12 @@ wait_quiet() {
 start_kith() {
     local dir="$1" port="$2" name="$3" url="${4:-}"
     shift 4 || shift $#
-    rm -rf "$dir"
+    # KEEP_DIR=1 keeps a data directory prepared beforehand (a node key made by `kith id`).
+    [ -z "${KEEP_DIR:-}" ] && rm -rf "$dir"
     mkdir -p "$dir"
+    # Federation listens on loopback too, at the client port + 2000.
     local args=(serve --listen "127.0.0.1:$port" --data-dir "$dir" --server-name "$name"
-        --message-rate 0 --account-rate 0)
+        --p2p-listen "/ip4/127.0.0.1/tcp/$((port + 2000))" --message-rate 0 --account-rate 0)
     [ -n "$url" ] && args+=(--database-url "$url")
     KITH_LOG=warn "$kith" "${args[@]}" "$@" >"$dir/node.log" 2>&1 &
     node_pid=$!

@@ -16,9 +16,39 @@ use super::rows::{RowsAffected, parse_message_id, parse_user};
 use super::writer::{Job, Tx, Writer, keep};
 use super::{AppendOutcome, NewMessage, OutboxEntry, Receipt, ReceiptOutcome, StoreError};
 
-/// Most operations per multi-row statement, so that parameters stay far below the engines'
-/// limits (SQLite 32,766; PostgreSQL 65,535).
-const CHUNK: usize = 128;
+/// The row counts a multi-row statement may have: a run is split into chunks of these sizes
+/// (largest first, as in binary), so that only a handful of distinct statement texts exist and
+/// every one stays in the connection's prepared-statement cache. Preparing a statement of a
+/// hundred rows each time cost more than running it. 128 keeps parameters far below the
+/// engines' limits (SQLite 32,766; PostgreSQL 65,535).
+const CHUNK_SIZES: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
+
+/// How many rows of `total` the next chunk takes.
+fn next_chunk(total: usize) -> usize {
+    CHUNK_SIZES.into_iter().find(|&size| size <= total).unwrap_or(total)
+}
+
+/// Splits `items` into chunks of the sizes in [`CHUNK_SIZES`].
+fn chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let (head, rest) = items.split_at(next_chunk(items.len()));
+        out.push(head);
+        items = rest;
+    }
+    out
+}
+
+/// Splits `items` into mutable chunks of the sizes in [`CHUNK_SIZES`].
+fn chunks_mut<T>(mut items: &mut [T]) -> Vec<&mut [T]> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let (head, rest) = items.split_at_mut(next_chunk(items.len()));
+        out.push(head);
+        items = rest;
+    }
+    out
+}
 
 /// Whether a message with status `current` moves to `new`.
 fn advances(current: MessageStatus, new: MessageStatus) -> bool {
@@ -53,7 +83,7 @@ where
 {
     /// Applies a run of `AppendMessage` jobs. Returns an error only when it aborts the batch.
     pub(super) async fn append_messages(tx: &mut Tx<DB>, run: &mut [Job]) -> Result<(), StoreError> {
-        for chunk in run.chunks_mut(CHUNK) {
+        for chunk in chunks_mut(run) {
             let messages: Vec<&NewMessage> = chunk
                 .iter()
                 .filter_map(|job| match job {
@@ -86,15 +116,17 @@ where
         let received: Vec<usize> = (0..messages.len()).filter(|&i| messages[i].received.is_some()).collect();
         if !received.is_empty() {
             let now = Timestamp::now().as_millis();
-            let mut query = QueryBuilder::<DB>::new("INSERT INTO inbox (origin, envelope_id, received_at) ");
-            query.push_values(&received, |mut row, &i| {
-                if let Some(key) = &messages[i].received {
-                    row.push_bind(key.origin.as_str()).push_bind(key.envelope_id.as_str()).push_bind(now);
-                }
-            });
-            query.push(" ON CONFLICT (origin, envelope_id) DO NOTHING RETURNING origin, envelope_id");
-            let inserted: HashSet<(String, String)> =
-                query.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?.into_iter().collect();
+            let mut inserted: HashSet<(String, String)> = HashSet::new();
+            for chunk in chunks(&received) {
+                let mut query = QueryBuilder::<DB>::new("INSERT INTO inbox (origin, envelope_id, received_at) ");
+                query.push_values(chunk, |mut row, &i| {
+                    if let Some(key) = &messages[i].received {
+                        row.push_bind(key.origin.as_str()).push_bind(key.envelope_id.as_str()).push_bind(now);
+                    }
+                });
+                query.push(" ON CONFLICT (origin, envelope_id) DO NOTHING RETURNING origin, envelope_id");
+                inserted.extend(query.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?);
+            }
             let mut first = HashSet::new();
             for i in received {
                 if let Some(key) = &messages[i].received {
@@ -111,21 +143,25 @@ where
         let keyed: Vec<usize> =
             (0..messages.len()).filter(|&i| outcomes[i].is_none() && messages[i].client_message_id.is_some()).collect();
         if !keyed.is_empty() {
-            let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) ",
-            );
-            let ids: Vec<String> = keyed.iter().map(|&i| messages[i].message_id.to_string()).collect();
-            query.push_values(keyed.iter().zip(&ids), |mut row, (&i, id)| {
-                let m = &messages[i];
-                let client_id = m.client_message_id.as_ref().map_or("", |c| c.as_str());
-                row.push_bind(m.sender.as_str())
-                    .push_bind(client_id)
-                    .push_bind(id.as_str())
-                    .push_bind(m.timestamp.as_millis());
-            });
-            query.push(" ON CONFLICT (sender_id, client_message_id) DO NOTHING RETURNING sender_id, client_message_id");
-            let inserted: HashSet<(String, String)> =
-                query.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?.into_iter().collect();
+            let ids: Vec<(usize, String)> = keyed.iter().map(|&i| (i, messages[i].message_id.to_string())).collect();
+            let mut inserted: HashSet<(String, String)> = HashSet::new();
+            for chunk in chunks(&ids) {
+                let mut query = QueryBuilder::<DB>::new(
+                    "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) ",
+                );
+                query.push_values(chunk, |mut row, (i, id)| {
+                    let m = &messages[*i];
+                    let client_id = m.client_message_id.as_ref().map_or("", |c| c.as_str());
+                    row.push_bind(m.sender.as_str())
+                        .push_bind(client_id)
+                        .push_bind(id.as_str())
+                        .push_bind(m.timestamp.as_millis());
+                });
+                query.push(
+                    " ON CONFLICT (sender_id, client_message_id) DO NOTHING RETURNING sender_id, client_message_id",
+                );
+                inserted.extend(query.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?);
+            }
             let mut first: HashMap<(String, String), usize> = HashMap::new();
             for i in keyed {
                 let m = &messages[i];
@@ -161,12 +197,13 @@ where
                 }
             }
         }
-        if !rows.is_empty() {
+        let mut seqs: HashMap<(String, String), i64> = HashMap::new();
+        for chunk in chunks(&rows) {
             let mut query = QueryBuilder::<DB>::new(
                 "INSERT INTO messages \
                  (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) ",
             );
-            query.push_values(&rows, |mut row, r| {
+            query.push_values(chunk, |mut row, r| {
                 let m = &messages[r.index];
                 row.push_bind(r.owner)
                     .push_bind(ids[r.index].as_str())
@@ -178,20 +215,17 @@ where
                     .push_bind("sent");
             });
             query.push(" RETURNING seq, owner_id, message_id");
-            let seqs: HashMap<(String, String), i64> = query
-                .build_query_as::<(i64, String, String)>()
-                .fetch_all(&mut **tx)
-                .await?
-                .into_iter()
-                .map(|(seq, owner, id)| ((owner, id), seq))
-                .collect();
+            let returned = query.build_query_as::<(i64, String, String)>().fetch_all(&mut **tx).await?;
+            seqs.extend(returned.into_iter().map(|(seq, owner, id)| ((owner, id), seq)));
+        }
 
-            // 4. Each row is pending for each of its owner's devices but the sending one.
+        // 4. Each row is pending for each of its owner's devices but the sending one.
+        for chunk in chunks(&rows) {
             let mut query = QueryBuilder::<DB>::new(
                 "INSERT INTO device_pending (owner_id, device_id, seq) \
                  SELECT d.user_id, d.device_id, v.seq FROM devices d JOIN (",
             );
-            for (n, r) in rows.iter().enumerate() {
+            for (n, r) in chunk.iter().enumerate() {
                 let seq = seqs.get(&(r.owner.to_owned(), ids[r.index].clone())).copied().ok_or_else(|| {
                     StoreError::Corrupt { table: "messages", detail: "an inserted row was not returned".into() }
                 })?;
@@ -238,7 +272,7 @@ where
 
     /// Queues envelopes for other nodes with one statement.
     pub(super) async fn insert_outbox_rows(tx: &mut Tx<DB>, entries: &[&OutboxEntry]) -> Result<(), StoreError> {
-        for chunk in entries.chunks(CHUNK) {
+        for chunk in chunks(entries) {
             let now = Timestamp::now().as_millis();
             let mut query =
                 QueryBuilder::<DB>::new("INSERT INTO outbox (destination, envelope_id, kind, body, created_at) ");
@@ -256,7 +290,7 @@ where
 
     /// Applies a run of `RecordReceipt` jobs. Returns an error only when it aborts the batch.
     pub(super) async fn record_receipts(tx: &mut Tx<DB>, run: &mut [Job]) -> Result<(), StoreError> {
-        for chunk in run.chunks_mut(CHUNK) {
+        for chunk in chunks_mut(run) {
             let receipts: Vec<&Receipt> = chunk
                 .iter()
                 .filter_map(|job| match job {
@@ -362,20 +396,21 @@ where
             outcomes.push(Ok(ReceiptOutcome { sender: sender_id, advanced_to: advanced.then_some(status) }));
         }
 
-        // 3. What stops being pending.
-        if !clear_device.is_empty() || !clear_all.is_empty() {
+        // 3. What stops being pending: one device's copy (an ack), or every device's (a read).
+        for chunk in chunks(&clear_device) {
             let mut query = QueryBuilder::<DB>::new("DELETE FROM device_pending WHERE ");
-            let mut first = true;
-            for (owner, device, seq) in &clear_device {
-                query.push(if first { "(" } else { " OR (" });
-                first = false;
-                query.push("owner_id = ").push_bind(*owner).push(" AND seq = ").push_bind(*seq);
+            for (n, (owner, device, seq)) in chunk.iter().enumerate() {
+                query.push(if n == 0 { "(owner_id = " } else { " OR (owner_id = " });
+                query.push_bind(*owner).push(" AND seq = ").push_bind(*seq);
                 query.push(" AND device_id = ").push_bind(*device).push(")");
             }
-            for (owner, seq) in &clear_all {
-                query.push(if first { "(" } else { " OR (" });
-                first = false;
-                query.push("owner_id = ").push_bind(*owner).push(" AND seq = ").push_bind(*seq).push(")");
+            query.build().execute(&mut **tx).await?;
+        }
+        for chunk in chunks(&clear_all) {
+            let mut query = QueryBuilder::<DB>::new("DELETE FROM device_pending WHERE ");
+            for (n, (owner, seq)) in chunk.iter().enumerate() {
+                query.push(if n == 0 { "(owner_id = " } else { " OR (owner_id = " });
+                query.push_bind(*owner).push(" AND seq = ").push_bind(*seq).push(")");
             }
             query.build().execute(&mut **tx).await?;
         }
@@ -383,11 +418,11 @@ where
         // 4. Statuses, forward only (the guard repeats what was decided above).
         for status in [MessageStatus::Delivered, MessageStatus::Read] {
             let seqs: Vec<i64> = receiver_status.iter().filter(|(_, s)| **s == status).map(|(seq, _)| *seq).collect();
-            if !seqs.is_empty() {
+            for chunk in chunks(&seqs) {
                 let mut query = QueryBuilder::<DB>::new("UPDATE messages SET status = ");
                 query.push_bind(status.as_str()).push(" WHERE seq IN (");
                 let mut list = query.separated(", ");
-                for seq in &seqs {
+                for seq in chunk {
                     list.push_bind(*seq);
                 }
                 query.push(") AND ");
@@ -396,10 +431,10 @@ where
             }
             let copies: Vec<&(String, String)> =
                 sender_status.iter().filter(|(_, s)| **s == status).map(|(key, _)| key).collect();
-            if !copies.is_empty() {
+            for chunk in chunks(&copies) {
                 let mut query = QueryBuilder::<DB>::new("UPDATE messages SET status = ");
                 query.push_bind(status.as_str()).push(" WHERE (");
-                for (n, (owner, id)) in copies.iter().enumerate() {
+                for (n, (owner, id)) in chunk.iter().enumerate() {
                     query.push(if n == 0 { "(owner_id = " } else { " OR (owner_id = " });
                     query.push_bind(owner.as_str()).push(" AND message_id = ").push_bind(id.as_str()).push(")");
                 }

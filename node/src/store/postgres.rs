@@ -16,7 +16,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 /// # Errors
 /// When the server is unreachable or the schema cannot be migrated.
 pub(crate) async fn open_postgres(url: &str, options: &StoreOptions) -> Result<SqlStore<Postgres>, StoreError> {
-    let connect = PgConnectOptions::from_str(url)?.application_name("kith");
+    // The bulk writer's statements come in a few fixed sizes (see `bulk`); all stay prepared.
+    let connect = PgConnectOptions::from_str(url)?.application_name("kith").statement_cache_capacity(256);
     let description =
         format!("postgres {}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or(""));
     let writers = options.writers.max(1);
