@@ -130,43 +130,48 @@ pub struct SendOutcome {
 pub type Completion<T> = Pin<Box<dyn Future<Output = Result<T, ServiceError>> + Send>>;
 
 /// Something pushed to a live session, already encoded as its JSON frame: a message pushed to
-/// several sessions is encoded once, and a queued event is small.
+/// several sessions is encoded once, and a queued event is one pointer (every session's queue
+/// allocates its first slots up front, so their size is memory per idle connection).
 #[derive(Debug, Clone)]
-pub enum SessionEvent {
-    /// A `message` frame for the session's user.
-    Message {
-        /// The message's id, to skip a push that raced the replay.
-        message_id: MessageId,
-        /// The encoded frame.
-        frame: Arc<str>,
-    },
-    /// Any other frame: receipts, presence, key changes.
-    Frame(Arc<str>),
+pub struct SessionEvent(Arc<Encoded>);
+
+/// An encoded frame and, for a `message` frame, the message's id.
+#[derive(Debug)]
+struct Encoded {
+    message_id: Option<MessageId>,
+    text: String,
 }
 
 impl SessionEvent {
     /// The `message` frame carrying `message`.
     pub fn message(message: IncomingMessage) -> Self {
-        let message_id = message.message_id;
-        Self::Message { message_id, frame: encode(&ServerFrame::Message(message)) }
+        let message_id = Some(message.message_id);
+        Self(Arc::new(Encoded { message_id, text: encode(&ServerFrame::Message(message)) }))
     }
 
-    /// Any other frame.
+    /// Any other frame: receipts, presence, key changes.
     pub fn frame(frame: &ServerFrame) -> Self {
-        Self::Frame(encode(frame))
+        Self(Arc::new(Encoded { message_id: None, text: encode(frame) }))
+    }
+
+    /// The message's id, for a `message` frame (to skip a push that raced the replay).
+    pub fn message_id(&self) -> Option<MessageId> {
+        self.0.message_id
+    }
+
+    /// The encoded frame.
+    pub fn text(&self) -> &str {
+        &self.0.text
     }
 }
 
 /// Encodes a frame. Frames are plain data (strings, numbers, ids), which JSON always encodes;
 /// should that ever fail, the session gets an `internal` error frame instead.
-fn encode(frame: &ServerFrame) -> Arc<str> {
-    serde_json::to_string(frame).map_or_else(
-        |e| {
-            tracing::error!(error = %e, "cannot encode a frame");
-            Arc::from(r#"{"type":"error","code":"internal","message":"internal error"}"#)
-        },
-        Arc::from,
-    )
+fn encode(frame: &ServerFrame) -> String {
+    serde_json::to_string(frame).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot encode a frame");
+        r#"{"type":"error","code":"internal","message":"internal error"}"#.to_owned()
+    })
 }
 
 /// Identifies one live session (one WebSocket) on this node.

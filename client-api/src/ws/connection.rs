@@ -166,15 +166,12 @@ impl Connection {
 
     /// Forwards a push from the node.
     async fn push(&mut self, event: SessionEvent) -> Result<(), End> {
-        match event {
-            SessionEvent::Message { message_id, frame } => {
-                if self.replayed.remove(&message_id) {
-                    return Ok(());
-                }
-                self.send_raw(Message::Text(frame.as_ref().into())).await
-            }
-            SessionEvent::Frame(frame) => self.send_raw(Message::Text(frame.as_ref().into())).await,
+        if let Some(id) = event.message_id()
+            && self.replayed.remove(&id)
+        {
+            return Ok(());
         }
+        self.send_raw(Message::Text(event.text().into())).await
     }
 
     /// Handles whatever the client sent.

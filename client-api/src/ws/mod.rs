@@ -20,7 +20,7 @@ pub(crate) const SOCKET_FRAME_CAP: usize = 2 * MAX_WS_FRAME_BYTES;
 
 /// Socket buffer sizes: small, because most connections are idle most of the time and memory
 /// per connection is what bounds how many one node holds.
-const READ_BUFFER_BYTES: usize = 2 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 const WRITE_BUFFER_BYTES: usize = 2 * 1024;
 
 /// `GET /api/v1/ws`: upgrades to the real-time protocol (JSON text frames, see `docs/api.md`).
