@@ -115,7 +115,9 @@ impl FromRequestParts<ApiState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, Self::Rejection> {
         let token = header_token(parts)?.ok_or(ApiError::MissingToken)?;
-        state.tokens.verify(token).map(AuthUser)
+        let caller = state.tokens.verify(token)?;
+        state.service.check_device(&caller).await?;
+        Ok(AuthUser(caller))
     }
 }
 
@@ -133,7 +135,9 @@ impl FromRequestParts<ApiState> for WsAuthUser {
             Some(token) => token,
             None => query_token(parts).ok_or(ApiError::MissingToken)?,
         };
-        state.tokens.verify(token).map(WsAuthUser)
+        let caller = state.tokens.verify(token)?;
+        state.service.check_device(&caller).await?;
+        Ok(WsAuthUser(caller))
     }
 }
 

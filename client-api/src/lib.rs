@@ -18,6 +18,7 @@
 //!     ws: WsConfig::default(),
 //!     shutdown: Default::default(),
 //!     connections: Default::default(),
+//!     connection_slots: Arc::new(tokio::sync::Semaphore::new(1000)),
 //! };
 //! let app = router(state);
 //! # }
@@ -27,6 +28,7 @@ pub mod auth;
 pub mod error;
 pub mod json;
 pub mod limits;
+pub mod path;
 pub mod rate_limit;
 mod routes;
 pub mod service;

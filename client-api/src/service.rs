@@ -51,6 +51,9 @@ pub enum ServiceError {
     /// The device does not exist (never added, or removed): log in again.
     #[error("device {1} of {0} does not exist; log in again")]
     UnknownDevice(UserId, DeviceId),
+    /// The user has as many live connections as one user may.
+    #[error("{0}")]
+    TooManySessions(String),
     /// Uploaded keys are malformed or their signatures do not verify.
     #[error("invalid keys: {0}")]
     InvalidKeys(String),
@@ -299,6 +302,13 @@ pub trait ChatService: Send + Sync + 'static {
     /// # Errors
     /// [`ServiceError::UnknownDevice`].
     async fn remove_device(&self, caller: &Caller, device: DeviceId) -> Result<(), ServiceError>;
+
+    /// Whether the caller's device still exists (it may have been removed since its token was
+    /// issued). Every authenticated request asks.
+    ///
+    /// # Errors
+    /// [`ServiceError::UnknownDevice`].
+    async fn check_device(&self, caller: &Caller) -> Result<(), ServiceError>;
 
     /// Whether the node can serve requests (its store answers).
     async fn ready(&self) -> Result<(), ServiceError>;

@@ -25,6 +25,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// Every live WebSocket connection, so shutdown can wait for them to close.
     pub connections: TaskTracker,
+    /// One permit per live WebSocket connection: beyond them, upgrades are refused (503).
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for dyn ChatService {

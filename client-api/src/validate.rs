@@ -14,10 +14,11 @@ pub fn user_field(field: &str, value: &str, home: &ServerName) -> Result<UserId,
     UserId::parse_or_local(value, home).map_err(|e| ServiceError::InvalidRequest(format!("{field}: {e}")).into())
 }
 
-/// Checks a message to send: its receiver, its size and its client id.
+/// Checks a message to send: its receiver, its size, its characters and its client id.
 ///
 /// # Errors
-/// [`ApiError::PayloadTooLarge`] over 64 KiB; [`ServiceError::InvalidRequest`] for a bad id.
+/// [`ApiError::PayloadTooLarge`] over 64 KiB; [`ServiceError::InvalidRequest`] for a bad id
+/// or a NUL character (which no text column of PostgreSQL can hold).
 pub fn outgoing(
     receiver: &str,
     content: String,
@@ -29,6 +30,9 @@ pub fn outgoing(
             "message is {} bytes; the limit is {MAX_MESSAGE_BYTES}",
             content.len()
         )));
+    }
+    if content.contains('\0') {
+        return Err(ServiceError::InvalidRequest("message must not contain NUL characters (\\u0000)".into()).into());
     }
     let receiver = user_field("receiverId", receiver, home)?;
     let client_message_id = client_message_id

@@ -359,6 +359,14 @@ pub enum Rejection {
     ForeignUser(String),
 }
 
+impl Rejection {
+    /// Whether resending the same envelope can never succeed. A `sentAt` outside the window may
+    /// be a clock that is off for a while: the origin should keep the envelope and try again.
+    pub fn is_final(&self) -> bool {
+        !matches!(self, Self::OutsideWindow { .. })
+    }
+}
+
 /// Checks inbound envelopes for this node.
 #[derive(Debug, Clone)]
 pub struct Verifier {
@@ -402,6 +410,12 @@ impl Verifier {
         }
         let payload = Payload::decode(envelope.kind, &envelope.body)
             .map_err(|e| Rejection::BadBody { kind: envelope.kind.as_str(), reason: e.to_string() })?;
+        if let Payload::Message(body) = &payload
+            && body.message.contains('\0')
+        {
+            // No text column of PostgreSQL can hold it; a client API refuses it too.
+            return Err(Rejection::BadBody { kind: "message", reason: "contains a NUL character".into() });
+        }
         let (speaks_for, addresses) = payload.parties();
         if let Some(user) = speaks_for.iter().find(|u| !u.is_on(&origin)) {
             return Err(Rejection::ForeignUser(user.to_string()));

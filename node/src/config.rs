@@ -105,6 +105,14 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_SESSION_QUEUE", value_name = "N")]
     pub session_queue: Option<usize>,
 
+    /// Live WebSocket connections one user may have at once [default: 16].
+    #[arg(long, env = "KITH_MAX_SESSIONS_PER_USER", value_name = "N")]
+    pub max_sessions_per_user: Option<usize>,
+
+    /// Live WebSocket connections the node accepts in all [default: 50000].
+    #[arg(long, env = "KITH_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
     /// Memory for the recent-messages cache, in bytes [default: 64 MiB].
     #[arg(long, env = "KITH_CACHE_BYTES", value_name = "BYTES")]
     pub cache_bytes: Option<usize>,
@@ -160,6 +168,8 @@ struct FileConfig {
     ws_ping_interval: Option<HumanDuration>,
     ws_idle_timeout: Option<HumanDuration>,
     session_queue: Option<usize>,
+    max_sessions_per_user: Option<usize>,
+    max_connections: Option<usize>,
     cache_bytes: Option<usize>,
     max_batch: Option<usize>,
     pg_writers: Option<usize>,
@@ -252,6 +262,10 @@ pub struct Config {
     pub ws: WsConfig,
     /// Queue length per session.
     pub session_queue: usize,
+    /// Live sessions per user.
+    pub max_sessions_per_user: usize,
+    /// Live WebSocket connections in all.
+    pub max_connections: usize,
     /// Recent-message cache budget in bytes.
     pub cache_bytes: usize,
     /// Store tuning.
@@ -330,6 +344,8 @@ impl Config {
             rate_limits,
             ws,
             session_queue: args.session_queue.or(file.session_queue).unwrap_or(1024).max(1),
+            max_sessions_per_user: args.max_sessions_per_user.or(file.max_sessions_per_user).unwrap_or(16).max(1),
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(50_000).max(1),
             cache_bytes: args.cache_bytes.or(file.cache_bytes).unwrap_or(64 << 20),
             store,
             federation: FederationConfig {

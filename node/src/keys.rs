@@ -147,6 +147,11 @@ pub(crate) async fn count(state: &AppState, caller: &Caller) -> Result<KeyCount,
 pub(crate) async fn remove_device(state: &AppState, caller: &Caller, device: DeviceId) -> Result<(), ServiceError> {
     if state.store.remove_device(&caller.user, device).await?.await? {
         info!(user = %caller.user, %device, "device removed");
+        // Its tokens stop working and its open connections close.
+        state.users.forget_device(&caller.user, device);
+        if state.sessions.drop_device(&caller.user, device) {
+            crate::presence::after_dropping(state, vec![crate::sessions::Dropped(caller.user.clone())]);
+        }
         Ok(())
     } else {
         Err(ServiceError::UnknownDevice(caller.user.clone(), device))

@@ -64,11 +64,7 @@ pub(crate) async fn presence_of(state: &AppState, user: &UserId) -> Result<Prese
         if !state.federation.knows(&user.server_name()) {
             return Err(ServiceError::UnknownServer(user.server_name()));
         }
-        // Until its node says otherwise; remembered so that its first report, if the same,
-        // is not news to watchers.
-        let view = PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: None };
-        state.cache.set_presence(view.clone()).await;
-        return Ok(view);
+        return Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: None });
     }
     let record = state.store.user(user).await?.ok_or_else(|| ServiceError::UnknownUser(user.clone()))?;
     Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: record.last_seen })
@@ -87,17 +83,32 @@ pub(crate) async fn subscribe(
             users.len()
         )));
     }
-    let mut views = Vec::with_capacity(users.len());
+    // Every user must exist (or live on a pinned node) before anything is watched.
     for user in &users {
-        views.push(presence_of(state, user).await?);
+        presence_of(state, user).await?;
     }
+    // Watch first, then read: a change between the two reaches this session as a frame, so it
+    // never keeps a stale state.
     if !state.sessions.watch(session, &users) {
         return Err(ServiceError::Unavailable("session closed".into()));
     }
-    // Ask the home nodes of remote users to send their changes here.
+    let mut views = Vec::with_capacity(users.len());
+    for user in &users {
+        let view = presence_of(state, user).await?;
+        if !user.is_on(&state.server_name) && state.cache.presence(user).await.is_none() {
+            // Offline until its node says otherwise, remembered so that a first report saying
+            // the same is not news to the watchers. Bounded by the subscription limits.
+            state.cache.set_presence(view.clone()).await;
+        }
+        views.push(view);
+    }
+    // Ask the home nodes of remote users to send their changes here, unless this node asked
+    // for that user recently.
     let mut by_server: HashMap<ServerName, Vec<UserId>> = HashMap::new();
     for user in users.into_iter().filter(|u| !u.is_on(&state.server_name)) {
-        by_server.entry(user.server_name()).or_default().push(user);
+        if state.federation.should_subscribe(&user) {
+            by_server.entry(user.server_name()).or_default().push(user);
+        }
     }
     for (server, users) in by_server {
         let entries = federation::outbound::presence_subscribe(server.clone(), users).into_iter().collect();

@@ -119,7 +119,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         users: Users::new(store.clone()),
         store,
         cache: Arc::new(MemoryCache::new(config.cache_bytes)),
-        sessions: Sessions::new(config.session_queue),
+        sessions: Sessions::new(config.session_queue, config.max_sessions_per_user),
         hasher: Hasher::new(parallelism)?,
         tasks: TaskTracker::new(),
         presence_lock: tokio::sync::Mutex::new(()),
@@ -140,6 +140,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         ws: config.ws,
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
+        connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
     };
     let listener = bind(config.listen).map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;

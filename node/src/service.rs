@@ -58,11 +58,13 @@ impl ChatService for NodeService {
     }
 
     async fn open_session(&self, caller: &Caller) -> Result<Session, ServiceError> {
-        let devices = self.state.store.devices(&caller.user).await?;
-        if !devices.iter().any(|d| d.device_id == caller.device) {
-            return Err(ServiceError::UnknownDevice(caller.user.clone(), caller.device));
-        }
-        let (id, events, first) = self.state.sessions.register(&caller.user, caller.device);
+        self.check_device(caller).await?;
+        let Some((id, events, first)) = self.state.sessions.register(&caller.user, caller.device) else {
+            return Err(ServiceError::TooManySessions(format!(
+                "{} has as many live connections as one user may",
+                caller.user
+            )));
+        };
         let lease = Lease { state: self.state.clone(), user: caller.user.clone(), id };
         if first {
             presence::refresh(&self.state, &caller.user).await;
@@ -128,6 +130,14 @@ impl ChatService for NodeService {
         users: Vec<UserId>,
     ) -> Result<Vec<PresenceView>, ServiceError> {
         presence::subscribe(&self.state, session, users).await
+    }
+
+    async fn check_device(&self, caller: &Caller) -> Result<(), ServiceError> {
+        if self.state.users.device_exists(&caller.user, caller.device).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::UnknownDevice(caller.user.clone(), caller.device))
+        }
     }
 
     async fn ready(&self) -> Result<(), ServiceError> {

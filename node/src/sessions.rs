@@ -70,12 +70,20 @@ pub struct Sessions {
     next_id: AtomicU64,
     /// Pushes one session may have queued before it counts as too slow.
     queue_capacity: usize,
+    /// Live sessions one user may have at once.
+    max_per_user: usize,
 }
 
 impl Sessions {
-    /// An empty registry whose sessions queue at most `queue_capacity` pushes.
-    pub fn new(queue_capacity: usize) -> Self {
-        Self { registry: Mutex::default(), next_id: AtomicU64::new(1), queue_capacity: queue_capacity.max(1) }
+    /// An empty registry whose sessions queue at most `queue_capacity` pushes, with at most
+    /// `max_per_user` live sessions per user.
+    pub fn new(queue_capacity: usize, max_per_user: usize) -> Self {
+        Self {
+            registry: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            queue_capacity: queue_capacity.max(1),
+            max_per_user: max_per_user.max(1),
+        }
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -83,16 +91,33 @@ impl Sessions {
     }
 
     /// Registers a session of `user`'s `device`; says whether it is the user's first (they came
-    /// online).
-    pub fn register(&self, user: &UserId, device: DeviceId) -> (SessionId, mpsc::Receiver<SessionEvent>, bool) {
+    /// online). `None` when the user has as many live sessions as one user may.
+    pub fn register(&self, user: &UserId, device: DeviceId) -> Option<(SessionId, mpsc::Receiver<SessionEvent>, bool)> {
+        let mut registry = self.registry();
+        if registry.by_user.get(user).is_some_and(|ids| ids.len() >= self.max_per_user) {
+            return None;
+        }
         let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(self.queue_capacity);
-        let mut registry = self.registry();
         registry.sessions.insert(id, Entry { user: user.clone(), device, tx, watching: HashSet::new() });
         let ids = registry.by_user.entry(user.clone()).or_default();
         ids.push(id);
         let first = ids.len() == 1;
-        (id, rx, first)
+        Some((id, rx, first))
+    }
+
+    /// Ends every session of `user`'s `device` (it was removed); their connections close.
+    /// Returns whether that took the user's last session.
+    pub fn drop_device(&self, user: &UserId, device: DeviceId) -> bool {
+        let mut registry = self.registry();
+        let ids: Vec<SessionId> = registry
+            .by_user
+            .get(user)
+            .map(|ids| {
+                ids.iter().filter(|id| registry.sessions.get(id).is_some_and(|e| e.device == device)).copied().collect()
+            })
+            .unwrap_or_default();
+        ids.into_iter().filter_map(|id| registry.remove(id)).any(|(_, last)| last)
     }
 
     /// Unregisters a session; says whether it was its user's last (they went offline). `None`
@@ -209,11 +234,11 @@ mod tests {
 
     #[test]
     fn first_and_last_sessions_mark_presence_transitions() {
-        let sessions = Sessions::new(4);
+        let sessions = Sessions::new(4, 16);
         let alice = user("alice");
-        let (one, _rx1, first) = sessions.register(&alice, DeviceId(0));
+        let (one, _rx1, first) = sessions.register(&alice, DeviceId(0)).unwrap();
         assert!(first);
-        let (two, _rx2, first) = sessions.register(&alice, DeviceId(0));
+        let (two, _rx2, first) = sessions.register(&alice, DeviceId(0)).unwrap();
         assert!(!first);
         assert_eq!(sessions.unregister(one), Some(false));
         assert!(sessions.is_online(&alice));
@@ -224,11 +249,11 @@ mod tests {
 
     #[test]
     fn a_session_that_does_not_drain_its_queue_is_dropped_alone() {
-        let sessions = Sessions::new(2);
+        let sessions = Sessions::new(2, 16);
         let (alice, bob) = (user("alice"), user("bob"));
-        let (_slow, _slow_rx, _) = sessions.register(&alice, DeviceId(0));
-        let (_fast, mut fast_rx, _) = sessions.register(&alice, DeviceId(0));
-        let (_other, mut bob_rx, _) = sessions.register(&bob, DeviceId(0));
+        let (_slow, _slow_rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
+        let (_fast, mut fast_rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
+        let (_other, mut bob_rx, _) = sessions.register(&bob, DeviceId(0)).unwrap();
         for _ in 0..2 {
             assert!(sessions.push_to_user(&alice, &event(&bob), None).is_empty());
             fast_rx.try_recv().unwrap();
@@ -244,9 +269,9 @@ mod tests {
 
     #[test]
     fn watchers_get_presence_and_forget_it_when_they_leave() {
-        let sessions = Sessions::new(4);
+        let sessions = Sessions::new(4, 16);
         let (alice, bob) = (user("alice"), user("bob"));
-        let (watcher, mut rx, _) = sessions.register(&alice, DeviceId(0));
+        let (watcher, mut rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
         assert!(sessions.watch(watcher, std::slice::from_ref(&bob)));
         sessions.push_to_watchers(&bob, &event(&bob));
         assert!(rx.try_recv().is_ok());

@@ -2,23 +2,34 @@
 //! accounts are never deleted, so a positive answer can be kept.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use kith_proto::UserId;
+use kith_proto::{DeviceId, UserId};
 
 use crate::store::{Store, StoreError};
 
-/// Existence checks for local user ids.
+/// Existence checks for local user ids and their devices.
 #[derive(Debug)]
 pub struct Users {
     store: Arc<dyn Store>,
     known: RwLock<HashSet<UserId>>,
+    /// Devices known to exist; a removed device is forgotten here when it is removed.
+    devices: RwLock<HashSet<(UserId, DeviceId)>>,
+    /// Bumped on every removal, so a check that read the store before a removal does not
+    /// remember the removed device afterwards.
+    removals: AtomicU64,
 }
 
 impl Users {
     /// Checks against `store`, remembering what exists.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, known: RwLock::new(HashSet::new()) }
+        Self {
+            store,
+            known: RwLock::new(HashSet::new()),
+            devices: RwLock::new(HashSet::new()),
+            removals: AtomicU64::new(0),
+        }
     }
 
     /// Whether the account exists.
@@ -39,5 +50,33 @@ impl Users {
     /// Records that the account exists (after registering it).
     pub fn remember(&self, user: &UserId) {
         self.known.write().unwrap_or_else(PoisonError::into_inner).insert(user.clone());
+    }
+
+    /// Whether the user's device exists (every authenticated request asks, since a device may
+    /// be removed while its tokens are still valid).
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn device_exists(&self, user: &UserId, device: DeviceId) -> Result<bool, StoreError> {
+        let key = (user.clone(), device);
+        if self.devices.read().unwrap_or_else(PoisonError::into_inner).contains(&key) {
+            return Ok(true);
+        }
+        let removals = self.removals.load(Ordering::Acquire);
+        let exists = self.store.devices(user).await?.iter().any(|d| d.device_id == device);
+        if exists {
+            let mut devices = self.devices.write().unwrap_or_else(PoisonError::into_inner);
+            if self.removals.load(Ordering::Acquire) == removals {
+                devices.insert(key);
+            }
+        }
+        Ok(exists)
+    }
+
+    /// Forgets a removed device.
+    pub fn forget_device(&self, user: &UserId, device: DeviceId) {
+        let mut devices = self.devices.write().unwrap_or_else(PoisonError::into_inner);
+        self.removals.fetch_add(1, Ordering::AcqRel);
+        devices.remove(&(user.clone(), device));
     }
 }

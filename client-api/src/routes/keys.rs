@@ -1,7 +1,9 @@
 //! The key directory: devices publish the public halves of their end-to-end keys; senders
 //! claim them to set up sessions. The node stores and serves keys; it never holds a secret.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::path::Path;
 use axum::http::StatusCode;
 use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
 use kith_proto::limits::{MAX_KEY_BYTES, MAX_PREKEYS_PER_UPLOAD};

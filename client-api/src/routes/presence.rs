@@ -1,6 +1,8 @@
 //! Presence over REST.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::path::Path;
 use kith_proto::{ErrorBody, PresenceView};
 
 use crate::auth::AuthUser;

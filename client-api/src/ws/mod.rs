@@ -10,6 +10,7 @@ use kith_proto::limits::MAX_WS_FRAME_BYTES;
 
 use crate::auth::WsAuthUser;
 use crate::error::ApiError;
+use crate::service::ServiceError;
 use crate::state::ApiState;
 
 /// What the socket layer reads at most before giving up on a frame. Above the protocol's
@@ -44,6 +45,11 @@ pub(crate) async fn upgrade(
 ) -> Result<Response, ApiError> {
     // The session opens before the upgrade, so a refusal (a removed device, a store that does
     // not answer) is an HTTP error the client can read, not a socket closed at once.
+    let slot = state
+        .connection_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ServiceError::Unavailable("the node holds as many connections as it may".into()))?;
     let session = state.service.open_session(&caller).await?;
     let connections = state.connections.clone();
     Ok(upgrade
@@ -51,5 +57,10 @@ pub(crate) async fn upgrade(
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_message_size(SOCKET_FRAME_CAP)
         .max_frame_size(SOCKET_FRAME_CAP)
-        .on_upgrade(move |socket| connections.track_future(connection::serve(socket, caller, session, state))))
+        .on_upgrade(move |socket| {
+            connections.track_future(async move {
+                connection::serve(socket, caller, session, state).await;
+                drop(slot);
+            })
+        }))
 }

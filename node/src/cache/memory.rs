@@ -113,14 +113,21 @@ impl Cache for MemoryCache {
     }
 
     async fn begin_fill(&self, a: &UserId, b: &UserId) -> FillToken {
-        FillToken(self.conversations().entries.peek(&conversation(a, b)).map_or(0, |e| e.version))
+        let key = conversation(a, b);
+        let mut conversations = self.conversations();
+        if let Some(entry) = conversations.entries.peek(&key) {
+            return FillToken(entry.version);
+        }
+        // An entry to watch: a write before the fill bumps its version, and if the entry is
+        // evicted meanwhile the fill finds nothing and is dropped.
+        conversations.update(key.clone(), |_| {});
+        FillToken(conversations.entries.peek(&key).map_or(0, |e| e.version))
     }
 
     async fn fill(&self, a: &UserId, b: &UserId, recent: Recent, token: FillToken) {
         let key = conversation(a, b);
         let mut conversations = self.conversations();
-        let current = conversations.entries.peek(&key).map_or(0, |e| e.version);
-        if current != token.0 {
+        if conversations.entries.peek(&key).is_none_or(|e| e.version != token.0) {
             return;
         }
         conversations.update(key, |entry| entry.recent = Some(recent));
@@ -188,6 +195,22 @@ mod tests {
         let token = cache.begin_fill(&b, &a).await;
         cache.fill(&a, &b, Recent { messages: vec![], whole: true }, token).await;
         assert!(cache.recent(&a, &b).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_fill_whose_entry_was_evicted_meanwhile_is_ignored() {
+        let cache = MemoryCache::new(10_000);
+        let (a, b) = (user("a"), user("b"));
+        let token = cache.begin_fill(&a, &b).await;
+        cache.record_message(&message(&a, &b, "written while the reader was at the store")).await;
+        // Enough other conversations to evict this one.
+        for i in 0..100 {
+            let (x, y) = (user("x"), user(&format!("y{i}")));
+            let t = cache.begin_fill(&x, &y).await;
+            cache.fill(&x, &y, Recent { messages: vec![message(&x, &y, &"z".repeat(500))], whole: true }, t).await;
+        }
+        cache.fill(&a, &b, Recent { messages: vec![], whole: true }, token).await;
+        assert_eq!(cache.recent(&a, &b).await, None);
     }
 
     #[tokio::test]

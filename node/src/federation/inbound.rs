@@ -52,27 +52,24 @@ async fn handle(state: AppState, federation: Arc<Federation>, inbound: Inbound) 
     let _ = reply.send(response);
 }
 
-/// Verifies a batch off the async runtime (ed25519 checks are CPU work).
+/// Verifies a batch off the async runtime (ed25519 checks are CPU work). `None` if the check
+/// itself could not run: then nothing is acked and the origin sends the batch again later.
 async fn verify(
     federation: &Arc<Federation>,
     peer: PeerId,
     envelopes: Vec<Envelope>,
-) -> Vec<(String, Result<VerifiedEnvelope, Rejection>)> {
+) -> Option<Vec<(String, Result<VerifiedEnvelope, Rejection>)>> {
     let federation = federation.clone();
     let now = Timestamp::now();
-    let ids: Vec<String> = envelopes.iter().map(|e| e.id.clone()).collect();
-    let verified = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         envelopes
             .into_iter()
             .map(|e| (e.id.clone(), federation.verifier.verify(&federation.directory, &peer, e, now)))
             .collect()
     })
-    .await;
-    verified.unwrap_or_else(|_| {
-        ids.into_iter()
-            .map(|id| (id.clone(), Err(Rejection::BadBody { kind: "?", reason: "verifier failed".into() })))
-            .collect()
-    })
+    .await
+    .inspect_err(|e| warn!(error = %e, "envelope verification did not run"))
+    .ok()
 }
 
 /// An envelope's effect, between enqueueing and commit.
@@ -91,12 +88,20 @@ async fn deliver(
     from: &ServerName,
     envelopes: Vec<Envelope>,
 ) -> Vec<Ack> {
-    let verified = verify(federation, peer, envelopes).await;
+    let Some(verified) = verify(federation, peer, envelopes).await else {
+        return Vec::new();
+    };
     // Enqueue every effect in order first, so the whole batch shares group commits.
     let mut steps = Vec::with_capacity(verified.len());
     for (id, envelope) in verified {
         let envelope = match envelope {
             Ok(envelope) => envelope,
+            Err(rejection) if !rejection.is_final() => {
+                // Perhaps a clock that is off for a while: no ack, the origin tries again later.
+                debug!(%from, %id, %rejection, "envelope not accepted yet");
+                steps.push(Step::Unacked);
+                continue;
+            }
             Err(rejection) => {
                 debug!(%from, %id, %rejection, "envelope refused");
                 steps.push(Step::Done(id, Outcome::Rejected(rejection.to_string())));
@@ -202,14 +207,16 @@ async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: Verif
         }
         Payload::PresenceSubscribe(body) => {
             let origin = received.origin;
-            federation.add_remote_watcher(&origin, &body.user_ids);
-            // Tell the watcher the current state of each user it watches.
+            // Only users who exist are watched; tell the watcher their state now.
+            let mut watched = Vec::new();
             let mut entries = Vec::new();
-            for user in &body.user_ids {
-                if let Ok(view) = presence::presence_of(state, user).await {
+            for user in body.user_ids {
+                if let Ok(view) = presence::presence_of(state, &user).await {
                     entries.extend(outbound::presence(origin.clone(), &view, Timestamp::now()));
+                    watched.push(user);
                 }
             }
+            federation.add_remote_watcher(&origin, &watched);
             super::queue(state, federation, &origin, entries).await;
             Step::Done(id, Outcome::Accepted)
         }
@@ -222,9 +229,8 @@ async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: Verif
 /// Answers a `keys.claim` query with this node's bundles of the user, rate limited per
 /// requester.
 async fn query(state: &AppState, federation: &Arc<Federation>, peer: PeerId, envelope: Envelope) -> Response {
-    let mut verified = verify(federation, peer, vec![envelope]).await;
-    let Some((_, verified)) = verified.pop() else {
-        return Response::Refused("empty query".into());
+    let Some((_, verified)) = verify(federation, peer, vec![envelope]).await.and_then(|mut v| v.pop()) else {
+        return Response::Refused("the query could not be checked; try again".into());
     };
     let envelope = match verified {
         Ok(envelope) => envelope,

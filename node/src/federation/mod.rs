@@ -51,7 +51,16 @@ pub struct Federation {
     remote_presence_at: Mutex<HashMap<UserId, Timestamp>>,
     /// Key claims from users of other nodes, per requester.
     claim_limits: RateLimits,
+    /// Remote users this node asked to hear about, and when.
+    subscribed: Mutex<HashMap<UserId, std::time::Instant>>,
 }
+
+/// How long a presence subscription at another node is trusted before it is asked for again
+/// (the other node keeps subscriptions in memory and forgets them when it restarts).
+const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(600);
+
+/// Most remote users remembered as subscribed; past that, old entries are forgotten.
+const MAX_SUBSCRIBED: usize = 100_000;
 
 impl Federation {
     /// Starts the network: listens, and pins the configured peers.
@@ -82,6 +91,7 @@ impl Federation {
             remote_watchers: Mutex::default(),
             remote_presence_at: Mutex::default(),
             claim_limits: RateLimits::new(rate_limits),
+            subscribed: Mutex::default(),
         };
         Ok((federation, inbound))
     }
@@ -141,6 +151,22 @@ impl Federation {
             Payload::KeysBundles(bundles) if bundles.user_id == *user => Ok(bundles),
             _ => Err(ServiceError::Unavailable(format!("{server} answered a key claim with something else"))),
         }
+    }
+
+    /// Whether to ask `user`'s node for their presence changes: not if it was asked recently.
+    pub fn should_subscribe(&self, user: &UserId) -> bool {
+        let now = std::time::Instant::now();
+        let mut subscribed = self.subscribed.lock().unwrap_or_else(PoisonError::into_inner);
+        if subscribed.get(user).is_some_and(|at| now.duration_since(*at) < RESUBSCRIBE_AFTER) {
+            return false;
+        }
+        if subscribed.len() >= MAX_SUBSCRIBED {
+            subscribed.retain(|_, at| now.duration_since(*at) < RESUBSCRIBE_AFTER);
+        }
+        if subscribed.len() < MAX_SUBSCRIBED {
+            subscribed.insert(user.clone(), now);
+        }
+        true
     }
 
     /// Records that `peer` watches `users` (users of this node).

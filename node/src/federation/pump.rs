@@ -10,7 +10,7 @@ use kith_client_api::SessionEvent;
 use kith_federation::{Envelope, MessageBody, Outcome, PeerEvent};
 use kith_proto::{ErrorCode, ServerFrame, ServerName, Timestamp};
 use tokio::sync::Notify;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -79,31 +79,40 @@ pub(crate) async fn run(
             }
             continue;
         }
-        match send(&federation, &destination, &rows).await {
-            Ok(acks) => {
-                backoff.reset();
-                settle(&state, &destination, &rows, acks).await;
-            }
-            Err(e) => {
-                let delay = backoff.next(getrandom::u32().unwrap_or(u32::MAX / 2));
-                info!(%destination, waiting = rows.len(), retry_in_ms = delay.as_millis(), error = %e, "peer unreachable; will retry");
-                // Wait out the delay, unless the peer shows up first.
-                let sleep = tokio::time::sleep(delay);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = &mut sleep => break,
-                        event = events.recv() => match event {
-                            Ok(PeerEvent::Reachable(peer)) if peer == destination => {
-                                backoff.reset();
-                                break;
-                            }
-                            Ok(_) | Err(RecvError::Lagged(_)) => {}
-                            Err(RecvError::Closed) => return,
-                        },
-                    }
+        // Why to wait before the next attempt, and whether the peer showing up ends the wait.
+        let failure = match send(&federation, &destination, &rows).await {
+            Ok(acks) => match settle(&state, &destination, &rows, acks).await {
+                0 => {
+                    backoff.reset();
+                    None
                 }
+                // The peer answered but left some envelopes unacked (a commit that failed, a
+                // clock that is off): resending at once would only repeat that.
+                unacked => Some((format!("{unacked} envelope(s) not acked"), false)),
+            },
+            Err(e) => Some((e.to_string(), true)),
+        };
+        let Some((reason, until_reachable)) = failure else {
+            continue;
+        };
+        let delay = backoff.next(getrandom::u32().unwrap_or(u32::MAX / 2));
+        info!(%destination, waiting = rows.len(), retry_in_ms = delay.as_millis(), %reason, "will retry");
+        // Only news from after this point counts.
+        while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = &mut sleep => break,
+                event = events.recv() => match event {
+                    Ok(PeerEvent::Reachable(peer)) if until_reachable && peer == destination => {
+                        backoff.reset();
+                        break;
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
             }
         }
     }
@@ -144,8 +153,14 @@ async fn send(
     federation.network.deliver(destination, envelopes).await
 }
 
-/// Removes acked rows; tells senders whose messages the peer refused.
-async fn settle(state: &AppState, destination: &ServerName, rows: &[OutboxRow], acks: Vec<kith_federation::Ack>) {
+/// Removes acked rows; tells senders whose messages the peer refused. Returns how many rows
+/// stay because the peer did not ack them.
+async fn settle(
+    state: &AppState,
+    destination: &ServerName,
+    rows: &[OutboxRow],
+    acks: Vec<kith_federation::Ack>,
+) -> usize {
     let mut done = Vec::with_capacity(rows.len());
     for row in rows {
         match acks.iter().find(|ack| ack.id == row.envelope_id).map(|ack| &ack.outcome) {
@@ -159,8 +174,9 @@ async fn settle(state: &AppState, destination: &ServerName, rows: &[OutboxRow], 
             None => debug!(envelope = %row.envelope_id, "no ack"),
         }
     }
+    let unacked = rows.len() - done.len();
     if done.is_empty() {
-        return;
+        return unacked;
     }
     match state.store.outbox_remove(destination, done).await {
         Ok(committed) => {
@@ -170,6 +186,7 @@ async fn settle(state: &AppState, destination: &ServerName, rows: &[OutboxRow], 
         }
         Err(e) => warn!(error = %e, "cannot remove acked envelopes; they will be resent and deduplicated"),
     }
+    unacked
 }
 
 /// A refused message: its sender hears why (it was stored as `sent` and will not get further).

@@ -214,21 +214,25 @@ where
                     .push_bind(m.timestamp.as_millis())
                     .push_bind("sent");
             });
-            query.push(" RETURNING seq, owner_id, message_id");
+            // A row that exists already was stored by an earlier attempt whose commit answer was
+            // lost (a dropped connection after COMMIT): it stands, and its queue rows with it.
+            query.push(" ON CONFLICT (owner_id, message_id) DO NOTHING RETURNING seq, owner_id, message_id");
             let returned = query.build_query_as::<(i64, String, String)>().fetch_all(&mut **tx).await?;
             seqs.extend(returned.into_iter().map(|(seq, owner, id)| ((owner, id), seq)));
         }
 
-        // 4. Each row is pending for each of its owner's devices but the sending one.
-        for chunk in chunks(&rows) {
+        // 4. Each new row is pending for each of its owner's devices but the sending one.
+        let fresh: Vec<(&MailboxRow<'_>, i64)> = rows
+            .iter()
+            .filter_map(|r| seqs.get(&(r.owner.to_owned(), ids[r.index].clone())).map(|seq| (r, *seq)))
+            .collect();
+        for chunk in chunks(&fresh) {
             let mut query = QueryBuilder::<DB>::new(
                 "INSERT INTO device_pending (owner_id, device_id, seq) \
                  SELECT d.user_id, d.device_id, v.seq FROM devices d JOIN (",
             );
-            for (n, r) in chunk.iter().enumerate() {
-                let seq = seqs.get(&(r.owner.to_owned(), ids[r.index].clone())).copied().ok_or_else(|| {
-                    StoreError::Corrupt { table: "messages", detail: "an inserted row was not returned".into() }
-                })?;
+            for (n, (r, seq)) in chunk.iter().enumerate() {
+                let seq = *seq;
                 query.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
                 query.push_bind(r.owner);
                 query.push(if n == 0 { " AS owner, " } else { ", " });
@@ -426,7 +430,7 @@ where
                     list.push_bind(*seq);
                 }
                 query.push(") AND ");
-                Self::push_advances(&mut query, status);
+                push_advances(&mut query, status);
                 query.build().execute(&mut **tx).await?;
             }
             let copies: Vec<&(String, String)> =
@@ -439,7 +443,7 @@ where
                     query.push_bind(owner.as_str()).push(" AND message_id = ").push_bind(id.as_str()).push(")");
                 }
                 query.push(") AND ");
-                Self::push_advances(&mut query, status);
+                push_advances(&mut query, status);
                 query.build().execute(&mut **tx).await?;
             }
         }
@@ -448,14 +452,15 @@ where
         Self::insert_outbox_rows(tx, &forwards.iter().collect::<Vec<_>>()).await?;
         Ok(outcomes)
     }
+}
 
-    /// The forward-only guard for moving to `status`.
-    fn push_advances(query: &mut QueryBuilder<DB>, status: MessageStatus) {
-        match status {
-            MessageStatus::Read => query.push("status <> 'read'"),
-            _ => query.push("status = 'sent'"),
-        };
-    }
+/// The forward-only guard for moving to `status`: from `sent` to anything, from `delivered`
+/// only to `read`.
+pub(super) fn push_advances<DB: Database>(query: &mut QueryBuilder<DB>, status: MessageStatus) {
+    match status {
+        MessageStatus::Read => query.push("status <> 'read'"),
+        _ => query.push("status = 'sent'"),
+    };
 }
 
 #[cfg(test)]

@@ -21,8 +21,13 @@ pub(crate) async fn open_postgres(url: &str, options: &StoreOptions) -> Result<S
     let description =
         format!("postgres {}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or(""));
     let writers = options.writers.max(1);
-    let max = u32::try_from(writers).unwrap_or(u32::MAX).saturating_add(options.read_connections.max(1));
-    let pool = PgPoolOptions::new().max_connections(max).connect_with(connect).await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(SqlStore::start(pool.clone(), pool, writers, options, description))
+    // Writers and readers have pools of their own, so that a storm of reads (thousands of
+    // clients replaying what is pending after a restart) never keeps a commit waiting.
+    let write = PgPoolOptions::new()
+        .max_connections(u32::try_from(writers).unwrap_or(u32::MAX))
+        .connect_with(connect.clone())
+        .await?;
+    MIGRATOR.run(&write).await?;
+    let read = PgPoolOptions::new().max_connections(options.read_connections.max(1)).connect_with(connect).await?;
+    Ok(SqlStore::start(read, write, writers, options, description))
 }

@@ -8,10 +8,11 @@
 
 use kith_proto::limits::{MAX_DEVICES, MAX_PREKEYS_STORED};
 use kith_proto::{DeviceId, MessageStatus, Timestamp, UserId};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Transaction, Type};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use super::bulk::push_advances;
 use super::rows::RowsAffected;
 use super::{
     AppendOutcome, ClaimedKeys, ImportReport, InboxKey, NewMessage, NewUser, OutboxEntry, PublishOutcome,
@@ -110,14 +111,6 @@ pub(super) fn keep<T>(slot: &mut Slot<T>, result: Result<T, StoreError>) -> Opti
 }
 
 pub(super) type Tx<DB> = Transaction<'static, DB>;
-
-/// The forward-only status guard, as a literal for `concat!`: `status` may move from `sent` to
-/// anything, from `delivered` only to `read` (the new status is parameter `$3`).
-macro_rules! advances {
-    () => {
-        "(status = 'sent' OR (status = 'delivered' AND $3 = 'read'))"
-    };
-}
 
 /// One partition's writer: owns its queue's consumer end and borrows connections from `pool`.
 #[derive(Debug)]
@@ -299,25 +292,8 @@ where
         Ok(done.rows_affected() == 1)
     }
 
-    async fn insert_outbox(tx: &mut Tx<DB>, entry: &OutboxEntry) -> Result<(), StoreError> {
-        sqlx::query::<DB>(
-            "INSERT INTO outbox (destination, envelope_id, kind, body, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(entry.destination.as_str())
-        .bind(entry.envelope_id.as_str())
-        .bind(entry.kind.as_str())
-        .bind(entry.body.as_slice())
-        .bind(Timestamp::now().as_millis())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
     async fn enqueue_envelopes(tx: &mut Tx<DB>, entries: &[OutboxEntry]) -> Result<(), StoreError> {
-        for entry in entries {
-            Self::insert_outbox(tx, entry).await?;
-        }
-        Ok(())
+        Self::insert_outbox_rows(tx, &entries.iter().collect::<Vec<_>>()).await
     }
 
     async fn outbox_remove(tx: &mut Tx<DB>, destination: &str, seqs: &[i64]) -> Result<(), StoreError> {
@@ -342,17 +318,14 @@ where
             MessageStatus::Sent => return Ok(None),
             status => status,
         };
-        let advanced = sqlx::query::<DB>(concat!(
-            "UPDATE messages SET status = $3 WHERE owner_id = $1 AND message_id = $2 AND ",
-            advances!()
-        ))
-        .bind(receipt.sender.as_str())
-        .bind(receipt.message_id.to_string().as_str())
-        .bind(status.as_str())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            > 0;
+        // Only the message's receiver (a user of the receipt's origin) moves its status.
+        let message_id = receipt.message_id.to_string();
+        let mut query = QueryBuilder::<DB>::new("UPDATE messages SET status = ");
+        query.push_bind(status.as_str()).push(" WHERE owner_id = ").push_bind(receipt.sender.as_str());
+        query.push(" AND message_id = ").push_bind(message_id.as_str());
+        query.push(" AND receiver_id = ").push_bind(receipt.receiver.as_str()).push(" AND ");
+        push_advances(&mut query, status);
+        let advanced = query.build().execute(&mut **tx).await?.rows_affected() > 0;
         Ok(advanced.then_some(status))
     }
 

@@ -92,6 +92,10 @@ async fn rest_errors_are_json_with_the_documented_status() -> Result<()> {
         matches!(elsewhere, Err(ClientError::Api { status: 404, code: ErrorCode::UnknownServer, .. })),
         "{elsewhere:?}"
     );
+    let nul = alice.send_message("bob", "a\u{0}b", None).await;
+    assert!(matches!(nul, Err(ClientError::Api { status: 400, code: ErrorCode::InvalidRequest, .. })), "{nul:?}");
+    let bad_path = http.delete(node.url("/api/v1/devices/abc")).bearer_auth(alice.token()).send().await?;
+    assert_eq!(error_of(bad_path).await?.0, StatusCode::BAD_REQUEST);
     let bad_limit = alice.history("bob", None, Some(101)).await;
     assert!(matches!(bad_limit, Err(ClientError::Api { status: 400, .. })), "{bad_limit:?}");
 
@@ -236,5 +240,19 @@ async fn sending_too_fast_is_rate_limited_per_user() -> Result<()> {
     assert!(matches!(limited, Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. })), "{limited:?}");
     // Bob has his own allowance.
     bob.send_message("alice", "hi", None).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_user_may_hold_only_so_many_connections() -> Result<()> {
+    let node = TestNode::start_with(crate::harness::Backend::Sqlite, &["--max-sessions-per-user", "2"]).await?;
+    let alice = node.user("alice").await?;
+    let bob = node.user("bob").await?;
+    let _one = alice.connect().await?;
+    let _two = alice.connect().await?;
+    let third = alice.connect().await;
+    assert!(matches!(third, Err(ClientError::Api { status: 429, .. })), "{third:?}");
+    // Others are not affected.
+    bob.connect().await?;
     Ok(())
 }

@@ -271,7 +271,8 @@ async fn forged_foreign_replayed_stale_and_oversized_envelopes_are_refused_and_t
         &to_bob("alice@alpha", "old")?,
         Timestamp::from_millis(now.as_millis() - 3_600_000),
     )?;
-    assert!(matches!(&alpha.deliver(vec![stale]).await?[..], [Outcome::Rejected(r)] if r.contains("window")));
+    // Not refused for good (a clock may be off for a while): left unacked, to be sent again.
+    assert!(alpha.deliver(vec![stale]).await?.is_empty());
 
     // A good one, then the same envelope replayed: acked twice, stored once.
     let good = to_bob("alice@alpha", "the real one")?;

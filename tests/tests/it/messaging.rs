@@ -207,10 +207,15 @@ async fn a_sixth_device_is_refused_until_one_is_removed() -> Result<()> {
         "{sixth:?}"
     );
     let old = node.client().device(DeviceId(4)).login("alice", PASSWORD).await?;
+    let mut old_ws = old.connect().await?;
     alice.remove_device(DeviceId(4)).await?;
-    // The removed device's token no longer opens a session.
+    // The removed device's open connection ends, its token no longer opens one, nor sends.
+    let ended = frame_where(&mut old_ws, |_| None::<()>).await;
+    assert!(format!("{ended:?}").contains("closed by the server"), "{ended:?}");
     let refused = old.connect().await;
     assert!(matches!(refused, Err(kith_client::ClientError::Api { status: 401, .. })), "{refused:?}");
+    let send = old.send_message("alice", "from a lost phone", None).await;
+    assert!(matches!(send, Err(kith_client::ClientError::Api { status: 401, .. })), "{send:?}");
     node.client().device(DeviceId(5)).login("alice", PASSWORD).await?;
     Ok(())
 }

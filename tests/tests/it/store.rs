@@ -424,6 +424,11 @@ async fn a_message_to_another_node_is_queued_with_the_senders_copy(store: Arc<dy
         status,
         received: InboxKey { origin: server("beta"), envelope_id: envelope.into() },
     };
+    // Beta speaking for someone who is not the receiver changes nothing.
+    let mut impostor = receipt(MessageStatus::Read, "r-0");
+    impostor.receiver = UserId::parse("mallory@beta")?;
+    assert_eq!(store.apply_remote_receipt(impostor).await?.await?, None);
+    assert_eq!(store.history(&alice, &remote, None, 1).await?[0].status, MessageStatus::Sent);
     assert_eq!(
         store.apply_remote_receipt(receipt(MessageStatus::Read, "r-1")).await?.await?,
         Some(MessageStatus::Read)
