@@ -37,6 +37,11 @@ run() {
 for scenario in "${scenarios[@]}"; do
     case "$scenario" in
     idle)
+        # The core node's figure (1,000 idle connections), then the target's.
+        start_kith "$work/node-idle" "$port" "$server" ""
+        run idle-sqlite-1000 idle --target "http://127.0.0.1:$port" --data-dir "$work/node-idle" \
+            --server-name "$server" --connections 1000 --duration 20 --pid "$node_pid"
+        stop_all
         start_kith "$work/node-idle" "$port" "$server" ""
         run idle-sqlite idle --target "http://127.0.0.1:$port" --data-dir "$work/node-idle" \
             --server-name "$server" --connections "${IDLE_CONNECTIONS:-19000}" --duration 40 \
@@ -99,7 +104,7 @@ section="$results/section.md"
     echo "on $(machine); node and kith-load release builds on the same machine."
     echo
     "$load" targets "$results"
-    for name in idle-sqlite throughput-sqlite throughput-postgres latency-sqlite latency-sqlite-1000 federation; do
+    for name in idle-sqlite-1000 idle-sqlite throughput-sqlite throughput-postgres latency-sqlite latency-sqlite-1000 federation; do
         [ -f "$results/$name.json" ] || continue
         echo
         echo "**$name** (load average $(cat "$results/$name.load") before the run):"

@@ -117,7 +117,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_CACHE_BYTES", value_name = "BYTES")]
     pub cache_bytes: Option<usize>,
 
-    /// Most operations in one group commit [default: 512].
+    /// Most operations in one group commit [default: 8192].
     #[arg(long, env = "KITH_MAX_BATCH", value_name = "N")]
     pub max_batch: Option<usize>,
 

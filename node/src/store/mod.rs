@@ -62,7 +62,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_batch: 512, queue_depth: 8192, read_connections: 4, writers: 4 }
+        Self { max_batch: 8192, queue_depth: 16_384, read_connections: 4, writers: 4 }
     }
 }
 
