@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use kith_client_api::{SessionEvent, SessionId};
-use kith_proto::{DeviceId, UserId};
+use kith_proto::{DeviceId, ServerName, UserId};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::debug;
 
@@ -118,6 +118,11 @@ impl Sessions {
             })
             .unwrap_or_default();
         ids.into_iter().filter_map(|id| registry.remove(id)).any(|(_, last)| last)
+    }
+
+    /// The users of `server` that some session watches.
+    pub fn watched_on(&self, server: &ServerName) -> Vec<UserId> {
+        self.registry().watchers.keys().filter(|user| user.is_on(server)).cloned().collect()
     }
 
     /// Unregisters a session; says whether it was its user's last (they went offline). `None`

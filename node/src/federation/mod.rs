@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kith_client_api::{RateLimitConfig, RateLimits, ServiceError};
-use kith_federation::{Directory, Envelope, KeysClaimBody, NetworkConfig, NetworkHandle, NodeKey, Payload, Verifier};
+use kith_federation::{
+    Directory, Envelope, KeysClaimBody, NetworkConfig, NetworkHandle, NodeKey, Payload, PeerEvent, Verifier,
+};
 use kith_proto::keys::KeyBundles;
 use kith_proto::{ServerName, Timestamp, UserId};
 use tokio::sync::Notify;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::config::FederationConfig;
 use crate::state::AppState;
@@ -215,6 +218,41 @@ pub(crate) fn spawn_tasks(
     }
     state.tasks.spawn(inbound::serve(state.clone(), federation.clone(), inbound, shutdown.clone()));
     state.tasks.spawn(monitor(state.clone(), shutdown.clone()));
+    state.tasks.spawn(renew_presence_subscriptions(state.clone(), federation.clone(), shutdown.clone()));
+}
+
+/// Users per renewed `presence.subscribe` envelope.
+const RENEW_CHUNK: usize = 500;
+
+/// Renews this node's presence subscriptions at a peer that connects anew: it keeps them in
+/// memory, so after a restart it would otherwise not report changes until a session here
+/// subscribed again.
+async fn renew_presence_subscriptions(state: AppState, federation: Arc<Federation>, shutdown: CancellationToken) {
+    let mut events = federation.network.subscribe();
+    loop {
+        let servers: Vec<ServerName> = tokio::select! {
+            () = shutdown.cancelled() => return,
+            event = events.recv() => match event {
+                Ok(PeerEvent::Connected(server)) => vec![server],
+                Ok(_) => continue,
+                // Some news was missed: renew at every peer rather than miss a restart.
+                Err(RecvError::Lagged(_)) => federation.wakes.keys().cloned().collect(),
+                Err(RecvError::Closed) => return,
+            },
+        };
+        for server in servers {
+            let users = state.sessions.watched_on(&server);
+            if users.is_empty() {
+                continue;
+            }
+            debug!(%server, users = users.len(), "renewing presence subscriptions");
+            let entries = users
+                .chunks(RENEW_CHUNK)
+                .filter_map(|chunk| outbound::presence_subscribe(server.clone(), chunk.to_vec()))
+                .collect();
+            queue(&state, &federation, &server, entries).await;
+        }
+    }
 }
 
 /// Queues envelopes that carry no local effect (presence), then wakes the pump once they are

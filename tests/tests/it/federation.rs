@@ -110,6 +110,25 @@ async fn users_of_two_nodes_chat_both_ways_with_receipts_and_presence() -> Resul
 }
 
 #[tokio::test]
+async fn presence_subscriptions_are_renewed_when_the_watched_node_restarts() -> Result<()> {
+    let mut nodes = federation(&["alpha", "beta"], &[]).await?;
+    let alice = nodes[0].user("alice").await?;
+    nodes[1].user("bob").await?;
+    let mut alice_ws = alice.connect().await?;
+    alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob@beta".into()] }).await?;
+    assert_eq!(frame_where(&mut alice_ws, presence_of("bob@beta")).await?, PresenceStatus::Offline);
+
+    // Beta crashes and comes back without the subscriptions it kept in memory; alpha renews
+    // them when it reconnects, so bob coming online still reaches alice.
+    nodes[1].kill().await?;
+    nodes[1].restart().await?;
+    let bob = nodes[1].client().login("bob", PASSWORD).await?;
+    let _bob_ws = bob.connect().await?;
+    assert_eq!(frame_where(&mut alice_ws, presence_of("bob@beta")).await?, PresenceStatus::Online);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_server_nobody_pinned_is_refused_at_send_time() -> Result<()> {
     let nodes = federation(&["alpha", "beta"], &[]).await?;
     let alice = nodes[0].user("alice").await?;
