@@ -837,6 +837,38 @@ mod tests {
         }
     }
 
+    /// Gives `from` a session with `to`'s device, from `to`'s bundle as the node would serve
+    /// it (claiming one of its one-time prekeys, or none).
+    async fn start_session(from: &Profile, to: &Profile, claim_one_time: bool) {
+        let to_state = to.read().unwrap();
+        let one_time = claim_one_time
+            .then(|| to_state.keys.one_time_prekeys.values().next().map(|k| k.public().clone()))
+            .flatten();
+        let bundle = PreKeyBundle::new(
+            to_state.keys.identity.public().clone(),
+            to_state.keys.signed_prekeys[0].key.public().clone(),
+            one_time,
+        )
+        .verify()
+        .unwrap();
+        let (to_user, to_device) = (to_state.account.user_id.clone(), to_state.account.device_id);
+        drop(to_state);
+        let mut locked = from.lock().await.unwrap();
+        let (me, my_device) = (locked.state.account.user_id.clone(), locked.state.account.device_id);
+        locked
+            .state
+            .keys
+            .apply_bundles(
+                &to_user,
+                (&me, my_device),
+                &[(to_device, bundle)],
+                Timestamp::now(),
+                &mut UnwrapErr(getrandom::SysRng),
+            )
+            .unwrap();
+        locked.save().unwrap();
+    }
+
     fn texts(profile: &Profile, peer: &UserId) -> Vec<String> {
         profile.history(peer).unwrap().iter().map(|e| e.text().unwrap_or("<undecryptable>").to_owned()).collect()
     }
@@ -851,30 +883,7 @@ mod tests {
         let bob_profile = profile(&bob_dir, &bob, bob_device).await;
 
         // Alice claims bob's bundle (as from the node) and starts a session.
-        let bob_state = bob_profile.read().unwrap();
-        let one_time = bob_state.keys.one_time_prekeys.values().next().map(|k| k.public().clone());
-        let bundle = PreKeyBundle::new(
-            bob_state.keys.identity.public().clone(),
-            bob_state.keys.signed_prekeys[0].key.public().clone(),
-            one_time,
-        )
-        .verify()
-        .unwrap();
-        drop(bob_state);
-        let mut locked = alice_profile.lock().await.unwrap();
-        locked
-            .state
-            .keys
-            .apply_bundles(
-                &bob,
-                (&alice, alice_device),
-                &[(bob_device, bundle)],
-                Timestamp::now(),
-                &mut UnwrapErr(getrandom::SysRng),
-            )
-            .unwrap();
-        locked.save().unwrap();
-        drop(locked);
+        start_session(&alice_profile, &bob_profile, true).await;
 
         let first = send(&alice_profile, &bob, "one").await;
         assert_eq!(store_incoming(&bob_profile, (&bob, bob_device), &first).await.unwrap().len(), 1);
@@ -910,29 +919,7 @@ mod tests {
         let (alice, bob, carol) = (user("alice@t"), user("bob@t"), user("carol@t"));
         let alice_profile = profile(&temp.path().join("alice"), &alice, DeviceId(1)).await;
         let bob_profile = profile(&temp.path().join("bob"), &bob, DeviceId(2)).await;
-        let bob_state = bob_profile.read().unwrap();
-        let bundle = PreKeyBundle::new(
-            bob_state.keys.identity.public().clone(),
-            bob_state.keys.signed_prekeys[0].key.public().clone(),
-            None,
-        )
-        .verify()
-        .unwrap();
-        drop(bob_state);
-        let mut locked = alice_profile.lock().await.unwrap();
-        locked
-            .state
-            .keys
-            .apply_bundles(
-                &bob,
-                (&alice, DeviceId(1)),
-                &[(DeviceId(2), bundle)],
-                Timestamp::now(),
-                &mut UnwrapErr(getrandom::SysRng),
-            )
-            .unwrap();
-        locked.save().unwrap();
-        drop(locked);
+        start_session(&alice_profile, &bob_profile, false).await;
         let me = (&bob, DeviceId(2));
 
         let mut tampered = send(&alice_profile, &bob, "tampered").await;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
-use kith_client::proto::{DeviceId, ErrorCode, UserId};
+use kith_client::proto::{DeviceId, ErrorCode, ServerFrame, UserId};
 use kith_client::{
     Body, ClientError, Event, HistoryEntry, Messenger, MessengerError, Profile, ProfileError, SessionError,
 };
@@ -420,24 +420,37 @@ async fn listen(mut m: Messenger, json: bool) -> Result<()> {
                 return Ok(());
             }
         };
-        let result = match frame {
-            Ok(frame) => m.handle(&mut inbox, frame).await,
-            Err(e) => Err(e.into()),
-        };
-        match result {
-            Ok(events) => {
-                backoff = Duration::from_secs(1);
-                for event in &events {
-                    print_event(event, json);
-                }
-            }
-            Err(e) if transient(&e) => {
-                eprintln!("connection lost ({}); reconnecting", explain(&failed(e, m.server()), None));
-                inbox = reconnect(&mut m, &mut backoff).await?;
-            }
-            Err(e) => return Err(failed(e, m.server())),
-        }
+        on_frame(&mut m, &mut inbox, frame, &mut backoff, json).await?;
     }
+}
+
+/// Handles what the inbox read: prints the events a frame brings, or reconnects after a
+/// transient failure (with `backoff`). Fails only when the failure is final.
+async fn on_frame(
+    m: &mut Messenger,
+    inbox: &mut kith_client::Inbox,
+    frame: Result<ServerFrame, ClientError>,
+    backoff: &mut Duration,
+    json: bool,
+) -> Result<()> {
+    let result = match frame {
+        Ok(frame) => m.handle(inbox, frame).await,
+        Err(e) => Err(e.into()),
+    };
+    match result {
+        Ok(events) => {
+            *backoff = Duration::from_secs(1);
+            for event in &events {
+                print_event(event, json);
+            }
+        }
+        Err(e) if transient(&e) => {
+            eprintln!("connection lost ({}); reconnecting", explain(&failed(e, m.server()), None));
+            *inbox = reconnect(m, backoff).await?;
+        }
+        Err(e) => return Err(failed(e, m.server())),
+    }
+    Ok(())
 }
 
 async fn reconnect(m: &mut Messenger, backoff: &mut Duration) -> Result<kith_client::Inbox> {
@@ -492,25 +505,7 @@ async fn chat(mut m: Messenger, user: &str) -> Result<()> {
                     Err(e) => eprintln!("error: {}", explain(&failed(e, m.server()), None)),
                 }
             }
-            frame = inbox.next_frame() => {
-                let result = match frame {
-                    Ok(frame) => m.handle(&mut inbox, frame).await,
-                    Err(e) => Err(e.into()),
-                };
-                match result {
-                    Ok(events) => {
-                        backoff = Duration::from_secs(1);
-                        for event in &events {
-                            print_event(event, false);
-                        }
-                    }
-                    Err(e) if transient(&e) => {
-                        eprintln!("connection lost ({}); reconnecting", explain(&failed(e, m.server()), None));
-                        inbox = reconnect(&mut m, &mut backoff).await?;
-                    }
-                    Err(e) => return Err(failed(e, m.server())),
-                }
-            }
+            frame = inbox.next_frame() => on_frame(&mut m, &mut inbox, frame, &mut backoff, false).await?,
         }
     }
     let _ = inbox.close().await;
