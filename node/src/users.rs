@@ -1,7 +1,7 @@
 //! Which user ids exist, answered from memory once seen: every send checks its receiver, and
 //! accounts are never deleted, so a positive answer can be kept.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -15,7 +15,7 @@ pub struct Users {
     store: Arc<dyn Store>,
     known: RwLock<HashSet<UserId>>,
     /// Devices known to exist; a removed device is forgotten here when it is removed.
-    devices: RwLock<HashSet<(UserId, DeviceId)>>,
+    devices: RwLock<HashMap<UserId, HashSet<DeviceId>>>,
     /// Bumped on every removal, so a check that read the store before a removal does not
     /// remember the removed device afterwards.
     removals: AtomicU64,
@@ -27,7 +27,7 @@ impl Users {
         Self {
             store,
             known: RwLock::new(HashSet::new()),
-            devices: RwLock::new(HashSet::new()),
+            devices: RwLock::new(HashMap::new()),
             removals: AtomicU64::new(0),
         }
     }
@@ -58,8 +58,9 @@ impl Users {
     /// # Errors
     /// When the store cannot be read.
     pub async fn device_exists(&self, user: &UserId, device: DeviceId) -> Result<bool, StoreError> {
-        let key = (user.clone(), device);
-        if self.devices.read().unwrap_or_else(PoisonError::into_inner).contains(&key) {
+        let known =
+            self.devices.read().unwrap_or_else(PoisonError::into_inner).get(user).is_some_and(|d| d.contains(&device));
+        if known {
             return Ok(true);
         }
         let removals = self.removals.load(Ordering::Acquire);
@@ -67,7 +68,7 @@ impl Users {
         if exists {
             let mut devices = self.devices.write().unwrap_or_else(PoisonError::into_inner);
             if self.removals.load(Ordering::Acquire) == removals {
-                devices.insert(key);
+                devices.entry(user.clone()).or_default().insert(device);
             }
         }
         Ok(exists)
@@ -77,6 +78,11 @@ impl Users {
     pub fn forget_device(&self, user: &UserId, device: DeviceId) {
         let mut devices = self.devices.write().unwrap_or_else(PoisonError::into_inner);
         self.removals.fetch_add(1, Ordering::AcqRel);
-        devices.remove(&(user.clone(), device));
+        if let Some(known) = devices.get_mut(user) {
+            known.remove(&device);
+            if known.is_empty() {
+                devices.remove(user);
+            }
+        }
     }
 }

@@ -224,11 +224,17 @@ pub(crate) fn spawn_tasks(
 /// Users per renewed `presence.subscribe` envelope.
 const RENEW_CHUNK: usize = 500;
 
+/// Least time between renewals at every peer after missed news: under load the event stream
+/// (which carries every sign of life from every peer) may lag often, and each such renewal
+/// costs an envelope per watched user.
+const RENEW_ALL_EVERY: Duration = Duration::from_secs(60);
+
 /// Renews this node's presence subscriptions at a peer that connects anew: it keeps them in
 /// memory, so after a restart it would otherwise not report changes until a session here
 /// subscribed again.
 async fn renew_presence_subscriptions(state: AppState, federation: Arc<Federation>, shutdown: CancellationToken) {
     let mut events = federation.network.subscribe();
+    let mut renewed_all: Option<std::time::Instant> = None;
     loop {
         let servers: Vec<ServerName> = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -236,7 +242,11 @@ async fn renew_presence_subscriptions(state: AppState, federation: Arc<Federatio
                 Ok(PeerEvent::Connected(server)) => vec![server],
                 Ok(_) => continue,
                 // Some news was missed: renew at every peer rather than miss a restart.
-                Err(RecvError::Lagged(_)) => federation.wakes.keys().cloned().collect(),
+                Err(RecvError::Lagged(_)) if renewed_all.is_none_or(|at| at.elapsed() >= RENEW_ALL_EVERY) => {
+                    renewed_all = Some(std::time::Instant::now());
+                    federation.wakes.keys().cloned().collect()
+                }
+                Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             },
         };
