@@ -133,7 +133,10 @@ impl Connection {
     /// Relays pushes and client frames until one side ends the connection.
     async fn relay(&mut self, session: &mut Session) -> End {
         let idle_timeout = self.state.ws.idle_timeout;
-        let mut ping = tokio::time::interval(self.state.ws.ping_interval);
+        // The first ping goes out one interval after the replay, not at once: the client has
+        // just shown it is alive.
+        let every = self.state.ws.ping_interval;
+        let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let shutdown = self.state.shutdown.clone();
         loop {

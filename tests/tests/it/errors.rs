@@ -220,11 +220,25 @@ async fn the_websocket_takes_the_token_as_a_query_parameter_and_refuses_without_
 
     let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={}", alice.token())).await?;
     socket.send(Message::Text("{\"type\":\"presence.subscribe\",\"userIds\":[\"alice\"]}".into())).await?;
-    let synced = tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await?;
-    assert!(matches!(synced, Some(Ok(Message::Text(t))) if t.contains("\"synced\"")));
-    let reply = tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await?;
-    assert!(matches!(&reply, Some(Ok(Message::Text(t))) if t.contains("\"presence\"")), "{reply:?}");
+    let synced = next_text(&mut socket).await?;
+    assert!(synced.contains("\"synced\""), "{synced}");
+    let reply = next_text(&mut socket).await?;
+    assert!(reply.contains("\"presence\""), "{reply}");
     Ok(())
+}
+
+/// The next text frame of a raw socket; the server's keep-alive pings may come in between.
+async fn next_text<S>(socket: &mut S) -> Result<String>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await? {
+            Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => anyhow::bail!("expected a text frame, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
