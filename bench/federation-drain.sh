@@ -45,7 +45,9 @@ outbox() { python3 -c "import sqlite3,sys; print(sqlite3.connect('file:$dir/alph
 echo "alpha's outbox holds $(outbox) envelopes; restarting beta"
 started=$(date +%s.%N)
 start_beta
+listening=$(date +%s.%N)
 while [ "$(outbox)" != 0 ]; do sleep 0.05; done
 ended=$(date +%s.%N)
+echo "beta listened $(python3 -c "print(f'{$listening - $started:.2f}')") s after its restart (polled every 0.1 s); the outbox emptied $(python3 -c "print(f'{$ended - $listening:.2f}')") s later"
 stored=$(python3 -c "import sqlite3; print(sqlite3.connect('file:$dir/beta/kith.db?mode=ro', uri=True).execute(\"select count(*) from messages where owner_id='bob@beta'\").fetchone()[0])")
 echo "drained in $(python3 -c "print(f'{$ended - $started:.2f}')") s after beta's restart (including its start-up); bob's mailbox holds $stored"

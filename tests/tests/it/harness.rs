@@ -273,7 +273,6 @@ async fn drain(pipe: Pipe, log: Arc<Mutex<VecDeque<String>>>, listening: watch::
     }
 }
 
-/// Waits for the next frame, failing after [`PATIENCE`].
 /// Waits for the next frame other than `synced` (which every connection gets once, after its
 /// replay), failing after [`PATIENCE`].
 pub async fn next_frame(connection: &mut Connection) -> Result<ServerFrame> {
