@@ -207,6 +207,10 @@ async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: Verif
         }
         Payload::PresenceSubscribe(body) => {
             let origin = received.origin;
+            // Under the presence lock, as every local change is: a change racing this
+            // subscription is then either in the state read here or sent after it with a later
+            // timestamp, never lost behind a stale answer.
+            let _serialised = state.presence_lock.lock().await;
             // Only users who exist are watched; tell the watcher their state now.
             let mut watched = Vec::new();
             let mut entries = Vec::new();
