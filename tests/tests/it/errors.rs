@@ -247,11 +247,15 @@ async fn sending_too_fast_is_rate_limited_per_user() -> Result<()> {
         TestNode::start_with(crate::harness::Backend::Sqlite, &["--message-rate", "1", "--message-burst", "3"]).await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
-    for i in 0..3 {
-        alice.send_message("bob", &i.to_string(), None).await?;
-    }
-    let limited = alice.send_message("bob", "one too many", None).await;
-    assert!(matches!(limited, Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. })), "{limited:?}");
+    // All at once, so that the allowance cannot refill between them however slow commits are.
+    let texts: Vec<String> = (0..4).map(|i| i.to_string()).collect();
+    let answers = futures_util::future::join_all(texts.iter().map(|t| alice.send_message("bob", t, None))).await;
+    let limited: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
+    assert_eq!(limited.len(), 1, "{answers:?}");
+    assert!(
+        matches!(limited[0], Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. })),
+        "{answers:?}"
+    );
     // Bob has his own allowance.
     bob.send_message("alice", "hi", None).await?;
     Ok(())

@@ -189,6 +189,9 @@ impl TestNode {
         for stream in [child.stdout.take().map(Pipe::Out), child.stderr.take().map(Pipe::Err)].into_iter().flatten() {
             tokio::spawn(drain(stream, self.log.clone(), listening.clone()));
         }
+        // Only the readers hold it now: when the node exits, both pipes end and the wait below
+        // ends too, instead of waiting out its patience.
+        drop(listening);
         self.child = Some(child);
         let addr = tokio::time::timeout(PATIENCE, on_listening.wait_for(Option::is_some))
             .await
@@ -236,10 +239,19 @@ impl TestNode {
         Ok(status.success())
     }
 
-    /// Starts the node again on the same port, data directory and database.
+    /// Starts the node again on the same port, data directory and database. Should another
+    /// socket have taken the port as its ephemeral port meanwhile, on a new port: clients made
+    /// after the restart find it.
     pub async fn restart(&mut self) -> Result<()> {
         self.kill().await?;
-        self.spawn().await
+        match self.spawn().await {
+            Err(e) if e.to_string().contains("Address already in use") => {
+                eprintln!("port {} was taken while the node was down; restarting on a new one", self.addr.port());
+                self.addr.set_port(0);
+                self.spawn().await
+            }
+            other => other,
+        }
     }
 }
 
@@ -297,8 +309,12 @@ pub fn unique_loopback() -> std::net::Ipv4Addr {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let process = u8::try_from(std::process::id() % 200).unwrap_or(0) + 20;
-    std::net::Ipv4Addr::new(127, process, u8::try_from(n / 250).unwrap_or(255), u8::try_from(n % 250).unwrap_or(0) + 2)
+    // Spread over two octets by process id, so that test binaries running at once (stress
+    // loops, nextest) rarely meet: they would need the same pid modulo 10,000.
+    let pid = std::process::id();
+    let process = u8::try_from(pid % 200).unwrap_or(0) + 20;
+    let block = u8::try_from((pid / 200) % 50 * 5 + n / 250).unwrap_or(255);
+    std::net::Ipv4Addr::new(127, process, block, u8::try_from(n % 250).unwrap_or(0) + 2)
 }
 
 /// The message in a `message` frame.

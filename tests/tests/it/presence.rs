@@ -56,8 +56,10 @@ async fn a_client_that_stops_answering_pings_goes_offline() -> Result<()> {
     assert_eq!(frame_where(&mut alice_ws, presence).await?.status, PresenceStatus::Offline);
 
     // Bob connects and then never reads again, so his client never answers a ping.
-    let silent = bob.connect().await?;
-    assert_eq!(frame_where(&mut alice_ws, presence).await?.status, PresenceStatus::Online);
+    // Alice keeps reading meanwhile: her client answers pings only while it reads.
+    let (silent, online) = tokio::join!(bob.connect(), frame_where(&mut alice_ws, presence));
+    let silent = silent?;
+    assert_eq!(online?.status, PresenceStatus::Online);
     let offline = frame_where(&mut alice_ws, presence).await?;
     assert_eq!(offline.status, PresenceStatus::Offline);
     assert!(offline.last_seen.is_some());
