@@ -94,8 +94,10 @@ pub enum InboundRequest {
 pub enum PeerEvent {
     /// Connected (or traffic arrived): a good moment to retry what is queued for it.
     Reachable(ServerName),
-    /// A first connection to the peer after none: it may have restarted and forgotten what it
-    /// kept in memory for this node (presence subscriptions). Sent before `Reachable`.
+    /// A new connection to the peer: it may have restarted and forgotten what it kept in memory
+    /// for this node (presence subscriptions). Sent for every new connection, not only a first
+    /// one, since an old connection to a peer that vanished can look open until pings time out.
+    /// Sent before `Reachable`.
     Connected(ServerName),
 }
 
@@ -369,7 +371,7 @@ impl EventLoop {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
                 if self.directory.name_of(&peer_id).is_none() {
                     warn!(peer = %peer_id, "connection from a peer no operator pinned; closing it");
                     let _ = self.swarm.disconnect_peer_id(peer_id);
@@ -381,9 +383,7 @@ impl EventLoop {
                     let id = self.swarm.behaviour_mut().requests.send_request(&peer_id, Request::Hello(record));
                     self.hellos.insert(id);
                 }
-                if num_established.get() == 1
-                    && let Some(name) = self.directory.name_of(&peer_id)
-                {
+                if let Some(name) = self.directory.name_of(&peer_id) {
                     let _ = self.events.send(PeerEvent::Connected(name.clone()));
                 }
                 self.reachable(&peer_id);
