@@ -49,7 +49,7 @@ pub use envelope::{
 pub use error::FederationError;
 pub use identity::{NODE_KEY_FILE, NodeKey};
 pub use libp2p::{Multiaddr, PeerId};
-pub use network::{Inbound, InboundRequest, NetworkConfig, NetworkHandle, PeerEvent, start};
+pub use network::{Inbound, InboundRequest, NetworkConfig, NetworkHandle, start};
 pub use peers::{Directory, PinnedPeer};
 pub use protocol::{Ack, Outcome, Request, Response};
 pub use record::NodeRecord;

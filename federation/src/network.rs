@@ -89,18 +89,6 @@ pub enum InboundRequest {
     Query(Envelope),
 }
 
-/// A change in the connection to a pinned peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerEvent {
-    /// Connected (or traffic arrived): a good moment to retry what is queued for it.
-    Reachable(ServerName),
-    /// A new connection to the peer: it may have restarted and forgotten what it kept in memory
-    /// for this node (presence subscriptions). Sent for every new connection, not only a first
-    /// one, since an old connection to a peer that vanished can look open until pings time out.
-    /// Sent before `Reachable`.
-    Connected(ServerName),
-}
-
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     limits: connection_limits::Behaviour,
@@ -119,8 +107,20 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct NetworkHandle {
     commands: mpsc::Sender<Command>,
-    events: broadcast::Sender<PeerEvent>,
+    signals: PeerSignals,
     peer_id: PeerId,
+}
+
+/// What the network tells the node about pinned peers, on two channels because they differ in
+/// rate and in what a missed one costs.
+#[derive(Debug, Clone)]
+struct PeerSignals {
+    /// Signs of life (a connection, an answer, a request): hints to retry now, frequent under
+    /// load; missing one only means waiting out a backoff.
+    reachable: broadcast::Sender<ServerName>,
+    /// New connections: rare, and each may be a peer that restarted and forgot what it kept in
+    /// memory for this node, so the frequent hints must never crowd them out.
+    connected: broadcast::Sender<ServerName>,
 }
 
 impl std::fmt::Debug for Command {
@@ -187,9 +187,18 @@ impl NetworkHandle {
         answer.await.unwrap_or_default()
     }
 
-    /// Peer events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<PeerEvent> {
-        self.events.subscribe()
+    /// Pinned peers that show a sign of life from now on (a connection, an answer, a request):
+    /// a good moment to retry what is queued for them. Frequent under load.
+    pub fn reachable(&self) -> broadcast::Receiver<ServerName> {
+        self.signals.reachable.subscribe()
+    }
+
+    /// Pinned peers connected anew from now on, every new connection and not only a first one:
+    /// an old connection to a peer that vanished can look open until pings time out. Each may
+    /// have restarted and forgotten what it kept in memory for this node (presence
+    /// subscriptions).
+    pub fn connections(&self) -> broadcast::Receiver<ServerName> {
+        self.signals.connected.subscribe()
     }
 
     /// Stops the network task.
@@ -242,8 +251,8 @@ pub async fn start(
 
     let (commands, command_rx) = mpsc::channel(256);
     let (inbound_tx, inbound_rx) = mpsc::channel(256);
-    let (events, _) = broadcast::channel(64);
-    let handle = NetworkHandle { commands, events: events.clone(), peer_id: *swarm.local_peer_id() };
+    let signals = PeerSignals { reachable: broadcast::channel(64).0, connected: broadcast::channel(64).0 };
+    let handle = NetworkHandle { commands, signals: signals.clone(), peer_id: *swarm.local_peer_id() };
     let event_loop = EventLoop {
         swarm,
         key: config.key,
@@ -251,7 +260,7 @@ pub async fn start(
         directory: config.directory,
         commands: command_rx,
         inbound: inbound_tx,
-        events,
+        signals,
         pending: HashMap::new(),
         hellos: HashSet::new(),
         replies: FuturesUnordered::new(),
@@ -305,7 +314,7 @@ struct EventLoop {
     directory: Directory,
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
-    events: broadcast::Sender<PeerEvent>,
+    signals: PeerSignals,
     /// Outbound requests awaiting their answer.
     pending: HashMap<OutboundRequestId, (ServerName, oneshot::Sender<Result<Response, FederationError>>)>,
     /// Outbound `Hello`s, whose answers the loop checks itself.
@@ -365,7 +374,7 @@ impl EventLoop {
 
     fn reachable(&self, peer: &PeerId) {
         if let Some(name) = self.directory.name_of(peer) {
-            let _ = self.events.send(PeerEvent::Reachable(name.clone()));
+            let _ = self.signals.reachable.send(name.clone());
         }
     }
 
@@ -384,7 +393,7 @@ impl EventLoop {
                     self.hellos.insert(id);
                 }
                 if let Some(name) = self.directory.name_of(&peer_id) {
-                    let _ = self.events.send(PeerEvent::Connected(name.clone()));
+                    let _ = self.signals.connected.send(name.clone());
                 }
                 self.reachable(&peer_id);
             }

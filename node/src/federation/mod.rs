@@ -16,9 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use kith_client_api::{RateLimitConfig, RateLimits, ServiceError};
-use kith_federation::{
-    Directory, Envelope, KeysClaimBody, NetworkConfig, NetworkHandle, NodeKey, Payload, PeerEvent, Verifier,
-};
+use kith_federation::{Directory, Envelope, KeysClaimBody, NetworkConfig, NetworkHandle, NodeKey, Payload, Verifier};
 use kith_proto::keys::KeyBundles;
 use kith_proto::{ServerName, Timestamp, UserId};
 use tokio::sync::Notify;
@@ -224,29 +222,18 @@ pub(crate) fn spawn_tasks(
 /// Users per renewed `presence.subscribe` envelope.
 const RENEW_CHUNK: usize = 500;
 
-/// Least time between renewals at every peer after missed news: under load the event stream
-/// (which carries every sign of life from every peer) may lag often, and each such renewal
-/// costs an envelope per watched user.
-const RENEW_ALL_EVERY: Duration = Duration::from_secs(60);
-
 /// Renews this node's presence subscriptions at a peer that connects anew: it keeps them in
 /// memory, so after a restart it would otherwise not report changes until a session here
 /// subscribed again.
 async fn renew_presence_subscriptions(state: AppState, federation: Arc<Federation>, shutdown: CancellationToken) {
-    let mut events = federation.network.subscribe();
-    let mut renewed_all: Option<std::time::Instant> = None;
+    let mut connections = federation.network.connections();
     loop {
         let servers: Vec<ServerName> = tokio::select! {
             () = shutdown.cancelled() => return,
-            event = events.recv() => match event {
-                Ok(PeerEvent::Connected(server)) => vec![server],
-                Ok(_) => continue,
-                // Some news was missed: renew at every peer rather than miss a restart.
-                Err(RecvError::Lagged(_)) if renewed_all.is_none_or(|at| at.elapsed() >= RENEW_ALL_EVERY) => {
-                    renewed_all = Some(std::time::Instant::now());
-                    federation.wakes.keys().cloned().collect()
-                }
-                Err(RecvError::Lagged(_)) => continue,
+            connected = connections.recv() => match connected {
+                Ok(server) => vec![server],
+                // Connections are rare, so this hardly happens; renewing everywhere is safe.
+                Err(RecvError::Lagged(_)) => federation.wakes.keys().cloned().collect(),
                 Err(RecvError::Closed) => return,
             },
         };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_client_api::SessionEvent;
-use kith_federation::{Envelope, MessageBody, Outcome, PeerEvent};
+use kith_federation::{Envelope, MessageBody, Outcome};
 use kith_proto::{ErrorCode, ServerFrame, ServerName, Timestamp};
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -62,7 +62,7 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::default();
-    let mut events = federation.network.subscribe();
+    let mut reachable = federation.network.reachable();
     loop {
         let rows = match state.store.outbox_batch(&destination, BATCH).await {
             Ok(rows) => rows,
@@ -98,15 +98,15 @@ pub(crate) async fn run(
         let delay = backoff.next(getrandom::u32().unwrap_or(u32::MAX / 2));
         info!(%destination, waiting = rows.len(), retry_in_ms = delay.as_millis(), %reason, "will retry");
         // Only news from after this point counts.
-        while let Ok(_) | Err(TryRecvError::Lagged(_)) = events.try_recv() {}
+        while let Ok(_) | Err(TryRecvError::Lagged(_)) = reachable.try_recv() {}
         let sleep = tokio::time::sleep(delay);
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = &mut sleep => break,
-                event = events.recv() => match event {
-                    Ok(PeerEvent::Reachable(peer)) if until_reachable && peer == destination => {
+                peer = reachable.recv() => match peer {
+                    Ok(peer) if until_reachable && peer == destination => {
                         backoff.reset();
                         break;
                     }
