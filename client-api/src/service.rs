@@ -304,7 +304,7 @@ pub trait ChatService: Send + Sync + 'static {
     async fn remove_device(&self, caller: &Caller, device: DeviceId) -> Result<(), ServiceError>;
 
     /// Whether the caller's device still exists (it may have been removed since its token was
-    /// issued). Every authenticated request asks.
+    /// issued). Every authenticated REST request asks; [`ChatService::open_session`] checks too.
     ///
     /// # Errors
     /// [`ServiceError::UnknownDevice`].

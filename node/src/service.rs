@@ -58,7 +58,6 @@ impl ChatService for NodeService {
     }
 
     async fn open_session(&self, caller: &Caller) -> Result<Session, ServiceError> {
-        self.check_device(caller).await?;
         let Some((id, events, first)) = self.state.sessions.register(&caller.user, caller.device) else {
             return Err(ServiceError::TooManySessions(format!(
                 "{} has as many live connections as one user may",
@@ -66,6 +65,9 @@ impl ChatService for NodeService {
             )));
         };
         let lease = Lease { state: self.state.clone(), user: caller.user.clone(), id };
+        // Checked once registered: a removal this check misses comes after it, and then ends
+        // this session with the device's others (dropping the lease unregisters it).
+        self.check_device(caller).await?;
         if first {
             presence::refresh(&self.state, &caller.user).await;
         }
