@@ -45,12 +45,12 @@ pub enum FederationError {
         reason: String,
     },
     /// The peer refused the request.
-    #[error("{server} refused the request: {reason}")]
+    #[error("{server} refused the request: {refusal}")]
     Refused {
         /// The peer's server name.
         server: ServerName,
-        /// Its reason.
-        reason: String,
+        /// Why.
+        refusal: crate::protocol::Refusal,
     },
     /// The peer answered with something the protocol does not allow here.
     #[error("unexpected answer from {0}")]

@@ -51,5 +51,5 @@ pub use identity::{NODE_KEY_FILE, NodeKey};
 pub use libp2p::{Multiaddr, PeerId};
 pub use network::{Inbound, InboundRequest, NetworkConfig, NetworkHandle, start};
 pub use peers::{Directory, PinnedPeer};
-pub use protocol::{Ack, Outcome, Request, Response};
+pub use protocol::{Ack, Outcome, Refusal, RefusalReason, Request, Response};
 pub use record::NodeRecord;

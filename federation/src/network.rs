@@ -27,7 +27,9 @@ use crate::envelope::Envelope;
 use crate::error::FederationError;
 use crate::identity::NodeKey;
 use crate::peers::Directory;
-use crate::protocol::{Ack, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PROTOCOL, Request, Response};
+use crate::protocol::{
+    Ack, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PROTOCOL, Refusal, RefusalReason, Request, Response,
+};
 use crate::record::NodeRecord;
 
 /// Limits and timings of the network.
@@ -161,7 +163,7 @@ impl NetworkHandle {
     pub async fn deliver(&self, to: &ServerName, envelopes: Vec<Envelope>) -> Result<Vec<Ack>, FederationError> {
         match self.request(to, Request::Deliver(envelopes)).await? {
             Response::Acks(acks) => Ok(acks),
-            Response::Refused(reason) => Err(FederationError::Refused { server: to.clone(), reason }),
+            Response::Refused(refusal) => Err(FederationError::Refused { server: to.clone(), refusal }),
             _ => Err(FederationError::UnexpectedAnswer(to.clone())),
         }
     }
@@ -173,7 +175,7 @@ impl NetworkHandle {
     pub async fn query(&self, to: &ServerName, envelope: Envelope) -> Result<Envelope, FederationError> {
         match self.request(to, Request::Query(envelope)).await? {
             Response::Answer(answer) => Ok(answer),
-            Response::Refused(reason) => Err(FederationError::Refused { server: to.clone(), reason }),
+            Response::Refused(refusal) => Err(FederationError::Refused { server: to.clone(), refusal }),
             _ => Err(FederationError::UnexpectedAnswer(to.clone())),
         }
     }
@@ -433,19 +435,25 @@ impl EventLoop {
 
     fn on_inbound(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
         let Some(from) = self.directory.name_of(&peer).cloned() else {
-            let _ =
-                self.swarm.behaviour_mut().requests.send_response(channel, Response::Refused("unknown peer".into()));
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .requests
+                .send_response(channel, Response::Refused(Refusal::new(RefusalReason::UnknownPeer, "unknown peer")));
             return;
         };
         self.reachable(&peer);
         let request = match request {
             Request::Hello(record) => {
                 let answer = match record.check(&self.directory, &peer) {
-                    Ok(()) => self.own_record().map_or_else(|| Response::Refused("no record".into()), Response::Hello),
+                    Ok(()) => self.own_record().map_or_else(
+                        || Response::Refused(Refusal::new(RefusalReason::Unavailable, "no record")),
+                        Response::Hello,
+                    ),
                     Err(contradiction) => {
                         warn!(%peer, %contradiction, "peer contradicts its pinned binding; disconnecting");
                         let _ = self.swarm.disconnect_peer_id(peer);
-                        Response::Refused(contradiction)
+                        Response::Refused(Refusal::new(RefusalReason::UnknownPeer, contradiction))
                     }
                 };
                 let _ = self.swarm.behaviour_mut().requests.send_response(channel, answer);
@@ -457,12 +465,18 @@ impl EventLoop {
         let (reply, answer) = oneshot::channel();
         match self.inbound.try_send(Inbound { peer, from, request, reply }) {
             Ok(()) => self.replies.push(Box::pin(async move {
-                let response = answer.await.unwrap_or_else(|_| Response::Refused("not handled".into()));
+                let response = answer
+                    .await
+                    .unwrap_or_else(|_| Response::Refused(Refusal::new(RefusalReason::Unavailable, "not handled")));
                 (channel, response)
             })),
             Err(_) => {
                 // The node is saturated: the peer's outbox will retry.
-                let _ = self.swarm.behaviour_mut().requests.send_response(channel, Response::Refused("busy".into()));
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .requests
+                    .send_response(channel, Response::Refused(Refusal::new(RefusalReason::Unavailable, "busy")));
             }
         }
     }
@@ -470,7 +484,7 @@ impl EventLoop {
     fn on_hello_answer(&mut self, peer: PeerId, response: Response) {
         let verdict = match response {
             Response::Hello(record) => record.check(&self.directory, &peer),
-            Response::Refused(reason) => Err(format!("refused our record: {reason}")),
+            Response::Refused(refusal) => Err(format!("refused our record: {refusal}")),
             _ => Err("answered Hello with something else".into()),
         };
         match verdict {

@@ -15,10 +15,6 @@ pub const MAX_REQUEST_BYTES: u64 = 8 * 1024 * 1024;
 /// Largest response accepted, in bytes.
 pub const MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// How a `Refused` answer to a query starts when the user asked about does not exist, so the
-/// asking node can answer its client with "not found" rather than "unavailable".
-pub const REFUSED_UNKNOWN_USER: &str = "unknown user";
-
 /// Most envelopes in one `Deliver`.
 pub const MAX_ENVELOPES_PER_REQUEST: usize = 1024;
 
@@ -44,7 +40,46 @@ pub enum Response {
     /// The answer to a query.
     Answer(Envelope),
     /// The whole request was refused.
-    Refused(String),
+    Refused(Refusal),
+}
+
+/// Why a peer refused a whole request: a kind the asking node acts on, and words for logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// What kind of refusal, so the asking node can answer its own client precisely (a user
+    /// that does not exist is "not found", a busy peer is "try later").
+    pub reason: RefusalReason,
+    /// What was wrong, for logs.
+    pub detail: String,
+}
+
+impl Refusal {
+    /// A refusal of this kind, explained by `detail`.
+    pub fn new(reason: RefusalReason, detail: impl Into<String>) -> Self {
+        Self { reason, detail: detail.into() }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+/// The kinds of [`Refusal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RefusalReason {
+    /// The user the request is about does not exist.
+    UnknownUser,
+    /// The requester is not a pinned peer, or contradicts its pinned binding.
+    UnknownPeer,
+    /// The request breaks the protocol (too many envelopes, a delivery sent as a query).
+    Invalid,
+    /// The requester asks too often; it may try again later.
+    RateLimited,
+    /// The node cannot serve it now (saturated, shutting down); try again later.
+    Unavailable,
 }
 
 /// The fate of one delivered envelope.

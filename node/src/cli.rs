@@ -125,7 +125,9 @@ async fn import(args: NodeArgs, file: PathBuf) -> Result<(), String> {
     } else {
         Box::new(BufReader::new(std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?))
     };
-    let store = store::open(&config.database_url, &StoreOptions::default()).await.map_err(|e| e.to_string())?;
+    let store = store::open(&config.database_url, &StoreOptions::default(), &config.server_name)
+        .await
+        .map_err(|e| e.to_string())?;
     let result = crate::import::import_users(store.as_ref(), &config.server_name, input).await;
     store.close().await;
     let report = result.map_err(|e| e.to_string())?;

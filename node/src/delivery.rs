@@ -1,29 +1,31 @@
-//! Delivery: a message is stored in both mailboxes in one commit, then pushed from memory to
-//! every live session of its receiver; receipts move its status forward and reach its sender.
+//! Delivery: a message is stored in both mailboxes in one commit (or in the sender's mailbox
+//! with the envelope that carries it to another node), then pushed; receipts move its status
+//! forward and reach its sender.
 //!
 //! What happens after a commit runs in a task of its own, so it happens even if the client
 //! that sent the message is gone by then.
 
-use kith_client_api::{Caller, Completion, OutgoingMessage, SendOutcome, ServiceError, SessionEvent};
-use kith_proto::{DeviceId, IncomingMessage, MessageId, MessageStatus, MessageView, ServerFrame, Timestamp};
-use tokio::sync::oneshot;
+use kith_client_api::{Caller, Completion, OutgoingMessage, SendOutcome, ServiceError};
+use kith_proto::{ErrorCode, MessageId, MessageStatus, MessageView, ServerFrame, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
+use crate::outbox::RefusedMessage;
+use crate::push;
 use crate::state::AppState;
-use crate::store::{AppendOutcome, NewMessage, Receipt};
-use crate::{federation, presence};
+use crate::store::{AppendOutcome, NewMessage, Receipt, Recipient, Source, envelopes};
 
-/// Accepts a message from `sender`; the completion resolves once it is durably stored.
+/// Accepts a message from `caller`; the completion resolves once it is durably stored.
 pub(crate) async fn send(
     state: &AppState,
     caller: &Caller,
     message: OutgoingMessage,
 ) -> Result<Completion<SendOutcome>, ServiceError> {
-    let sender = &caller.user;
     let receiver = message.receiver;
     let remote = !receiver.is_on(&state.server_name);
     if remote {
         // A server nobody pinned is refused now, not after the message sat in an outbox.
-        if !state.federation.knows(&receiver.server_name()) {
+        if !state.peers.knows(&receiver.server_name()) {
             return Err(ServiceError::UnknownServer(receiver.server_name()));
         }
     } else if !state.users.exists(&receiver).await? {
@@ -31,42 +33,43 @@ pub(crate) async fn send(
     }
     let view = MessageView {
         message_id: MessageId::now(),
-        sender_id: sender.clone(),
-        receiver_id: receiver.clone(),
+        sender_id: caller.user.clone(),
+        receiver_id: receiver,
         message: message.content,
         timestamp: Timestamp::now(),
         status: MessageStatus::Sent,
     };
     // For a receiver on another node, the envelope that carries it is queued in the same
     // transaction as the sender's copy.
-    let forward = if remote { federation::outbound::message(&view) } else { None };
+    let to = if remote {
+        Recipient::Peer(envelopes::message(&view).map_err(|e| ServiceError::Internal(e.to_string()))?)
+    } else {
+        Recipient::User
+    };
     let committed = state
         .store
         .append_message(NewMessage {
             message_id: view.message_id,
-            sender: sender.clone(),
-            receiver,
+            sender: view.sender_id.clone(),
+            receiver: view.receiver_id.clone(),
             content: view.message.clone(),
             timestamp: view.timestamp,
-            client_message_id: message.client_message_id,
-            sender_device: Some(caller.device),
-            forward,
-            received: None,
+            from: Source::Device { device: caller.device, client_message_id: message.client_message_id },
+            to,
         })
         .await?;
 
     let (answer, answered) = oneshot::channel();
     let task_state = state.clone();
-    let caller_device = caller.device;
+    let from_device = caller.device;
     state.tasks.spawn(async move {
         let outcome = match committed.await {
-            Ok(AppendOutcome::Stored { message_id, timestamp, .. }) => {
-                let outcome = SendOutcome { message_id, timestamp, duplicate: false };
+            Ok(AppendOutcome::Stored { message_id, timestamp }) => {
                 if remote {
-                    task_state.federation.wake(&view.receiver_id.server_name());
+                    task_state.outbox.wake(&view.receiver_id.server_name());
                 }
-                deliver(&task_state, view, Some(caller_device)).await;
-                Ok(outcome)
+                push::message(&task_state, &view, Some(from_device)).await;
+                Ok(SendOutcome { message_id, timestamp, duplicate: false })
             }
             Ok(AppendOutcome::Duplicate { message_id, timestamp }) => {
                 Ok(SendOutcome { message_id, timestamp, duplicate: true })
@@ -81,29 +84,9 @@ pub(crate) async fn send(
     }))
 }
 
-/// After the commit: remember the message as recent and push it to the receiver's sessions and
-/// to the sender's other devices (all of them for a message from another node).
-pub(crate) async fn deliver(state: &AppState, view: MessageView, sender_device: Option<DeviceId>) {
-    state.cache.record_message(&view).await;
-    let receiver = view.receiver_id.clone();
-    let sender = view.sender_id.clone();
-    let event = SessionEvent::message(IncomingMessage {
-        message_id: view.message_id,
-        sender_id: view.sender_id,
-        receiver_id: view.receiver_id,
-        message: view.message,
-        timestamp: view.timestamp,
-    });
-    let mut dropped =
-        if sender == receiver { Vec::new() } else { state.sessions.push_to_user(&receiver, &event, None) };
-    if sender_device.is_some() {
-        dropped.extend(state.sessions.push_to_user(&sender, &event, sender_device));
-    }
-    presence::after_dropping(state, dropped);
-}
-
-/// Records that `reader` has (`Delivered`) or has read (`Read`) a message addressed to them;
-/// when that moves its status forward, the sender's sessions get a `receipt`.
+/// Records that `caller` has (`Delivered`) or has read (`Read`) a message addressed to them;
+/// when that moves its status forward, the sender's sessions get a `receipt` (here, or through
+/// an envelope queued in the same commit for a sender on another node).
 pub(crate) async fn receipt(
     state: &AppState,
     caller: &Caller,
@@ -111,26 +94,19 @@ pub(crate) async fn receipt(
     status: MessageStatus,
 ) -> Result<Completion<()>, ServiceError> {
     let at = Timestamp::now();
-    let reader = &caller.user;
-    let forward = federation::outbound::receipt_forwarder(state.server_name.clone(), reader.clone(), message_id);
-    let receipt =
-        Receipt { reader: reader.clone(), device: caller.device, message_id, status, at, forward: Some(forward) };
+    let reader = caller.user.clone();
+    let receipt = Receipt { reader: reader.clone(), device: caller.device, message_id, status, at };
     let committed = state.store.record_receipt(receipt).await?;
     let (answer, answered) = oneshot::channel();
     let task_state = state.clone();
-    let reader = reader.clone();
     state.tasks.spawn(async move {
         let result = match committed.await {
             Ok(outcome) => {
                 if let Some(status) = outcome.advanced_to {
                     if !outcome.sender.is_on(&task_state.server_name) {
-                        task_state.federation.wake(&outcome.sender.server_name());
+                        task_state.outbox.wake(&outcome.sender.server_name());
                     }
-                    task_state.cache.record_status(&reader, &outcome.sender, message_id, status).await;
-                    let frame = ServerFrame::Receipt { message_id, status, timestamp: at };
-                    let frame = SessionEvent::frame(&frame);
-                    let dropped = task_state.sessions.push_to_user(&outcome.sender, &frame, None);
-                    presence::after_dropping(&task_state, dropped);
+                    push::receipt(&task_state, &outcome.sender, &reader, message_id, status, at).await;
                 }
                 Ok(())
             }
@@ -141,4 +117,31 @@ pub(crate) async fn receipt(
     Ok(Box::pin(async move {
         answered.await.unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
     }))
+}
+
+/// Tells senders whose messages another node refused for good (they were stored as `sent` and
+/// will get no further), until shutdown.
+pub(crate) async fn report_refusals(
+    state: AppState,
+    mut refusals: mpsc::Receiver<RefusedMessage>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let refused = tokio::select! {
+            () = shutdown.cancelled() => return,
+            refused = refusals.recv() => match refused {
+                Some(refused) => refused,
+                None => return,
+            },
+        };
+        let frame = ServerFrame::Error {
+            code: ErrorCode::NotFound,
+            message: format!(
+                "message {} to {} was refused by {}: {}",
+                refused.message_id, refused.receiver, refused.destination, refused.reason
+            ),
+            client_message_id: None,
+        };
+        push::to_user(&state, &refused.sender, &frame, None);
+    }
 }

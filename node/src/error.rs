@@ -21,8 +21,8 @@ impl From<StoreError> for ServiceError {
     }
 }
 
-impl From<crate::accounts::HashError> for ServiceError {
-    fn from(e: crate::accounts::HashError) -> Self {
+impl From<crate::password::HashError> for ServiceError {
+    fn from(e: crate::password::HashError) -> Self {
         Self::Internal(e.to_string())
     }
 }

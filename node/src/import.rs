@@ -7,7 +7,7 @@ use std::io::BufRead;
 use kith_proto::{DeviceId, Timestamp, UserId, Username};
 use serde::Deserialize;
 
-use crate::accounts::check_imported_hash;
+use crate::password::check_imported_hash;
 use crate::store::{ImportReport, NewUser, Store, StoreError};
 
 /// Accounts written per transaction.

@@ -6,12 +6,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use kith_client_api::{Caller, ServiceError, SessionEvent};
+use kith_client_api::{Caller, ServiceError};
 use kith_crypto::{OneTimePreKeyPublic, PreKeyBundle, PublicIdentity, SignedPreKeyPublic};
 use kith_proto::keys::{DeviceBundle, KeyBundles, KeyCount, KeyUpload};
 use kith_proto::{DeviceId, ServerFrame, UserId};
 use tracing::{info, warn};
 
+use crate::push;
 use crate::state::AppState;
 use crate::store::{ClaimedKeys, PublishedKeys, StoreError};
 
@@ -70,7 +71,7 @@ pub(crate) async fn publish(state: &AppState, caller: &Caller, upload: KeyUpload
 /// Sends `keys.changed` to the live sessions of everyone `user` has a conversation with, and to
 /// the user's own other devices.
 async fn notify_partners(state: &AppState, user: &UserId, device: DeviceId) {
-    let frame = SessionEvent::frame(&ServerFrame::KeysChanged { user_id: user.clone(), device_id: device });
+    let frame = ServerFrame::KeysChanged { user_id: user.clone(), device_id: device };
     let peers = match state.store.conversation_peers(user).await {
         Ok(peers) => peers,
         Err(e) => {
@@ -79,11 +80,9 @@ async fn notify_partners(state: &AppState, user: &UserId, device: DeviceId) {
         }
     };
     for peer in peers.iter().filter(|peer| peer.is_on(&state.server_name) && *peer != user) {
-        let dropped = state.sessions.push_to_user(peer, &frame, None);
-        crate::presence::after_dropping(state, dropped);
+        push::to_user(state, peer, &frame, None);
     }
-    let dropped = state.sessions.push_to_user(user, &frame, Some(device));
-    crate::presence::after_dropping(state, dropped);
+    push::to_user(state, user, &frame, Some(device));
 }
 
 /// `GET /api/v1/keys/{userId}`.
@@ -91,7 +90,7 @@ pub(crate) async fn claim(state: &AppState, caller: &Caller, user: &UserId) -> R
     if user.is_on(&state.server_name) {
         claim_local(state, user).await
     } else {
-        state.federation.claim_remote(&caller.user, user, true).await
+        state.peers.claim_keys(&caller.user, user, true).await
     }
 }
 
@@ -100,7 +99,7 @@ pub(crate) async fn devices(state: &AppState, caller: &Caller, user: &UserId) ->
     if user.is_on(&state.server_name) {
         devices_local(state, user).await
     } else {
-        state.federation.claim_remote(&caller.user, user, false).await
+        state.peers.claim_keys(&caller.user, user, false).await
     }
 }
 
@@ -149,9 +148,7 @@ pub(crate) async fn remove_device(state: &AppState, caller: &Caller, device: Dev
         info!(user = %caller.user, %device, "device removed");
         // Its tokens stop working and its open connections close.
         state.users.forget_device(&caller.user, device);
-        if state.sessions.drop_device(&caller.user, device) {
-            crate::presence::after_dropping(state, vec![crate::sessions::Dropped(caller.user.clone())]);
-        }
+        push::close_device(state, &caller.user, device);
         Ok(())
     } else {
         Err(ServiceError::UnknownDevice(caller.user.clone(), device))

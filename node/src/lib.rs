@@ -12,28 +12,45 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The parts: [`store`] (durable state, group commit), [`cache`] (presence, recent messages),
-//! [`sessions`] (live WebSockets), `delivery` (store, then push), `presence`, `history`,
-//! `accounts`, all sharing one [`state::AppState`].
+//! The parts, top down: entry points (`service` for clients, `inbound` for other nodes); the
+//! domain (`delivery`: store, then push; `presence`, `keys`, `history`, `accounts`); `push`,
+//! the one way anything reaches a user's sessions; and below them [`store`] (durable state,
+//! group commit, the federation outbox table), [`outbox`] (pumps to other nodes), [`cache`]
+//! (presence, recent messages), [`sessions`] (live WebSockets), [`peers`] (the federation
+//! network), all sharing one [`state::AppState`]. Nothing below imports from above.
 
-mod accounts;
-pub mod cache;
-pub mod cli;
-pub mod config;
-mod delivery;
-mod error;
-pub mod federation;
-mod history;
-pub mod import;
-mod keys;
-mod metrics;
-mod presence;
-pub mod secrets;
-pub mod server;
+// Entry points: the client API (`service`) and other nodes (`inbound`).
+mod inbound;
 mod service;
+
+// The domain: what a request does.
+mod accounts;
+mod delivery;
+mod history;
+mod keys;
+mod presence;
+
+// How anything reaches a user's live sessions.
+mod push;
+
+// Below: durable state, queues and shared handles.
+pub mod cache;
+pub mod outbox;
+mod password;
+pub mod peers;
+pub mod remote_presence;
 pub mod sessions;
 pub mod state;
 pub mod store;
 mod users;
 
-pub use accounts::{HashError, Hasher, check_imported_hash};
+// Running a node.
+pub mod cli;
+pub mod config;
+mod error;
+pub mod import;
+mod metrics;
+pub mod secrets;
+pub mod server;
+
+pub use password::{HashError, Hasher, check_imported_hash};

@@ -13,16 +13,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::accounts::{HashError, Hasher};
 use crate::cache::MemoryCache;
 use crate::config::Config;
-use crate::federation::{self, Federation};
+use crate::outbox::Outbox;
+use crate::password::{HashError, Hasher};
+use crate::peers::Peers;
+use crate::remote_presence::RemotePresence;
 use crate::secrets::{self, SecretError};
 use crate::service::NodeService;
 use crate::sessions::Sessions;
 use crate::state::{AppState, Handles};
 use crate::store::{self, StoreError};
 use crate::users::Users;
+use crate::{delivery, inbound, presence};
 use kith_federation::NodeKey;
 
 /// How long shutdown waits for sessions to close and pending work to finish.
@@ -103,17 +106,19 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
     let secret = secrets::token_secret(data_dir)?;
 
-    let store = store::open(&config.node.database_url, &config.store).await?;
+    let store = store::open(&config.node.database_url, &config.store, &config.node.server_name).await?;
     // No session survives a restart: whoever was online is offline since now.
     let reset = store.reset_presence(Timestamp::now()).await?.await?;
     if reset > 0 {
         info!(users = reset, "marked users offline after restart");
     }
     let node_key = NodeKey::load_or_create(data_dir)?;
-    let (federation, inbound) =
-        Federation::start(node_key, config.node.server_name.clone(), &config.federation, config.rate_limits).await?;
-    let federation = Arc::new(federation);
+    let (peers, inbound_requests) =
+        Peers::start(node_key, config.node.server_name.clone(), &config.federation, config.rate_limits).await?;
+    let peers = Arc::new(peers);
     let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
+    let tasks = TaskTracker::new();
+    let (outbox, refusals) = Outbox::new(store.clone(), tasks.clone(), peers.names());
     let state = AppState::new(Handles {
         server_name: config.node.server_name.clone(),
         users: Users::new(store.clone()),
@@ -121,13 +126,18 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         cache: Arc::new(MemoryCache::new(config.cache_bytes)),
         sessions: Sessions::new(config.session_queue, config.max_sessions_per_user),
         hasher: Hasher::new(parallelism)?,
-        tasks: TaskTracker::new(),
+        tasks,
         presence_lock: tokio::sync::Mutex::new(()),
-        federation: federation.clone(),
+        remote_presence: RemotePresence::default(),
+        outbox,
+        peers: peers.clone(),
     });
 
     let shutdown = CancellationToken::new();
-    federation::spawn_tasks(&state, &federation, inbound, &shutdown);
+    state.outbox.spawn(&peers, &shutdown);
+    state.tasks.spawn(inbound::serve(state.clone(), inbound_requests, shutdown.clone()));
+    state.tasks.spawn(presence::renew_subscriptions(state.clone(), shutdown.clone()));
+    state.tasks.spawn(delivery::report_refusals(state.clone(), refusals, shutdown.clone()));
     if let Some(metrics) = config.metrics_listen {
         let listener = TcpListener::bind(metrics).await.map_err(|source| NodeError::Bind { addr: metrics, source })?;
         info!("metrics on http://{}/metrics", listener.local_addr().unwrap_or(metrics));
@@ -177,7 +187,7 @@ async fn serve(
     if tokio::time::timeout(DRAIN_TIMEOUT, state.tasks.wait()).await.is_err() {
         warn!(tasks = state.tasks.len(), "background work still running at shutdown");
     }
-    state.federation.network.shutdown().await;
+    state.peers.network.shutdown().await;
     state.store.close().await;
     info!("stopped");
     served.map_err(NodeError::Serve)

@@ -2,9 +2,10 @@
 //! messages, and who watches whose presence.
 //!
 //! Pushing never waits: each session has a bounded queue, and a session whose queue is full
-//! is dropped from the registry (its connection then closes and the client reconnects). Its
-//! messages are safe in the store and come again with the replay on the next connect, so a slow
-//! client costs only itself.
+//! is closed (its connection drains what it has, ends with "try again later" and the client
+//! reconnects). Its messages are safe in the store and come again with the replay on the next
+//! connect, so a slow client costs only itself. A closed session stays registered until its
+//! connection ends and drops its lease, so presence changes in one place: there.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,8 @@ use tracing::debug;
 struct Entry {
     user: UserId,
     device: DeviceId,
-    tx: mpsc::Sender<SessionEvent>,
+    /// `None` once closed: the connection then ends after what is queued.
+    tx: Option<mpsc::Sender<SessionEvent>>,
     /// Users whose presence this session watches.
     watching: HashSet<UserId>,
 }
@@ -59,10 +61,6 @@ impl Registry {
     }
 }
 
-/// A user whose last session was dropped while pushing to it, so they may have gone offline.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Dropped(pub UserId);
-
 /// Live sessions of this node.
 #[derive(Debug)]
 pub struct Sessions {
@@ -99,25 +97,22 @@ impl Sessions {
         }
         let id = SessionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (tx, rx) = mpsc::channel(self.queue_capacity);
-        registry.sessions.insert(id, Entry { user: user.clone(), device, tx, watching: HashSet::new() });
+        registry.sessions.insert(id, Entry { user: user.clone(), device, tx: Some(tx), watching: HashSet::new() });
         let ids = registry.by_user.entry(user.clone()).or_default();
         ids.push(id);
         let first = ids.len() == 1;
         Some((id, rx, first))
     }
 
-    /// Ends every session of `user`'s `device` (it was removed); their connections close.
-    /// Returns whether that took the user's last session.
-    pub fn drop_device(&self, user: &UserId, device: DeviceId) -> bool {
+    /// Closes every session of `user`'s `device` (it was removed): their connections end.
+    pub fn close_device(&self, user: &UserId, device: DeviceId) {
         let mut registry = self.registry();
-        let ids: Vec<SessionId> = registry
-            .by_user
-            .get(user)
-            .map(|ids| {
-                ids.iter().filter(|id| registry.sessions.get(id).is_some_and(|e| e.device == device)).copied().collect()
-            })
-            .unwrap_or_default();
-        ids.into_iter().filter_map(|id| registry.remove(id)).any(|(_, last)| last)
+        let Registry { sessions, by_user, .. } = &mut *registry;
+        for id in by_user.get(user).into_iter().flatten() {
+            if let Some(entry) = sessions.get_mut(id).filter(|e| e.device == device) {
+                entry.tx = None;
+            }
+        }
     }
 
     /// The users of `server` that some session watches.
@@ -136,38 +131,28 @@ impl Sessions {
         self.registry().by_user.contains_key(user)
     }
 
-    /// Pushes `event` to every session of `user` but those of device `except`; returns the
-    /// users who lost their last session because it was too slow.
-    pub fn push_to_user(&self, user: &UserId, event: &SessionEvent, except: Option<DeviceId>) -> Vec<Dropped> {
+    /// Pushes `event` to every session of `user` but those of device `except`; a session too
+    /// slow to take it is closed.
+    pub fn push_to_user(&self, user: &UserId, event: &SessionEvent, except: Option<DeviceId>) {
         let mut registry = self.registry();
-        let Some(ids) = registry.by_user.get(user) else {
-            return Vec::new();
-        };
-        let slow: Vec<SessionId> = ids
-            .iter()
-            .filter(|id| {
-                registry
-                    .sessions
-                    .get(id)
-                    .is_some_and(|entry| Some(entry.device) != except && !try_push(&entry.tx, event))
-            })
-            .copied()
-            .collect();
-        drop_slow(&mut registry, slow)
+        let Registry { sessions, by_user, .. } = &mut *registry;
+        for id in by_user.get(user).into_iter().flatten() {
+            if let Some(entry) = sessions.get_mut(id).filter(|e| Some(e.device) != except) {
+                push(*id, entry, event);
+            }
+        }
     }
 
-    /// Pushes `event` to every session watching `user`'s presence.
-    pub fn push_to_watchers(&self, user: &UserId, event: &SessionEvent) -> Vec<Dropped> {
+    /// Pushes `event` to every session watching `user`'s presence; a session too slow to take
+    /// it is closed.
+    pub fn push_to_watchers(&self, user: &UserId, event: &SessionEvent) {
         let mut registry = self.registry();
-        let Some(watchers) = registry.watchers.get(user) else {
-            return Vec::new();
-        };
-        let slow: Vec<SessionId> = watchers
-            .iter()
-            .filter(|id| registry.sessions.get(id).is_some_and(|entry| !try_push(&entry.tx, event)))
-            .copied()
-            .collect();
-        drop_slow(&mut registry, slow)
+        let Registry { sessions, watchers, .. } = &mut *registry;
+        for id in watchers.get(user).into_iter().flatten() {
+            if let Some(entry) = sessions.get_mut(id) {
+                push(*id, entry, event);
+            }
+        }
     }
 
     /// Makes session `id` watch `users`' presence. Returns false if the session is gone.
@@ -199,24 +184,19 @@ impl Sessions {
     }
 }
 
-/// Queues `event` for a session; false if the session's queue is full (or it is closing).
-fn try_push(tx: &mpsc::Sender<SessionEvent>, event: &SessionEvent) -> bool {
+/// Queues `event` for a session; closes the session if its queue is full.
+fn push(id: SessionId, entry: &mut Entry, event: &SessionEvent) {
+    let Some(tx) = &entry.tx else {
+        return;
+    };
     match tx.try_send(event.clone()) {
-        Ok(()) => true,
-        Err(TrySendError::Full(_)) => false,
-        // The connection is closing and will unregister itself.
-        Err(TrySendError::Closed(_)) => true,
+        // A connection that is closing unregisters itself.
+        Ok(()) | Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Full(_)) => {
+            debug!(user = %entry.user, session = id.0, "session too slow; closed");
+            entry.tx = None;
+        }
     }
-}
-
-fn drop_slow(registry: &mut Registry, slow: Vec<SessionId>) -> Vec<Dropped> {
-    slow.into_iter()
-        .filter_map(|id| {
-            let (user, last) = registry.remove(id)?;
-            debug!(%user, session = id.0, "session too slow; dropped");
-            last.then_some(Dropped(user))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -256,20 +236,24 @@ mod tests {
     fn a_session_that_does_not_drain_its_queue_is_dropped_alone() {
         let sessions = Sessions::new(2, 16);
         let (alice, bob) = (user("alice"), user("bob"));
-        let (_slow, _slow_rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
+        let (_slow, mut slow_rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
         let (_fast, mut fast_rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
         let (_other, mut bob_rx, _) = sessions.register(&bob, DeviceId(0)).unwrap();
         for _ in 0..2 {
-            assert!(sessions.push_to_user(&alice, &event(&bob), None).is_empty());
+            sessions.push_to_user(&alice, &event(&bob), None);
             fast_rx.try_recv().unwrap();
         }
-        // The slow session's queue is full: the third push drops it, not the fast one.
-        assert!(sessions.push_to_user(&alice, &event(&bob), None).is_empty());
+        // The slow session's queue is full: the third push closes it, not the fast one.
+        sessions.push_to_user(&alice, &event(&bob), None);
         assert!(fast_rx.try_recv().is_ok());
-        assert!(sessions.is_online(&alice));
-        assert_eq!(sessions.len(), 2);
-        assert!(sessions.push_to_user(&bob, &event(&alice), None).is_empty());
+        sessions.push_to_user(&bob, &event(&alice), None);
         assert!(bob_rx.try_recv().is_ok());
+        // The slow one ends after what it had queued; the others stay open.
+        assert_eq!((slow_rx.try_recv().is_ok(), slow_rx.try_recv().is_ok()), (true, true));
+        assert!(matches!(slow_rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
+        sessions.push_to_user(&alice, &event(&bob), None);
+        assert!(fast_rx.try_recv().is_ok());
+        assert!(matches!(fast_rx.try_recv(), Err(mpsc::error::TryRecvError::Empty)));
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The handles every part of the node shares.
+//! The handles every part of the node shares. Only the lowest layers' types appear here
+//! (store, cache, sessions, outbox, peers), so that every module may use the state and no
+//! module loop goes through it.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -6,9 +8,11 @@ use std::sync::Arc;
 use kith_proto::ServerName;
 use tokio_util::task::TaskTracker;
 
-use crate::accounts::Hasher;
 use crate::cache::Cache;
-use crate::federation::Federation;
+use crate::outbox::Outbox;
+use crate::password::Hasher;
+use crate::peers::Peers;
+use crate::remote_presence::RemotePresence;
 use crate::sessions::Sessions;
 use crate::store::Store;
 use crate::users::Users;
@@ -39,8 +43,12 @@ pub struct Handles {
     pub tasks: TaskTracker,
     /// Serialises presence transitions so that the last one written is the true one.
     pub presence_lock: tokio::sync::Mutex<()>,
+    /// What this node knows of presence at other nodes, and other nodes of presence here.
+    pub remote_presence: RemotePresence,
+    /// Envelopes waiting for other nodes.
+    pub outbox: Outbox,
     /// Other nodes.
-    pub federation: Arc<Federation>,
+    pub peers: Arc<Peers>,
 }
 
 impl AppState {

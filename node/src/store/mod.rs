@@ -9,10 +9,14 @@
 //! throughput, and nothing is acknowledged before it is durable.
 
 mod bulk;
+mod engine;
+pub(crate) mod envelopes;
+mod ops;
 mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod status;
 mod writer;
 
 use std::fmt;
@@ -22,22 +26,23 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
+pub use kith_federation::Kind;
 use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, MessageView, ServerName, Timestamp, UserId};
 use tokio::sync::oneshot;
 
 use postgres::open_postgres;
 use sqlite::open_sqlite;
 
-/// Opens the store a database URL names: `postgres://…` (or `postgresql://…`) selects
-/// PostgreSQL, `sqlite:…` SQLite.
+/// Opens the store a database URL names for the node `local`: `postgres://…` (or
+/// `postgresql://…`) selects PostgreSQL, `sqlite:…` SQLite.
 ///
 /// # Errors
 /// [`StoreError::Config`] for another scheme; connection and migration errors otherwise.
-pub async fn open(url: &str, options: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(url: &str, options: &StoreOptions, local: &ServerName) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(open_postgres(url, options).await?))
+        Ok(Arc::new(open_postgres(url, options, local).await?))
     } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(open_sqlite(url, options).await?))
+        Ok(Arc::new(open_sqlite(url, options, local).await?))
     } else {
         Err(StoreError::Config(format!(
             "unsupported database URL scheme in {:?}: use sqlite:PATH or postgres://…",
@@ -165,7 +170,7 @@ pub struct ImportReport {
     pub skipped: u64,
 }
 
-/// A message to append to the mailboxes of its local participants.
+/// A message to append to the mailboxes of its participants who are users of this node.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// Minted by the sender's home node.
@@ -178,16 +183,37 @@ pub struct NewMessage {
     pub content: String,
     /// When the sender's home node stored it.
     pub timestamp: Timestamp,
-    /// The sender's idempotency key, if any.
-    pub client_message_id: Option<ClientMessageId>,
-    /// The sender's device that sent it: every other device of the sender gets the message
-    /// too. `None` when the sender is not a user of this node.
-    pub sender_device: Option<DeviceId>,
-    /// The receiver is a user of another node: queue this envelope for it (in the same
-    /// transaction) instead of writing a receiver's mailbox here.
-    pub forward: Option<OutboxEntry>,
-    /// The message arrived from another node in this envelope: a repeat of it stores nothing.
-    pub received: Option<InboxKey>,
+    /// Where it comes from: one of this node's devices, or another node.
+    pub from: Source,
+    /// Where it goes: a user of this node, or another node.
+    pub to: Recipient,
+}
+
+/// Where a message comes from, and so whether the sender's copy is written here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A user of this node sending from `device`: the sender's copy is written, pending for the
+    /// sender's other devices; a `client_message_id` seen before makes it a repeat.
+    Device {
+        /// The device that sent it (it does not need the message pushed back).
+        device: DeviceId,
+        /// The sender's idempotency key, if any.
+        client_message_id: Option<ClientMessageId>,
+    },
+    /// A user of another node; the message came in this envelope, and a repeat of the envelope
+    /// stores nothing. No sender's copy is written here.
+    Peer(InboxKey),
+}
+
+/// Where a message goes, and so whether the receiver's copy is written here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// A user of this node: the receiver's copy is written too, pending for each of their
+    /// devices.
+    User,
+    /// A user of another node: this envelope, queued in the same transaction as the sender's
+    /// copy, carries the message there.
+    Peer(OutboxEntry),
 }
 
 /// An envelope to queue for another node, in the same transaction as its local effect.
@@ -197,8 +223,8 @@ pub struct OutboxEntry {
     pub destination: ServerName,
     /// Its id, kept across resends so the destination can deduplicate.
     pub envelope_id: String,
-    /// Its kind.
-    pub kind: String,
+    /// What it carries.
+    pub kind: Kind,
     /// Its body (signed when sent).
     pub body: Vec<u8>,
 }
@@ -219,8 +245,8 @@ pub struct OutboxRow {
     pub seq: i64,
     /// The envelope's id.
     pub envelope_id: String,
-    /// Its kind.
-    pub kind: String,
+    /// What it carries.
+    pub kind: Kind,
     /// Its body.
     pub body: Vec<u8>,
     /// When it was queued.
@@ -238,10 +264,6 @@ pub struct OutboxStats {
     pub oldest: Option<Timestamp>,
 }
 
-/// Builds the envelope that carries a receipt (new status, when) to a sender on another node;
-/// `None` for a sender of this node.
-pub type ForwardReceipt = Arc<dyn Fn(&UserId, MessageStatus, Timestamp) -> Option<OutboxEntry> + Send + Sync>;
-
 /// A receipt from a user of another node for a message a user of this node sent.
 #[derive(Debug, Clone)]
 pub struct RemoteReceipt {
@@ -253,6 +275,8 @@ pub struct RemoteReceipt {
     pub message_id: MessageId,
     /// `delivered` or `read`.
     pub status: MessageStatus,
+    /// When the receiver got or read it, by its node's clock.
+    pub at: Timestamp,
     /// The envelope it came in.
     pub received: InboxKey,
 }
@@ -278,8 +302,9 @@ pub enum AppendOutcome {
 }
 
 /// A device's acknowledgement (`delivered`) or read receipt (`read`) of a message in its
-/// user's mailbox.
-#[derive(Clone)]
+/// user's mailbox. When it moves the status forward, the sender's copy follows: in the same
+/// transaction for a sender of this node, by an envelope queued in it for a sender elsewhere.
+#[derive(Debug, Clone)]
 pub struct Receipt {
     /// Whose mailbox holds the message: its receiver, or (for an ack only) its sender, whose
     /// other devices get a copy.
@@ -292,20 +317,6 @@ pub struct Receipt {
     pub status: MessageStatus,
     /// When the receiver acked or read it.
     pub at: Timestamp,
-    /// How to carry the receipt to a sender on another node (in the same transaction).
-    pub forward: Option<ForwardReceipt>,
-}
-
-impl fmt::Debug for Receipt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receipt")
-            .field("reader", &self.reader)
-            .field("device", &self.device)
-            .field("message_id", &self.message_id)
-            .field("status", &self.status)
-            .field("at", &self.at)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The effect of a receipt.

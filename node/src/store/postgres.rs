@@ -6,6 +6,8 @@ use std::str::FromStr;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Postgres, migrate::Migrator};
 
+use kith_proto::ServerName;
+
 use super::sql::SqlStore;
 use super::{StoreError, StoreOptions};
 
@@ -15,7 +17,11 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 ///
 /// # Errors
 /// When the server is unreachable or the schema cannot be migrated.
-pub(crate) async fn open_postgres(url: &str, options: &StoreOptions) -> Result<SqlStore<Postgres>, StoreError> {
+pub(crate) async fn open_postgres(
+    url: &str,
+    options: &StoreOptions,
+    local: &ServerName,
+) -> Result<SqlStore<Postgres>, StoreError> {
     // The bulk writer's statements come in a few fixed sizes (see `bulk`); all stay prepared.
     let connect = PgConnectOptions::from_str(url)?.application_name("kith").statement_cache_capacity(256);
     let description =
@@ -29,5 +35,5 @@ pub(crate) async fn open_postgres(url: &str, options: &StoreOptions) -> Result<S
         .await?;
     MIGRATOR.run(&write).await?;
     let read = PgPoolOptions::new().max_connections(options.read_connections.max(1)).connect_with(connect).await?;
-    Ok(SqlStore::start(read, write, writers, options, description))
+    Ok(SqlStore::start(read, write, writers, options, local, description))
 }

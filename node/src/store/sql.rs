@@ -6,10 +6,12 @@ use std::sync::{Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use kith_proto::{DeviceId, MessageId, MessageStatus, MessageView, ServerName, Timestamp, UserId};
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use sqlx::{Database, Pool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::rows::{MessageRow, RowsAffected, UserRow, message_columns};
+use super::Kind;
+use super::engine::engine;
+use super::rows::{MessageRow, UserRow, message_columns};
 use super::writer::{Job, Slot, Writer};
 use super::{
     AppendOutcome, ClaimedKeys, Committed, DeviceRecord, ImportReport, NewMessage, NewUser, OutboxEntry, OutboxRow,
@@ -32,36 +34,21 @@ pub(crate) struct SqlStore<DB: Database> {
     description: String,
 }
 
-impl<DB> SqlStore<DB>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    DB::QueryResult: RowsAffected,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-{
+engine! {
+impl<DB> SqlStore<DB> {
     /// Starts `writers` group-commit writers on `write` and serves reads from `read`.
     pub(crate) fn start(
         read: Pool<DB>,
         write: Pool<DB>,
         writers: usize,
         options: &StoreOptions,
+        local: &ServerName,
         description: String,
     ) -> Self {
         let (queues, tasks) = (0..writers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(options.queue_depth);
-                let writer = Writer { pool: write.clone(), max_batch: options.max_batch };
+                let writer = Writer { pool: write.clone(), max_batch: options.max_batch, local: local.clone() };
                 (tx, Self::spawn_writer(writer, rx))
             })
             .unzip();
@@ -104,6 +91,7 @@ where
         Ok(Committed::new(rx))
     }
 }
+}
 
 /// The partition key of a conversation: the same for both directions, so that its messages are
 /// written by one writer, in order.
@@ -112,25 +100,9 @@ fn conversation_key(a: &UserId, b: &UserId) -> String {
     format!("{lo}\n{hi}")
 }
 
+engine! {
 #[async_trait]
-impl<DB> Store for SqlStore<DB>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
-    DB::Arguments: IntoArguments<DB>,
-    DB::QueryResult: RowsAffected,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> bool: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
-    for<'r> String: Decode<'r, DB> + Type<DB>,
-    for<'r> i64: Decode<'r, DB> + Type<DB>,
-    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
-    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
-    usize: ColumnIndex<DB::Row>,
-    for<'a> &'a str: ColumnIndex<DB::Row>,
-{
+impl<DB> Store for SqlStore<DB> {
     fn describe(&self) -> String {
         self.description.clone()
     }
@@ -342,16 +314,13 @@ where
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, envelope_id, kind, body, created_at)| OutboxRow {
-                seq,
-                envelope_id,
-                kind,
-                body,
-                created_at: Timestamp::from_millis(created_at),
+        rows.into_iter()
+            .map(|(seq, envelope_id, kind, body, created_at)| {
+                let kind = Kind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt { table: "outbox", detail: format!("kind {kind:?}") })?;
+                Ok(OutboxRow { seq, envelope_id, kind, body, created_at: Timestamp::from_millis(created_at) })
             })
-            .collect())
+            .collect()
     }
 
     async fn outbox_remove(&self, destination: &ServerName, seqs: Vec<i64>) -> Result<Committed<()>, StoreError> {
@@ -387,4 +356,5 @@ where
         self.write.close().await;
         self.read.close().await;
     }
+}
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, migrate::Migrator};
 
+use kith_proto::ServerName;
+
 use super::sql::SqlStore;
 use super::{StoreError, StoreOptions};
 
@@ -16,7 +18,11 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 ///
 /// # Errors
 /// When the file cannot be opened or the schema cannot be migrated.
-pub(crate) async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<SqlStore<Sqlite>, StoreError> {
+pub(crate) async fn open_sqlite(
+    url: &str,
+    options: &StoreOptions,
+    local: &ServerName,
+) -> Result<SqlStore<Sqlite>, StoreError> {
     let connect = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -41,5 +47,5 @@ pub(crate) async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<Sql
         .max_connections(options.read_connections.max(1))
         .connect_with(connect.read_only(true))
         .await?;
-    Ok(SqlStore::start(read, write, 1, options, description))
+    Ok(SqlStore::start(read, write, 1, options, local, description))
 }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use kith_node::store::{
-    self, AppendOutcome, InboxKey, NewMessage, NewUser, OutboxEntry, PublishedKeys, Receipt, RemoteReceipt, Store,
-    StoreError, StoreOptions,
+    self, AppendOutcome, InboxKey, Kind, NewMessage, NewUser, OutboxEntry, PublishedKeys, Receipt, Recipient,
+    RemoteReceipt, Source, Store, StoreError, StoreOptions,
 };
 use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, Timestamp, UserId};
 
@@ -54,7 +54,7 @@ on_every_store!(
 
 /// Opens a store holding the accounts the tests use, each with device 0.
 async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    let store = store::open(url, &StoreOptions::default()).await?;
+    let store = store::open(url, &StoreOptions::default(), &server("test")).await?;
     let accounts = ["alice", "bob", "carol"]
         .iter()
         .map(|name| NewUser {
@@ -79,10 +79,11 @@ fn new_message(from: &UserId, to: &UserId, text: &str, client_id: Option<&str>) 
         receiver: to.clone(),
         content: text.into(),
         timestamp: Timestamp::now(),
-        client_message_id: client_id.map(|c| ClientMessageId::parse(c).unwrap_or_else(|e| panic!("{e}"))),
-        sender_device: Some(D0),
-        forward: None,
-        received: None,
+        from: Source::Device {
+            device: D0,
+            client_message_id: client_id.map(|c| ClientMessageId::parse(c).unwrap_or_else(|e| panic!("{e}"))),
+        },
+        to: Recipient::User,
     }
 }
 
@@ -97,14 +98,7 @@ async fn receipt(
     status: MessageStatus,
 ) -> Result<Option<MessageStatus>, StoreError> {
     let outcome = store
-        .record_receipt(Receipt {
-            reader: reader.clone(),
-            device: D0,
-            message_id: id,
-            status,
-            at: Timestamp::now(),
-            forward: None,
-        })
+        .record_receipt(Receipt { reader: reader.clone(), device: D0, message_id: id, status, at: Timestamp::now() })
         .await?
         .await?;
     Ok(outcome.advanced_to)
@@ -287,19 +281,12 @@ async fn each_device_has_its_own_queue(store: Arc<dyn Store>) -> Result<()> {
         message_id: id,
         status: MessageStatus::Delivered,
         at: Timestamp::now(),
-        forward: None,
     };
     assert_eq!(store.record_receipt(ack).await?.await?.advanced_to, None);
     assert!(pending_ids(alice.clone(), d1).await?.is_empty());
     // A read on any device clears every device of the reader.
-    let read = Receipt {
-        reader: bob.clone(),
-        device: D0,
-        message_id: id,
-        status: MessageStatus::Read,
-        at: Timestamp::now(),
-        forward: None,
-    };
+    let read =
+        Receipt { reader: bob.clone(), device: D0, message_id: id, status: MessageStatus::Read, at: Timestamp::now() };
     assert_eq!(store.record_receipt(read).await?.await?.advanced_to, Some(MessageStatus::Read));
     assert!(pending_ids(bob.clone(), d1).await?.is_empty());
 
@@ -402,10 +389,10 @@ async fn a_message_to_another_node_is_queued_with_the_senders_copy(store: Arc<dy
     let (alice, remote) = (user("alice"), UserId::parse("bob@beta")?);
     let mut message = new_message(&alice, &remote, "to beta", None);
     let id = message.message_id;
-    message.forward = Some(OutboxEntry {
+    message.to = Recipient::Peer(OutboxEntry {
         destination: server("beta"),
         envelope_id: id.to_string(),
-        kind: "message".into(),
+        kind: Kind::Message,
         body: b"{}".to_vec(),
     });
     append(store.as_ref(), message).await?;
@@ -422,6 +409,7 @@ async fn a_message_to_another_node_is_queued_with_the_senders_copy(store: Arc<dy
         receiver: remote.clone(),
         message_id: id,
         status,
+        at: Timestamp::now(),
         received: InboxKey { origin: server("beta"), envelope_id: envelope.into() },
     };
     // Beta speaking for someone who is not the receiver changes nothing.
@@ -448,8 +436,7 @@ async fn envelopes_from_another_node_apply_once(store: Arc<dyn Store>) -> Result
     let (remote, bob) = (UserId::parse("carol@gamma")?, user("bob"));
     let incoming = |envelope: &str| {
         let mut message = new_message(&remote, &bob, "from gamma", None);
-        message.sender_device = None;
-        message.received = Some(InboxKey { origin: server("gamma"), envelope_id: envelope.into() });
+        message.from = Source::Peer(InboxKey { origin: server("gamma"), envelope_id: envelope.into() });
         message
     };
     let first = incoming("e-1");
@@ -462,25 +449,12 @@ async fn envelopes_from_another_node_apply_once(store: Arc<dyn Store>) -> Result
     assert!(store.history(&remote, &bob, None, 10).await?.is_empty(), "no sender row for a remote sender");
 
     // Bob reads it: the receipt is queued for gamma in the same transaction.
-    let forward: kith_node::store::ForwardReceipt = Arc::new(|sender: &UserId, status, _at| {
-        Some(OutboxEntry {
-            destination: sender.server_name(),
-            envelope_id: format!("receipt-{}", status.as_str()),
-            kind: "receipt".into(),
-            body: Vec::new(),
-        })
-    });
-    let read = Receipt {
-        reader: bob.clone(),
-        device: D0,
-        message_id: id,
-        status: MessageStatus::Read,
-        at: Timestamp::now(),
-        forward: Some(forward),
-    };
+    let read =
+        Receipt { reader: bob.clone(), device: D0, message_id: id, status: MessageStatus::Read, at: Timestamp::now() };
     assert_eq!(store.record_receipt(read).await?.await?.advanced_to, Some(MessageStatus::Read));
     let queued = store.outbox_batch(&server("gamma"), 10).await?;
-    assert_eq!(queued.iter().map(|r| r.envelope_id.as_str()).collect::<Vec<_>>(), ["receipt-read"]);
+    let queued: Vec<_> = queued.iter().map(|r| (r.envelope_id.clone(), r.kind)).collect();
+    assert_eq!(queued, [(format!("{id}:read"), Kind::Receipt)]);
     store.close().await;
     Ok(())
 }

@@ -6,18 +6,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kith_client_api::SessionEvent;
-use kith_federation::{Envelope, MessageBody, Outcome};
-use kith_proto::{ErrorCode, ServerFrame, ServerName, Timestamp};
-use tokio::sync::Notify;
+use kith_federation::{Envelope, Kind, MessageBody, Outcome};
+use kith_proto::{ServerName, Timestamp};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::Federation;
-use super::outbound;
-use crate::state::AppState;
-use crate::store::OutboxRow;
+use super::RefusedMessage;
+use crate::peers::Peers;
+use crate::store::{OutboxRow, Store};
 
 /// Most envelopes per request.
 const BATCH: u32 = 512;
@@ -53,18 +51,25 @@ impl Backoff {
     }
 }
 
-/// Runs the pump for `destination` until shutdown.
-pub(crate) async fn run(
-    state: AppState,
-    federation: Arc<Federation>,
-    destination: ServerName,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+/// What one pump works with.
+pub(super) struct Pump {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) peers: Arc<Peers>,
+    pub(super) destination: ServerName,
+    /// Rung when the destination's outbox gains envelopes.
+    pub(super) wake: Arc<Notify>,
+    /// Where refused messages are reported.
+    pub(super) refused: mpsc::Sender<RefusedMessage>,
+    pub(super) shutdown: CancellationToken,
+}
+
+/// Runs the pump until shutdown.
+pub(super) async fn run(pump: Pump) {
+    let Pump { store, peers, destination, wake, refused, shutdown } = pump;
     let mut backoff = Backoff::default();
-    let mut reachable = federation.network.reachable();
+    let mut reachable = peers.network.reachable();
     loop {
-        let rows = match state.store.outbox_batch(&destination, BATCH).await {
+        let rows = match store.outbox_batch(&destination, BATCH).await {
             Ok(rows) => rows,
             Err(e) => {
                 warn!(%destination, error = %e, "cannot read the outbox");
@@ -80,8 +85,8 @@ pub(crate) async fn run(
             continue;
         }
         // Why to wait before the next attempt, and whether the peer showing up ends the wait.
-        let failure = match send(&federation, &destination, &rows).await {
-            Ok(acks) => match settle(&state, &destination, &rows, acks).await {
+        let failure = match send(&peers, &destination, &rows).await {
+            Ok(acks) => match settle(store.as_ref(), &refused, &destination, &rows, acks).await {
                 0 => {
                     backoff.reset();
                     None
@@ -135,28 +140,28 @@ fn within_bytes(mut rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
 
 /// Signs the rows (now, so `sentAt` is fresh on every attempt) and delivers them.
 async fn send(
-    federation: &Federation,
+    peers: &Peers,
     destination: &ServerName,
     rows: &[OutboxRow],
 ) -> Result<Vec<kith_federation::Ack>, kith_federation::FederationError> {
     let now = Timestamp::now();
-    let local = federation.local_name();
+    let local = peers.local_name();
     let envelopes = rows
         .iter()
         .filter_map(|row| {
-            let kind = outbound::kind(&row.kind)?;
-            Envelope::seal_encoded(&federation.key, &row.envelope_id, local, destination, kind, row.body.clone(), now)
+            Envelope::seal_encoded(&peers.key, &row.envelope_id, local, destination, row.kind, row.body.clone(), now)
                 .inspect_err(|e| warn!(error = %e, "cannot sign an envelope"))
                 .ok()
         })
         .collect();
-    federation.network.deliver(destination, envelopes).await
+    peers.network.deliver(destination, envelopes).await
 }
 
 /// Removes acked rows; tells senders whose messages the peer refused. Returns how many rows
 /// stay because the peer did not ack them.
 async fn settle(
-    state: &AppState,
+    store: &dyn Store,
+    refused: &mpsc::Sender<RefusedMessage>,
     destination: &ServerName,
     rows: &[OutboxRow],
     acks: Vec<kith_federation::Ack>,
@@ -166,8 +171,8 @@ async fn settle(
         match acks.iter().find(|ack| ack.id == row.envelope_id).map(|ack| &ack.outcome) {
             Some(Outcome::Accepted) => done.push(row.seq),
             Some(Outcome::Rejected(reason)) => {
-                warn!(%destination, envelope = %row.envelope_id, kind = %row.kind, %reason, "peer refused an envelope");
-                tell_sender(state, destination, row, reason);
+                warn!(%destination, envelope = %row.envelope_id, kind = row.kind.as_str(), %reason, "peer refused an envelope");
+                report_refusal(refused, destination, row, reason);
                 done.push(row.seq);
             }
             // Not acked (an unknown kind, or a peer that skipped it): it stays for the next try.
@@ -178,7 +183,7 @@ async fn settle(
     if done.is_empty() {
         return unacked;
     }
-    match state.store.outbox_remove(destination, done).await {
+    match store.outbox_remove(destination, done).await {
         Ok(committed) => {
             if let Err(e) = committed.await {
                 warn!(error = %e, "cannot remove acked envelopes; they will be resent and deduplicated");
@@ -190,20 +195,23 @@ async fn settle(
 }
 
 /// A refused message: its sender hears why (it was stored as `sent` and will not get further).
-fn tell_sender(state: &AppState, destination: &ServerName, row: &OutboxRow, reason: &str) {
-    if row.kind != "message" {
+fn report_refusal(refused: &mpsc::Sender<RefusedMessage>, destination: &ServerName, row: &OutboxRow, reason: &str) {
+    if row.kind != Kind::Message {
         return;
     }
     let Ok(body) = serde_json::from_slice::<MessageBody>(&row.body) else {
         return;
     };
-    let frame = ServerFrame::Error {
-        code: ErrorCode::NotFound,
-        message: format!("message {} to {} was refused by {destination}: {reason}", body.message_id, body.receiver_id),
-        client_message_id: None,
+    let notice = RefusedMessage {
+        message_id: body.message_id,
+        sender: body.sender_id,
+        receiver: body.receiver_id,
+        destination: destination.clone(),
+        reason: reason.to_owned(),
     };
-    let dropped = state.sessions.push_to_user(&body.sender_id, &SessionEvent::frame(&frame), None);
-    crate::presence::after_dropping(state, dropped);
+    if refused.try_send(notice).is_err() {
+        warn!(%destination, "too many refusals waiting; a sender will not hear of one");
+    }
 }
 
 #[cfg(test)]

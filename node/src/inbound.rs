@@ -1,31 +1,25 @@
-//! Envelopes from other nodes: verified, applied in order through the store (deduplicated by
-//! `(origin, id)`), and acked only after their effects are committed. An envelope whose commit
+//! The federation entry point: envelopes from other nodes, as the client API is the entry
+//! point for clients. Each is verified, applied in order through the store (deduplicated by
+//! `(origin, id)`), and acked only after its effects are committed. An envelope whose commit
 //! failed gets no ack, so its origin sends it again.
 
-use std::sync::Arc;
-
-use kith_client_api::SessionEvent;
-use kith_federation::protocol::{MAX_ENVELOPES_PER_REQUEST, REFUSED_UNKNOWN_USER};
+use kith_client_api::ServiceError;
+use kith_federation::protocol::MAX_ENVELOPES_PER_REQUEST;
 use kith_federation::{
-    Ack, Envelope, Inbound, InboundRequest, Outcome, Payload, PeerId, Rejection, Response, VerifiedEnvelope,
+    Ack, Envelope, Inbound, InboundRequest, Outcome, Payload, PeerId, Refusal, RefusalReason, Rejection, Response,
+    VerifiedEnvelope,
 };
-use kith_proto::{MessageStatus, MessageView, PresenceView, ServerFrame, ServerName, Timestamp};
+use kith_proto::{MessageStatus, MessageView, ServerName};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Federation, outbound};
 use crate::state::AppState;
-use crate::store::{AppendOutcome, Committed, InboxKey, NewMessage, RemoteReceipt};
-use crate::{delivery, keys, presence};
+use crate::store::{AppendOutcome, Committed, InboxKey, NewMessage, Recipient, RemoteReceipt, Source};
+use crate::{keys, presence, push};
 
 /// Serves inbound requests until shutdown, each in a task of its own.
-pub(super) async fn serve(
-    state: AppState,
-    federation: Arc<Federation>,
-    mut inbound: mpsc::Receiver<Inbound>,
-    shutdown: CancellationToken,
-) {
+pub(crate) async fn serve(state: AppState, mut inbound: mpsc::Receiver<Inbound>, shutdown: CancellationToken) {
     loop {
         let request = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -34,20 +28,21 @@ pub(super) async fn serve(
                 None => return,
             },
         };
-        state.tasks.spawn(handle(state.clone(), federation.clone(), request));
+        state.tasks.spawn(handle(state.clone(), request));
     }
 }
 
-async fn handle(state: AppState, federation: Arc<Federation>, inbound: Inbound) {
+async fn handle(state: AppState, inbound: Inbound) {
     let Inbound { peer, from, request, reply } = inbound;
     let response = match request {
-        InboundRequest::Deliver(envelopes) if envelopes.len() > MAX_ENVELOPES_PER_REQUEST => Response::Refused(
-            format!("at most {MAX_ENVELOPES_PER_REQUEST} envelopes per request (got {})", envelopes.len()),
-        ),
-        InboundRequest::Deliver(envelopes) => {
-            Response::Acks(deliver(&state, &federation, peer, &from, envelopes).await)
+        InboundRequest::Deliver(envelopes) if envelopes.len() > MAX_ENVELOPES_PER_REQUEST => {
+            Response::Refused(Refusal::new(
+                RefusalReason::Invalid,
+                format!("at most {MAX_ENVELOPES_PER_REQUEST} envelopes per request (got {})", envelopes.len()),
+            ))
         }
-        InboundRequest::Query(envelope) => query(&state, &federation, peer, envelope).await,
+        InboundRequest::Deliver(envelopes) => Response::Acks(deliver(&state, peer, &from, envelopes).await),
+        InboundRequest::Query(envelope) => query(&state, peer, envelope).await,
     };
     let _ = reply.send(response);
 }
@@ -55,17 +50,14 @@ async fn handle(state: AppState, federation: Arc<Federation>, inbound: Inbound) 
 /// Verifies a batch off the async runtime (ed25519 checks are CPU work). `None` if the check
 /// itself could not run: then nothing is acked and the origin sends the batch again later.
 async fn verify(
-    federation: &Arc<Federation>,
+    state: &AppState,
     peer: PeerId,
     envelopes: Vec<Envelope>,
 ) -> Option<Vec<(String, Result<VerifiedEnvelope, Rejection>)>> {
-    let federation = federation.clone();
-    let now = Timestamp::now();
+    let peers = state.peers.clone();
+    let now = kith_proto::Timestamp::now();
     tokio::task::spawn_blocking(move || {
-        envelopes
-            .into_iter()
-            .map(|e| (e.id.clone(), federation.verifier.verify(&federation.directory, &peer, e, now)))
-            .collect()
+        envelopes.into_iter().map(|e| (e.id.clone(), peers.verifier.verify(&peers.directory, &peer, e, now))).collect()
     })
     .await
     .inspect_err(|e| warn!(error = %e, "envelope verification did not run"))
@@ -81,14 +73,8 @@ enum Step {
     Unacked,
 }
 
-async fn deliver(
-    state: &AppState,
-    federation: &Arc<Federation>,
-    peer: PeerId,
-    from: &ServerName,
-    envelopes: Vec<Envelope>,
-) -> Vec<Ack> {
-    let Some(verified) = verify(federation, peer, envelopes).await else {
+async fn deliver(state: &AppState, peer: PeerId, from: &ServerName, envelopes: Vec<Envelope>) -> Vec<Ack> {
+    let Some(verified) = verify(state, peer, envelopes).await else {
         return Vec::new();
     };
     // Enqueue every effect in order first, so the whole batch shares group commits.
@@ -108,7 +94,7 @@ async fn deliver(
                 continue;
             }
         };
-        steps.push(enqueue(state, federation, envelope).await);
+        steps.push(enqueue(state, envelope).await);
     }
     let mut acks = Vec::with_capacity(steps.len());
     for step in steps {
@@ -116,7 +102,7 @@ async fn deliver(
             Step::Done(id, outcome) => acks.push(Ack { id, outcome }),
             Step::Message(id, committed, view) => match committed.await {
                 Ok(AppendOutcome::Stored { .. }) => {
-                    delivery::deliver(state, view, None).await;
+                    push::message(state, &view, None).await;
                     acks.push(Ack { id, outcome: Outcome::Accepted });
                 }
                 Ok(AppendOutcome::Duplicate { .. }) => acks.push(Ack { id, outcome: Outcome::Accepted }),
@@ -125,14 +111,15 @@ async fn deliver(
             Step::Receipt(id, committed, receipt) => match committed.await {
                 Ok(advanced) => {
                     if let Some(status) = advanced {
-                        let frame = ServerFrame::Receipt {
-                            message_id: receipt.message_id,
+                        push::receipt(
+                            state,
+                            &receipt.sender,
+                            &receipt.receiver,
+                            receipt.message_id,
                             status,
-                            timestamp: Timestamp::now(),
-                        };
-                        state.cache.record_status(&receipt.sender, &receipt.receiver, receipt.message_id, status).await;
-                        let dropped = state.sessions.push_to_user(&receipt.sender, &SessionEvent::frame(&frame), None);
-                        presence::after_dropping(state, dropped);
+                            receipt.at,
+                        )
+                        .await;
                     }
                     acks.push(Ack { id, outcome: Outcome::Accepted });
                 }
@@ -144,7 +131,7 @@ async fn deliver(
     acks
 }
 
-async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: VerifiedEnvelope) -> Step {
+async fn enqueue(state: &AppState, envelope: VerifiedEnvelope) -> Step {
     let id = envelope.id().to_owned();
     let received = InboxKey { origin: envelope.origin().clone(), envelope_id: id.clone() };
     match envelope.into_payload() {
@@ -170,10 +157,8 @@ async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: Verif
                 receiver: view.receiver_id.clone(),
                 content: view.message.clone(),
                 timestamp: view.timestamp,
-                client_message_id: None,
-                sender_device: None,
-                forward: None,
-                received: Some(received),
+                from: Source::Peer(received),
+                to: Recipient::User,
             };
             match state.store.append_message(message).await {
                 Ok(committed) => Step::Message(id, committed, view),
@@ -186,6 +171,7 @@ async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: Verif
                 receiver: body.receiver_id,
                 message_id: body.message_id,
                 status: body.status,
+                at: body.at,
                 received,
             };
             match state.store.apply_remote_receipt(receipt.clone()).await {
@@ -194,34 +180,11 @@ async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: Verif
             }
         }
         Payload::Presence(body) => {
-            let view = PresenceView { user_id: body.user_id, status: body.status, last_seen: body.last_seen };
-            let known = state.cache.presence(&view.user_id).await;
-            if federation.newer_presence(&view.user_id, body.at) && known.as_ref() != Some(&view) {
-                state.cache.set_presence(view.clone()).await;
-                let user = view.user_id.clone();
-                let dropped =
-                    state.sessions.push_to_watchers(&user, &SessionEvent::frame(&ServerFrame::Presence(view)));
-                presence::after_dropping(state, dropped);
-            }
+            presence::heard(state, body).await;
             Step::Done(id, Outcome::Accepted)
         }
         Payload::PresenceSubscribe(body) => {
-            let origin = received.origin;
-            // Under the presence lock, as every local change is: a change racing this
-            // subscription is then either in the state read here or sent after it with a later
-            // timestamp, never lost behind a stale answer.
-            let _serialised = state.presence_lock.lock().await;
-            // Only users who exist are watched; tell the watcher their state now.
-            let mut watched = Vec::new();
-            let mut entries = Vec::new();
-            for user in body.user_ids {
-                if let Ok(view) = presence::presence_of(state, &user).await {
-                    entries.extend(outbound::presence(origin.clone(), &view, Timestamp::now()));
-                    watched.push(user);
-                }
-            }
-            federation.add_remote_watcher(&origin, &watched);
-            super::queue(state, federation, &origin, entries).await;
+            presence::watched_from(state, &received.origin, body.user_ids).await;
             Step::Done(id, Outcome::Accepted)
         }
         Payload::KeysClaim(_) | Payload::KeysBundles(_) => {
@@ -232,20 +195,21 @@ async fn enqueue(state: &AppState, federation: &Arc<Federation>, envelope: Verif
 
 /// Answers a `keys.claim` query with this node's bundles of the user, rate limited per
 /// requester.
-async fn query(state: &AppState, federation: &Arc<Federation>, peer: PeerId, envelope: Envelope) -> Response {
-    let Some((_, verified)) = verify(federation, peer, vec![envelope]).await.and_then(|mut v| v.pop()) else {
-        return Response::Refused("the query could not be checked; try again".into());
+async fn query(state: &AppState, peer: PeerId, envelope: Envelope) -> Response {
+    let refused = |reason, detail: String| Response::Refused(Refusal::new(reason, detail));
+    let Some((_, verified)) = verify(state, peer, vec![envelope]).await.and_then(|mut v| v.pop()) else {
+        return refused(RefusalReason::Unavailable, "the query could not be checked; try again".into());
     };
     let envelope = match verified {
         Ok(envelope) => envelope,
-        Err(rejection) => return Response::Refused(rejection.to_string()),
+        Err(rejection) => return refused(RefusalReason::Invalid, rejection.to_string()),
     };
     let origin = envelope.origin().clone();
     let Payload::KeysClaim(claim) = envelope.into_payload() else {
-        return Response::Refused("only keys.claim is a query".into());
+        return refused(RefusalReason::Invalid, "only keys.claim is a query".into());
     };
-    if claim.one_time && federation.claim_limits.check_key_claim(&claim.requester_id).is_err() {
-        return Response::Refused(format!("{} is claiming keys too fast", claim.requester_id));
+    if claim.one_time && state.peers.claim_limits.check_key_claim(&claim.requester_id).is_err() {
+        return refused(RefusalReason::RateLimited, format!("{} is claiming keys too fast", claim.requester_id));
     }
     let bundles = if claim.one_time {
         keys::claim_local(state, &claim.user_id).await
@@ -254,21 +218,11 @@ async fn query(state: &AppState, federation: &Arc<Federation>, peer: PeerId, env
     };
     let bundles = match bundles {
         Ok(bundles) => bundles,
-        Err(kith_client_api::ServiceError::UnknownUser(user)) => {
-            return Response::Refused(format!("{REFUSED_UNKNOWN_USER}: {user}"));
-        }
-        Err(e) => return Response::Refused(e.to_string()),
+        Err(e @ ServiceError::UnknownUser(_)) => return refused(RefusalReason::UnknownUser, e.to_string()),
+        Err(e) => return refused(RefusalReason::Unavailable, e.to_string()),
     };
-    let answer = Envelope::seal(
-        &federation.key,
-        &kith_proto::MessageId::now().to_string(),
-        federation.local_name(),
-        &origin,
-        &Payload::KeysBundles(bundles),
-        Timestamp::now(),
-    );
-    match answer {
+    match state.peers.seal(&origin, &Payload::KeysBundles(bundles)) {
         Ok(answer) => Response::Answer(answer),
-        Err(e) => Response::Refused(e.to_string()),
+        Err(e) => refused(RefusalReason::Unavailable, e.to_string()),
     }
 }

@@ -1,0 +1,284 @@
+//! Appending a run of messages: deduplicate what came before, write each new message's
+//! mailbox rows, queue them for their owners' devices, and queue envelopes for other nodes.
+
+use std::collections::{HashMap, HashSet};
+
+use kith_proto::{ClientMessageId, DeviceId, Timestamp};
+use sqlx::QueryBuilder;
+
+use super::{chunks, chunks_mut};
+use crate::store::engine::engine;
+use crate::store::rows::parse_message_id;
+use crate::store::writer::{Job, Tx, Writer};
+use crate::store::{AppendOutcome, InboxKey, NewMessage, OutboxEntry, Recipient, Source, StoreError};
+
+/// A mailbox row to insert for a new message.
+struct MailboxRow<'a> {
+    /// Which message of the chunk.
+    index: usize,
+    owner: &'a str,
+    peer: &'a str,
+    /// The device that does not need it pushed (the sender's sending device).
+    except: Option<DeviceId>,
+}
+
+/// Each message's outcome as the steps decide it: `None` while it is still new.
+type Outcomes = Vec<Option<AppendOutcome>>;
+
+fn duplicate_of(m: &NewMessage) -> AppendOutcome {
+    AppendOutcome::Duplicate { message_id: m.message_id, timestamp: m.timestamp }
+}
+
+engine! {
+impl<DB> Writer<DB> {
+    /// Applies a run of `AppendMessage` jobs. Returns an error only when it aborts the batch.
+    pub(in crate::store) async fn append_messages(tx: &mut Tx<DB>, run: &mut [Job]) -> Result<(), StoreError> {
+        for chunk in chunks_mut(run) {
+            let messages: Vec<&NewMessage> = chunk
+                .iter()
+                .filter_map(|job| match job {
+                    Job::AppendMessage(message, _) => Some(message),
+                    _ => None,
+                })
+                .collect();
+            let outcomes = Self::append_chunk(tx, &messages).await?;
+            let slots = chunk.iter_mut().filter_map(|job| match job {
+                Job::AppendMessage(_, slot) => Some(slot),
+                _ => None,
+            });
+            for (slot, outcome) in slots.zip(outcomes) {
+                slot.keep(Ok(outcome))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn append_chunk(tx: &mut Tx<DB>, messages: &[&NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
+        let mut outcomes: Outcomes = vec![None; messages.len()];
+        Self::skip_repeated_envelopes(tx, messages, &mut outcomes).await?;
+        Self::skip_repeated_client_ids(tx, messages, &mut outcomes).await?;
+        let (rows, outbox) = mailbox_rows(messages, &outcomes);
+        let fresh = Self::insert_mailbox_rows(tx, messages, &rows).await?;
+        Self::queue_for_devices(tx, &fresh).await?;
+        Self::insert_outbox_rows(tx, &outbox).await?;
+        Ok(messages
+            .iter()
+            .zip(outcomes)
+            .map(|(m, outcome)| {
+                outcome.unwrap_or(AppendOutcome::Stored { message_id: m.message_id, timestamp: m.timestamp })
+            })
+            .collect())
+    }
+
+    /// Step 1. A message from another node stores nothing if its envelope came before (in the
+    /// store, or earlier in this chunk).
+    async fn skip_repeated_envelopes(
+        tx: &mut Tx<DB>,
+        messages: &[&NewMessage],
+        outcomes: &mut Outcomes,
+    ) -> Result<(), StoreError> {
+        let received: Vec<(usize, &InboxKey)> = messages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| match &m.from {
+                Source::Peer(key) => Some((i, key)),
+                Source::Device { .. } => None,
+            })
+            .collect();
+        if received.is_empty() {
+            return Ok(());
+        }
+        let now = Timestamp::now().as_millis();
+        let mut inserted: HashSet<(String, String)> = HashSet::new();
+        for chunk in chunks(&received) {
+            let mut query = QueryBuilder::<DB>::new("INSERT INTO inbox (origin, envelope_id, received_at) ");
+            query.push_values(chunk, |mut row, (_, key)| {
+                row.push_bind(key.origin.as_str()).push_bind(key.envelope_id.as_str()).push_bind(now);
+            });
+            query.push(" ON CONFLICT (origin, envelope_id) DO NOTHING RETURNING origin, envelope_id");
+            inserted.extend(query.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?);
+        }
+        let mut first = HashSet::new();
+        for (i, key) in received {
+            let key = (key.origin.to_string(), key.envelope_id.clone());
+            if !(inserted.contains(&key) && first.insert(key)) {
+                outcomes[i] = Some(duplicate_of(messages[i]));
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 2. A `clientMessageId` the sender used before (in the store, or earlier in this
+    /// chunk) makes the message a repeat of the first one, answered with that one's id.
+    async fn skip_repeated_client_ids(
+        tx: &mut Tx<DB>,
+        messages: &[&NewMessage],
+        outcomes: &mut Outcomes,
+    ) -> Result<(), StoreError> {
+        let keyed: Vec<(usize, &ClientMessageId, String)> = messages
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| outcomes[*i].is_none())
+            .filter_map(|(i, m)| match &m.from {
+                Source::Device { client_message_id: Some(client_id), .. } => {
+                    Some((i, client_id, m.message_id.to_string()))
+                }
+                _ => None,
+            })
+            .collect();
+        if keyed.is_empty() {
+            return Ok(());
+        }
+        let mut inserted: HashSet<(String, String)> = HashSet::new();
+        for chunk in chunks(&keyed) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) ",
+            );
+            query.push_values(chunk, |mut row, (i, client_id, id)| {
+                let m = messages[*i];
+                row.push_bind(m.sender.as_str())
+                    .push_bind(client_id.as_str())
+                    .push_bind(id.as_str())
+                    .push_bind(m.timestamp.as_millis());
+            });
+            query.push(" ON CONFLICT (sender_id, client_message_id) DO NOTHING RETURNING sender_id, client_message_id");
+            inserted.extend(query.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?);
+        }
+        let mut first: HashMap<(String, String), usize> = HashMap::new();
+        for (i, client_id, _) in keyed {
+            let key = (messages[i].sender.to_string(), client_id.to_string());
+            if let Some(&j) = first.get(&key) {
+                outcomes[i] = Some(duplicate_of(messages[j]));
+            } else if inserted.contains(&key) {
+                first.insert(key, i);
+            } else {
+                outcomes[i] = Some(Self::earlier_send(tx, &key.0, &key.1).await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The message an earlier send with this idempotency key created.
+    async fn earlier_send(tx: &mut Tx<DB>, sender: &str, client_id: &str) -> Result<AppendOutcome, StoreError> {
+        let (first_id, first_ts) = sqlx::query_as::<DB, (String, i64)>(
+            "SELECT message_id, timestamp FROM client_message_ids WHERE sender_id = $1 AND client_message_id = $2",
+        )
+        .bind(sender)
+        .bind(client_id)
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok(AppendOutcome::Duplicate {
+            message_id: parse_message_id("client_message_ids", &first_id)?,
+            timestamp: Timestamp::from_millis(first_ts),
+        })
+    }
+
+    /// Step 3. Inserts the mailbox rows and returns the ones that are new, with their `seq`. A
+    /// row that exists already was stored by an earlier attempt whose commit answer was lost (a
+    /// dropped connection after COMMIT): it stands, and its queue rows with it.
+    async fn insert_mailbox_rows<'a>(
+        tx: &mut Tx<DB>,
+        messages: &[&NewMessage],
+        rows: &'a [MailboxRow<'a>],
+    ) -> Result<Vec<(&'a MailboxRow<'a>, i64)>, StoreError> {
+        let ids: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
+        let mut seqs: HashMap<(String, String), i64> = HashMap::new();
+        for chunk in chunks(rows) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO messages \
+                 (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) ",
+            );
+            query.push_values(chunk, |mut row, r| {
+                let m = messages[r.index];
+                row.push_bind(r.owner)
+                    .push_bind(ids[r.index].as_str())
+                    .push_bind(r.peer)
+                    .push_bind(m.sender.as_str())
+                    .push_bind(m.receiver.as_str())
+                    .push_bind(m.content.as_str())
+                    .push_bind(m.timestamp.as_millis())
+                    .push_bind("sent");
+            });
+            query.push(" ON CONFLICT (owner_id, message_id) DO NOTHING RETURNING seq, owner_id, message_id");
+            let returned = query.build_query_as::<(i64, String, String)>().fetch_all(&mut **tx).await?;
+            seqs.extend(returned.into_iter().map(|(seq, owner, id)| ((owner, id), seq)));
+        }
+        Ok(rows
+            .iter()
+            .filter_map(|r| seqs.get(&(r.owner.to_owned(), ids[r.index].clone())).map(|seq| (r, *seq)))
+            .collect())
+    }
+
+    /// Step 4. Each new row is pending for each of its owner's devices but the sending one.
+    async fn queue_for_devices(tx: &mut Tx<DB>, fresh: &[(&MailboxRow<'_>, i64)]) -> Result<(), StoreError> {
+        for chunk in chunks(fresh) {
+            let mut query = QueryBuilder::<DB>::new(
+                "INSERT INTO device_pending (owner_id, device_id, seq) \
+                 SELECT d.user_id, d.device_id, v.seq FROM devices d JOIN (",
+            );
+            for (n, (r, seq)) in chunk.iter().enumerate() {
+                query.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
+                query.push_bind(r.owner);
+                query.push(if n == 0 { " AS owner, " } else { ", " });
+                query.push_bind(*seq);
+                query.push(if n == 0 { " AS seq, " } else { ", " });
+                query.push_bind(r.except.map_or(-1, |d| i64::from(d.0)));
+                if n == 0 {
+                    query.push(" AS except_device");
+                }
+            }
+            query.push(") v ON d.user_id = v.owner WHERE d.device_id <> v.except_device");
+            query.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    /// Step 5 (also used for receipts and presence). Queues envelopes for other nodes with one
+    /// statement per chunk.
+    pub(in crate::store) async fn insert_outbox_rows(tx: &mut Tx<DB>, entries: &[&OutboxEntry]) -> Result<(), StoreError> {
+        for chunk in chunks(entries) {
+            let now = Timestamp::now().as_millis();
+            let mut query =
+                QueryBuilder::<DB>::new("INSERT INTO outbox (destination, envelope_id, kind, body, created_at) ");
+            query.push_values(chunk, |mut row, entry| {
+                row.push_bind(entry.destination.as_str())
+                    .push_bind(entry.envelope_id.as_str())
+                    .push_bind(entry.kind.as_str())
+                    .push_bind(entry.body.as_slice())
+                    .push_bind(now);
+            });
+            query.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+}
+
+/// The mailbox rows the new messages need, and the envelopes that carry the others to other
+/// nodes: the sender's copy when the sender is a user of this node (and not also the
+/// receiver), the receiver's copy unless an envelope carries it elsewhere.
+fn mailbox_rows<'a>(messages: &[&'a NewMessage], outcomes: &Outcomes) -> (Vec<MailboxRow<'a>>, Vec<&'a OutboxEntry>) {
+    let mut rows = Vec::new();
+    let mut outbox = Vec::new();
+    for (index, m) in messages.iter().enumerate().filter(|(i, _)| outcomes[*i].is_none()) {
+        let (sender, receiver) = (m.sender.as_str(), m.receiver.as_str());
+        let sending_device = match &m.from {
+            Source::Device { device, .. } => Some(*device),
+            Source::Peer(_) => None,
+        };
+        if sender != receiver
+            && let Some(device) = sending_device
+        {
+            rows.push(MailboxRow { index, owner: sender, peer: receiver, except: Some(device) });
+        }
+        match &m.to {
+            Recipient::Peer(envelope) => outbox.push(envelope),
+            Recipient::User => {
+                // A note to oneself: one row, not pending for the device that wrote it.
+                let except = if sender == receiver { sending_device } else { None };
+                rows.push(MailboxRow { index, owner: receiver, peer: sender, except });
+            }
+        }
+    }
+    (rows, outbox)
+}

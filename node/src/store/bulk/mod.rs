@@ -1,0 +1,60 @@
+//! The hot path of the group commit: runs of message appends ([`append`]) and of receipts
+//! ([`receipts`]), each applied with a fixed number of multi-row statements per chunk instead
+//! of several statements per operation. Every statement is a round trip (to SQLite's worker
+//! thread, or to PostgreSQL), so the number of statements per commit, not per message, is what
+//! bounds throughput.
+//!
+//! Outcomes are the same as applying the operations one by one, in order: a repeated
+//! `clientMessageId` (or inbox id) later in the same run is a duplicate of the earlier one, and
+//! a receipt sees the status an earlier receipt of the run left.
+
+mod append;
+mod receipts;
+
+/// The row counts a multi-row statement may have: a run is split into chunks of these sizes
+/// (largest first, as in binary), so that only a handful of distinct statement texts exist and
+/// every one stays in the connection's prepared-statement cache. Preparing a statement of a
+/// hundred rows each time cost more than running it. 128 keeps parameters far below the
+/// engines' limits (SQLite 32,766; PostgreSQL 65,535).
+const CHUNK_SIZES: [usize; 8] = [128, 64, 32, 16, 8, 4, 2, 1];
+
+/// How many rows of `total` the next chunk takes.
+fn next_chunk(total: usize) -> usize {
+    CHUNK_SIZES.into_iter().find(|&size| size <= total).unwrap_or(total)
+}
+
+/// Splits `items` into chunks of the sizes in [`CHUNK_SIZES`].
+fn chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let (head, rest) = items.split_at(next_chunk(items.len()));
+        out.push(head);
+        items = rest;
+    }
+    out
+}
+
+/// Splits `items` into mutable chunks of the sizes in [`CHUNK_SIZES`].
+fn chunks_mut<T>(mut items: &mut [T]) -> Vec<&mut [T]> {
+    let mut out = Vec::new();
+    while !items.is_empty() {
+        let (head, rest) = items.split_at_mut(next_chunk(items.len()));
+        out.push(head);
+        items = rest;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_split_into_the_fixed_sizes() {
+        let sizes = |n: usize| chunks(&vec![0; n]).iter().map(|c| c.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(7), [4, 2, 1]);
+        assert_eq!(sizes(300), [128, 128, 32, 8, 4]);
+    }
+}
