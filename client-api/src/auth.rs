@@ -108,7 +108,19 @@ impl TokenKeys {
 /// The authenticated caller. Only [`TokenKeys::verify`] produces one, so a handler that takes
 /// an `AuthUser` cannot act for anyone who did not present a valid token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthUser(pub Caller);
+pub struct AuthUser(Caller);
+
+impl AuthUser {
+    /// Who the token speaks for.
+    pub fn caller(&self) -> &Caller {
+        &self.0
+    }
+
+    /// The caller, for handing to the service.
+    pub fn into_caller(self) -> Caller {
+        self.0
+    }
+}
 
 impl FromRequestParts<ApiState> for AuthUser {
     type Rejection = ApiError;
@@ -127,7 +139,14 @@ impl FromRequestParts<ApiState> for AuthUser {
 /// ([`ChatService::open_session`](crate::service::ChatService::open_session)), where the check
 /// cannot race the device's removal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WsAuthUser(pub Caller);
+pub struct WsAuthUser(Caller);
+
+impl WsAuthUser {
+    /// The caller, for opening its session.
+    pub fn into_caller(self) -> Caller {
+        self.0
+    }
+}
 
 impl FromRequestParts<ApiState> for WsAuthUser {
     type Rejection = ApiError;

@@ -32,9 +32,10 @@ use crate::validate;
 )]
 pub(crate) async fn publish(
     State(state): State<ApiState>,
-    AuthUser(caller): AuthUser,
+    auth: AuthUser,
     Json(body): Json<KeyUpload>,
 ) -> Result<axum::Json<KeyCount>, ApiError> {
+    let caller = auth.into_caller();
     if body.one_time_pre_keys.len() > MAX_PREKEYS_PER_UPLOAD {
         return Err(ServiceError::InvalidKeys(format!(
             "at most {MAX_PREKEYS_PER_UPLOAD} one-time prekeys per upload (got {})",
@@ -70,9 +71,10 @@ pub(crate) async fn publish(
 )]
 pub(crate) async fn claim(
     State(state): State<ApiState>,
-    AuthUser(caller): AuthUser,
+    auth: AuthUser,
     Path(user_id): Path<String>,
 ) -> Result<axum::Json<KeyBundles>, ApiError> {
+    let caller = auth.into_caller();
     let user = validate::user_field("userId", &user_id, state.service.server_name())?;
     state.limits.check_key_claim(&caller.user)?;
     Ok(axum::Json(state.service.claim_keys(&caller, &user).await?))
@@ -95,9 +97,10 @@ pub(crate) async fn claim(
 )]
 pub(crate) async fn devices(
     State(state): State<ApiState>,
-    AuthUser(caller): AuthUser,
+    auth: AuthUser,
     Path(user_id): Path<String>,
 ) -> Result<axum::Json<KeyBundles>, ApiError> {
+    let caller = auth.into_caller();
     let user = validate::user_field("userId", &user_id, state.service.server_name())?;
     Ok(axum::Json(state.service.device_keys(&caller, &user).await?))
 }
@@ -114,10 +117,8 @@ pub(crate) async fn devices(
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
     )
 )]
-pub(crate) async fn count(
-    State(state): State<ApiState>,
-    AuthUser(caller): AuthUser,
-) -> Result<axum::Json<KeyCount>, ApiError> {
+pub(crate) async fn count(State(state): State<ApiState>, auth: AuthUser) -> Result<axum::Json<KeyCount>, ApiError> {
+    let caller = auth.into_caller();
     Ok(axum::Json(state.service.key_count(&caller).await?))
 }
 
@@ -137,9 +138,10 @@ pub(crate) async fn count(
 )]
 pub(crate) async fn remove_device(
     State(state): State<ApiState>,
-    AuthUser(caller): AuthUser,
+    auth: AuthUser,
     Path(device): Path<u32>,
 ) -> Result<StatusCode, ApiError> {
+    let caller = auth.into_caller();
     state.service.remove_device(&caller, DeviceId(device)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,7 +9,7 @@ use kith_proto::{ErrorBody, MessageId};
 use crate::auth::AuthUser;
 use crate::error::ApiError;
 use crate::json::Json;
-use crate::service::{Caller, ServiceError};
+use crate::service::ServiceError;
 use crate::state::ApiState;
 use crate::validate;
 
@@ -36,9 +36,10 @@ use crate::validate;
 )]
 pub(crate) async fn send(
     State(state): State<ApiState>,
-    AuthUser(caller): AuthUser,
+    auth: AuthUser,
     Json(body): Json<SendMessageRequest>,
 ) -> Result<(StatusCode, axum::Json<SendMessageResponse>), ApiError> {
+    let caller = auth.into_caller();
     let home = state.service.server_name();
     let sender = validate::user_field("senderId", &body.sender_id, home)?;
     if sender != caller.user {
@@ -76,9 +77,10 @@ pub(crate) async fn send(
 )]
 pub(crate) async fn history(
     State(state): State<ApiState>,
-    AuthUser(Caller { user: caller, .. }): AuthUser,
+    auth: AuthUser,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<HistoryPage>, ApiError> {
+    let caller = auth.into_caller().user;
     let Query(query) = query.map_err(|e| ServiceError::InvalidRequest(e.body_text()))?;
     let home = state.service.server_name();
     let user1 = validate::user_field("user1", &query.user1, home)?;

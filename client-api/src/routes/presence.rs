@@ -26,7 +26,7 @@ use crate::validate;
 )]
 pub(crate) async fn presence(
     State(state): State<ApiState>,
-    AuthUser(_): AuthUser,
+    _auth: AuthUser,
     Path(user_id): Path<String>,
 ) -> Result<axum::Json<PresenceView>, ApiError> {
     let user = validate::user_field("userId", &user_id, state.service.server_name())?;

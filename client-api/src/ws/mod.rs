@@ -40,9 +40,10 @@ const WRITE_BUFFER_BYTES: usize = 2 * 1024;
 )]
 pub(crate) async fn upgrade(
     State(state): State<ApiState>,
-    WsAuthUser(caller): WsAuthUser,
+    auth: WsAuthUser,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    let caller = auth.into_caller();
     // The session opens before the upgrade, so a refusal (a removed device, a store that does
     // not answer) is an HTTP error the client can read, not a socket closed at once.
     let slot = state
