@@ -32,19 +32,33 @@ impl NodeKey {
     /// # Errors
     /// [`FederationError::NodeKey`] when the file cannot be read, written or decoded.
     pub fn load_or_create(data_dir: &Path) -> Result<Self, FederationError> {
-        let path = data_dir.join(NODE_KEY_FILE);
+        Self::load_or_create_file(&data_dir.join(NODE_KEY_FILE))
+    }
+
+    /// Reads the key from `path`, generating and saving a new one if there is none. Several
+    /// processes starting at once on a new shared file all end up with the first one's key.
+    ///
+    /// # Errors
+    /// [`FederationError::NodeKey`] when the file cannot be read, written or decoded.
+    pub fn load_or_create_file(path: &Path) -> Result<Self, FederationError> {
         let failed = |reason: String| FederationError::NodeKey { path: path.display().to_string(), reason };
-        match fs::read(&path) {
+        match fs::read(path) {
             Ok(mut secret) => {
                 let keypair = Keypair::ed25519_from_bytes(&mut secret).map_err(|e| failed(e.to_string()))?;
                 Ok(Self { keypair })
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(data_dir).map_err(|e| failed(e.to_string()))?;
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+                }
                 let keypair = Keypair::generate_ed25519();
                 let secret = keypair.clone().try_into_ed25519().map_err(|e| failed(e.to_string()))?.secret();
-                write_new(&path, secret.as_ref()).map_err(|e| failed(e.to_string()))?;
-                Ok(Self { keypair })
+                match write_new(path, secret.as_ref()) {
+                    Ok(()) => Ok(Self { keypair }),
+                    // Another process made it first: use theirs.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load_or_create_file(path),
+                    Err(e) => Err(failed(e.to_string())),
+                }
             }
             Err(e) => Err(failed(e.to_string())),
         }
@@ -74,14 +88,18 @@ impl NodeKey {
     }
 }
 
-/// Writes a new file readable only by its owner, atomically.
+/// Writes a new file readable only by its owner, atomically and only if there is none: a
+/// crash leaves no file or the whole file, and of processes creating it at once the first
+/// wins (the others get `AlreadyExists`).
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
-    fs::rename(&tmp, path)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    linked?;
     if let Some(dir) = path.parent() {
         fs::File::open(dir)?.sync_all()?;
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, NodeArgs, NodeConfig, ServeArgs};
-use crate::store::{self, StoreOptions};
+use crate::store::{self, Instances, StoreOptions};
 
 /// kith: a federated, end-to-end-encrypted chat server.
 #[derive(Debug, Parser)]
@@ -125,7 +125,7 @@ async fn import(args: NodeArgs, file: PathBuf) -> Result<(), String> {
     } else {
         Box::new(BufReader::new(std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?))
     };
-    let store = store::open(&config.database_url, &StoreOptions::default(), &config.server_name)
+    let store = store::open(&config.location, &StoreOptions::default(), &config.server_name, Instances::Tool)
         .await
         .map_err(|e| e.to_string())?;
     let result = crate::import::import_users(store.as_ref(), &config.server_name, input).await;

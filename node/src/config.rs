@@ -14,7 +14,7 @@ use kith_federation::{Multiaddr, PinnedPeer};
 use kith_proto::ServerName;
 use serde::Deserialize;
 
-use crate::store::StoreOptions;
+use crate::store::{Location, StoreOptions};
 
 /// A duration written as `30s`, `10m`, `7d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +52,19 @@ pub struct NodeArgs {
     /// `postgres://…` for PostgreSQL, `sqlite:PATH` for SQLite [default: sqlite in the data dir].
     #[arg(long, env = "KITH_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+
+    /// A PostgreSQL shard, `postgres://…` (repeat in order; a user's rows live on shard
+    /// hash(user) % N). Instead of --database-url.
+    #[arg(long = "shard", env = "KITH_SHARDS", value_name = "URL", value_delimiter = ',')]
+    pub shards: Vec<String>,
+
+    /// The node's federation key (ed25519, shared by all its instances) [default: node.key in the data dir].
+    #[arg(long, env = "KITH_NODE_KEY_FILE", value_name = "FILE")]
+    pub node_key_file: Option<PathBuf>,
+
+    /// The secret that signs login tokens (shared by all instances) [default: token-secret.key in the data dir].
+    #[arg(long, env = "KITH_TOKEN_SECRET_FILE", value_name = "FILE")]
+    pub token_secret_file: Option<PathBuf>,
 }
 
 /// Settings of `kith serve`.
@@ -140,6 +153,24 @@ pub struct ServeArgs {
     /// Address for Prometheus metrics (`GET /metrics`); off unless set.
     #[arg(long, env = "KITH_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Redis (`redis://host:port/db`): lets several instances of this node serve together
+    /// (presence, recent messages, hand-off between instances). Off: this process alone.
+    #[arg(long, env = "KITH_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key this node uses [default: kith:<server name>:].
+    #[arg(long, env = "KITH_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// This instance's name among the node's instances [default: generated and logged].
+    #[arg(long, env = "KITH_INSTANCE_ID", value_name = "ID")]
+    pub instance_id: Option<String>,
+
+    /// Share the client listen address with other processes (SO_REUSEPORT): several
+    /// instances on one host behind one port, no proxy needed.
+    #[arg(long, env = "KITH_REUSE_PORT")]
+    pub reuse_port: bool,
 }
 
 /// A `[[peers]]` entry of the config file.
@@ -150,6 +181,13 @@ struct FilePeer {
     address: String,
 }
 
+/// A `[[shards]]` entry of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileShard {
+    url: String,
+}
+
 /// The config file: every setting of [`ServeArgs`], by its flag name in snake_case.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,6 +195,10 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     server_name: Option<String>,
     database_url: Option<String>,
+    #[serde(default)]
+    shards: Vec<FileShard>,
+    node_key_file: Option<PathBuf>,
+    token_secret_file: Option<PathBuf>,
     listen: Option<SocketAddr>,
     token_ttl: Option<HumanDuration>,
     message_rate: Option<u32>,
@@ -178,6 +220,10 @@ struct FileConfig {
     peers: Vec<FilePeer>,
     replay_window: Option<HumanDuration>,
     metrics_listen: Option<SocketAddr>,
+    redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    instance_id: Option<String>,
+    reuse_port: Option<bool>,
 }
 
 /// Why the configuration cannot be used.
@@ -220,8 +266,12 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The server name.
     pub server_name: ServerName,
-    /// The database URL (may hold a password: print it with [`redact_url`]).
-    pub database_url: String,
+    /// The database, or the shards (URLs may hold passwords: print them with [`redact_url`]).
+    pub location: Location,
+    /// The node's federation key.
+    pub node_key_file: PathBuf,
+    /// The token-signing secret.
+    pub token_secret_file: PathBuf,
 }
 
 impl NodeConfig {
@@ -239,11 +289,28 @@ impl NodeConfig {
         let server_name = args.server_name.or_else(|| file.server_name.clone()).unwrap_or_else(|| "localhost".into());
         let server_name =
             ServerName::parse(&server_name).map_err(|e| ConfigError::Invalid(format!("--server-name: {e}")))?;
-        let database_url = args
-            .database_url
-            .or_else(|| file.database_url.clone())
-            .unwrap_or_else(|| format!("sqlite:{}", data_dir.join("kith.db").display()));
-        Ok(Self { data_dir, server_name, database_url })
+        let database_url = args.database_url.or_else(|| file.database_url.clone());
+        let shards =
+            if args.shards.is_empty() { file.shards.iter().map(|s| s.url.clone()).collect() } else { args.shards };
+        let location = match (database_url, shards.is_empty()) {
+            (Some(_), false) => {
+                return Err(ConfigError::Invalid(
+                    "give --database-url (one database) or --shard (several), not both".into(),
+                ));
+            }
+            (Some(url), true) => Location::Single(url),
+            (None, false) => Location::Shards(shards),
+            (None, true) => Location::Single(format!("sqlite:{}", data_dir.join("kith.db").display())),
+        };
+        let node_key_file = args
+            .node_key_file
+            .or_else(|| file.node_key_file.clone())
+            .unwrap_or_else(|| data_dir.join(kith_federation::NODE_KEY_FILE));
+        let token_secret_file = args
+            .token_secret_file
+            .or_else(|| file.token_secret_file.clone())
+            .unwrap_or_else(|| data_dir.join(crate::secrets::TOKEN_SECRET_FILE));
+        Ok(Self { data_dir, server_name, location, node_key_file, token_secret_file })
     }
 }
 
@@ -274,6 +341,21 @@ pub struct Config {
     pub federation: FederationConfig,
     /// Where to serve metrics, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// How this instance joins others, if it does.
+    pub cluster: ClusterConfig,
+}
+
+/// Running as one of several instances of a node.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Redis; `None` runs this process alone.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    pub redis_prefix: String,
+    /// This instance's name.
+    pub instance_id: String,
+    /// Whether the client listener may be shared with other processes.
+    pub reuse_port: bool,
 }
 
 /// Federation settings, checked.
@@ -338,7 +420,6 @@ impl Config {
             ..defaults_store
         };
         Ok(Self {
-            node,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             rate_limits,
@@ -354,8 +435,36 @@ impl Config {
                 replay_window: args.replay_window.or(file.replay_window).map_or(Duration::from_secs(600), |d| d.0),
             },
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
+            cluster: ClusterConfig {
+                redis_prefix: args
+                    .redis_prefix
+                    .or_else(|| file.redis_prefix.clone())
+                    .unwrap_or_else(|| format!("kith:{}:", node.server_name)),
+                redis_url: args.redis_url.or_else(|| file.redis_url.clone()),
+                instance_id: match args.instance_id.or_else(|| file.instance_id.clone()) {
+                    Some(id) if valid_instance_id(&id) => id,
+                    Some(id) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "--instance-id {id:?}: 1 to 64 letters, digits, '-' or '_'"
+                        )));
+                    }
+                    None => generated_instance_id(),
+                },
+                reuse_port: args.reuse_port || file.reuse_port.unwrap_or(false),
+            },
+            node,
         })
     }
+}
+
+/// Whether `id` may name an instance: it is part of Redis keys and log lines.
+fn valid_instance_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A fresh instance name: random, so instances started from one config never collide.
+fn generated_instance_id() -> String {
+    format!("i-{:08x}", getrandom::u32().unwrap_or_else(|_| std::process::id()))
 }
 
 /// A database URL with its password replaced, for logs.
@@ -379,7 +488,10 @@ impl fmt::Display for NodeConfig {
             "server {} data {} database {}",
             self.server_name,
             self.data_dir.display(),
-            redact_url(&self.database_url)
+            match &self.location {
+                Location::Single(url) => redact_url(url),
+                Location::Shards(urls) => urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(", "),
+            }
         )
     }
 }
@@ -393,7 +505,8 @@ mod tests {
         let config = Config::resolve(ServeArgs::default()).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(config.node.server_name.as_str(), "localhost");
-        assert_eq!(config.node.database_url, "sqlite:kith-data/kith.db");
+        assert_eq!(config.node.location, Location::Single("sqlite:kith-data/kith.db".into()));
+        assert!(config.cluster.redis_url.is_none(), "one process alone unless told otherwise");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::secrets::{self, SecretError};
 use crate::service::NodeService;
 use crate::sessions::Sessions;
 use crate::state::{AppState, Handles};
-use crate::store::{self, StoreError};
+use crate::store::{self, Instances, StoreError};
 use crate::users::Users;
 use crate::{delivery, inbound, presence};
 use kith_federation::NodeKey;
@@ -104,15 +104,19 @@ impl RunningNode {
 pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
-    let secret = secrets::token_secret(data_dir)?;
+    let secret = secrets::token_secret(&config.node.token_secret_file)?;
 
-    let store = store::open(&config.node.database_url, &config.store, &config.node.server_name).await?;
-    // No session survives a restart: whoever was online is offline since now.
-    let reset = store.reset_presence(Timestamp::now()).await?.await?;
-    if reset > 0 {
-        info!(users = reset, "marked users offline after restart");
+    let instances = if config.cluster.redis_url.is_some() { Instances::Shared } else { Instances::Alone };
+    let store = store::open(&config.node.location, &config.store, &config.node.server_name, instances).await?;
+    if instances == Instances::Alone {
+        // No session survives a restart: whoever was online is offline since now. (Instances
+        // sharing a store keep presence in Redis, where a dead instance's users expire.)
+        let reset = store.reset_presence(Timestamp::now()).await?.await?;
+        if reset > 0 {
+            info!(users = reset, "marked users offline after restart");
+        }
     }
-    let node_key = NodeKey::load_or_create(data_dir)?;
+    let node_key = NodeKey::load_or_create_file(&config.node.node_key_file)?;
     let (peers, inbound_requests) =
         Peers::start(node_key, config.node.server_name.clone(), &config.federation, config.rate_limits).await?;
     let peers = Arc::new(peers);

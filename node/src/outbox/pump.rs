@@ -29,6 +29,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// The longest retry delay.
 const BACKOFF_MAX: Duration = Duration::from_secs(180);
 
+/// How often an instance that does not hold a destination's lease asks for it again: a dead
+/// holder's lease is free at once, so another instance takes over within this.
+const LEASE_RETRY: Duration = Duration::from_secs(2);
+
 /// Exponential backoff with jitter.
 #[derive(Debug, Default)]
 pub(crate) struct Backoff {
@@ -68,7 +72,22 @@ pub(super) async fn run(pump: Pump) {
     let Pump { store, peers, destination, wake, refused, shutdown } = pump;
     let mut backoff = Backoff::default();
     let mut reachable = peers.network.reachable();
+    let lease = format!("outbox:{destination}");
     loop {
+        // One instance of a node pumps a destination at a time.
+        match store.try_lease(&lease).await {
+            Ok(true) => {}
+            held_or_failed => {
+                if let Err(e) = held_or_failed {
+                    warn!(%destination, error = %e, "cannot check the outbox lease");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(LEASE_RETRY) => {}
+                }
+                continue;
+            }
+        }
         let rows = match store.outbox_batch(&destination, BATCH).await {
             Ok(rows) => rows,
             Err(e) => {
@@ -169,11 +188,11 @@ async fn settle(
     let mut done = Vec::with_capacity(rows.len());
     for row in rows {
         match acks.iter().find(|ack| ack.id == row.envelope_id).map(|ack| &ack.outcome) {
-            Some(Outcome::Accepted) => done.push(row.seq),
+            Some(Outcome::Accepted) => done.push(row.key),
             Some(Outcome::Rejected(reason)) => {
                 warn!(%destination, envelope = %row.envelope_id, kind = row.kind.as_str(), %reason, "peer refused an envelope");
                 report_refusal(refused, destination, row, reason);
-                done.push(row.seq);
+                done.push(row.key);
             }
             // Not acked (an unknown kind, or a peer that skipped it): it stays for the next try.
             None => debug!(envelope = %row.envelope_id, "no ack"),

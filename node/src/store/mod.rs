@@ -11,13 +11,20 @@
 mod bulk;
 mod engine;
 pub(crate) mod envelopes;
+mod handoff;
+mod leases;
 mod ops;
+mod placement;
 mod postgres;
 mod rows;
+mod sharded;
 mod sql;
 mod sqlite;
 mod status;
 mod writer;
+
+pub use leases::Instances;
+pub use placement::{Placement, shard_of, shard_of_key};
 
 use std::fmt;
 use std::future::Future;
@@ -33,21 +40,61 @@ use tokio::sync::oneshot;
 use postgres::open_postgres;
 use sqlite::open_sqlite;
 
-/// Opens the store a database URL names for the node `local`: `postgres://…` (or
-/// `postgresql://…`) selects PostgreSQL, `sqlite:…` SQLite.
+/// Which databases hold a node's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// One database: `sqlite:PATH` or `postgres://…` (or `postgresql://…`).
+    Single(String),
+    /// PostgreSQL shards, in order: a user's rows live on shard `hash(user) % N` (see
+    /// [`shard_of`]).
+    Shards(Vec<String>),
+}
+
+/// Opens the store of the node `local` at `location`, for this process alone or for one of
+/// several instances (see [`Instances`]).
 ///
 /// # Errors
-/// [`StoreError::Config`] for another scheme; connection and migration errors otherwise.
-pub async fn open(url: &str, options: &StoreOptions, local: &ServerName) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(open_postgres(url, options, local).await?))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(open_sqlite(url, options, local).await?))
-    } else {
-        Err(StoreError::Config(format!(
+/// [`StoreError::Config`] for an unsupported URL; [`StoreError::ShardMismatch`] for a shard
+/// list of another size or order than the shards were initialised with;
+/// [`StoreError::InstanceRunning`] when the store is in use in a way `instances` forbids;
+/// connection and migration errors otherwise.
+pub async fn open(
+    location: &Location,
+    options: &StoreOptions,
+    local: &ServerName,
+    instances: Instances,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let is_postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+    match location {
+        Location::Single(url) if is_postgres(url) => {
+            Ok(Arc::new(open_postgres(url, options, local, Placement::SINGLE, Some(instances)).await?))
+        }
+        Location::Single(url) if url.starts_with("sqlite:") => {
+            Ok(Arc::new(open_sqlite(url, options, local, instances).await?))
+        }
+        Location::Single(url) => Err(StoreError::Config(format!(
             "unsupported database URL scheme in {:?}: use sqlite:PATH or postgres://…",
             url.split(':').next().unwrap_or_default()
-        )))
+        ))),
+        Location::Shards(urls) => {
+            if let Some(url) = urls.iter().find(|url| !is_postgres(url)) {
+                return Err(StoreError::Config(format!(
+                    "shards are PostgreSQL databases (postgres://…); got {:?}",
+                    url.split(':').next().unwrap_or_default()
+                )));
+            }
+            let count = u32::try_from(urls.len())
+                .ok()
+                .filter(|n| (1..=4096).contains(n))
+                .ok_or_else(|| StoreError::Config(format!("1 to 4096 shards (got {})", urls.len())))?;
+            let mut shards = Vec::with_capacity(urls.len());
+            for (index, url) in (0..count).zip(urls) {
+                // Instance locks and leases live on shard 0.
+                let guard = (index == 0).then_some(instances);
+                shards.push(Arc::new(open_postgres(url, options, local, Placement { index, count }, guard).await?));
+            }
+            Ok(Arc::new(sharded::ShardedStore::start(shards, local.clone())))
+        }
     }
 }
 
@@ -114,6 +161,28 @@ pub enum StoreError {
     /// The store is shutting down or its writer has stopped.
     #[error("store is closed")]
     Closed,
+    /// A shard was initialised as another shard, or of another number of shards, than the
+    /// configuration says.
+    #[error(
+        "shard {configured_index} ({database}) was initialised as shard {recorded_index} of {recorded_count}, \
+         but this instance lists it as shard {configured_index} of {configured_count}: give the shards in \
+         their original order and number (resharding is not supported; see docs/operations.md)"
+    )]
+    ShardMismatch {
+        /// The database, without credentials.
+        database: String,
+        /// Where the configuration puts it.
+        configured_index: u32,
+        /// How many shards the configuration lists.
+        configured_count: u32,
+        /// What it was initialised as.
+        recorded_index: u32,
+        /// Of how many.
+        recorded_count: u32,
+    },
+    /// Another instance uses the store in a way this one may not share.
+    #[error("{0}")]
+    InstanceRunning(String),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -203,6 +272,10 @@ pub enum Source {
     /// A user of another node; the message came in this envelope, and a repeat of the envelope
     /// stores nothing. No sender's copy is written here.
     Peer(InboxKey),
+    /// A user of this node whose rows live on another shard, which holds the sender's copy
+    /// already: only the receiver's copy is written (a repeat of it stores nothing). The store
+    /// uses this itself to complete a message between shards.
+    OtherShard,
 }
 
 /// Where a message goes, and so whether the receiver's copy is written here.
@@ -238,11 +311,20 @@ pub struct InboxKey {
     pub envelope_id: String,
 }
 
+/// Where a queued envelope is: which shard's outbox, and its position there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OutboxKey {
+    /// The shard whose outbox holds it (0 when there is one database).
+    pub shard: u32,
+    /// Queue position on that shard: a shard's rows go out in this order.
+    pub seq: i64,
+}
+
 /// A queued envelope, as the outbox pump reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {
-    /// Queue position: rows go out in this order.
-    pub seq: i64,
+    /// Where it is queued.
+    pub key: OutboxKey,
     /// The envelope's id.
     pub envelope_id: String,
     /// What it carries.
@@ -369,6 +451,26 @@ pub struct ClaimedKeys {
     pub signed_prekey: Vec<u8>,
     /// One `OneTimePreKeyPublic`, now deleted, or `None` when the device has none left.
     pub one_time: Option<Vec<u8>>,
+}
+
+/// What completing a hand-off between shards did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resumed {
+    /// The receiver's copy of this message is now stored.
+    Message(MessageView),
+    /// The sender's copy of a message moved to this status.
+    Status {
+        /// The message's sender.
+        sender: UserId,
+        /// Its receiver, who got or read it.
+        receiver: UserId,
+        /// The message.
+        message_id: MessageId,
+        /// The new status.
+        status: MessageStatus,
+        /// When the receiver got or read it.
+        at: Timestamp,
+    },
 }
 
 /// A message waiting in its receiver's mailbox for an ack.
@@ -514,10 +616,21 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_batch(&self, destination: &ServerName, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
 
     /// Removes acknowledged envelopes.
-    async fn outbox_remove(&self, destination: &ServerName, seqs: Vec<i64>) -> Result<Committed<()>, StoreError>;
+    async fn outbox_remove(&self, destination: &ServerName, keys: Vec<OutboxKey>) -> Result<Committed<()>, StoreError>;
 
     /// Outbox depth and oldest entry per destination.
     async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError>;
+
+    /// Completes hand-offs between shards that are older than `older_than` (what a crashed
+    /// instance left between the two commits of a cross-shard message or receipt), and returns
+    /// what they did, for the live sessions to hear. Nothing for a store of one database.
+    async fn resume_handoffs(&self, older_than: std::time::Duration) -> Result<Vec<Resumed>, StoreError>;
+
+    /// Takes the named lease for this process, or says it holds it still: `false` while
+    /// another instance holds it. A lease lasts until this process exits or loses its database
+    /// connection, so a dead holder's lease is free at once. A store of one database that only
+    /// one process may open (SQLite) grants every lease.
+    async fn try_lease(&self, name: &str) -> Result<bool, StoreError>;
 
     /// Lets queued writes commit, stops the writers and closes the connections.
     async fn close(&self);

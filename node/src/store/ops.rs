@@ -3,7 +3,7 @@
 //! statements, and batching them would buy nothing.
 
 use kith_proto::limits::{MAX_DEVICES, MAX_PREKEYS_STORED};
-use kith_proto::{DeviceId, MessageStatus, Timestamp, UserId};
+use kith_proto::{DeviceId, MessageId, MessageStatus, Timestamp, UserId};
 use sqlx::QueryBuilder;
 
 use super::engine::engine;
@@ -38,6 +38,10 @@ impl<DB> Writer<DB> {
                 slot.keep(Self::insert_outbox_rows(tx, &entries).await)
             }
             Job::OutboxRemove { destination, seqs, slot } => slot.keep(Self::outbox_remove(tx, destination, seqs).await),
+            Job::ApplyStatus { sender, message_id, status, slot } => {
+                slot.keep(Self::apply_status(tx, sender, *message_id, *status).await)
+            }
+            Job::RemoveHandoffs(ids, slot) => slot.keep(Self::remove_handoffs(tx, ids).await),
             // Applied in bulk runs by the writer, never one by one.
             Job::AppendMessage(..) | Job::RecordReceipt(..) => Ok(()),
         }
@@ -136,6 +140,28 @@ impl<DB> Writer<DB> {
         push_advances(&mut query, status);
         let advanced = query.build().execute(&mut **tx).await?.rows_affected() > 0;
         Ok(advanced.then_some(status))
+    }
+
+    /// Moves the sender's copy forward to `status`; says whether it moved.
+    async fn apply_status(
+        tx: &mut Tx<DB>,
+        sender: &UserId,
+        message_id: MessageId,
+        status: MessageStatus,
+    ) -> Result<bool, StoreError> {
+        let message_id = message_id.to_string();
+        let mut query = QueryBuilder::<DB>::new("UPDATE messages SET status = ");
+        query.push_bind(status.as_str()).push(" WHERE owner_id = ").push_bind(sender.as_str());
+        query.push(" AND message_id = ").push_bind(message_id.as_str()).push(" AND ");
+        push_advances(&mut query, status);
+        Ok(query.build().execute(&mut **tx).await?.rows_affected() > 0)
+    }
+
+    async fn remove_handoffs(tx: &mut Tx<DB>, ids: &[String]) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query::<DB>("DELETE FROM handoffs WHERE handoff_id = $1").bind(id.as_str()).execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     async fn add_device(tx: &mut Tx<DB>, user: &UserId, device: DeviceId, at: Timestamp) -> Result<(), StoreError> {

@@ -1,26 +1,32 @@
 //! The scaled-out engine: PostgreSQL, with several group-commit writers, each owning a
-//! partition of conversations so that one conversation's messages commit in order.
+//! partition of conversations so that one conversation's messages commit in order. A node may
+//! have several PostgreSQL shards (see `sharded`); each is one of these.
 
 use std::str::FromStr;
 
+use kith_proto::ServerName;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Postgres, migrate::Migrator};
 
-use kith_proto::ServerName;
-
+use super::leases::{Guard, Instances, PgLocks};
+use super::placement::Placement;
 use super::sql::SqlStore;
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
-/// Connects to the PostgreSQL database at `url` and migrates it.
+/// Connects to the PostgreSQL database at `url`, migrates it and checks that it is shard
+/// `placement`; with `instances`, also takes the instance lock (on shard 0 of a node).
 ///
 /// # Errors
-/// When the server is unreachable or the schema cannot be migrated.
+/// When the server is unreachable, the schema cannot be migrated, the shard was initialised
+/// as another one, or the instance lock is taken.
 pub(crate) async fn open_postgres(
     url: &str,
     options: &StoreOptions,
     local: &ServerName,
+    placement: Placement,
+    instances: Option<Instances>,
 ) -> Result<SqlStore<Postgres>, StoreError> {
     // The bulk writer's statements come in a few fixed sizes (see `bulk`); all stay prepared.
     let connect = PgConnectOptions::from_str(url)?.application_name("kith").statement_cache_capacity(256);
@@ -34,6 +40,10 @@ pub(crate) async fn open_postgres(
         .connect_with(connect.clone())
         .await?;
     MIGRATOR.run(&write).await?;
+    let guard = match instances {
+        Some(Instances::Tool) | None => None,
+        Some(instances) => Some(Guard::Postgres(Box::new(PgLocks::take(connect.clone(), instances).await?))),
+    };
     let read = PgPoolOptions::new().max_connections(options.read_connections.max(1)).connect_with(connect).await?;
-    Ok(SqlStore::start(read, write, writers, options, local, description))
+    SqlStore::start(read, write, writers, options, local, placement, guard, description).await
 }

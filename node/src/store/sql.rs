@@ -9,8 +9,9 @@ use kith_proto::{DeviceId, MessageId, MessageStatus, MessageView, ServerName, Ti
 use sqlx::{Database, Pool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::Kind;
 use super::engine::engine;
+use super::leases::Guard;
+use super::placement::Placement;
 use super::rows::{MessageRow, UserRow, message_columns};
 use super::writer::{Job, Slot, Writer};
 use super::{
@@ -18,6 +19,7 @@ use super::{
     OutboxStats, PendingMessage, PublishOutcome, PublishedKeys, Receipt, ReceiptOutcome, RemoteReceipt, Store,
     StoreError, StoreOptions,
 };
+use super::{Kind, OutboxKey, Resumed};
 
 /// A store over one sqlx engine.
 #[derive(Debug)]
@@ -32,27 +34,60 @@ pub(crate) struct SqlStore<DB: Database> {
     writers: Mutex<Vec<oneshot::Receiver<()>>>,
     /// What [`Store::describe`] says.
     description: String,
+    /// Which shard this database is.
+    placement: Placement,
+    /// The instance lock and leases, on a node's only or first database.
+    guard: Option<Guard>,
 }
 
 engine! {
 impl<DB> SqlStore<DB> {
-    /// Starts `writers` group-commit writers on `write` and serves reads from `read`.
-    pub(crate) fn start(
+    /// Checks that the database is shard `placement` (recording it on first use), then starts
+    /// `writers` group-commit writers on `write` and serves reads from `read`.
+    #[allow(clippy::too_many_arguments, reason = "called from the two engines' open functions only")]
+    pub(crate) async fn start(
         read: Pool<DB>,
         write: Pool<DB>,
         writers: usize,
         options: &StoreOptions,
         local: &ServerName,
+        placement: Placement,
+        guard: Option<Guard>,
         description: String,
-    ) -> Self {
+    ) -> Result<Self, StoreError> {
+        check_placement(&write, placement, &description).await?;
         let (queues, tasks) = (0..writers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(options.queue_depth);
-                let writer = Writer { pool: write.clone(), max_batch: options.max_batch, local: local.clone() };
+                let writer =
+                    Writer { pool: write.clone(), max_batch: options.max_batch, local: local.clone(), placement };
                 (tx, Self::spawn_writer(writer, rx))
             })
             .unzip();
-        Self { read, write, queues: RwLock::new(queues), writers: Mutex::new(tasks), description }
+        Ok(Self { read, write, queues: RwLock::new(queues), writers: Mutex::new(tasks), description, placement, guard })
+    }
+
+    /// The pool the writers use, for work that needs its own transaction (the hand-off sweep).
+    pub(crate) fn write_pool(&self) -> &Pool<DB> {
+        &self.write
+    }
+
+    /// Moves the sender's copy of a message forward (a receipt recorded on the receiver's
+    /// shard); resolves to whether it moved.
+    pub(crate) async fn apply_status(
+        &self,
+        sender: &UserId,
+        message_id: MessageId,
+        status: MessageStatus,
+    ) -> Result<Committed<bool>, StoreError> {
+        let key = sender.to_string();
+        let sender = sender.clone();
+        self.enqueue(&key, |slot| Job::ApplyStatus { sender, message_id, status, slot }).await
+    }
+
+    /// Removes hand-offs completed on their target shards.
+    pub(crate) async fn remove_handoffs(&self, ids: Vec<String>) -> Result<Committed<()>, StoreError> {
+        self.enqueue("handoffs", |slot| Job::RemoveHandoffs(ids, slot)).await
     }
 
     /// Runs a writer on a thread and runtime of its own. Each statement of a group commit is a
@@ -91,6 +126,42 @@ impl<DB> SqlStore<DB> {
         Ok(Committed::new(rx))
     }
 }
+}
+
+/// Records `placement` in a new database, or checks it against what was recorded.
+async fn check_placement<DB>(pool: &Pool<DB>, placement: Placement, description: &str) -> Result<(), StoreError>
+where
+    DB: Database,
+    for<'c> &'c Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> i64: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO shard_info (id, shard_index, shard_count, created_at) VALUES (0, $1, $2, $3) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(i64::from(placement.index))
+    .bind(i64::from(placement.count))
+    .bind(Timestamp::now().as_millis())
+    .execute(pool)
+    .await?;
+    let (index, count) =
+        sqlx::query_as::<DB, (i64, i64)>("SELECT shard_index, shard_count FROM shard_info WHERE id = 0")
+            .fetch_one(pool)
+            .await?;
+    let recorded = (u32::try_from(index).unwrap_or(u32::MAX), u32::try_from(count).unwrap_or(u32::MAX));
+    if recorded == (placement.index, placement.count) {
+        return Ok(());
+    }
+    Err(StoreError::ShardMismatch {
+        database: description.to_owned(),
+        configured_index: placement.index,
+        configured_count: placement.count,
+        recorded_index: recorded.0,
+        recorded_count: recorded.1,
+    })
 }
 
 /// The partition key of a conversation: the same for both directions, so that its messages are
@@ -318,12 +389,14 @@ impl<DB> Store for SqlStore<DB> {
             .map(|(seq, envelope_id, kind, body, created_at)| {
                 let kind = Kind::parse(&kind)
                     .ok_or_else(|| StoreError::Corrupt { table: "outbox", detail: format!("kind {kind:?}") })?;
-                Ok(OutboxRow { seq, envelope_id, kind, body, created_at: Timestamp::from_millis(created_at) })
+                let key = OutboxKey { shard: self.placement.index, seq };
+                Ok(OutboxRow { key, envelope_id, kind, body, created_at: Timestamp::from_millis(created_at) })
             })
             .collect()
     }
 
-    async fn outbox_remove(&self, destination: &ServerName, seqs: Vec<i64>) -> Result<Committed<()>, StoreError> {
+    async fn outbox_remove(&self, destination: &ServerName, keys: Vec<OutboxKey>) -> Result<Committed<()>, StoreError> {
+        let seqs = keys.into_iter().filter(|k| k.shard == self.placement.index).map(|k| k.seq).collect();
         let destination = destination.to_string();
         let key = destination.clone();
         self.enqueue(&key, |slot| Job::OutboxRemove { destination, seqs, slot }).await
@@ -343,6 +416,18 @@ impl<DB> Store for SqlStore<DB> {
                 oldest: Some(Timestamp::from_millis(oldest)),
             })
             .collect())
+    }
+
+    async fn resume_handoffs(&self, _older_than: std::time::Duration) -> Result<Vec<Resumed>, StoreError> {
+        // One database holds both copies of everything: nothing is ever handed off.
+        Ok(Vec::new())
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<bool, StoreError> {
+        match &self.guard {
+            Some(guard) => guard.try_lease(name).await,
+            None => Err(StoreError::Config(format!("lease {name}: leases are held on a node's first shard"))),
+        }
     }
 
     async fn close(&self) {

@@ -1,14 +1,16 @@
 //! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL`, a single
-//! group-commit writer (SQLite has one writer anyway) and a pool of readers.
+//! group-commit writer (SQLite has one writer anyway) and a pool of readers. One process may
+//! open it (a lock file beside it says so).
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use kith_proto::ServerName;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, migrate::Migrator};
 
-use kith_proto::ServerName;
-
+use super::leases::{Guard, Instances};
+use super::placement::Placement;
 use super::sql::SqlStore;
 use super::{StoreError, StoreOptions};
 
@@ -17,11 +19,13 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 /// Opens (creating if needed) the SQLite database at `url` (`sqlite:PATH`) and migrates it.
 ///
 /// # Errors
-/// When the file cannot be opened or the schema cannot be migrated.
+/// When the file cannot be opened, another process has it open, or the schema cannot be
+/// migrated.
 pub(crate) async fn open_sqlite(
     url: &str,
     options: &StoreOptions,
     local: &ServerName,
+    instances: Instances,
 ) -> Result<SqlStore<Sqlite>, StoreError> {
     let connect = SqliteConnectOptions::from_str(url)?
         .create_if_missing(true)
@@ -36,6 +40,7 @@ pub(crate) async fn open_sqlite(
         .pragma("cache_size", "-65536")
         .foreign_keys(true);
     let description = format!("sqlite {}", connect.get_filename().display());
+    let guard = Guard::sqlite(connect.get_filename(), instances)?;
 
     // Checkpoint (copy the WAL into the database) every ~40 MB of WAL rather than SQLite's
     // default 4 MB: the checkpoint runs inside the commit that crosses the threshold, and the
@@ -47,5 +52,5 @@ pub(crate) async fn open_sqlite(
         .max_connections(options.read_connections.max(1))
         .connect_with(connect.read_only(true))
         .await?;
-    Ok(SqlStore::start(read, write, 1, options, local, description))
+    SqlStore::start(read, write, 1, options, local, Placement::SINGLE, guard, description).await
 }

@@ -9,12 +9,13 @@
 //! The SQL lives elsewhere: the hot path (appends, receipts) in bulk runs ([`super::bulk`]),
 //! everything else one operation at a time ([`super::ops`]).
 
-use kith_proto::{DeviceId, MessageStatus, ServerName, Timestamp, UserId};
+use kith_proto::{DeviceId, MessageId, MessageStatus, ServerName, Timestamp, UserId};
 use sqlx::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use super::engine::engine;
+use super::placement::Placement;
 use super::{
     AppendOutcome, ClaimedKeys, ImportReport, NewMessage, NewUser, OutboxEntry, PublishOutcome, PublishedKeys, Receipt,
     ReceiptOutcome, RemoteReceipt, StoreError,
@@ -59,15 +60,50 @@ pub(crate) enum Job {
     ImportUsers(Vec<NewUser>, Slot<ImportReport>),
     AppendMessage(NewMessage, Slot<AppendOutcome>),
     RecordReceipt(Receipt, Slot<ReceiptOutcome>),
-    SetPresence { user_id: String, online: bool, at: Timestamp, slot: Slot<()> },
+    SetPresence {
+        user_id: String,
+        online: bool,
+        at: Timestamp,
+        slot: Slot<()>,
+    },
     ResetPresence(Timestamp, Slot<u64>),
-    AddDevice { user: UserId, device: DeviceId, at: Timestamp, slot: Slot<()> },
-    RemoveDevice { user: UserId, device: DeviceId, slot: Slot<bool> },
-    PublishKeys { user: UserId, device: DeviceId, keys: PublishedKeys, slot: Slot<PublishOutcome> },
-    ClaimKeys { user: UserId, slot: Slot<Vec<ClaimedKeys>> },
+    AddDevice {
+        user: UserId,
+        device: DeviceId,
+        at: Timestamp,
+        slot: Slot<()>,
+    },
+    RemoveDevice {
+        user: UserId,
+        device: DeviceId,
+        slot: Slot<bool>,
+    },
+    PublishKeys {
+        user: UserId,
+        device: DeviceId,
+        keys: PublishedKeys,
+        slot: Slot<PublishOutcome>,
+    },
+    ClaimKeys {
+        user: UserId,
+        slot: Slot<Vec<ClaimedKeys>>,
+    },
     ApplyRemoteReceipt(RemoteReceipt, Slot<Option<MessageStatus>>),
     EnqueueEnvelopes(Vec<OutboxEntry>, Slot<()>),
-    OutboxRemove { destination: String, seqs: Vec<i64>, slot: Slot<()> },
+    OutboxRemove {
+        destination: String,
+        seqs: Vec<i64>,
+        slot: Slot<()>,
+    },
+    /// The sender's copy, on this shard, of a message whose receiver's shard recorded a receipt.
+    ApplyStatus {
+        sender: UserId,
+        message_id: MessageId,
+        status: MessageStatus,
+        slot: Slot<bool>,
+    },
+    /// Hand-offs completed on their target shards.
+    RemoveHandoffs(Vec<String>, Slot<()>),
 }
 
 impl Job {
@@ -95,6 +131,8 @@ impl Job {
             Self::ApplyRemoteReceipt(_, slot) => settle(slot, failure),
             Self::EnqueueEnvelopes(_, slot) => settle(slot, failure),
             Self::OutboxRemove { slot, .. } => settle(slot, failure),
+            Self::ApplyStatus { slot, .. } => settle(slot, failure),
+            Self::RemoveHandoffs(_, slot) => settle(slot, failure),
         }
     }
 
@@ -126,6 +164,9 @@ pub(crate) struct Writer<DB: sqlx::Database> {
     pub(crate) max_batch: usize,
     /// This node's server name: a receipt for a sender elsewhere becomes an envelope.
     pub(crate) local: ServerName,
+    /// Which shard this is: the other half of a message or receipt whose other owner lives
+    /// on another shard becomes a hand-off.
+    pub(crate) placement: Placement,
 }
 
 engine! {
@@ -168,8 +209,8 @@ impl<DB> Writer<DB> {
                 .map_or(batch.len(), |n| start + n);
             let run = &mut batch[start..end];
             match &run[0] {
-                Job::AppendMessage(..) => Self::append_messages(&mut tx, run).await?,
-                Job::RecordReceipt(..) => Self::record_receipts(&mut tx, &self.local, run).await?,
+                Job::AppendMessage(..) => Self::append_messages(&mut tx, self.placement, run).await?,
+                Job::RecordReceipt(..) => Self::record_receipts(&mut tx, &self.local, self.placement, run).await?,
                 _ => {
                     for job in run {
                         Self::apply_one(&mut tx, job).await?;

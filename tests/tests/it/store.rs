@@ -32,6 +32,15 @@ macro_rules! on_every_store {
                     _ => Ok(()),
                 }
             }
+
+            /// Four shards: alice, bob and carol each on a shard of their own (3, 2 and 0).
+            #[tokio::test]
+            async fn postgres_shards() -> anyhow::Result<()> {
+                match super::shards(4).await {
+                    Some(urls) => super::$name(super::open_at(kith_node::store::Location::Shards(urls)).await?).await,
+                    None => Ok(()),
+                }
+            }
         }
     )*};
 }
@@ -50,11 +59,29 @@ on_every_store!(
     one_time_prekeys_are_claimed_once,
     a_message_to_another_node_is_queued_with_the_senders_copy,
     envelopes_from_another_node_apply_once,
+    a_message_between_shards_is_in_both_mailboxes_and_its_receipts_reach_back,
 );
+
+/// Fresh PostgreSQL schemas for `n` shards, or `None` (said why) without PostgreSQL.
+async fn shards(n: usize) -> Option<Vec<String>> {
+    let mut urls = Vec::with_capacity(n);
+    for _ in 0..n {
+        match Backend::postgres().await {
+            Some(Backend::Postgres(url)) => urls.push(url),
+            _ => return None,
+        }
+    }
+    Some(urls)
+}
 
 /// Opens a store holding the accounts the tests use, each with device 0.
 async fn open(url: &str) -> Result<Arc<dyn Store>> {
-    let store = store::open(url, &StoreOptions::default(), &server("test")).await?;
+    open_at(store::Location::Single(url.to_owned())).await
+}
+
+/// Opens the store at `location` holding the accounts the tests use, each with device 0.
+async fn open_at(location: store::Location) -> Result<Arc<dyn Store>> {
+    let store = store::open(&location, &StoreOptions::default(), &server("test"), store::Instances::Alone).await?;
     let accounts = ["alice", "bob", "carol"]
         .iter()
         .map(|name| NewUser {
@@ -425,7 +452,7 @@ async fn a_message_to_another_node_is_queued_with_the_senders_copy(store: Arc<dy
     assert_eq!(store.apply_remote_receipt(receipt(MessageStatus::Delivered, "r-2")).await?.await?, None, "backwards");
     assert_eq!(store.history(&alice, &remote, None, 1).await?[0].status, MessageStatus::Read);
 
-    store.outbox_remove(&server("beta"), queued.iter().map(|r| r.seq).collect()).await?.await?;
+    store.outbox_remove(&server("beta"), queued.iter().map(|r| r.key).collect()).await?.await?;
     assert!(store.outbox_batch(&server("beta"), 10).await?.is_empty());
     assert!(store.outbox_stats().await?.is_empty());
     store.close().await;
@@ -456,5 +483,135 @@ async fn envelopes_from_another_node_apply_once(store: Arc<dyn Store>) -> Result
     let queued: Vec<_> = queued.iter().map(|r| (r.envelope_id.clone(), r.kind)).collect();
     assert_eq!(queued, [(format!("{id}:read"), Kind::Receipt)]);
     store.close().await;
+    Ok(())
+}
+
+/// alice (shard 3 of 4) and carol (shard 0): on shards, two commits on two databases; on one
+/// database, one. Either way both mailboxes hold it once, and receipts reach the sender's copy.
+async fn a_message_between_shards_is_in_both_mailboxes_and_its_receipts_reach_back(
+    store: Arc<dyn Store>,
+) -> Result<()> {
+    let (alice, carol) = (user("alice"), user("carol"));
+    let mut ids = Vec::new();
+    let mut commits = Vec::new();
+    for i in 0..50 {
+        let message = new_message(&alice, &carol, &i.to_string(), Some(&format!("x{i}")));
+        ids.push(message.message_id);
+        commits.push(store.append_message(message).await?);
+    }
+    for commit in commits {
+        assert!(matches!(commit.await?, AppendOutcome::Stored { .. }));
+    }
+    // A resend of the first with its clientMessageId is the same message.
+    let again = append(store.as_ref(), new_message(&alice, &carol, "0", Some("x0"))).await?;
+    assert!(matches!(again, AppendOutcome::Duplicate { message_id, .. } if message_id == ids[0]));
+    let ids_of = |rows: Vec<kith_proto::MessageView>| rows.into_iter().map(|m| m.message_id).collect::<Vec<_>>();
+    assert_eq!(ids_of(store.history(&alice, &carol, None, 100).await?), ids, "the sender's copies");
+    assert_eq!(ids_of(store.history(&carol, &alice, None, 100).await?), ids, "the receiver's copies");
+    let pending: Vec<_> = store.pending(&carol, D0, 0, 100).await?.into_iter().map(|p| p.message.message_id).collect();
+    assert_eq!(pending, ids, "pending for the receiver in the order sent");
+
+    assert_eq!(
+        receipt(store.as_ref(), &carol, ids[0], MessageStatus::Delivered).await?,
+        Some(MessageStatus::Delivered)
+    );
+    assert_eq!(receipt(store.as_ref(), &carol, ids[1], MessageStatus::Read).await?, Some(MessageStatus::Read));
+    let first_two = store.history(&alice, &carol, Some(ids[2]), 2).await?;
+    assert_eq!(
+        first_two.iter().map(|m| m.status).collect::<Vec<_>>(),
+        [MessageStatus::Delivered, MessageStatus::Read],
+        "the sender's copies moved too"
+    );
+    assert!(store.resume_handoffs(std::time::Duration::ZERO).await?.is_empty(), "nothing left half done");
+    store.close().await;
+    Ok(())
+}
+
+/// What an instance killed between the two commits of a cross-shard message leaves: the
+/// sender's copy and a hand-off on the sender's shard, nothing on the receiver's. The sweep
+/// completes it, once, however often it runs or the hand-off is replayed.
+#[tokio::test]
+async fn hand_offs_a_crash_left_are_completed_once() -> Result<()> {
+    let Some(urls) = shards(4).await else { return Ok(()) };
+    let store = open_at(store::Location::Shards(urls.clone())).await?;
+    let (alice, carol) = (user("alice"), user("carol"));
+    let id = MessageId::now();
+    let now = Timestamp::now();
+    let body = serde_json::json!({
+        "kind": "message", "messageId": id, "senderId": alice, "receiverId": carol,
+        "content": "left half done", "timestamp": now,
+    });
+    // alice is on shard 3, carol on shard 0.
+    let alice_shard = sqlx::PgPool::connect(&urls[3]).await?;
+    let leave_handoff = || async {
+        sqlx::query("INSERT INTO handoffs (handoff_id, target_shard, body, created_at) VALUES ($1, 0, $2, $3)")
+            .bind(format!("m:{id}"))
+            .bind(serde_json::to_vec(&body)?)
+            .bind(now.as_millis() - 60_000)
+            .execute(&alice_shard)
+            .await?;
+        anyhow::Ok(())
+    };
+    sqlx::query(
+        "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
+         VALUES ($1, $2, $3, $1, $3, 'left half done', $4, 'sent')",
+    )
+    .bind(alice.as_str())
+    .bind(id.to_string())
+    .bind(carol.as_str())
+    .bind(now.as_millis())
+    .execute(&alice_shard)
+    .await?;
+    leave_handoff().await?;
+    assert!(store.history(&carol, &alice, None, 10).await?.is_empty(), "not on carol's shard yet");
+
+    let resumed = store.resume_handoffs(std::time::Duration::from_secs(5)).await?;
+    assert!(matches!(resumed.as_slice(), [store::Resumed::Message(m)] if m.message_id == id), "{resumed:?}");
+    assert!(store.resume_handoffs(std::time::Duration::ZERO).await?.is_empty(), "done once");
+    // The same hand-off again (a sweep that died after applying, before removing it): no copy.
+    leave_handoff().await?;
+    store.resume_handoffs(std::time::Duration::ZERO).await?;
+    let copies = store.history(&carol, &alice, None, 10).await?;
+    assert_eq!(copies.iter().map(|m| m.message_id).collect::<Vec<_>>(), [id], "exactly one copy");
+    assert_eq!(store.pending(&carol, D0, 0, 10).await?.len(), 1, "pending once for carol's device");
+    alice_shard.close().await;
+    store.close().await;
+    Ok(())
+}
+
+/// A shard list of another size or order than the shards were made with is refused, naming
+/// the shard.
+#[tokio::test]
+async fn a_shard_list_of_another_size_or_order_is_refused() -> Result<()> {
+    let Some(urls) = shards(3).await else { return Ok(()) };
+    open_at(store::Location::Shards(urls.clone())).await?.close().await;
+    let refused = |location| async move {
+        match store::open(&location, &StoreOptions::default(), &server("test"), store::Instances::Alone).await {
+            Ok(store) => {
+                store.close().await;
+                anyhow::bail!("opened")
+            }
+            Err(e) => anyhow::Ok(e),
+        }
+    };
+    let fewer = refused(store::Location::Shards(urls[..2].to_vec())).await?;
+    assert!(
+        matches!(
+            fewer,
+            StoreError::ShardMismatch {
+                configured_index: 0,
+                configured_count: 2,
+                recorded_index: 0,
+                recorded_count: 3,
+                ..
+            }
+        ),
+        "{fewer}"
+    );
+    assert!(fewer.to_string().contains("shard 0 (postgres"), "{fewer}");
+    let swapped = refused(store::Location::Shards(vec![urls[1].clone(), urls[0].clone(), urls[2].clone()])).await?;
+    assert!(matches!(swapped, StoreError::ShardMismatch { configured_index: 0, recorded_index: 1, .. }), "{swapped}");
+    let alone = refused(store::Location::Single(urls[2].clone())).await?;
+    assert!(matches!(alone, StoreError::ShardMismatch { recorded_index: 2, recorded_count: 3, .. }), "{alone}");
     Ok(())
 }

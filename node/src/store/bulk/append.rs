@@ -1,5 +1,6 @@
 //! Appending a run of messages: deduplicate what came before, write each new message's
-//! mailbox rows, queue them for their owners' devices, and queue envelopes for other nodes.
+//! mailbox rows (those of owners on this shard), queue them for their owners' devices, and
+//! queue what belongs elsewhere: envelopes for other nodes, hand-offs for other shards.
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,6 +9,8 @@ use sqlx::QueryBuilder;
 
 use super::{chunks, chunks_mut};
 use crate::store::engine::engine;
+use crate::store::handoff::{Handoff, NewHandoff};
+use crate::store::placement::{Placement, shard_of};
 use crate::store::rows::parse_message_id;
 use crate::store::writer::{Job, Tx, Writer};
 use crate::store::{AppendOutcome, InboxKey, NewMessage, OutboxEntry, Recipient, Source, StoreError};
@@ -32,7 +35,11 @@ fn duplicate_of(m: &NewMessage) -> AppendOutcome {
 engine! {
 impl<DB> Writer<DB> {
     /// Applies a run of `AppendMessage` jobs. Returns an error only when it aborts the batch.
-    pub(in crate::store) async fn append_messages(tx: &mut Tx<DB>, run: &mut [Job]) -> Result<(), StoreError> {
+    pub(in crate::store) async fn append_messages(
+        tx: &mut Tx<DB>,
+        placement: Placement,
+        run: &mut [Job],
+    ) -> Result<(), StoreError> {
         for chunk in chunks_mut(run) {
             let messages: Vec<&NewMessage> = chunk
                 .iter()
@@ -41,7 +48,7 @@ impl<DB> Writer<DB> {
                     _ => None,
                 })
                 .collect();
-            let outcomes = Self::append_chunk(tx, &messages).await?;
+            let outcomes = Self::append_chunk(tx, placement, &messages).await?;
             let slots = chunk.iter_mut().filter_map(|job| match job {
                 Job::AppendMessage(_, slot) => Some(slot),
                 _ => None,
@@ -53,14 +60,19 @@ impl<DB> Writer<DB> {
         Ok(())
     }
 
-    async fn append_chunk(tx: &mut Tx<DB>, messages: &[&NewMessage]) -> Result<Vec<AppendOutcome>, StoreError> {
+    async fn append_chunk(
+        tx: &mut Tx<DB>,
+        placement: Placement,
+        messages: &[&NewMessage],
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
         let mut outcomes: Outcomes = vec![None; messages.len()];
         Self::skip_repeated_envelopes(tx, messages, &mut outcomes).await?;
-        Self::skip_repeated_client_ids(tx, messages, &mut outcomes).await?;
-        let (rows, outbox) = mailbox_rows(messages, &outcomes);
+        Self::skip_repeated_client_ids(tx, placement, messages, &mut outcomes).await?;
+        let Placed { rows, outbox, handoffs } = place(placement, messages, &outcomes);
         let fresh = Self::insert_mailbox_rows(tx, messages, &rows).await?;
         Self::queue_for_devices(tx, &fresh).await?;
         Self::insert_outbox_rows(tx, &outbox).await?;
+        Self::insert_handoffs(tx, &handoffs).await?;
         Ok(messages
             .iter()
             .zip(outcomes)
@@ -82,7 +94,7 @@ impl<DB> Writer<DB> {
             .enumerate()
             .filter_map(|(i, m)| match &m.from {
                 Source::Peer(key) => Some((i, key)),
-                Source::Device { .. } => None,
+                Source::Device { .. } | Source::OtherShard => None,
             })
             .collect();
         if received.is_empty() {
@@ -109,16 +121,18 @@ impl<DB> Writer<DB> {
     }
 
     /// Step 2. A `clientMessageId` the sender used before (in the store, or earlier in this
-    /// chunk) makes the message a repeat of the first one, answered with that one's id.
+    /// chunk) makes the message a repeat of the first one, answered with that one's id. The
+    /// keys live with the sender's copy, on the sender's shard.
     async fn skip_repeated_client_ids(
         tx: &mut Tx<DB>,
+        placement: Placement,
         messages: &[&NewMessage],
         outcomes: &mut Outcomes,
     ) -> Result<(), StoreError> {
         let keyed: Vec<(usize, &ClientMessageId, String)> = messages
             .iter()
             .enumerate()
-            .filter(|(i, _)| outcomes[*i].is_none())
+            .filter(|(i, m)| outcomes[*i].is_none() && placement.holds(&m.sender))
             .filter_map(|(i, m)| match &m.from {
                 Source::Device { client_message_id: Some(client_id), .. } => {
                     Some((i, client_id, m.message_id.to_string()))
@@ -233,6 +247,28 @@ impl<DB> Writer<DB> {
         Ok(())
     }
 
+    /// Step 6 (also used for receipts). Records what belongs on other shards, with one
+    /// statement per chunk.
+    pub(in crate::store) async fn insert_handoffs(tx: &mut Tx<DB>, handoffs: &[NewHandoff]) -> Result<(), StoreError> {
+        let bodies = handoffs.iter().map(|h| Ok((h.handoff.id(), h.handoff.encode()?))).collect::<Result<Vec<_>, StoreError>>()?;
+        let rows: Vec<(&NewHandoff, &(String, Vec<u8>))> = handoffs.iter().zip(&bodies).collect();
+        for chunk in chunks(&rows) {
+            let now = Timestamp::now().as_millis();
+            let mut query =
+                QueryBuilder::<DB>::new("INSERT INTO handoffs (handoff_id, target_shard, body, created_at) ");
+            query.push_values(chunk, |mut row, (handoff, (id, body))| {
+                row.push_bind(id.as_str())
+                    .push_bind(i64::from(handoff.target_shard))
+                    .push_bind(body.as_slice())
+                    .push_bind(now);
+            });
+            // A repeat (an earlier attempt whose commit answer was lost) is the same hand-off.
+            query.push(" ON CONFLICT (handoff_id) DO NOTHING");
+            query.build().execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
     /// Step 5 (also used for receipts and presence). Queues envelopes for other nodes with one
     /// statement per chunk.
     pub(in crate::store) async fn insert_outbox_rows(tx: &mut Tx<DB>, entries: &[&OutboxEntry]) -> Result<(), StoreError> {
@@ -254,31 +290,53 @@ impl<DB> Writer<DB> {
 }
 }
 
-/// The mailbox rows the new messages need, and the envelopes that carry the others to other
-/// nodes: the sender's copy when the sender is a user of this node (and not also the
-/// receiver), the receiver's copy unless an envelope carries it elsewhere.
-fn mailbox_rows<'a>(messages: &[&'a NewMessage], outcomes: &Outcomes) -> (Vec<MailboxRow<'a>>, Vec<&'a OutboxEntry>) {
-    let mut rows = Vec::new();
-    let mut outbox = Vec::new();
+/// Where the new messages of a chunk go.
+struct Placed<'a> {
+    /// Mailbox rows on this shard.
+    rows: Vec<MailboxRow<'a>>,
+    /// Envelopes that carry messages to other nodes.
+    outbox: Vec<&'a OutboxEntry>,
+    /// Receivers' copies that belong on other shards.
+    handoffs: Vec<NewHandoff>,
+}
+
+/// Decides, for each new message, what this shard writes: the sender's copy when the sender
+/// is a user of this node whose rows are here (and not also the receiver), the receiver's
+/// copy when the receiver's rows are here; and what goes elsewhere: an envelope for a receiver
+/// on another node, a hand-off for a receiver on another shard.
+fn place<'a>(placement: Placement, messages: &[&'a NewMessage], outcomes: &Outcomes) -> Placed<'a> {
+    let mut placed = Placed { rows: Vec::new(), outbox: Vec::new(), handoffs: Vec::new() };
     for (index, m) in messages.iter().enumerate().filter(|(i, _)| outcomes[*i].is_none()) {
         let (sender, receiver) = (m.sender.as_str(), m.receiver.as_str());
         let sending_device = match &m.from {
-            Source::Device { device, .. } => Some(*device),
-            Source::Peer(_) => None,
+            Source::Device { device, .. } if placement.holds(&m.sender) => Some(*device),
+            Source::Device { .. } | Source::Peer(_) | Source::OtherShard => None,
         };
         if sender != receiver
             && let Some(device) = sending_device
         {
-            rows.push(MailboxRow { index, owner: sender, peer: receiver, except: Some(device) });
+            placed.rows.push(MailboxRow { index, owner: sender, peer: receiver, except: Some(device) });
         }
         match &m.to {
-            Recipient::Peer(envelope) => outbox.push(envelope),
-            Recipient::User => {
+            Recipient::Peer(envelope) if sending_device.is_some() => placed.outbox.push(envelope),
+            Recipient::Peer(_) => {}
+            Recipient::User if placement.holds(&m.receiver) => {
                 // A note to oneself: one row, not pending for the device that wrote it.
                 let except = if sender == receiver { sending_device } else { None };
-                rows.push(MailboxRow { index, owner: receiver, peer: sender, except });
+                placed.rows.push(MailboxRow { index, owner: receiver, peer: sender, except });
             }
+            Recipient::User if sending_device.is_some() => placed.handoffs.push(NewHandoff {
+                target_shard: shard_of(&m.receiver, placement.count),
+                handoff: Handoff::Message {
+                    message_id: m.message_id,
+                    sender_id: m.sender.clone(),
+                    receiver_id: m.receiver.clone(),
+                    content: m.content.clone(),
+                    timestamp: m.timestamp,
+                },
+            }),
+            Recipient::User => {}
         }
     }
-    (rows, outbox)
+    placed
 }

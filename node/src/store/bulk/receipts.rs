@@ -10,6 +10,8 @@ use tracing::warn;
 
 use super::{chunks, chunks_mut};
 use crate::store::engine::engine;
+use crate::store::handoff::{Handoff, NewHandoff};
+use crate::store::placement::{Placement, shard_of};
 use crate::store::rows::parse_user;
 use crate::store::status::{advances, push_advances};
 use crate::store::writer::{Job, Tx, Writer};
@@ -36,6 +38,8 @@ struct Changes<'a> {
     sender_status: HashMap<(String, String), MessageStatus>,
     /// Receipts for senders on other nodes.
     forwards: Vec<OutboxEntry>,
+    /// Receipts for senders of this node whose rows are on other shards.
+    handoffs: Vec<NewHandoff>,
 }
 
 engine! {
@@ -44,6 +48,7 @@ impl<DB> Writer<DB> {
     pub(in crate::store) async fn record_receipts(
         tx: &mut Tx<DB>,
         local: &ServerName,
+        placement: Placement,
         run: &mut [Job],
     ) -> Result<(), StoreError> {
         for chunk in chunks_mut(run) {
@@ -54,7 +59,7 @@ impl<DB> Writer<DB> {
                     _ => None,
                 })
                 .collect();
-            let outcomes = Self::receipt_chunk(tx, local, &receipts).await?;
+            let outcomes = Self::receipt_chunk(tx, local, placement, &receipts).await?;
             let slots = chunk.iter_mut().filter_map(|job| match job {
                 Job::RecordReceipt(_, slot) => Some(slot),
                 _ => None,
@@ -69,15 +74,17 @@ impl<DB> Writer<DB> {
     async fn receipt_chunk(
         tx: &mut Tx<DB>,
         local: &ServerName,
+        placement: Placement,
         receipts: &[&Receipt],
     ) -> Result<Vec<Result<ReceiptOutcome, StoreError>>, StoreError> {
         let ids: Vec<String> = receipts.iter().map(|r| r.message_id.to_string()).collect();
         let found = Self::find_readers_copies(tx, receipts, &ids).await?;
         let mut changes = Changes::default();
-        let outcomes = decide(local, receipts, &ids, &found, &mut changes)?;
+        let outcomes = decide(local, placement, receipts, &ids, &found, &mut changes)?;
         Self::clear_pending(tx, &changes).await?;
         Self::advance_statuses(tx, &changes).await?;
         Self::insert_outbox_rows(tx, &changes.forwards.iter().collect::<Vec<_>>()).await?;
+        Self::insert_handoffs(tx, &changes.handoffs).await?;
         Ok(outcomes)
     }
 
@@ -173,6 +180,7 @@ impl<DB> Writer<DB> {
 /// chunk left.
 fn decide<'a>(
     local: &ServerName,
+    placement: Placement,
     receipts: &[&'a Receipt],
     ids: &[String],
     found: &HashMap<(String, String), Found>,
@@ -220,8 +228,21 @@ fn decide<'a>(
                     Ok(envelope) => changes.forwards.push(envelope),
                     Err(e) => warn!(error = %e, "cannot encode a receipt envelope"),
                 }
-            } else if row.sender != reader {
+            } else if row.sender == reader {
+                // A note to oneself: its one row moved already.
+            } else if placement.holds(&sender) {
                 changes.sender_status.insert((row.sender.clone(), id.clone()), status);
+            } else {
+                changes.handoffs.push(NewHandoff {
+                    target_shard: shard_of(&sender, placement.count),
+                    handoff: Handoff::Status {
+                        message_id: receipt.message_id,
+                        sender_id: sender.clone(),
+                        receiver_id: receipt.reader.clone(),
+                        status,
+                        at: receipt.at,
+                    },
+                });
             }
         }
         outcomes.push(Ok(ReceiptOutcome { sender, advanced_to: advanced.then_some(status) }));
