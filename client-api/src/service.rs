@@ -138,23 +138,43 @@ pub type Completion<T> = Pin<Box<dyn Future<Output = Result<T, ServiceError>> + 
 #[derive(Debug, Clone)]
 pub struct SessionEvent(Arc<Encoded>);
 
-/// An encoded frame and, for a `message` frame, the message's id.
+/// An encoded frame and, for a `message` frame, the message's id; or the request to replay.
 #[derive(Debug)]
 struct Encoded {
     message_id: Option<MessageId>,
     text: String,
+    /// Not a frame: "send again whatever is pending that you have not sent".
+    replay: bool,
 }
 
 impl SessionEvent {
     /// The `message` frame carrying `message`.
     pub fn message(message: IncomingMessage) -> Self {
         let message_id = Some(message.message_id);
-        Self(Arc::new(Encoded { message_id, text: encode(&ServerFrame::Message(message)) }))
+        Self(Arc::new(Encoded { message_id, text: encode(&ServerFrame::Message(message)), replay: false }))
     }
 
     /// Any other frame: receipts, presence, key changes.
     pub fn frame(frame: &ServerFrame) -> Self {
-        Self(Arc::new(Encoded { message_id: None, text: encode(frame) }))
+        Self(Arc::new(Encoded { message_id: None, text: encode(frame), replay: false }))
+    }
+
+    /// A frame encoded elsewhere (by another instance of the node), with the message's id for a
+    /// `message` frame.
+    pub fn encoded(text: String, message_id: Option<MessageId>) -> Self {
+        Self(Arc::new(Encoded { message_id, text, replay: false }))
+    }
+
+    /// Asks the connection to send again what is pending for it and it has not sent: pushes
+    /// may have been lost on their way (the node lost its hand-off between instances for a
+    /// while), and the store still has every message.
+    pub fn replay() -> Self {
+        Self(Arc::new(Encoded { message_id: None, text: String::new(), replay: true }))
+    }
+
+    /// Whether this is [`SessionEvent::replay`] rather than a frame.
+    pub fn is_replay(&self) -> bool {
+        self.0.replay
     }
 
     /// The message's id, for a `message` frame (to skip a push that raced the replay).

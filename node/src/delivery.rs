@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::outbox::RefusedMessage;
 use crate::push;
 use crate::state::AppState;
-use crate::store::{AppendOutcome, NewMessage, Receipt, Recipient, Source, envelopes};
+use crate::store::{AppendOutcome, NewMessage, Receipt, Recipient, Resumed, Source, envelopes};
 
 /// Accepts a message from `caller`; the completion resolves once it is durably stored.
 pub(crate) async fn send(
@@ -66,7 +66,7 @@ pub(crate) async fn send(
         let outcome = match committed.await {
             Ok(AppendOutcome::Stored { message_id, timestamp }) => {
                 if remote {
-                    task_state.outbox.wake(&view.receiver_id.server_name());
+                    task_state.outbox.committed(&view.receiver_id.server_name());
                 }
                 push::message(&task_state, &view, Some(from_device)).await;
                 Ok(SendOutcome { message_id, timestamp, duplicate: false })
@@ -104,7 +104,7 @@ pub(crate) async fn receipt(
             Ok(outcome) => {
                 if let Some(status) = outcome.advanced_to {
                     if !outcome.sender.is_on(&task_state.server_name) {
-                        task_state.outbox.wake(&outcome.sender.server_name());
+                        task_state.outbox.committed(&outcome.sender.server_name());
                     }
                     push::receipt(&task_state, &outcome.sender, &reader, message_id, status, at).await;
                 }
@@ -142,6 +142,37 @@ pub(crate) async fn report_refusals(
             ),
             client_message_id: None,
         };
-        push::to_user(&state, &refused.sender, &frame, None);
+        push::to_user(&state, &refused.sender, &frame, None).await;
+    }
+}
+
+/// How often hand-offs between shards are looked for, and how old one must be to count as
+/// left by a crash (younger ones are still being completed by their sender).
+const HANDOFF_SWEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Completes, until shutdown, what an instance that died between the two commits of a
+/// message or receipt between shards left half done, and pushes what that delivered.
+pub(crate) async fn resume_handoffs(state: AppState, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(HANDOFF_SWEEP);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let resumed = match state.store.resume_handoffs(HANDOFF_SWEEP).await {
+            Ok(resumed) => resumed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resume hand-offs between shards");
+                continue;
+            }
+        };
+        for done in resumed {
+            match done {
+                Resumed::Message(view) => push::message(&state, &view, None).await,
+                Resumed::Status { sender, receiver, message_id, status, at } => {
+                    push::receipt(&state, &sender, &receiver, message_id, status, at).await;
+                }
+            }
+        }
     }
 }

@@ -80,9 +80,9 @@ async fn notify_partners(state: &AppState, user: &UserId, device: DeviceId) {
         }
     };
     for peer in peers.iter().filter(|peer| peer.is_on(&state.server_name) && *peer != user) {
-        push::to_user(state, peer, &frame, None);
+        push::to_user(state, peer, &frame, None).await;
     }
-    push::to_user(state, user, &frame, Some(device));
+    push::to_user(state, user, &frame, Some(device)).await;
 }
 
 /// `GET /api/v1/keys/{userId}`.
@@ -148,7 +148,7 @@ pub(crate) async fn remove_device(state: &AppState, caller: &Caller, device: Dev
         info!(user = %caller.user, %device, "device removed");
         // Its tokens stop working and its open connections close.
         state.users.forget_device(&caller.user, device);
-        push::close_device(state, &caller.user, device);
+        push::close_device(state, &caller.user, device).await;
         Ok(())
     } else {
         Err(ServiceError::UnknownDevice(caller.user.clone(), device))

@@ -19,8 +19,10 @@
 //! (presence, recent messages), [`sessions`] (live WebSockets), [`peers`] (the federation
 //! network), all sharing one [`state::AppState`]. Nothing below imports from above.
 
-// Entry points: the client API (`service`) and other nodes (`inbound`).
-mod inbound;
+// Entry points: clients (`service`), other nodes (`federation_inbound`) and the node's other
+// instances (`cluster_inbound`).
+mod cluster_inbound;
+mod federation_inbound;
 mod service;
 
 // The domain: what a request does.
@@ -35,6 +37,7 @@ mod push;
 
 // Below: durable state, queues and shared handles.
 pub mod cache;
+pub mod cluster;
 pub mod outbox;
 mod password;
 pub mod peers;

@@ -1,8 +1,11 @@
-//! Presence: a user is online while they have at least one live session on this node.
+//! Presence: a user is online while they have at least one live session on this node (on
+//! any of its instances).
 //!
 //! Transitions are computed from the session registry, the truth, under one lock, so that
 //! concurrent opens and closes always leave the cache, the store and the watchers with the
-//! user's real state. The store keeps `status` and `last_seen` for after a restart.
+//! user's real state. With several instances, each says whether it holds a session of the
+//! user, and `cluster` decides atomically whether that changed the user's presence. The store
+//! keeps `status` and `last_seen` for after a restart.
 //!
 //! Across nodes, presence travels as envelopes: a node subscribes at a peer to the users its
 //! sessions watch, and the peer sends their changes (the data is in `remote_presence`).
@@ -17,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::cache::Observed;
 use crate::push;
 use crate::state::AppState;
 use crate::store::{OutboxEntry, envelopes};
@@ -24,18 +28,33 @@ use crate::store::{OutboxEntry, envelopes};
 /// Users per renewed `presence.subscribe` envelope.
 const RENEW_CHUNK: usize = 500;
 
-/// Brings the cache, the store and the watchers (here and at other nodes) in line with
-/// whether `user` has a live session now. Does nothing when nothing changed.
+/// Brings the cache, the store and the watchers (here, on other instances and at other
+/// nodes) in line with whether `user` has a live session now. Does nothing when nothing
+/// changed.
 pub(crate) async fn refresh(state: &AppState, user: &UserId) {
     let _serialised = state.presence_lock.lock().await;
     let online = state.sessions.is_online(user);
-    let status = if online { PresenceStatus::Online } else { PresenceStatus::Offline };
-    if state.cache.presence(user).await.is_some_and(|p| p.status == status) {
-        return;
-    }
     let now = Timestamp::now();
-    let view = PresenceView { user_id: user.clone(), status, last_seen: (!online).then_some(now) };
-    match state.store.set_presence(user, online, now).await {
+    let view = if state.cluster.is_shared() {
+        match state.cluster.transition(user, online, now).await {
+            Some(view) => view,
+            None => return,
+        }
+    } else {
+        let status = if online { PresenceStatus::Online } else { PresenceStatus::Offline };
+        if state.cache.presence(user).await.is_some_and(|p| p.view.status == status) {
+            return;
+        }
+        PresenceView { user_id: user.clone(), status, last_seen: (!online).then_some(now) }
+    };
+    changed(state, view, now).await;
+}
+
+/// A user of this node went online or offline at `at`: the store keeps it for after a
+/// restart, peers watching them and the sessions watching them hear it.
+async fn changed(state: &AppState, view: PresenceView, at: Timestamp) {
+    let online = view.status == PresenceStatus::Online;
+    match state.store.set_presence(&view.user_id, online, view.last_seen.unwrap_or(at)).await {
         Ok(committed) => {
             state.tasks.spawn(async move {
                 if let Err(e) = committed.await {
@@ -45,10 +64,32 @@ pub(crate) async fn refresh(state: &AppState, user: &UserId) {
         }
         Err(e) => warn!(error = %e, "presence not persisted"),
     }
-    // Peers with users watching this one hear it too.
-    let entries = state.remote_presence.watchers_of(user).into_iter().filter_map(|peer| envelope(peer, &view, now));
+    // Recorded (by push) before the peers watching are read: a peer subscribing meanwhile
+    // either is read here or reads the new state itself (see `watched_from`).
+    push::presence(state, view.clone(), at).await;
+    let peers = state.cluster.peer_watchers(&view.user_id).await;
+    let entries = peers.into_iter().filter_map(|peer| envelope(peer, &view, at));
     state.outbox.queue(entries.collect()).await;
-    push::presence(state, view).await;
+}
+
+/// Another instance died holding `user`'s last session: they are offline since its last
+/// heartbeat.
+pub(crate) async fn departed(state: &AppState, user: UserId, last_seen: Timestamp) {
+    let view = PresenceView { user_id: user, status: PresenceStatus::Offline, last_seen: Some(last_seen) };
+    changed(state, view, last_seen).await;
+}
+
+/// This instance's presence entries were lost (Redis restarted, or this instance was taken
+/// for dead): every user it holds a session of registers again, and every user Redis still
+/// believes it holds but who has gone meanwhile is taken offline.
+pub(crate) async fn rejoin(state: &AppState) {
+    let mut users = state.sessions.online_users();
+    users.extend(state.cluster.registered_here().await);
+    users.sort();
+    users.dedup();
+    for user in users {
+        refresh(state, &user).await;
+    }
 }
 
 fn envelope(peer: ServerName, view: &PresenceView, at: Timestamp) -> Option<OutboxEntry> {
@@ -58,17 +99,25 @@ fn envelope(peer: ServerName, view: &PresenceView, at: Timestamp) -> Option<Outb
 /// `user`'s presence: from the cache, else offline with the `last_seen` the store kept. For a
 /// user of another node, what its node last said (offline until it says anything).
 pub(crate) async fn presence_of(state: &AppState, user: &UserId) -> Result<PresenceView, ServiceError> {
-    if let Some(view) = state.cache.presence(user).await {
-        return Ok(view);
+    observed(state, user).await.map(|o| o.view)
+}
+
+/// [`presence_of`], with when it last changed.
+async fn observed(state: &AppState, user: &UserId) -> Result<Observed, ServiceError> {
+    if let Some(observed) = state.cache.presence(user).await {
+        return Ok(observed);
     }
+    let never = Timestamp::from_millis(0);
     if !user.is_on(&state.server_name) {
         if !state.peers.knows(&user.server_name()) {
             return Err(ServiceError::UnknownServer(user.server_name()));
         }
-        return Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: None });
+        let view = PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: None };
+        return Ok(Observed { view, at: never });
     }
     let record = state.store.user(user).await?.ok_or_else(|| ServiceError::UnknownUser(user.clone()))?;
-    Ok(PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: record.last_seen })
+    let view = PresenceView { user_id: user.clone(), status: PresenceStatus::Offline, last_seen: record.last_seen };
+    Ok(Observed { view, at: record.last_seen.unwrap_or(never) })
 }
 
 /// Makes `session` watch `users` and returns their presence now.
@@ -93,13 +142,16 @@ pub(crate) async fn subscribe(
     if !state.sessions.watch(session, &users) {
         return Err(ServiceError::Unavailable("session closed".into()));
     }
+    // Their changes computed on other instances are handed here too.
+    state.cluster.watch(&users).await;
     let mut views = Vec::with_capacity(users.len());
     for user in &users {
         let view = presence_of(state, user).await?;
         if !user.is_on(&state.server_name) && state.cache.presence(user).await.is_none() {
-            // Offline until its node says otherwise, remembered so that a first report saying
-            // the same is not news to the watchers. Bounded by the subscription limits.
-            state.cache.set_presence(view.clone()).await;
+            // Offline until its node says otherwise (any report is newer), remembered so that a
+            // first report saying the same is not news to the watchers. Bounded by the
+            // subscription limits.
+            state.cache.set_presence(view.clone(), Timestamp::from_millis(0)).await;
         }
         views.push(view);
     }
@@ -124,29 +176,32 @@ fn subscription(server: ServerName, users: Vec<UserId>) -> Option<OutboxEntry> {
 /// reaches the watchers here.
 pub(crate) async fn heard(state: &AppState, body: PresenceBody) {
     let view = PresenceView { user_id: body.user_id, status: body.status, last_seen: body.last_seen };
-    let known = state.cache.presence(&view.user_id).await;
-    if state.remote_presence.is_newer(&view.user_id, body.at) && known.as_ref() != Some(&view) {
-        push::presence(state, view).await;
+    if state.cache.presence(&view.user_id).await.map(|o| o.view).as_ref() != Some(&view) {
+        // Older than what was heard before: dropped there.
+        push::presence(state, view, body.at).await;
     }
 }
 
 /// Another node's users watch `users` (users of this node): remember that, and tell it their
 /// presence now.
 pub(crate) async fn watched_from(state: &AppState, origin: &ServerName, users: Vec<UserId>) {
-    // Under the presence lock, as every local change is: a change racing this subscription is
-    // then either in the state read here or sent after it with a later timestamp, never lost
-    // behind a stale answer.
-    let _serialised = state.presence_lock.lock().await;
-    // Only users who exist are watched.
+    // Watch first, then read, as sessions do; and each answer carries the time its state last
+    // changed, not now: a change racing this answer (here, or on another instance) either is
+    // in what is read, or reaches the peer stamped later than this answer, so the peer never
+    // keeps a stale state because of it.
     let mut watched = Vec::new();
-    let mut entries = Vec::new();
     for user in users {
-        if let Ok(view) = presence_of(state, &user).await {
-            entries.extend(envelope(origin.clone(), &view, Timestamp::now()));
+        if presence_of(state, &user).await.is_ok() {
             watched.push(user);
         }
     }
-    state.remote_presence.add_watcher(origin, &watched);
+    state.cluster.add_peer_watchers(origin, &watched).await;
+    let mut entries = Vec::new();
+    for user in &watched {
+        if let Ok(now) = observed(state, user).await {
+            entries.extend(envelope(origin.clone(), &now.view, now.at));
+        }
+    }
     state.outbox.queue(entries).await;
 }
 

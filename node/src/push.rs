@@ -3,9 +3,10 @@
 //! cache write that must come first (so a page of history read after a push never misses
 //! what was pushed).
 //!
-//! Pushing never waits on a client: sessions have bounded queues, and one too slow to take a
-//! push is closed (see `sessions`); what it missed is pending in the store and comes again
-//! with the replay on its next connect.
+//! Sessions on this instance are pushed to directly; sessions on the node's other instances
+//! get the same frame through `cluster`. Pushing never waits on a client: sessions have
+//! bounded queues, and one too slow to take a push is closed (see `sessions`); what it missed
+//! is pending in the store and comes again with the replay on its next connect.
 
 use kith_client_api::SessionEvent;
 use kith_proto::{
@@ -29,11 +30,18 @@ pub(crate) async fn message(state: &AppState, view: &MessageView, from_device: O
     });
     let (sender, receiver) = (&view.sender_id, &view.receiver_id);
     if sender != receiver && receiver.is_on(&state.server_name) {
-        state.sessions.push_to_user(receiver, &event, None);
+        event_to_user(state, receiver, &event, None).await;
     }
     if from_device.is_some() {
-        state.sessions.push_to_user(sender, &event, from_device);
+        event_to_user(state, sender, &event, from_device).await;
     }
+}
+
+/// `event` to every session of `user` but those of device `except`, here and on the node's
+/// other instances.
+async fn event_to_user(state: &AppState, user: &UserId, event: &SessionEvent, except: Option<DeviceId>) {
+    state.sessions.push_to_user(user, event, except);
+    state.cluster.forward_to_user(user, event, except).await;
 }
 
 /// A message's status moved forward: recorded in the recent messages, then the sender's
@@ -47,23 +55,29 @@ pub(crate) async fn receipt(
     at: Timestamp,
 ) {
     state.cache.record_status(sender, receiver, message_id, status).await;
-    to_user(state, sender, &ServerFrame::Receipt { message_id, status, timestamp: at }, None);
+    to_user(state, sender, &ServerFrame::Receipt { message_id, status, timestamp: at }, None).await;
 }
 
-/// A user's presence changed: recorded, then every session watching them hears it.
-pub(crate) async fn presence(state: &AppState, view: PresenceView) {
-    state.cache.set_presence(view.clone()).await;
+/// A user's presence, as observed at `at`: recorded, then every session watching them hears
+/// it, unless newer news was recorded already.
+pub(crate) async fn presence(state: &AppState, view: PresenceView, at: Timestamp) {
+    if !state.cache.set_presence(view.clone(), at).await {
+        return;
+    }
     let user = view.user_id.clone();
-    state.sessions.push_to_watchers(&user, &SessionEvent::frame(&ServerFrame::Presence(view)));
+    let event = SessionEvent::frame(&ServerFrame::Presence(view));
+    state.sessions.push_to_watchers(&user, &event);
+    state.cluster.forward_to_watchers(&user, &event).await;
 }
 
 /// Any other frame (`keys.changed`, an error about an earlier message) to every session of
 /// `user` but those of device `except`.
-pub(crate) fn to_user(state: &AppState, user: &UserId, frame: &ServerFrame, except: Option<DeviceId>) {
-    state.sessions.push_to_user(user, &SessionEvent::frame(frame), except);
+pub(crate) async fn to_user(state: &AppState, user: &UserId, frame: &ServerFrame, except: Option<DeviceId>) {
+    event_to_user(state, user, &SessionEvent::frame(frame), except).await;
 }
 
-/// A device was removed: its sessions end.
-pub(crate) fn close_device(state: &AppState, user: &UserId, device: DeviceId) {
+/// A device was removed: its sessions end, here and on the other instances.
+pub(crate) async fn close_device(state: &AppState, user: &UserId, device: DeviceId) {
     state.sessions.close_device(user, device);
+    state.cluster.close_device(user, device).await;
 }

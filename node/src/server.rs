@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::cache::MemoryCache;
+use crate::cache::{Cache, MemoryCache, RedisCache};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::outbox::Outbox;
 use crate::password::{HashError, Hasher};
@@ -25,7 +26,7 @@ use crate::sessions::Sessions;
 use crate::state::{AppState, Handles};
 use crate::store::{self, Instances, StoreError};
 use crate::users::Users;
-use crate::{delivery, inbound, presence};
+use crate::{cluster_inbound, delivery, federation_inbound, presence};
 use kith_federation::NodeKey;
 
 /// How long shutdown waits for sessions to close and pending work to finish.
@@ -57,6 +58,9 @@ pub enum NodeError {
     /// Password hashing could not be set up.
     #[error(transparent)]
     Hash(#[from] HashError),
+    /// The Redis URL is not one Redis can use.
+    #[error("--redis-url: {0}")]
+    Redis(#[from] crate::cluster::LinkError),
     /// The listen address could not be bound.
     #[error("listening on {addr}: {source}")]
     Bind {
@@ -122,12 +126,25 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let peers = Arc::new(peers);
     let parallelism = std::thread::available_parallelism().map_or(1, usize::from);
     let tasks = TaskTracker::new();
-    let (outbox, refusals) = Outbox::new(store.clone(), tasks.clone(), peers.names());
+    let instance_id = config.cluster.instance_id.clone();
+    let (cluster, from_instances) = match &config.cluster.redis_url {
+        Some(url) => {
+            let (cluster, incoming) = Cluster::shared(instance_id.clone(), url, config.cluster.redis_prefix.clone())?;
+            (Arc::new(cluster), Some(incoming))
+        }
+        None => (Arc::new(Cluster::alone(instance_id.clone())), None),
+    };
+    let cache: Arc<dyn Cache> = if cluster.is_shared() {
+        Arc::new(RedisCache::new(cluster.clone(), config.node.server_name.clone()))
+    } else {
+        Arc::new(MemoryCache::new(config.cache_bytes))
+    };
+    let (outbox, refusals) = Outbox::new(store.clone(), tasks.clone(), cluster.clone(), peers.names());
     let state = AppState::new(Handles {
         server_name: config.node.server_name.clone(),
         users: Users::new(store.clone()),
         store,
-        cache: Arc::new(MemoryCache::new(config.cache_bytes)),
+        cache,
         sessions: Sessions::new(config.session_queue, config.max_sessions_per_user),
         hasher: Hasher::new(parallelism)?,
         tasks,
@@ -135,13 +152,19 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         remote_presence: RemotePresence::default(),
         outbox,
         peers: peers.clone(),
+        cluster: cluster.clone(),
     });
 
     let shutdown = CancellationToken::new();
     state.outbox.spawn(&peers, &shutdown);
-    state.tasks.spawn(inbound::serve(state.clone(), inbound_requests, shutdown.clone()));
+    state.tasks.spawn(federation_inbound::serve(state.clone(), inbound_requests, shutdown.clone()));
     state.tasks.spawn(presence::renew_subscriptions(state.clone(), shutdown.clone()));
     state.tasks.spawn(delivery::report_refusals(state.clone(), refusals, shutdown.clone()));
+    state.tasks.spawn(delivery::resume_handoffs(state.clone(), shutdown.clone()));
+    if let Some(incoming) = from_instances {
+        cluster.spawn(&state.tasks, &shutdown);
+        state.tasks.spawn(cluster_inbound::serve(state.clone(), incoming, shutdown.clone()));
+    }
     if let Some(metrics) = config.metrics_listen {
         let listener = TcpListener::bind(metrics).await.map_err(|source| NodeError::Bind { addr: metrics, source })?;
         info!("metrics on http://{}/metrics", listener.local_addr().unwrap_or(metrics));
@@ -156,12 +179,14 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         connections: TaskTracker::new(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
     };
-    let listener = bind(config.listen).map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+    let listener = bind(config.listen, config.cluster.reuse_port)
+        .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     info!(
-        "kith {} listening on http://{addr} as {} (store: {})",
+        "kith {} listening on http://{addr} as {} (instance {instance_id}, {}; store: {})",
         env!("CARGO_PKG_VERSION"),
         config.node.server_name,
+        if state.cluster.is_shared() { "one of several, through redis" } else { "alone" },
         state.store.describe()
     );
 
@@ -201,10 +226,15 @@ async fn serve(
 /// storm after a restart; the kernel caps this at `net.core.somaxconn`.
 const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds the client listener with a backlog fit for thousands of clients reconnecting at once.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds the client listener with a backlog fit for thousands of clients reconnecting at once;
+/// with `reuse_port`, other processes may bind the same address and the kernel spreads new
+/// connections over them.
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }

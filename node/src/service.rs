@@ -143,7 +143,8 @@ impl ChatService for NodeService {
     }
 
     async fn ready(&self) -> Result<(), ServiceError> {
-        self.state.store.ping().await.map_err(|e| ServiceError::Unavailable(e.to_string()))
+        self.state.store.ping().await.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        self.state.cluster.ready().map_err(ServiceError::Unavailable)
     }
 }
 

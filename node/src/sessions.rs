@@ -126,6 +126,31 @@ impl Sessions {
         self.registry().remove(id).map(|(_, last)| last)
     }
 
+    /// The users with a live session here.
+    pub fn online_users(&self) -> Vec<UserId> {
+        self.registry().by_user.keys().cloned().collect()
+    }
+
+    /// Whether some session here watches `user`'s presence.
+    pub fn is_watched(&self, user: &UserId) -> bool {
+        self.registry().watchers.contains_key(user)
+    }
+
+    /// Asks every session of `users` (every session, for `None`) to replay what is pending.
+    pub fn replay(&self, users: Option<&[UserId]>) {
+        let event = SessionEvent::replay();
+        let mut registry = self.registry();
+        let ids: Vec<SessionId> = match users {
+            None => registry.sessions.keys().copied().collect(),
+            Some(users) => users.iter().filter_map(|u| registry.by_user.get(u)).flatten().copied().collect(),
+        };
+        for id in ids {
+            if let Some(entry) = registry.sessions.get_mut(&id) {
+                push(id, entry, &event);
+            }
+        }
+    }
+
     /// Whether `user` has a live session here.
     pub fn is_online(&self, user: &UserId) -> bool {
         self.registry().by_user.contains_key(user)

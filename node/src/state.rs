@@ -9,6 +9,7 @@ use kith_proto::ServerName;
 use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
+use crate::cluster::Cluster;
 use crate::outbox::Outbox;
 use crate::password::Hasher;
 use crate::peers::Peers;
@@ -43,12 +44,14 @@ pub struct Handles {
     pub tasks: TaskTracker,
     /// Serialises presence transitions so that the last one written is the true one.
     pub presence_lock: tokio::sync::Mutex<()>,
-    /// What this node knows of presence at other nodes, and other nodes of presence here.
+    /// Remote users this instance subscribed to at their nodes.
     pub remote_presence: RemotePresence,
     /// Envelopes waiting for other nodes.
     pub outbox: Outbox,
     /// Other nodes.
     pub peers: Arc<Peers>,
+    /// The other instances of this node, if any.
+    pub cluster: Arc<Cluster>,
 }
 
 impl AppState {

@@ -72,8 +72,9 @@ struct Connection {
     socket: WebSocket,
     caller: Caller,
     state: ApiState,
-    /// Ids sent during the replay: a push of the same message that raced the replay is skipped.
-    replayed: HashSet<MessageId>,
+    /// Messages sent on this connection and not acknowledged yet: a push of one that raced the
+    /// replay, or a replay asked for later, does not send it again.
+    sent: HashSet<MessageId>,
     /// Sends and receipts awaiting their commit.
     in_flight: FuturesUnordered<futures_util::future::BoxFuture<'static, Answer>>,
     /// When the client last sent anything (pongs included).
@@ -86,7 +87,7 @@ pub(crate) async fn serve(socket: WebSocket, caller: Caller, session: Session, s
         socket,
         caller,
         state,
-        replayed: HashSet::new(),
+        sent: HashSet::new(),
         in_flight: FuturesUnordered::new(),
         last_heard: Instant::now(),
     };
@@ -96,7 +97,11 @@ pub(crate) async fn serve(socket: WebSocket, caller: Caller, session: Session, s
 
 impl Connection {
     async fn run(&mut self, mut session: Session) -> End {
-        let end = match self.replay().await {
+        let replayed = match self.replay().await {
+            Ok(()) => self.send(ServerFrame::Synced).await,
+            Err(end) => Err(end),
+        };
+        let end = match replayed {
             Ok(()) => self.relay(&mut session).await,
             Err(end) => end,
         };
@@ -121,11 +126,12 @@ impl Connection {
             let full = page.len() == REPLAY_PAGE as usize;
             for (position, message) in page {
                 after = position;
-                self.replayed.insert(message.message_id);
-                self.send(ServerFrame::Message(message)).await?;
+                if self.sent.insert(message.message_id) {
+                    self.send(ServerFrame::Message(message)).await?;
+                }
             }
             if !full {
-                return self.send(ServerFrame::Synced).await;
+                return Ok(());
             }
         }
     }
@@ -167,10 +173,13 @@ impl Connection {
         }
     }
 
-    /// Forwards a push from the node.
+    /// Forwards a push from the node, or replays what is pending when asked to.
     async fn push(&mut self, event: SessionEvent) -> Result<(), End> {
+        if event.is_replay() {
+            return self.replay().await;
+        }
         if let Some(id) = event.message_id()
-            && self.replayed.remove(&id)
+            && !self.sent.insert(id)
         {
             return Ok(());
         }
@@ -216,8 +225,14 @@ impl Connection {
             ClientFrame::Send { client_message_id, receiver_id, message } => {
                 self.on_send(client_message_id, &receiver_id, message).await
             }
-            ClientFrame::Ack { message_id } => self.on_receipt(message_id, MessageStatus::Delivered).await,
-            ClientFrame::Read { message_id } => self.on_receipt(message_id, MessageStatus::Read).await,
+            ClientFrame::Ack { message_id } => {
+                self.sent.remove(&message_id);
+                self.on_receipt(message_id, MessageStatus::Delivered).await
+            }
+            ClientFrame::Read { message_id } => {
+                self.sent.remove(&message_id);
+                self.on_receipt(message_id, MessageStatus::Read).await
+            }
             ClientFrame::PresenceSubscribe { user_ids } => self.on_subscribe(user_ids, session).await,
         }
     }

@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
-use kith_proto::{MessageId, MessageStatus, MessageView, PresenceView, UserId};
+use kith_proto::{MessageId, MessageStatus, MessageView, PresenceView, Timestamp, UserId};
 use lru::LruCache;
 
-use super::{Cache, FillToken, RECENT_MESSAGES, Recent};
+use super::{Cache, FillToken, Observed, RECENT_MESSAGES, Recent};
 
 /// Bytes a cached message costs beyond its content (ids, timestamps, bookkeeping).
 const MESSAGE_OVERHEAD: usize = 160;
@@ -76,7 +76,8 @@ impl Conversations {
 #[derive(Debug)]
 pub struct MemoryCache {
     conversations: Mutex<Conversations>,
-    presence: Mutex<HashMap<UserId, PresenceView>>,
+    /// Each user's presence and when it was observed.
+    presence: Mutex<HashMap<UserId, (PresenceView, Timestamp)>>,
 }
 
 impl MemoryCache {
@@ -100,12 +101,18 @@ impl MemoryCache {
 
 #[async_trait]
 impl Cache for MemoryCache {
-    async fn set_presence(&self, presence: PresenceView) {
-        self.presence.lock().unwrap_or_else(PoisonError::into_inner).insert(presence.user_id.clone(), presence);
+    async fn set_presence(&self, presence: PresenceView, at: Timestamp) -> bool {
+        let mut known = self.presence.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.get(&presence.user_id).is_some_and(|(_, seen)| *seen > at) {
+            return false;
+        }
+        known.insert(presence.user_id.clone(), (presence, at));
+        true
     }
 
-    async fn presence(&self, user: &UserId) -> Option<PresenceView> {
-        self.presence.lock().unwrap_or_else(PoisonError::into_inner).get(user).cloned()
+    async fn presence(&self, user: &UserId) -> Option<Observed> {
+        let known = self.presence.lock().unwrap_or_else(PoisonError::into_inner);
+        known.get(user).map(|(view, at)| Observed { view: view.clone(), at: *at })
     }
 
     async fn recent(&self, a: &UserId, b: &UserId) -> Option<Recent> {

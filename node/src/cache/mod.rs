@@ -6,10 +6,12 @@
 //! answer with something the store would not.
 
 mod memory;
+mod redis;
 
 use async_trait::async_trait;
-use kith_proto::{MessageId, MessageStatus, MessageView, PresenceView, UserId};
+use kith_proto::{MessageId, MessageStatus, MessageView, PresenceView, Timestamp, UserId};
 
+pub use self::redis::RedisCache;
 pub use memory::MemoryCache;
 
 /// How many of a conversation's newest messages the cache keeps.
@@ -24,6 +26,15 @@ pub struct Recent {
     pub whole: bool,
 }
 
+/// A presence and when it was observed (when it last changed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// The presence.
+    pub view: PresenceView,
+    /// When it was observed.
+    pub at: Timestamp,
+}
+
 /// Proof that a reader looked at a conversation's version before reading the store; a fill
 /// made with a stale token is ignored, so a message recorded meanwhile is never lost from the
 /// cache.
@@ -33,11 +44,12 @@ pub struct FillToken(pub(crate) u64);
 /// Presence and recent-message cache.
 #[async_trait]
 pub trait Cache: Send + Sync + 'static {
-    /// Records a user's presence.
-    async fn set_presence(&self, presence: PresenceView);
+    /// Records a user's presence as observed at `at`, unless what it holds was observed later
+    /// (news from other nodes may arrive out of order); says whether it recorded it.
+    async fn set_presence(&self, presence: PresenceView, at: Timestamp) -> bool;
 
-    /// A user's presence, if known.
-    async fn presence(&self, user: &UserId) -> Option<PresenceView>;
+    /// A user's presence, if known, and when it was observed.
+    async fn presence(&self, user: &UserId) -> Option<Observed>;
 
     /// The newest messages of the conversation between `a` and `b`, if cached.
     async fn recent(&self, a: &UserId, b: &UserId) -> Option<Recent>;
@@ -53,4 +65,7 @@ pub trait Cache: Send + Sync + 'static {
 
     /// Records a message's new status.
     async fn record_status(&self, a: &UserId, b: &UserId, message_id: MessageId, status: MessageStatus);
+
+    /// A shared cache answers again after writes were skipped: drop what they made stale.
+    async fn recover(&self) {}
 }

@@ -10,6 +10,7 @@ mod pump;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kith_proto::{MessageId, ServerName, Timestamp, UserId};
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
+use crate::cluster::Cluster;
 use crate::peers::Peers;
 use crate::store::{OutboxEntry, Store};
 
@@ -42,13 +44,26 @@ pub struct RefusedMessage {
     pub reason: String,
 }
 
+/// One destination's pump, as the rest of the node sees it.
+#[derive(Debug)]
+pub(crate) struct Destination {
+    name: ServerName,
+    /// Rung when its outbox gains envelopes.
+    wake: Notify,
+    /// Whether this instance's pump holds the destination's lease (so wakes stay here).
+    holding: AtomicBool,
+    /// Whether telling the other instances is asked for and not yet done.
+    announcing: AtomicBool,
+}
+
 /// The outbox's handle.
 #[derive(Debug)]
 pub struct Outbox {
     store: Arc<dyn Store>,
     tasks: TaskTracker,
-    /// One wake-up per destination, rung when its outbox gains envelopes.
-    wakes: HashMap<ServerName, Arc<Notify>>,
+    cluster: Arc<Cluster>,
+    /// Each pinned destination.
+    destinations: HashMap<ServerName, Arc<Destination>>,
     /// Where pumps report refused messages.
     refused: mpsc::Sender<RefusedMessage>,
 }
@@ -59,22 +74,61 @@ impl Outbox {
     pub fn new(
         store: Arc<dyn Store>,
         tasks: TaskTracker,
+        cluster: Arc<Cluster>,
         destinations: impl IntoIterator<Item = ServerName>,
     ) -> (Self, mpsc::Receiver<RefusedMessage>) {
         let (refused, refusals) = mpsc::channel(REFUSALS_QUEUED);
-        let wakes = destinations.into_iter().map(|d| (d, Arc::new(Notify::new()))).collect();
-        (Self { store, tasks, wakes, refused }, refusals)
+        let destinations = destinations
+            .into_iter()
+            .map(|name| {
+                let destination = Destination {
+                    name: name.clone(),
+                    wake: Notify::new(),
+                    holding: AtomicBool::new(false),
+                    announcing: AtomicBool::new(false),
+                };
+                (name, Arc::new(destination))
+            })
+            .collect();
+        (Self { store, tasks, cluster, destinations, refused }, refusals)
     }
 
-    /// Rings the pump of `destination`: its outbox has news.
+    /// Rings this instance's pump of `destination`.
     pub fn wake(&self, destination: &ServerName) {
-        if let Some(wake) = self.wakes.get(destination) {
-            wake.notify_one();
+        if let Some(destination) = self.destinations.get(destination) {
+            destination.wake.notify_one();
         }
     }
 
-    /// Queues envelopes that carry no local effect (presence), then wakes their pumps once they
-    /// are committed. A failure is logged: presence is renewed, never essential.
+    /// `destination`'s outbox gained envelopes (they are committed): rings whichever instance
+    /// pumps it, this one or, through the cluster, another.
+    pub fn committed(&self, destination: &ServerName) {
+        let Some(destination) = self.destinations.get(destination) else {
+            return;
+        };
+        destination.wake.notify_one();
+        if !self.cluster.is_shared() || destination.holding.load(Ordering::Relaxed) {
+            return;
+        }
+        // One announcement in flight at a time; a commit while it is on its way asks for one
+        // more after it, so none is lost.
+        if destination.announcing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (destination, cluster) = (destination.clone(), self.cluster.clone());
+        self.tasks.spawn(async move {
+            loop {
+                destination.announcing.store(false, Ordering::Release);
+                cluster.wake_outbox(&destination.name).await;
+                if !destination.announcing.load(Ordering::Acquire) {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Queues envelopes that carry no local effect (presence) and, once they are committed,
+    /// wakes their pumps. A failure is logged: presence is renewed, never essential.
     pub async fn queue(&self, entries: Vec<OutboxEntry>) {
         if entries.is_empty() {
             return;
@@ -82,15 +136,10 @@ impl Outbox {
         let destinations: std::collections::HashSet<ServerName> =
             entries.iter().map(|e| e.destination.clone()).collect();
         match self.store.enqueue_envelopes(entries).await {
-            Ok(committed) => {
-                let wakes: Vec<Arc<Notify>> = destinations.iter().filter_map(|d| self.wakes.get(d).cloned()).collect();
-                self.tasks.spawn(async move {
-                    match committed.await {
-                        Ok(()) => wakes.iter().for_each(|wake| wake.notify_one()),
-                        Err(e) => warn!(error = %e, "envelopes not queued"),
-                    }
-                });
-            }
+            Ok(committed) => match committed.await {
+                Ok(()) => destinations.iter().for_each(|d| self.committed(d)),
+                Err(e) => warn!(error = %e, "envelopes not queued"),
+            },
             Err(e) => warn!(error = %e, "envelopes not queued"),
         }
     }
@@ -98,12 +147,11 @@ impl Outbox {
     /// Starts a pump per pinned peer and the monitor that logs the outbox while it is not
     /// empty; they stop on `shutdown`.
     pub fn spawn(&self, peers: &Arc<Peers>, shutdown: &CancellationToken) {
-        for (destination, wake) in &self.wakes {
+        for destination in self.destinations.values() {
             self.tasks.spawn(pump::run(pump::Pump {
                 store: self.store.clone(),
                 peers: peers.clone(),
                 destination: destination.clone(),
-                wake: wake.clone(),
                 refused: self.refused.clone(),
                 shutdown: shutdown.clone(),
             }));

@@ -4,16 +4,17 @@
 //! "maybe delivered"; the peer deduplicates), and retried at once when the peer shows up.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kith_federation::{Envelope, Kind, MessageBody, Outcome};
 use kith_proto::{ServerName, Timestamp};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::RefusedMessage;
+use super::{Destination, RefusedMessage};
 use crate::peers::Peers;
 use crate::store::{OutboxRow, Store};
 
@@ -32,6 +33,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(180);
 /// How often an instance that does not hold a destination's lease asks for it again: a dead
 /// holder's lease is free at once, so another instance takes over within this.
 const LEASE_RETRY: Duration = Duration::from_secs(2);
+
+/// How often an idle pump looks at its outbox without being woken.
+const IDLE_POLL: Duration = Duration::from_secs(5);
 
 /// Exponential backoff with jitter.
 #[derive(Debug, Default)]
@@ -59,9 +63,7 @@ impl Backoff {
 pub(super) struct Pump {
     pub(super) store: Arc<dyn Store>,
     pub(super) peers: Arc<Peers>,
-    pub(super) destination: ServerName,
-    /// Rung when the destination's outbox gains envelopes.
-    pub(super) wake: Arc<Notify>,
+    pub(super) destination: Arc<Destination>,
     /// Where refused messages are reported.
     pub(super) refused: mpsc::Sender<RefusedMessage>,
     pub(super) shutdown: CancellationToken,
@@ -69,14 +71,21 @@ pub(super) struct Pump {
 
 /// Runs the pump until shutdown.
 pub(super) async fn run(pump: Pump) {
-    let Pump { store, peers, destination, wake, refused, shutdown } = pump;
+    let Pump { store, peers, destination: this, refused, shutdown } = pump;
+    let destination = this.name.clone();
     let mut backoff = Backoff::default();
     let mut reachable = peers.network.reachable();
     let lease = format!("outbox:{destination}");
     loop {
         // One instance of a node pumps a destination at a time.
-        match store.try_lease(&lease).await {
-            Ok(true) => {}
+        let held = store.try_lease(&lease).await;
+        let was = this.holding.swap(matches!(held, Ok(true)), Ordering::Relaxed);
+        match held {
+            Ok(true) => {
+                if !was {
+                    info!(%destination, "this instance pumps the outbox");
+                }
+            }
             held_or_failed => {
                 if let Err(e) = held_or_failed {
                     warn!(%destination, error = %e, "cannot check the outbox lease");
@@ -99,7 +108,9 @@ pub(super) async fn run(pump: Pump) {
         if rows.is_empty() {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = wake.notified() => {}
+                () = this.wake.notified() => {}
+                // A wake from another instance may be lost while Redis is down: look anyway.
+                () = tokio::time::sleep(IDLE_POLL) => {}
             }
             continue;
         }
