@@ -43,7 +43,10 @@ async fn handle(state: &AppState, event: Incoming) {
         Incoming::Replay(users) => state.sessions.replay(users.as_deref()),
         Incoming::Departed(gone) => presence::departed(state, gone.user, gone.last_seen).await,
         Incoming::Rejoin => {
+            // Registered first, so pushes committed from now on find this instance; then
+            // replayed, for those committed before.
             presence::rejoin(state).await;
+            state.sessions.replay(None);
             state.cache.recover().await;
             state.cluster.replay_missed().await;
         }

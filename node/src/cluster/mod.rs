@@ -79,8 +79,9 @@ pub enum Incoming {
     Replay(Option<Vec<UserId>>),
     /// A dead instance's user went offline.
     Departed(Departed),
-    /// This instance's presence entries were lost (Redis restarted, or a reaper took this
-    /// instance for dead): register every local user again.
+    /// This instance's entries were lost (Redis restarted, or a reaper took this instance for
+    /// dead): register every local user again, then replay every session here, since pushes
+    /// for them found no instance to go to meanwhile.
     Rejoin,
 }
 

@@ -4,7 +4,8 @@
 //! An entry added while this instance's connection to Redis was down waits in the stream and
 //! is read when it is back: a push is not lost because one connection dropped. Should Redis
 //! itself lose the stream (a restart without persistence), the group is gone too; the
-//! consumer notices, and every session here replays what is pending from the store.
+//! consumer notices, and the instance joins again: it registers its users, then every
+//! session here replays what is pending from the store.
 
 use std::time::Duration;
 
@@ -104,9 +105,10 @@ async fn read(
     shutdown: &CancellationToken,
 ) -> Result<(), RedisError> {
     if ensure_group(connection, key).await? && !std::mem::take(first) {
-        // Redis lost this stream: pushes handed to it may be gone with it.
-        info!("redis lost this instance's stream; sessions here replay what is pending");
-        let _ = incoming.send(Incoming::Replay(None)).await;
+        // Redis lost this stream, and with it what was handed here and where this instance's
+        // users are: register again, then replay.
+        info!("redis lost this instance's stream; joining again");
+        let _ = incoming.send(Incoming::Rejoin).await;
     }
     *first = false;
     // Entries read before a connection dropped but not acknowledged come first ("0"), then
@@ -124,8 +126,8 @@ async fn read(
                 Ok(reply) => reply,
                 Err(e) if e.code() == Some("NOGROUP") => {
                     ensure_group(connection, key).await?;
-                    info!("redis lost this instance's stream; sessions here replay what is pending");
-                    let _ = incoming.send(Incoming::Replay(None)).await;
+                    info!("redis lost this instance's stream; joining again");
+                    let _ = incoming.send(Incoming::Rejoin).await;
                     continue;
                 }
                 Err(e) => return Err(e),

@@ -35,6 +35,8 @@ pub enum Backend {
     Sqlite,
     /// PostgreSQL, in a schema of its own (the URL selects it).
     Postgres(String),
+    /// PostgreSQL shards, each a schema of its own, in order.
+    Shards(Vec<String>),
 }
 
 impl Backend {
@@ -150,11 +152,20 @@ impl TestNode {
         self.data_dir.path()
     }
 
-    /// The database URL the node uses.
+    /// The database URL the node uses (its first shard's, for shards).
     pub fn database_url(&self) -> String {
         match &self.backend {
             Backend::Sqlite => format!("sqlite:{}", self.data_dir().join("kith.db").display()),
             Backend::Postgres(url) => url.clone(),
+            Backend::Shards(urls) => urls.first().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The flags that name the node's store.
+    fn store_args(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Shards(urls) => urls.iter().flat_map(|url| ["--shard".to_owned(), url.clone()]).collect(),
+            _ => vec!["--database-url".to_owned(), self.database_url()],
         }
     }
 
@@ -173,8 +184,7 @@ impl TestNode {
             .arg(self.data_dir())
             .arg("--server-name")
             .arg(&self.server_name)
-            .arg("--database-url")
-            .arg(self.database_url())
+            .args(self.store_args())
             .arg("--p2p-listen")
             .arg(&self.p2p_address)
             .args(self.peers.iter().flat_map(|binding| ["--peer", binding.as_str()]))

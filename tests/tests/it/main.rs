@@ -4,6 +4,7 @@
 
 mod cli;
 mod harness;
+mod instances;
 
 mod accounts;
 mod bench_smoke;
@@ -16,4 +17,5 @@ mod keys;
 mod messaging;
 mod presence;
 mod receipts;
+mod scale;
 mod store;

@@ -1,0 +1,297 @@
+//! One node as several instances on PostgreSQL shards and Redis: users on different
+//! instances chat as if on one; shards hold only their owners' rows; killed instances, a
+//! restarted Redis and a wrong shard list lose nothing and say so.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use kith_node::store::shard_of;
+use kith_proto::{ClientFrame, MessageStatus, PresenceStatus, ServerFrame};
+
+use crate::harness::{PATIENCE, TestNode, frame_where, message, send};
+use crate::instances::{TestCluster, TestNginx, TestRedis};
+
+/// The presence frames of `user` with `status`.
+fn presence_of(user: &str, status: PresenceStatus) -> impl FnMut(ServerFrame) -> Option<kith_proto::PresenceView> {
+    let user = user.to_owned();
+    move |frame| match frame {
+        ServerFrame::Presence(view) if view.user_id.as_str() == user && view.status == status => Some(view),
+        _ => None,
+    }
+}
+
+fn user_id(name: &str, server: &str) -> kith_proto::UserId {
+    kith_proto::UserId::parse(&format!("{name}@{server}")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Two user names of `server` whose rows live on different shards of `shards`.
+fn on_two_shards(server: &str, shards: u32) -> Result<(String, String)> {
+    let names: Vec<String> = (0..64).map(|i| format!("user{i}")).collect();
+    let first = &names[0];
+    let other = names
+        .iter()
+        .find(|n| shard_of(&user_id(n, server), shards) != shard_of(&user_id(first, server), shards))
+        .context("64 names on one shard")?;
+    Ok((first.clone(), other.clone()))
+}
+
+#[tokio::test]
+async fn users_on_two_instances_chat_with_receipts_and_presence_both_ways() -> Result<()> {
+    let Some(cluster) = TestCluster::start("alpha", 2, 2).await? else { return Ok(()) };
+    // Registered on one instance, used on the other: the instances share the token secret.
+    let alice = cluster.user(0, "alice").await?;
+    let bob = cluster.user(0, "bob").await?;
+    let bob = cluster.at(1, &bob)?;
+    assert!(bob.base_url() != alice.base_url());
+
+    let mut alice_ws = alice.connect().await?;
+    alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
+    frame_where(&mut alice_ws, presence_of("bob@alpha", PresenceStatus::Offline)).await?;
+    let mut bob_ws = bob.connect().await?;
+    frame_where(&mut alice_ws, presence_of("bob@alpha", PresenceStatus::Online)).await?;
+    bob_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["alice".into()] }).await?;
+    frame_where(&mut bob_ws, presence_of("alice@alpha", PresenceStatus::Online)).await?;
+
+    alice_ws.send(&send("a-1", "bob", "hi from instance 0")).await?;
+    let got = frame_where(&mut bob_ws, message).await?;
+    assert_eq!((got.sender_id.as_str(), got.message.as_str()), ("alice@alpha", "hi from instance 0"));
+    for (frame, status) in [
+        (ClientFrame::Ack { message_id: got.message_id }, MessageStatus::Delivered),
+        (ClientFrame::Read { message_id: got.message_id }, MessageStatus::Read),
+    ] {
+        bob_ws.send(&frame).await?;
+        let receipt = frame_where(&mut alice_ws, |f| match f {
+            ServerFrame::Receipt { message_id, status, .. } if message_id == got.message_id => Some(status),
+            _ => None,
+        })
+        .await?;
+        assert_eq!(receipt, status);
+    }
+    bob_ws.send(&send("b-1", "alice", "and back from instance 1")).await?;
+    assert_eq!(frame_where(&mut alice_ws, message).await?.message, "and back from instance 1");
+    // History is the same through either instance.
+    let through_0 = alice.history("bob", None, None).await?;
+    let through_1 = cluster.at(1, &alice)?.history("bob", None, None).await?;
+    assert_eq!(through_0.messages, through_1.messages);
+    assert_eq!(through_0.messages.len(), 2);
+    assert_eq!(through_0.messages[0].status, MessageStatus::Read);
+
+    drop(bob_ws);
+    let offline = frame_where(&mut alice_ws, presence_of("bob@alpha", PresenceStatus::Offline)).await?;
+    assert!(offline.last_seen.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_shard_holds_exactly_its_owners_rows() -> Result<()> {
+    let Some(cluster) = TestCluster::start("alpha", 1, 3).await? else { return Ok(()) };
+    let names: Vec<String> = (0..9).map(|i| format!("user{i}")).collect();
+    let mut users = Vec::new();
+    for name in &names {
+        users.push(cluster.user(0, name).await?);
+    }
+    // Everyone writes to the next one, and the next one reads it.
+    for (i, user) in users.iter().enumerate() {
+        let to = &names[(i + 1) % names.len()];
+        user.send_message(to, &format!("{i} to {to}"), Some(&format!("c-{i}"))).await?;
+    }
+    let ids: Vec<_> = users.iter().map(|u| u.user_id().clone()).collect();
+    let spread: std::collections::HashSet<u32> = ids.iter().map(|u| shard_of(u, 3)).collect();
+    assert_eq!(spread.len(), 3, "the test's users cover every shard");
+    for shard in 0..3u32 {
+        let pool = cluster.shard(shard as usize).await?;
+        let owners = |table: &str, column: &str| {
+            let sql = format!("SELECT DISTINCT {column} FROM {table}");
+            let pool = pool.clone();
+            async move { anyhow::Ok(sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).fetch_all(&pool).await?) }
+        };
+        let expected: std::collections::BTreeSet<String> =
+            ids.iter().filter(|u| shard_of(u, 3) == shard).map(ToString::to_string).collect();
+        for (table, column) in [
+            ("users", "user_id"),
+            ("devices", "user_id"),
+            ("messages", "owner_id"),
+            ("device_pending", "owner_id"),
+            ("client_message_ids", "sender_id"),
+        ] {
+            let found: std::collections::BTreeSet<String> = owners(table, column).await?.into_iter().collect();
+            let stray: Vec<_> = found.iter().filter(|o| !expected.contains(*o)).collect();
+            assert!(stray.is_empty(), "shard {shard}'s {table} holds rows of {stray:?}");
+            if table != "client_message_ids" {
+                assert_eq!(found, expected, "shard {shard}'s {table}");
+            }
+        }
+        let (handoffs,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM handoffs").fetch_one(&pool).await?;
+        assert_eq!(handoffs, 0, "every hand-off completed");
+        pool.close().await;
+    }
+    // Each mailbox holds its owner's two messages: one sent, one received.
+    for user in &users {
+        let peer_after = &names[(names.iter().position(|n| user.user_id().name() == n).unwrap_or(0) + 1) % 9];
+        assert_eq!(user.history(peer_after, None, None).await?.messages.len(), 1);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_instance_killed_between_two_shard_commits_delivers_the_message_once() -> Result<()> {
+    let Some(mut cluster) = TestCluster::start("alpha", 1, 2).await? else { return Ok(()) };
+    // Two users on different shards.
+    let (sender, receiver) = on_two_shards("alpha", 2)?;
+    let alice = cluster.user(0, &sender).await?;
+    let carol = cluster.user(0, &receiver).await?;
+    let shard_of_name = |name: &str| shard_of(&user_id(name, "alpha"), 2) as usize;
+    let (alice_shard, carol_shard) =
+        (cluster.shard(shard_of_name(&sender)).await?, cluster.shard(shard_of_name(&receiver)).await?);
+    // Hold every write on carol's shard: the second commit cannot happen.
+    let mut hold = carol_shard.begin().await?;
+    sqlx::query("LOCK TABLE messages IN EXCLUSIVE MODE").execute(&mut *hold).await?;
+    let mut alice_ws = alice.connect().await?;
+    alice_ws.send(&send("x-1", &receiver, "between two commits")).await?;
+    // The first commit is done when alice's shard holds the hand-off.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM handoffs").fetch_one(&alice_shard).await?;
+        if n == 1 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the first commit never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.instance_mut(0).kill().await?;
+    hold.rollback().await?;
+    drop(alice_ws);
+
+    cluster.instance_mut(0).restart().await?;
+    let carol = cluster.at(0, &carol)?;
+    let mut carol_ws = carol.connect().await?;
+    let got = frame_where(&mut carol_ws, message).await?;
+    assert_eq!(got.message, "between two commits");
+    // Resending it (its `sent` was never answered) is the same message.
+    let alice = cluster.at(0, &alice)?;
+    let (_, resent) = alice.send_message(&receiver, "between two commits", Some("x-1")).await?;
+    assert_eq!(resent.message_id, got.message_id);
+    let history = carol.history(&sender, None, None).await?;
+    assert_eq!(history.messages.iter().map(|m| m.message_id).collect::<Vec<_>>(), [got.message_id], "once");
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM handoffs").fetch_one(&alice_shard).await?;
+    assert_eq!(n, 0, "the hand-off was completed and removed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_killed_instances_clients_reconnect_through_nginx_and_its_users_go_offline() -> Result<()> {
+    let Some(mut cluster) = TestCluster::start("alpha", 2, 2).await? else { return Ok(()) };
+    let Some(nginx) = TestNginx::start(&[cluster.instance(0).addr, cluster.instance(1).addr]).await? else {
+        return Ok(());
+    };
+    let alice = cluster.user(0, "alice").await?;
+    let bob = cluster.user(0, "bob").await?;
+    let dave = cluster.user(0, "dave").await?;
+    // bob and dave are connected to instance 1 only; alice watches dave from instance 0.
+    let bob_ws = cluster.at(1, &bob)?.connect().await?;
+    let dave_ws = cluster.at(1, &dave)?.connect().await?;
+    let mut alice_ws = alice.connect().await?;
+    alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["dave".into()] }).await?;
+    frame_where(&mut alice_ws, presence_of("dave@alpha", PresenceStatus::Online)).await?;
+
+    cluster.instance_mut(1).kill().await?;
+    let killed_at = kith_proto::Timestamp::now();
+    drop((bob_ws, dave_ws));
+    // Meanwhile alice writes to bob.
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(alice.send_message("bob", &format!("while you were away {i}"), None).await?.1.message_id);
+    }
+    // bob reconnects through nginx: the only live instance serves him everything pending.
+    let mut bob_ws = nginx.at(&bob)?.connect().await?;
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        got.push(frame_where(&mut bob_ws, message).await?.message_id);
+    }
+    assert_eq!(got, sent);
+    // dave's only session died with instance 1: offline within the TTL, last seen about then.
+    let offline = tokio::time::timeout(Duration::from_secs(40), async {
+        frame_where(&mut alice_ws, presence_of("dave@alpha", PresenceStatus::Offline)).await
+    })
+    .await
+    .context("dave never went offline")??;
+    let last_seen = offline.last_seen.context("no lastSeen")?;
+    let off_by = (killed_at.as_millis() - last_seen.as_millis()).abs();
+    assert!(off_by < 10_000, "lastSeen {last_seen} is {off_by} ms from the kill");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_redis_restart_mid_chat_loses_nothing_and_pushes_resume_without_a_reconnect() -> Result<()> {
+    let Some(mut redis) = TestRedis::start().await? else { return Ok(()) };
+    let Some(mut cluster) = TestCluster::prepare("alpha", 2).await? else { return Ok(()) };
+    cluster.redis_url = redis.url.clone();
+    cluster.add_instance().await?;
+    cluster.add_instance().await?;
+    let alice = cluster.user(0, "alice").await?;
+    let bob = cluster.user(0, "bob").await?;
+    let mut bob_ws = cluster.at(1, &bob)?.connect().await?;
+    alice.send_message("bob", "before", None).await?;
+    assert_eq!(frame_where(&mut bob_ws, message).await?.message, "before");
+
+    redis.kill().await?;
+    // Sends still commit and answer `sent` while Redis is down.
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(alice.send_message("bob", &format!("during {i}"), None).await?.1.message_id);
+    }
+    redis.restart().await?;
+    // bob's open connection gets them, in order, once, with no reconnect.
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let m = frame_where(&mut bob_ws, message).await?;
+        if m.message != "before" {
+            got.push(m.message_id);
+        }
+    }
+    assert_eq!(got, sent);
+    alice.send_message("bob", "after", None).await?;
+    assert_eq!(frame_where(&mut bob_ws, message).await?.message, "after");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_shard_list_of_the_wrong_size_or_order_is_refused_with_the_shard_named() -> Result<()> {
+    let Some(cluster) = TestCluster::start("alpha", 1, 3).await? else { return Ok(()) };
+    let shards = &cluster.shards;
+    for wrong in [vec![shards[1].clone(), shards[0].clone(), shards[2].clone()], shards[..2].to_vec()] {
+        let args = cluster.instance_args("wrong");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut node = TestNode::prepare("alpha", crate::harness::Backend::Shards(wrong), &args)?;
+        let e = node.launch().await.expect_err("started on a wrong shard list");
+        let log = format!("{e:#}");
+        assert!(log.contains("was initialised as shard"), "{log}");
+        assert!(log.contains("resharding is not supported"), "{log}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_instance_without_redis_is_refused() -> Result<()> {
+    let Some(urls) = crate::instances::shards(1).await else { return Ok(()) };
+    let backend = crate::harness::Backend::Postgres(urls[0].clone());
+    let _first = TestNode::start_with(backend.clone(), &[]).await?;
+    let mut second = TestNode::prepare("test", backend, &[])?;
+    let e = second.launch().await.expect_err("two lone instances on one store");
+    assert!(format!("{e:#}").contains("another kith instance is serving this database"), "{e:#}");
+    // And on SQLite, a second process on the same data directory.
+    let first = TestNode::start().await?;
+    let second = tokio::process::Command::new(TestNode::binary())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(first.data_dir())
+        .args(["--listen", "127.0.0.1:0", "--p2p-listen", "/ip4/127.0.0.1/tcp/0"])
+        .env("KITH_LOG", "info")
+        .kill_on_drop(true)
+        .output();
+    let second = tokio::time::timeout(PATIENCE, second).await.context("the second process did not exit")??;
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stdout).to_string() + &String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("another kith instance has"), "{said}");
+    Ok(())
+}
