@@ -6,10 +6,17 @@
 //!   `(origin, id)`), and acked only after their effects are committed ([`inbound`]).
 //! - Presence crosses as envelopes too: a node tells a peer which of its users it watches, and
 //!   the peer sends their changes.
+//! - Operators see each pump's state ([`status`]) in `/metrics` and through the admin routes
+//!   ([`admin`]) that `kith federation status|retry` ([`ctl`]) talk to.
 
+pub(crate) mod admin;
+pub mod ctl;
 mod inbound;
 pub(crate) mod outbound;
 mod pump;
+pub mod status;
+
+pub use pump::BackoffPolicy;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,6 +53,10 @@ pub struct Federation {
     local: ServerName,
     /// One wake-up per destination, rung when its outbox gains envelopes.
     wakes: HashMap<ServerName, Arc<Notify>>,
+    /// What each destination's pump is doing, and its "retry now".
+    pub(crate) pumps: status::Pumps,
+    /// How long pumps wait between failed attempts.
+    backoff: BackoffPolicy,
     /// Users of this node that peers watch, and which peers.
     remote_watchers: Mutex<HashMap<UserId, HashSet<ServerName>>>,
     /// When each remote user's latest presence was observed, so older news is ignored.
@@ -79,6 +90,7 @@ impl Federation {
             NetworkConfig::new(key.clone(), server_name.clone(), vec![config.listen.clone()], directory.clone());
         let (network, inbound, _task) = kith_federation::start(network_config).await?;
         let wakes = directory.peers().map(|p| (p.name().clone(), Arc::new(Notify::new()))).collect();
+        let pumps = status::Pumps::new(directory.peers().map(kith_federation::PinnedPeer::name));
         for peer in directory.peers() {
             info!(peer = %peer.name(), peer_id = %peer.peer_id(), address = %peer.address(), "pinned peer");
         }
@@ -89,6 +101,8 @@ impl Federation {
             verifier: Verifier::new(server_name.clone(), config.replay_window),
             local: server_name,
             wakes,
+            pumps,
+            backoff: config.backoff,
             remote_watchers: Mutex::default(),
             remote_presence_at: Mutex::default(),
             claim_limits: RateLimits::new(rate_limits),
@@ -112,6 +126,25 @@ impl Federation {
         if let Some(wake) = self.wakes.get(destination) {
             wake.notify_one();
         }
+    }
+
+    /// Tells the pump of `destination` to retry now, without waiting out its backoff; false if
+    /// no peer of that name is pinned.
+    pub fn retry_now(&self, destination: &ServerName) -> bool {
+        self.pumps.retry_now(destination)
+    }
+
+    /// Every destination's outbox and pump, as operators see it.
+    ///
+    /// # Errors
+    /// When the store cannot report the outbox.
+    pub async fn status(
+        &self,
+        store: &dyn crate::store::Store,
+    ) -> Result<status::FederationStatus, crate::store::StoreError> {
+        let stats = store.outbox_stats().await?;
+        let connected = self.network.connected_peers().await;
+        Ok(self.pumps.report(&stats, &connected))
     }
 
     /// Claims key bundles of `user`, a user of another node, on behalf of `requester` (with one
