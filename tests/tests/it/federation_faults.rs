@@ -35,10 +35,10 @@ const CLEAN_RECOVERY: Duration = Duration::from_secs(10);
 /// one stays dark (the dead connection must be found dead first).
 const HALF_OPEN_RECOVERY: Duration = Duration::from_secs(30);
 
-/// How long a cut lasts: `KITH_FAULT_CUT_SECS`, 21 s by default.
+/// How long a cut lasts: `KITH_FAULT_CUT_SECS` (seconds, fractions allowed), 21 s by default.
 fn cut_length() -> Duration {
-    let secs = std::env::var("KITH_FAULT_CUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(21);
-    Duration::from_secs(secs)
+    let secs = std::env::var("KITH_FAULT_CUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(21.0);
+    Duration::from_secs_f64(secs)
 }
 
 /// `/ip4/A/tcp/P` as a socket address.
