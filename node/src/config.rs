@@ -461,6 +461,17 @@ mod tests {
     }
 
     #[test]
+    fn the_outbox_backoff_is_a_range() {
+        let d = |s: &str| Some(s.parse::<HumanDuration>().unwrap());
+        let args = ServeArgs { outbox_backoff_min: d("10m"), outbox_backoff_max: d("10m"), ..ServeArgs::default() };
+        let backoff = Config::resolve(args).unwrap().federation.backoff;
+        assert_eq!((backoff.min, backoff.max), (Duration::from_secs(600), Duration::from_secs(600)));
+        let args = ServeArgs { outbox_backoff_min: d("5m"), outbox_backoff_max: d("1m"), ..ServeArgs::default() };
+        let e = Config::resolve(args).unwrap_err().to_string();
+        assert!(e.contains("--outbox-backoff-min"), "{e}");
+    }
+
+    #[test]
     fn passwords_never_reach_the_log() {
         assert_eq!(redact_url("postgres://kith:hunter2@db:5432/kith"), "postgres://kith:***@db:5432/kith");
         assert_eq!(redact_url("sqlite:kith-data/kith.db"), "sqlite:kith-data/kith.db");

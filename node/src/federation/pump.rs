@@ -115,7 +115,7 @@ pub(crate) async fn run(
                 // clock that is off): resending at once would only repeat that.
                 unacked => Some((FailureKind::Unacked, format!("{unacked} envelope(s) not acked"))),
             },
-            Err(e) => Some((FailureKind::of(&e), e.to_string())),
+            Err(e) => Some(FailureKind::of(&e)),
         };
         let Some((kind, reason)) = failure else {
             backoff.reset();

@@ -38,14 +38,20 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    /// The kind of a failed delivery.
-    pub(crate) fn of(error: &FederationError) -> Self {
+    /// The kind of a failed delivery, and what else there is to say about it.
+    pub(crate) fn of(error: &FederationError) -> (Self, String) {
         match error {
-            FederationError::Request { failure: RequestFailure::Unreachable(_), .. } => Self::Unreachable,
-            FederationError::Request { failure: RequestFailure::TimedOut, .. } => Self::TimedOut,
-            FederationError::Request { failure: RequestFailure::ConnectionLost, .. } => Self::ConnectionLost,
-            FederationError::Refused { .. } => Self::Refused,
-            _ => Self::Other,
+            FederationError::Request { failure: RequestFailure::Unreachable(why), .. } => {
+                (Self::Unreachable, why.clone())
+            }
+            FederationError::Request { failure: failure @ RequestFailure::TimedOut, .. } => {
+                (Self::TimedOut, failure.to_string())
+            }
+            FederationError::Request { failure: failure @ RequestFailure::ConnectionLost, .. } => {
+                (Self::ConnectionLost, failure.to_string())
+            }
+            FederationError::Refused { reason, .. } => (Self::Refused, reason.clone()),
+            other => (Self::Other, other.to_string()),
         }
     }
 
