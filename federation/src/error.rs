@@ -37,12 +37,12 @@ pub enum FederationError {
     Transport(String),
     /// A request got no answer: the peer is unreachable, timed out, or the connection closed.
     /// The request may or may not have been handled; resend the same envelopes.
-    #[error("request to {server} failed: {reason}")]
+    #[error("request to {server} failed: {failure}")]
     Request {
         /// The peer's server name.
         server: ServerName,
         /// Why.
-        reason: String,
+        failure: RequestFailure,
     },
     /// The peer refused the request.
     #[error("{server} refused the request: {refusal}")]
@@ -60,5 +60,30 @@ pub enum FederationError {
     Signing(String),
     /// The network task has stopped.
     #[error("the federation network has stopped")]
+    Stopped,
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestFailure {
+    /// No connection could be made (refused, unroutable, or the dial timed out).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// No answer within the request timeout, also after a resend on a fresh connection. It may
+    /// still have been handled.
+    #[error("no answer in time")]
+    TimedOut,
+    /// The connection closed (or was closed as dead) before the answer came, also after a
+    /// resend on a fresh connection. It may still have been handled.
+    #[error("connection lost before the answer")]
+    ConnectionLost,
+    /// The peer does not speak the protocol.
+    #[error("the peer does not speak the federation protocol")]
+    Unsupported,
+    /// The request's stream failed (too large, reset by the peer).
+    #[error("stream failed: {0}")]
+    Stream(String),
+    /// The network task stopped while the request was open.
+    #[error("the network stopped")]
     Stopped,
 }

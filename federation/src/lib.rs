@@ -7,6 +7,7 @@
 //! origin ([`Verifier`] makes the [`VerifiedEnvelope`]s the node acts on).
 //!
 //! The transport is TCP with Noise and Yamux, plus identify and ping, under connection limits;
+//! connections that stop answering are closed and their requests resent on fresh ones;
 //! nodes talk with one request-response protocol, `/kith/federation/1` ([`protocol`]), whose
 //! requests carry batches of envelopes and are capped in size. The network runs as one task
 //! that owns the swarm ([`network`]); the node talks to it through a [`NetworkHandle`] and
@@ -37,19 +38,22 @@
 pub mod envelope;
 pub mod error;
 pub mod identity;
+mod liveness;
 pub mod network;
 pub mod peers;
 pub mod protocol;
 pub mod record;
+mod requests;
+mod transport;
 
 pub use envelope::{
     Envelope, KeysClaimBody, Kind, MessageBody, Payload, PresenceBody, PresenceSubscribeBody, ReceiptBody, Rejection,
     VerifiedEnvelope, Verifier,
 };
-pub use error::FederationError;
+pub use error::{FederationError, RequestFailure};
 pub use identity::{NODE_KEY_FILE, NodeKey};
 pub use libp2p::{Multiaddr, PeerId};
-pub use network::{Inbound, InboundRequest, NetworkConfig, NetworkHandle, start};
+pub use network::{Inbound, InboundRequest, NetworkConfig, NetworkHandle, Probe, start};
 pub use peers::{Directory, PinnedPeer};
 pub use protocol::{Ack, Outcome, Refusal, RefusalReason, Request, Response};
 pub use record::NodeRecord;

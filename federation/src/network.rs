@@ -1,36 +1,42 @@
-//! The network task: one event loop owns the libp2p `Swarm` (TCP, Noise, Yamux, identify,
-//! ping, connection limits, request-response); a cloneable [`NetworkHandle`] talks to it over a
-//! bounded channel and gets answers on oneshots, keyed by request id.
+//! The network task: one event loop owns the libp2p `Swarm` ([`crate::transport`]); a
+//! cloneable [`NetworkHandle`] talks to it over a bounded channel and gets answers on
+//! oneshots, keyed by request id.
 //!
 //! Inbound requests go to the node as [`Inbound`]s on a bounded channel; the node answers on
 //! the oneshot it finds inside, and the loop sends that answer back to the peer. Nothing slow
 //! (signature checks, storage) runs on the loop itself.
+//!
+//! The loop also keeps connections honest ([`crate::liveness`]): a connection that shows no
+//! sign of life for [`NetworkConfig::dead_after`], whose pings fail, or on which a request
+//! timed out is closed, and the requests on it go out again on another connection or a fresh
+//! dial ([`crate::requests`]). [`NetworkHandle::probe`] dials a peer that is not connected, so
+//! a node with a backlog notices a healed network within a probe.
 
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroUsize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use kith_proto::{ServerName, Timestamp};
 use libp2p::core::ConnectedPoint;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, tcp, yamux};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::envelope::Envelope;
-use crate::error::FederationError;
+use crate::error::{FederationError, RequestFailure};
 use crate::identity::NodeKey;
+use crate::liveness::{Liveness, Verdict};
 use crate::peers::Directory;
-use crate::protocol::{
-    Ack, MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PROTOCOL, Refusal, RefusalReason, Request, Response,
-};
+use crate::protocol::{Ack, Refusal, RefusalReason, Request, Response};
 use crate::record::NodeRecord;
+use crate::requests::{Next, Outstanding};
+use crate::transport::{Behaviour, BehaviourEvent, build_swarm};
 
 /// Limits and timings of the network.
 #[derive(Debug, Clone)]
@@ -43,7 +49,8 @@ pub struct NetworkConfig {
     pub listen: Vec<Multiaddr>,
     /// The pinned peers; connections from anyone else are closed at once.
     pub directory: Directory,
-    /// How long a request may wait for its answer.
+    /// How long a request may wait for its answer on one connection; past it, that connection
+    /// is closed and the request resent on another.
     pub request_timeout: Duration,
     /// Requests one peer may have open at once on one connection.
     pub max_streams_per_peer: usize,
@@ -51,6 +58,13 @@ pub struct NetworkConfig {
     pub max_connections: u32,
     /// Connections to one peer.
     pub max_connections_per_peer: u32,
+    /// How often every connection is pinged.
+    pub ping_interval: Duration,
+    /// A connection with no sign of life (ping answer, request, answer) for this long is
+    /// closed as dead; the kernel also drops one whose sent data stays unacknowledged this long.
+    pub dead_after: Duration,
+    /// How long one dial (TCP connect, Noise, Yamux) may take.
+    pub dial_timeout: Duration,
 }
 
 impl NetworkConfig {
@@ -65,6 +79,9 @@ impl NetworkConfig {
             max_streams_per_peer: 16,
             max_connections: 256,
             max_connections_per_peer: 2,
+            ping_interval: Duration::from_secs(5),
+            dead_after: Duration::from_secs(15),
+            dial_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -91,16 +108,20 @@ pub enum InboundRequest {
     Query(Envelope),
 }
 
-#[derive(NetworkBehaviour)]
-struct Behaviour {
-    limits: connection_limits::Behaviour,
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    requests: request_response::cbor::Behaviour<Request, Response>,
+/// What a probe found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The peer has a live connection: send now.
+    Connected,
+    /// It had none; a dial is under way (a new connection will be announced on
+    /// [`NetworkHandle::connections`]).
+    Dialing,
 }
 
 enum Command {
     Request { to: ServerName, request: Request, reply: oneshot::Sender<Result<Response, FederationError>> },
+    Probe { to: ServerName, reply: oneshot::Sender<Result<Probe, FederationError>> },
+    Connected { reply: oneshot::Sender<Vec<ServerName>> },
     ListenAddresses { reply: oneshot::Sender<Vec<Multiaddr>> },
     Shutdown,
 }
@@ -129,6 +150,8 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Request { to, .. } => write!(f, "Request to {to}"),
+            Self::Probe { to, .. } => write!(f, "Probe {to}"),
+            Self::Connected { .. } => f.write_str("Connected"),
             Self::ListenAddresses { .. } => f.write_str("ListenAddresses"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
@@ -141,7 +164,9 @@ impl NetworkHandle {
         self.peer_id
     }
 
-    /// Sends a request to the pinned peer `to` and waits for its answer.
+    /// Sends a request to the pinned peer `to` and waits for its answer. Should its
+    /// connection die first (closed, or closed as dead after a timeout), the request goes out
+    /// again on another connection, a few times at most.
     ///
     /// # Errors
     /// [`FederationError::UnknownServer`] for an unpinned name; [`FederationError::Request`]
@@ -180,6 +205,27 @@ impl NetworkHandle {
         }
     }
 
+    /// Checks on the pinned peer `to`: connected, or not, in which case one dial starts (none
+    /// if one is under way), bounded by [`NetworkConfig::dial_timeout`]. Cheap: a node with a
+    /// backlog calls it every few seconds to notice a healed network.
+    ///
+    /// # Errors
+    /// [`FederationError::UnknownServer`] for an unpinned name; [`FederationError::Stopped`].
+    pub async fn probe(&self, to: &ServerName) -> Result<Probe, FederationError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Probe { to: to.clone(), reply }).await.map_err(|_| FederationError::Stopped)?;
+        answer.await.map_err(|_| FederationError::Stopped)?
+    }
+
+    /// The pinned peers with a live connection now.
+    pub async fn connected_peers(&self) -> Vec<ServerName> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Connected { reply }).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
     /// The addresses the node listens on now.
     pub async fn listen_addresses(&self) -> Vec<Multiaddr> {
         let (reply, answer) = oneshot::channel();
@@ -195,10 +241,10 @@ impl NetworkHandle {
         self.signals.reachable.subscribe()
     }
 
-    /// Pinned peers connected anew from now on, every new connection and not only a first one:
-    /// an old connection to a peer that vanished can look open until pings time out. Each may
-    /// have restarted and forgotten what it kept in memory for this node (presence
-    /// subscriptions).
+    /// Pinned peers connected anew from now on (dialled by either side), every new connection
+    /// and not only a first one: a dead connection is closed only once it is found dead. Each
+    /// may have restarted and forgotten what it kept in memory for this node (presence
+    /// subscriptions), and each is a moment to send what waits for it.
     pub fn connections(&self) -> broadcast::Receiver<ServerName> {
         self.signals.connected.subscribe()
     }
@@ -244,7 +290,7 @@ pub async fn start(
     for peer in config.directory.peers() {
         swarm.add_peer_address(peer.peer_id(), peer.address().clone());
         // Say hello at start: a peer that queued envelopes for us while we were down learns at
-        // once that we are back, instead of at the end of its backoff.
+        // once that we are back, instead of at its next probe.
         let dial = DialOpts::peer_id(peer.peer_id()).addresses(vec![peer.address().clone()]).build();
         if let Err(e) = swarm.dial(dial) {
             debug!(peer = %peer.name(), error = %e, "peer not reachable at start");
@@ -263,50 +309,20 @@ pub async fn start(
         commands: command_rx,
         inbound: inbound_tx,
         signals,
+        liveness: Liveness::new(config.dead_after),
+        ping_interval: config.ping_interval,
+        request_timeout: config.request_timeout,
         pending: HashMap::new(),
+        parked: HashMap::new(),
+        dial_errors: HashMap::new(),
         hellos: HashSet::new(),
         replies: FuturesUnordered::new(),
     };
     Ok((handle, inbound_rx, tokio::spawn(event_loop.run())))
 }
 
-fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, FederationError> {
-    let transport = |e: &dyn std::fmt::Display| FederationError::Transport(e.to_string());
-    let limits = connection_limits::ConnectionLimits::default()
-        .with_max_established(Some(config.max_connections))
-        .with_max_established_per_peer(Some(config.max_connections_per_peer))
-        .with_max_pending_incoming(Some(64));
-    let codec = request_response::cbor::codec::Codec::default()
-        .set_request_size_maximum(MAX_REQUEST_BYTES)
-        .set_response_size_maximum(MAX_RESPONSE_BYTES);
-    let request_config = request_response::Config::default()
-        .with_request_timeout(config.request_timeout)
-        .with_max_concurrent_streams(config.max_streams_per_peer);
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(config.key.keypair().clone())
-        .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(|e| transport(&e))?
-        .with_behaviour(|key| Behaviour {
-            limits: connection_limits::Behaviour::new(limits),
-            identify: identify::Behaviour::new(
-                identify::Config::new("/kith/1".into(), key.public())
-                    .with_agent_version(format!("kith/{}", env!("CARGO_PKG_VERSION"))),
-            ),
-            ping: ping::Behaviour::new(ping::Config::new()),
-            requests: request_response::Behaviour::with_codec(
-                codec,
-                [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
-                request_config,
-            ),
-        })
-        .map_err(|e| transport(&e))?
-        .with_swarm_config(|c| {
-            c.with_idle_connection_timeout(Duration::from_secs(120))
-                .with_per_connection_event_buffer_size(NonZeroUsize::new(64).map_or(7, NonZeroUsize::get))
-        })
-        .build();
-    Ok(swarm)
-}
+/// How often the loop looks for silent connections and requests parked too long.
+const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The task that owns the swarm.
 struct EventLoop {
@@ -317,8 +333,18 @@ struct EventLoop {
     commands: mpsc::Receiver<Command>,
     inbound: mpsc::Sender<Inbound>,
     signals: PeerSignals,
-    /// Outbound requests awaiting their answer.
-    pending: HashMap<OutboundRequestId, (ServerName, oneshot::Sender<Result<Response, FederationError>>)>,
+    /// Established connections and their last sign of life.
+    liveness: Liveness,
+    /// How often connections are pinged: one quiet for longer missed a ping.
+    ping_interval: Duration,
+    /// How long a request may wait on one connection (and at most for a dead one to close).
+    request_timeout: Duration,
+    /// The node's requests on the wire, awaiting their answer.
+    pending: HashMap<OutboundRequestId, Outstanding>,
+    /// The node's requests waiting for a dead connection of their peer to finish closing.
+    parked: HashMap<PeerId, Vec<Outstanding>>,
+    /// Why the last dial of a peer failed, to say so when its requests fail.
+    dial_errors: HashMap<PeerId, String>,
     /// Outbound `Hello`s, whose answers the loop checks itself.
     hellos: HashSet<OutboundRequestId>,
     /// Answers the node is preparing for inbound requests.
@@ -327,6 +353,8 @@ struct EventLoop {
 
 impl EventLoop {
     async fn run(mut self) {
+        let mut check = tokio::time::interval(CHECK_INTERVAL);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -339,10 +367,16 @@ impl EventLoop {
                         debug!("peer went away before its answer was sent");
                     }
                 }
+                _ = check.tick() => self.check(Instant::now()),
             }
         }
-        for (_, (server, reply)) in self.pending.drain() {
-            let _ = reply.send(Err(FederationError::Request { server, reason: "network stopped".into() }));
+        for (_, request) in self.pending.drain() {
+            request.fail(RequestFailure::Stopped);
+        }
+        for (_, requests) in self.parked.drain() {
+            for request in requests {
+                request.fail(RequestFailure::Stopped);
+            }
         }
         debug!("federation network stopped");
     }
@@ -355,15 +389,91 @@ impl EventLoop {
                     return;
                 };
                 let peer_id = peer.peer_id();
-                let address = peer.address().clone();
-                let id =
-                    self.swarm.behaviour_mut().requests.send_request_with_addresses(&peer_id, request, vec![address]);
-                self.pending.insert(id, (to, reply));
+                self.send(Outstanding::new(to, peer_id, request, reply));
+            }
+            Command::Probe { to, reply } => {
+                let answer = match self.directory.by_name(&to) {
+                    None => Err(FederationError::UnknownServer(to)),
+                    Some(peer) if self.liveness.healthy(&peer.peer_id()) => Ok(Probe::Connected),
+                    Some(peer) => {
+                        // `NotDialing` rather than "disconnected": a connection being closed as
+                        // dead still counts as one, and must not stop the dial.
+                        let dial = DialOpts::peer_id(peer.peer_id())
+                            .condition(PeerCondition::NotDialing)
+                            .addresses(vec![peer.address().clone()])
+                            .build();
+                        if let Err(e) = self.swarm.dial(dial) {
+                            debug!(peer = %to, error = %e, "probe not dialled");
+                        }
+                        Ok(Probe::Dialing)
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Connected { reply } => {
+                let connected = self
+                    .directory
+                    .peers()
+                    .filter(|peer| self.liveness.healthy(&peer.peer_id()))
+                    .map(|peer| peer.name().clone())
+                    .collect();
+                let _ = reply.send(connected);
             }
             Command::ListenAddresses { reply } => {
                 let _ = reply.send(self.swarm.listeners().cloned().collect());
             }
             Command::Shutdown => {}
+        }
+    }
+
+    /// Sends a request, or parks it while a dead connection of its peer closes (the behaviour
+    /// might route it there).
+    fn send(&mut self, mut request: Outstanding) {
+        if self.liveness.closing(&request.peer) {
+            request.parked_at.get_or_insert_with(Instant::now);
+            self.parked.entry(request.peer).or_default().push(request);
+            return;
+        }
+        let Some(address) = self.directory.by_name(&request.server).map(|p| p.address().clone()) else {
+            request.fail(RequestFailure::Unreachable("not pinned".into()));
+            return;
+        };
+        request.parked_at = None;
+        request.sends += 1;
+        let id = self.swarm.behaviour_mut().requests.send_request_with_addresses(
+            &request.peer,
+            request.request.clone(),
+            vec![address],
+        );
+        self.pending.insert(id, request);
+    }
+
+    /// Closes a connection judged dead (once).
+    fn condemn(&mut self, connection: ConnectionId, verdict: Verdict) {
+        if let Some(peer) = self.liveness.condemn(connection, verdict) {
+            let name = self.directory.name_of(&peer).map_or_else(|| peer.to_string(), ToString::to_string);
+            info!(peer = %name, %connection, %verdict, "closing a dead connection");
+            self.swarm.close_connection(connection);
+        }
+    }
+
+    /// Closes silent connections; fails requests parked longer than a request may take.
+    fn check(&mut self, now: Instant) {
+        for connection in self.liveness.silent(now) {
+            self.condemn(connection, Verdict::Silent);
+        }
+        let timeout = self.request_timeout;
+        let mut expired = Vec::new();
+        for requests in self.parked.values_mut() {
+            let (stale, keep) = std::mem::take(requests)
+                .into_iter()
+                .partition(|r: &Outstanding| r.parked_at.is_some_and(|at| now.duration_since(at) > timeout));
+            *requests = keep;
+            expired.extend(stale);
+        }
+        self.parked.retain(|_, requests| !requests.is_empty());
+        for request in expired {
+            request.fail(RequestFailure::TimedOut);
         }
     }
 
@@ -382,12 +492,18 @@ impl EventLoop {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 if self.directory.name_of(&peer_id).is_none() {
                     warn!(peer = %peer_id, "connection from a peer no operator pinned; closing it");
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
+                let now = Instant::now();
+                self.liveness.established(connection_id, peer_id, now);
+                for quiet in self.liveness.superseded(&peer_id, connection_id, now, self.ping_interval * 3 / 2) {
+                    self.condemn(quiet, Verdict::Superseded);
+                }
+                self.dial_errors.remove(&peer_id);
                 if matches!(endpoint, ConnectedPoint::Dialer { .. })
                     && let Some(record) = self.own_record()
                 {
@@ -399,10 +515,31 @@ impl EventLoop {
                 }
                 self.reachable(&peer_id);
             }
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
+                if let Some((_, verdict)) = self.liveness.closed(connection_id) {
+                    debug!(peer = %peer_id, %connection_id, ?verdict, ?cause, "connection closed");
+                }
+                if !self.liveness.closing(&peer_id)
+                    && let Some(requests) = self.parked.remove(&peer_id)
+                {
+                    for request in requests {
+                        self.send(request);
+                    }
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Requests(event)) => self.on_request_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result })) => match result {
+                Ok(_) => self.liveness.alive(connection, Instant::now()),
+                // Every kith node answers pings; a connection without them is judged by silence.
+                Err(ping::Failure::Unsupported) => debug!(%peer, "peer does not answer pings"),
+                Err(_) => self.condemn(connection, Verdict::PingsFailed),
+            },
             SwarmEvent::IncomingConnectionError { error, .. } => debug!(%error, "incoming connection failed"),
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id {
+                    self.dial_errors.insert(peer, dial_error(&error));
+                }
             }
             _ => {}
         }
@@ -411,21 +548,38 @@ impl EventLoop {
     fn on_request_event(&mut self, event: request_response::Event<Request, Response>) {
         use request_response::{Event, Message};
         match event {
-            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+            Event::Message { peer, connection_id, message: Message::Request { request, channel, .. } } => {
+                self.liveness.alive(connection_id, Instant::now());
                 self.on_inbound(peer, request, channel);
             }
-            Event::Message { peer, message: Message::Response { request_id, response }, .. } => {
+            Event::Message { peer, connection_id, message: Message::Response { request_id, response } } => {
+                self.liveness.alive(connection_id, Instant::now());
                 if self.hellos.remove(&request_id) {
                     self.on_hello_answer(peer, response);
-                } else if let Some((_, reply)) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
+                } else if let Some(request) = self.pending.remove(&request_id) {
+                    request.answer(response);
                 }
                 self.reachable(&peer);
             }
-            Event::OutboundFailure { request_id, error, .. } => {
-                self.hellos.remove(&request_id);
-                if let Some((server, reply)) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(FederationError::Request { server, reason: error.to_string() }));
+            Event::OutboundFailure { peer, connection_id, request_id, error } => {
+                if self.hellos.remove(&request_id) {
+                    return;
+                }
+                let Some(request) = self.pending.remove(&request_id) else {
+                    return;
+                };
+                match request.next(&error, self.dial_errors.get(&peer).map(String::as_str)) {
+                    Next::ResendElsewhere => {
+                        // It timed out on this connection: close it, and resend once it is gone.
+                        self.condemn(connection_id, Verdict::RequestTimedOut);
+                        debug!(%peer, %error, "resending a request on another connection");
+                        self.send(request);
+                    }
+                    Next::Resend => {
+                        debug!(%peer, %error, "resending a request on another connection");
+                        self.send(request);
+                    }
+                    Next::Fail(failure) => request.fail(failure),
                 }
             }
             Event::InboundFailure { peer, error, .. } => debug!(%peer, %error, "inbound request failed"),
@@ -494,5 +648,25 @@ impl EventLoop {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
         }
+    }
+}
+
+/// A dial error in one line, for an operator: the innermost reason per address, not the
+/// nesting of transport layers.
+fn dial_error(error: &libp2p::swarm::DialError) -> String {
+    use libp2p::swarm::DialError;
+    match error {
+        DialError::Transport(attempts) => attempts
+            .iter()
+            .map(|(address, e)| {
+                let mut reason: &dyn std::error::Error = e;
+                while let Some(source) = reason.source() {
+                    reason = source;
+                }
+                format!("{address}: {reason}")
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
     }
 }

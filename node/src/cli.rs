@@ -33,6 +33,9 @@ pub enum Command {
         #[arg(long, env = "KITH_DATA_DIR", value_name = "DIR", default_value = "kith-data")]
         data_dir: PathBuf,
     },
+    /// Look at and nudge a running node's federation outboxes (over its --metrics-listen).
+    #[command(subcommand)]
+    Federation(crate::federation_ctl::FederationCommand),
 }
 
 /// `kith user` subcommands.
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::User(UserCommand::Import { node, file }) => import(node, file).await,
             Command::Id { data_dir } => print_id(&data_dir),
+            Command::Federation(command) => crate::federation_ctl::run(command).await,
         }
     });
     match result {

@@ -150,6 +150,14 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_REPLAY_WINDOW", value_name = "DURATION")]
     pub replay_window: Option<HumanDuration>,
 
+    /// The first wait after a failed delivery to a peer; it doubles per failure [default: 250ms].
+    #[arg(long, env = "KITH_OUTBOX_BACKOFF_MIN", value_name = "DURATION")]
+    pub outbox_backoff_min: Option<HumanDuration>,
+
+    /// The longest wait between failed deliveries to a peer (probes find it back sooner) [default: 3m].
+    #[arg(long, env = "KITH_OUTBOX_BACKOFF_MAX", value_name = "DURATION")]
+    pub outbox_backoff_max: Option<HumanDuration>,
+
     /// Address for Prometheus metrics (`GET /metrics`); off unless set.
     #[arg(long, env = "KITH_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -219,6 +227,8 @@ struct FileConfig {
     #[serde(default)]
     peers: Vec<FilePeer>,
     replay_window: Option<HumanDuration>,
+    outbox_backoff_min: Option<HumanDuration>,
+    outbox_backoff_max: Option<HumanDuration>,
     metrics_listen: Option<SocketAddr>,
     redis_url: Option<String>,
     redis_prefix: Option<String>,
@@ -367,6 +377,8 @@ pub struct FederationConfig {
     pub peers: Vec<PinnedPeer>,
     /// How far an envelope's `sentAt` may be from now.
     pub replay_window: Duration,
+    /// How long outbox pumps wait between failed attempts.
+    pub backoff: crate::outbox::BackoffPolicy,
 }
 
 impl Config {
@@ -414,6 +426,17 @@ impl Config {
         let peers = bindings
             .map(|binding| binding.parse::<PinnedPeer>().map_err(|e| ConfigError::Invalid(format!("--peer: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        let default_backoff = crate::outbox::BackoffPolicy::default();
+        let backoff = crate::outbox::BackoffPolicy {
+            min: args.outbox_backoff_min.or(file.outbox_backoff_min).map_or(default_backoff.min, |d| d.0),
+            max: args.outbox_backoff_max.or(file.outbox_backoff_max).map_or(default_backoff.max, |d| d.0),
+        };
+        if backoff.min.is_zero() || backoff.min > backoff.max {
+            return Err(ConfigError::Invalid(format!(
+                "--outbox-backoff-min ({:?}) must be above zero and at most --outbox-backoff-max ({:?})",
+                backoff.min, backoff.max
+            )));
+        }
         let store = StoreOptions {
             max_batch: args.max_batch.or(file.max_batch).unwrap_or(defaults_store.max_batch).max(1),
             writers: args.pg_writers.or(file.pg_writers).unwrap_or(defaults_store.writers).max(1),
@@ -433,6 +456,7 @@ impl Config {
                 listen: listen.parse().map_err(|e| ConfigError::Invalid(format!("--p2p-listen {listen:?}: {e}")))?,
                 peers,
                 replay_window: args.replay_window.or(file.replay_window).map_or(Duration::from_secs(600), |d| d.0),
+                backoff,
             },
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
             cluster: ClusterConfig {
@@ -465,6 +489,18 @@ fn valid_instance_id(id: &str) -> bool {
 /// A fresh instance name: random, so instances started from one config never collide.
 fn generated_instance_id() -> String {
     format!("i-{:08x}", getrandom::u32().unwrap_or_else(|_| std::process::id()))
+}
+
+/// The metrics (and admin) address of a node: `flag` if given, else the `metrics_listen` of the
+/// config file `config`, if any. For commands that talk to a running node.
+///
+/// # Errors
+/// [`ConfigError`] for an unreadable or invalid file.
+pub fn metrics_listen(flag: Option<SocketAddr>, config: Option<&Path>) -> Result<Option<SocketAddr>, ConfigError> {
+    match flag {
+        Some(addr) => Ok(Some(addr)),
+        None => Ok(read_file(config)?.metrics_listen),
+    }
 }
 
 /// A database URL with its password replaced, for logs.
@@ -535,6 +571,17 @@ mod tests {
         };
         let e = Config::resolve(args).unwrap_err().to_string();
         assert!(e.contains("--server-name"), "{e}");
+    }
+
+    #[test]
+    fn the_outbox_backoff_is_a_range() {
+        let d = |s: &str| Some(s.parse::<HumanDuration>().unwrap());
+        let args = ServeArgs { outbox_backoff_min: d("10m"), outbox_backoff_max: d("10m"), ..ServeArgs::default() };
+        let backoff = Config::resolve(args).unwrap().federation.backoff;
+        assert_eq!((backoff.min, backoff.max), (Duration::from_secs(600), Duration::from_secs(600)));
+        let args = ServeArgs { outbox_backoff_min: d("5m"), outbox_backoff_max: d("1m"), ..ServeArgs::default() };
+        let e = Config::resolve(args).unwrap_err().to_string();
+        assert!(e.contains("--outbox-backoff-min"), "{e}");
     }
 
     #[test]

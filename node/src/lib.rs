@@ -51,6 +51,7 @@ mod users;
 pub mod cli;
 pub mod config;
 mod error;
+pub mod federation_ctl;
 pub mod import;
 mod metrics;
 pub mod secrets;

@@ -1,6 +1,7 @@
 //! `GET /metrics` in the Prometheus text format, on its own address (`--metrics-listen`) so it
-//! is never exposed with the client API: live sessions, and per destination the outbox depth
-//! and the age of its oldest envelope.
+//! is never exposed with the client API: live sessions, and per destination the outbox depth,
+//! the age of its oldest envelope and its pump's state (connected, failed attempts, next
+//! attempt, last error). The federation admin routes share the address (loopback clients only).
 
 use std::fmt::Write;
 
@@ -17,7 +18,11 @@ use crate::state::AppState;
 
 /// Serves metrics until shutdown.
 pub(crate) async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) {
-    let app = Router::new().route("/metrics", get(metrics)).with_state(state);
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .merge(crate::outbox::admin::routes())
+        .with_state(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
         tracing::warn!(error = %e, "metrics listener failed");
     }
@@ -44,6 +49,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     for s in &stats {
         let age = s.oldest.map_or(0.0, |t| (now - t.as_millis()) as f64 / 1000.0);
         let _ = writeln!(text, "kith_outbox_oldest_age_seconds{{destination=\"{}\"}} {age}", s.destination);
+    }
+    match state.outbox.status(&state.peers).await {
+        Ok(status) => status.write_metrics(&mut text),
+        Err(e) => return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response(),
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }

@@ -139,7 +139,8 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     } else {
         Arc::new(MemoryCache::new(config.cache_bytes))
     };
-    let (outbox, refusals) = Outbox::new(store.clone(), tasks.clone(), cluster.clone(), peers.names());
+    let (outbox, refusals) =
+        Outbox::new(store.clone(), tasks.clone(), cluster.clone(), peers.names().collect(), config.federation.backoff);
     let state = AppState::new(Handles {
         server_name: config.node.server_name.clone(),
         users: Users::new(store.clone()),

@@ -4,9 +4,15 @@
 //!
 //! [`Outbox`] is the handle the rest of the node uses: queue envelopes that carry no local
 //! effect of their own (presence), ring a destination's pump when its outbox gained
-//! envelopes, and hear which messages a peer refused.
+//! envelopes, and hear which messages a peer refused. Operators see each pump's state
+//! ([`status`]) in `/metrics` and through the admin routes ([`admin`]) that
+//! `kith federation status|retry` talk to.
 
+pub(crate) mod admin;
 mod pump;
+pub mod status;
+
+pub use pump::BackoffPolicy;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -54,6 +60,8 @@ pub(crate) struct Destination {
     holding: AtomicBool,
     /// Whether telling the other instances is asked for and not yet done.
     announcing: AtomicBool,
+    /// What the pump is doing, and the operator's "retry now".
+    status: Arc<status::Pump>,
 }
 
 /// The outbox's handle.
@@ -64,6 +72,10 @@ pub struct Outbox {
     cluster: Arc<Cluster>,
     /// Each pinned destination.
     destinations: HashMap<ServerName, Arc<Destination>>,
+    /// Every pump's state, for operators.
+    pumps: status::Pumps,
+    /// How long pumps wait between failed attempts.
+    backoff: BackoffPolicy,
     /// Where pumps report refused messages.
     refused: mpsc::Sender<RefusedMessage>,
 }
@@ -75,22 +87,44 @@ impl Outbox {
         store: Arc<dyn Store>,
         tasks: TaskTracker,
         cluster: Arc<Cluster>,
-        destinations: impl IntoIterator<Item = ServerName>,
+        destinations: Vec<ServerName>,
+        backoff: BackoffPolicy,
     ) -> (Self, mpsc::Receiver<RefusedMessage>) {
         let (refused, refusals) = mpsc::channel(REFUSALS_QUEUED);
+        let pumps = status::Pumps::new(destinations.iter());
         let destinations = destinations
             .into_iter()
-            .map(|name| {
+            .filter_map(|name| {
                 let destination = Destination {
                     name: name.clone(),
                     wake: Notify::new(),
                     holding: AtomicBool::new(false),
                     announcing: AtomicBool::new(false),
+                    status: pumps.get(&name)?,
                 };
-                (name, Arc::new(destination))
+                Some((name, Arc::new(destination)))
             })
             .collect();
-        (Self { store, tasks, cluster, destinations, refused }, refusals)
+        (Self { store, tasks, cluster, destinations, pumps, backoff, refused }, refusals)
+    }
+
+    /// Tells the pump of `destination` to retry now, without waiting out its backoff; false if
+    /// no peer of that name is pinned.
+    pub fn retry_now(&self, destination: &ServerName) -> bool {
+        self.pumps.retry_now(destination)
+    }
+
+    /// Every destination's outbox and pump, as operators see it (the pumps of this instance:
+    /// `pumpingHere` says which destinations' leases it holds).
+    ///
+    /// # Errors
+    /// When the store cannot report the outbox.
+    pub async fn status(&self, peers: &Peers) -> Result<status::FederationStatus, crate::store::StoreError> {
+        let stats = self.store.outbox_stats().await?;
+        let connected = peers.network.connected_peers().await;
+        let pumping: Vec<ServerName> =
+            self.destinations.values().filter(|d| d.holding.load(Ordering::Relaxed)).map(|d| d.name.clone()).collect();
+        Ok(self.pumps.report(&stats, &connected, &pumping))
     }
 
     /// Rings this instance's pump of `destination`.
@@ -152,6 +186,7 @@ impl Outbox {
                 store: self.store.clone(),
                 peers: peers.clone(),
                 destination: destination.clone(),
+                backoff: self.backoff,
                 refused: self.refused.clone(),
                 shutdown: shutdown.clone(),
             }));
