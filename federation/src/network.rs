@@ -288,10 +288,12 @@ pub async fn start(
         }
     }
     for peer in config.directory.peers() {
-        swarm.add_peer_address(peer.peer_id(), peer.address().clone());
+        for address in peer.addresses() {
+            swarm.add_peer_address(peer.peer_id(), address.clone());
+        }
         // Say hello at start: a peer that queued envelopes for us while we were down learns at
         // once that we are back, instead of at its next probe.
-        let dial = DialOpts::peer_id(peer.peer_id()).addresses(vec![peer.address().clone()]).build();
+        let dial = dial_any(peer).build();
         if let Err(e) = swarm.dial(dial) {
             debug!(peer = %peer.name(), error = %e, "peer not reachable at start");
         }
@@ -398,10 +400,7 @@ impl EventLoop {
                     Some(peer) => {
                         // `NotDialing` rather than "disconnected": a connection being closed as
                         // dead still counts as one, and must not stop the dial.
-                        let dial = DialOpts::peer_id(peer.peer_id())
-                            .condition(PeerCondition::NotDialing)
-                            .addresses(vec![peer.address().clone()])
-                            .build();
+                        let dial = dial_any(peer).condition(PeerCondition::NotDialing).build();
                         if let Err(e) = self.swarm.dial(dial) {
                             debug!(peer = %to, error = %e, "probe not dialled");
                         }
@@ -434,7 +433,7 @@ impl EventLoop {
             self.parked.entry(request.peer).or_default().push(request);
             return;
         }
-        let Some(address) = self.directory.by_name(&request.server).map(|p| p.address().clone()) else {
+        let Some(addresses) = self.directory.by_name(&request.server).map(|p| p.addresses().to_vec()) else {
             request.fail(RequestFailure::Unreachable("not pinned".into()));
             return;
         };
@@ -443,7 +442,7 @@ impl EventLoop {
         let id = self.swarm.behaviour_mut().requests.send_request_with_addresses(
             &request.peer,
             request.request.clone(),
-            vec![address],
+            addresses,
         );
         self.pending.insert(id, request);
     }
@@ -653,6 +652,14 @@ impl EventLoop {
 
 /// A dial error in one line, for an operator: the innermost reason per address, not the
 /// nesting of transport layers.
+/// A dial of `peer` at every pinned address at once: the instances of a node share its peer
+/// id, and whichever answers first serves.
+fn dial_any(peer: &crate::peers::PinnedPeer) -> libp2p::swarm::dial_opts::WithPeerIdWithAddresses {
+    let concurrency = std::num::NonZeroU8::new(u8::try_from(peer.addresses().len()).unwrap_or(u8::MAX))
+        .unwrap_or(std::num::NonZeroU8::MIN);
+    DialOpts::peer_id(peer.peer_id()).addresses(peer.addresses().to_vec()).override_dial_concurrency_factor(concurrency)
+}
+
 fn dial_error(error: &libp2p::swarm::DialError) -> String {
     use libp2p::swarm::DialError;
     match error {

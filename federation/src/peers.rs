@@ -1,6 +1,10 @@
 //! Which node is which: the operator pins each peer's server name to its peer id (and so to
 //! its public key) with `--peer NAME=/ip4/…/tcp/…/p2p/<peer id>`. Nothing learned from the
 //! network ever overrides a pinned binding.
+//!
+//! A node of several instances shares one key, and each instance listens on an address of its
+//! own: pin the name once per address, with the same peer id, and the directory keeps every
+//! address (any instance accepts any envelope, so a connection to any one of them will do).
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -18,7 +22,8 @@ pub struct PinnedPeer {
     name: ServerName,
     peer_id: PeerId,
     public_key: PublicKey,
-    address: Multiaddr,
+    /// Where to dial it: one address per instance of the node.
+    addresses: Vec<Multiaddr>,
 }
 
 impl PinnedPeer {
@@ -37,9 +42,14 @@ impl PinnedPeer {
         &self.public_key
     }
 
-    /// Where to dial it (without the `/p2p/…` suffix).
+    /// Where to dial it (without the `/p2p/…` suffix): the first address pinned.
     pub fn address(&self) -> &Multiaddr {
-        &self.address
+        &self.addresses[0]
+    }
+
+    /// Every address pinned for it (one per instance of a node of several).
+    pub fn addresses(&self) -> &[Multiaddr] {
+        &self.addresses
     }
 }
 
@@ -58,7 +68,7 @@ impl FromStr for PinnedPeer {
             _ => return Err(invalid("the address must end in /p2p/<peer id>")),
         };
         let public_key = public_key_of(&peer_id).ok_or_else(|| invalid("the peer id must be an ed25519 key"))?;
-        Ok(Self { name, peer_id, public_key, address })
+        Ok(Self { name, peer_id, public_key, addresses: vec![address] })
     }
 }
 
@@ -81,19 +91,29 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// A directory of `peers`.
+    /// A directory of `peers`; bindings of one name to one peer id at several addresses (a
+    /// node of several instances) make one peer with every address.
     ///
     /// # Errors
-    /// [`FederationError::PeerBinding`] when two bindings share a name or a peer id.
+    /// [`FederationError::PeerBinding`] when a name is pinned to two peer ids, or a peer id to
+    /// two names.
     pub fn new(peers: impl IntoIterator<Item = PinnedPeer>) -> Result<Self, FederationError> {
         let mut directory = Self::default();
         for peer in peers {
             let clash = |what: &str| FederationError::PeerBinding {
-                binding: format!("{}={}/p2p/{}", peer.name, peer.address, peer.peer_id),
-                reason: format!("{what} is pinned twice"),
+                binding: format!("{}={}/p2p/{}", peer.name, peer.address(), peer.peer_id),
+                reason: format!("{what} is pinned to two different peers"),
             };
-            if directory.by_name.contains_key(&peer.name) {
-                return Err(clash("the server name"));
+            if let Some(known) = directory.by_name.get_mut(&peer.name) {
+                if known.peer_id != peer.peer_id {
+                    return Err(clash("the server name"));
+                }
+                for address in peer.addresses {
+                    if !known.addresses.contains(&address) {
+                        known.addresses.push(address);
+                    }
+                }
+                continue;
             }
             if directory.by_peer.contains_key(&peer.peer_id) {
                 return Err(clash("the peer id"));
@@ -139,10 +159,26 @@ mod tests {
     }
 
     #[test]
-    fn a_name_or_peer_pinned_twice_is_refused() {
-        let key = NodeKey::ephemeral();
+    fn a_name_or_peer_pinned_to_two_peers_is_refused() {
+        let (key, other) = (NodeKey::ephemeral(), NodeKey::ephemeral());
         let a: PinnedPeer = format!("beta=/ip4/127.0.0.1/tcp/1/p2p/{}", key.peer_id()).parse().unwrap();
         let b: PinnedPeer = format!("gamma=/ip4/127.0.0.1/tcp/2/p2p/{}", key.peer_id()).parse().unwrap();
-        assert!(Directory::new([a, b]).is_err());
+        assert!(Directory::new([a.clone(), b]).is_err(), "one peer id, two names");
+        let c: PinnedPeer = format!("beta=/ip4/127.0.0.1/tcp/3/p2p/{}", other.peer_id()).parse().unwrap();
+        assert!(Directory::new([a, c]).is_err(), "one name, two peer ids");
+    }
+
+    #[test]
+    fn the_instances_of_one_node_are_one_peer_at_several_addresses() {
+        let key = NodeKey::ephemeral();
+        let bindings: Vec<PinnedPeer> = [1, 2, 1]
+            .iter()
+            .map(|port| format!("beta=/ip4/127.0.0.{port}/tcp/4001/p2p/{}", key.peer_id()).parse().unwrap())
+            .collect();
+        let directory = Directory::new(bindings).unwrap();
+        let beta = directory.by_name(&ServerName::parse("beta").unwrap()).unwrap();
+        let addresses: Vec<String> = beta.addresses().iter().map(ToString::to_string).collect();
+        assert_eq!(addresses, ["/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.2/tcp/4001"]);
+        assert_eq!(directory.peers().count(), 1);
     }
 }

@@ -52,7 +52,8 @@ impl Peers {
             NetworkConfig::new(key.clone(), server_name.clone(), vec![config.listen.clone()], directory.clone());
         let (network, inbound, _task) = kith_federation::start(network_config).await?;
         for peer in directory.peers() {
-            info!(peer = %peer.name(), peer_id = %peer.peer_id(), address = %peer.address(), "pinned peer");
+            let addresses: Vec<String> = peer.addresses().iter().map(ToString::to_string).collect();
+            info!(peer = %peer.name(), peer_id = %peer.peer_id(), addresses = %addresses.join(" "), "pinned peer");
         }
         let peers = Self {
             network,

@@ -83,8 +83,6 @@ pub struct TestCluster {
     pub instances: Vec<TestNode>,
     /// `--peer` bindings every instance starts with.
     peers: Vec<String>,
-    /// More flags every instance starts with.
-    extra: Vec<String>,
 }
 
 impl TestCluster {
@@ -115,14 +113,13 @@ impl TestCluster {
             peer_id,
             instances: Vec::new(),
             peers: Vec::new(),
-            extra: Vec::new(),
         }))
     }
 
     /// The flags that make a `kith serve` one of this node's instances.
     pub fn instance_args(&self, instance_id: &str) -> Vec<String> {
         let secret = |name: &str| self.secrets.path().join(name).display().to_string();
-        let mut args = vec![
+        vec![
             "--redis-url".into(),
             self.redis_url.clone(),
             "--redis-prefix".into(),
@@ -133,24 +130,41 @@ impl TestCluster {
             secret(kith_federation::NODE_KEY_FILE),
             "--token-secret-file".into(),
             secret(kith_node::secrets::TOKEN_SECRET_FILE),
-        ];
-        args.extend(self.extra.iter().cloned());
-        args
+        ]
     }
 
     /// Starts one more instance.
     pub async fn add_instance(&mut self) -> Result<&mut TestNode> {
+        let node = self.prepare_instance(&[])?;
+        node.launch().await?;
+        Ok(node)
+    }
+
+    /// One more instance, with `args` of its own, ready but not started: its federation
+    /// binding is known, so peers can be pinned before anything starts.
+    pub fn prepare_instance(&mut self, args: &[&str]) -> Result<&mut TestNode> {
         let id = format!("i{}", self.instances.len());
-        let args = self.instance_args(&id);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut node = TestNode::prepare(&self.server_name, Backend::Shards(self.shards.clone()), &args)?;
+        let mut all = self.instance_args(&id);
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let mut node = TestNode::prepare(&self.server_name, Backend::Shards(self.shards.clone()), &all)?;
         node.peer_id = self.peer_id.clone();
         for binding in &self.peers {
             node.pin_binding(binding.clone());
         }
-        node.launch().await?;
         self.instances.push(node);
         self.instances.last_mut().ok_or_else(|| anyhow!("no instance"))
+    }
+
+    /// Pins a peer for every instance prepared from now on.
+    pub fn pin(&mut self, binding: String) {
+        self.peers.push(binding);
+    }
+
+    /// The `--peer` bindings other nodes pin for this one: one per instance, all under one
+    /// server name and peer id.
+    pub fn bindings(&self) -> Vec<String> {
+        self.instances.iter().map(TestNode::binding).collect()
     }
 
     /// Instance `i`.

@@ -295,3 +295,84 @@ async fn a_second_instance_without_redis_is_refused() -> Result<()> {
     assert!(said.contains("another kith instance has"), "{said}");
     Ok(())
 }
+
+/// Which destinations instance at `metrics` pumps, from its status.
+async fn pumps_here(metrics: &str, destination: &str) -> Result<bool> {
+    let status: serde_json::Value =
+        reqwest::get(format!("http://{metrics}/federation/status")).await?.error_for_status()?.json().await?;
+    let destinations = status["destinations"].as_array().context("no destinations")?;
+    Ok(destinations.iter().any(|d| d["destination"] == destination && d["pumpingHere"] == true))
+}
+
+#[tokio::test]
+async fn a_node_of_two_instances_federates_and_another_instance_takes_over_a_dead_ones_outbox() -> Result<()> {
+    let Some(mut alpha) = TestCluster::prepare("alpha", 2).await? else { return Ok(()) };
+    let mut beta = TestNode::prepare("beta", crate::harness::Backend::Sqlite, &[])?;
+    alpha.pin(beta.binding());
+    let metrics: Vec<String> =
+        (0..2).map(|_| crate::instances::free_port().map(|p| format!("127.0.0.1:{p}"))).collect::<Result<_>>()?;
+    for address in &metrics {
+        alpha.prepare_instance(&["--metrics-listen", address])?;
+    }
+    // beta pins alpha once per instance: one server name, one peer id, two addresses.
+    for binding in alpha.bindings() {
+        beta.pin_binding(binding);
+    }
+    for i in 0..2 {
+        alpha.instance_mut(i).launch().await?;
+    }
+    beta.launch().await?;
+
+    let alice = alpha.user(0, "alice").await?;
+    let bob = beta.user("bob").await?;
+    let mut alice_ws = alice.connect().await?;
+    let mut bob_ws = bob.connect().await?;
+    alice_ws.send(&send("a-1", "bob@beta", "hello beta")).await?;
+    assert_eq!(frame_where(&mut bob_ws, message).await?.message, "hello beta");
+    // beta's answer reaches alice on instance 0, whichever alpha instance beta reached.
+    bob_ws.send(&send("b-1", "alice@alpha", "hello alpha")).await?;
+    assert_eq!(frame_where(&mut alice_ws, message).await?.message, "hello alpha");
+
+    // Exactly one instance pumps beta's outbox.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let holder = loop {
+        let here = [pumps_here(&metrics[0], "beta").await?, pumps_here(&metrics[1], "beta").await?];
+        match here {
+            [true, false] => break 0,
+            [false, true] => break 1,
+            [true, true] => anyhow::bail!("both instances pump beta"),
+            [false, false] => {}
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "nobody pumps beta");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let other = 1 - holder;
+
+    // beta goes down; a backlog builds up; the instance pumping it dies; beta comes back.
+    beta.kill().await?;
+    drop(bob_ws);
+    let sender = alpha.at(other, &alice)?;
+    let mut sent = Vec::new();
+    for i in 0..30 {
+        sent.push(
+            sender.send_message("bob@beta", &format!("backlog {i}"), Some(&format!("k-{i}"))).await?.1.message_id,
+        );
+    }
+    alpha.instance_mut(holder).kill().await?;
+    beta.restart().await?;
+    let bob = crate::harness::TestNode::client(&beta).login("bob", crate::harness::PASSWORD).await?;
+    let mut bob_ws = bob.connect().await?;
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let m = frame_where(&mut bob_ws, message).await?;
+        if m.message.starts_with("backlog") {
+            got.push(m.message_id);
+        }
+    }
+    assert_eq!(got, sent, "all of it, in order, once");
+    assert!(pumps_here(&metrics[other], "beta").await?, "the live instance took the lease over");
+    let history = bob.history("alice@alpha", None, Some(100)).await?;
+    let backlog = history.messages.iter().filter(|m| m.message.starts_with("backlog")).count();
+    assert_eq!(backlog, 30, "stored once each at beta");
+    Ok(())
+}
