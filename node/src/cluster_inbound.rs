@@ -26,7 +26,12 @@ pub(crate) async fn serve(state: AppState, mut incoming: mpsc::Receiver<Incoming
 
 async fn handle(state: &AppState, event: Incoming) {
     match event {
-        Incoming::ToUser { user, except, event } => state.sessions.push_to_user(&user, &event, except),
+        Incoming::ToUser { user, except, event } => {
+            let queued = state.sessions.push_to_user(&user, &event, except);
+            if event.message_id().is_some() {
+                state.telemetry.messages_pushed.inc_by(queued as u64);
+            }
+        }
         Incoming::ToWatchers { user, event } => {
             if state.sessions.is_watched(&user) {
                 state.sessions.push_to_watchers(&user, &event);

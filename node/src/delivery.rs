@@ -65,10 +65,13 @@ pub(crate) async fn send(
     state.tasks.spawn(async move {
         let outcome = match committed.await {
             Ok(AppendOutcome::Stored { message_id, timestamp }) => {
+                let committed_at = std::time::Instant::now();
+                task_state.telemetry.messages_in.inc();
                 if remote {
                     task_state.outbox.committed(&view.receiver_id.server_name());
                 }
                 push::message(&task_state, &view, Some(from_device)).await;
+                task_state.telemetry.commit_to_push.observe(committed_at.elapsed().as_secs_f64());
                 Ok(SendOutcome { message_id, timestamp, duplicate: false })
             }
             Ok(AppendOutcome::Duplicate { message_id, timestamp }) => {
@@ -102,6 +105,7 @@ pub(crate) async fn receipt(
     state.tasks.spawn(async move {
         let result = match committed.await {
             Ok(outcome) => {
+                task_state.telemetry.receipts.inc();
                 if let Some(status) = outcome.advanced_to {
                     if !outcome.sender.is_on(&task_state.server_name) {
                         task_state.outbox.committed(&outcome.sender.server_name());

@@ -102,6 +102,7 @@ async fn deliver(state: &AppState, peer: PeerId, from: &ServerName, envelopes: V
             Step::Done(id, outcome) => acks.push(Ack { id, outcome }),
             Step::Message(id, committed, view) => match committed.await {
                 Ok(AppendOutcome::Stored { .. }) => {
+                    state.telemetry.messages_in.inc();
                     push::message(state, &view, None).await;
                     acks.push(Ack { id, outcome: Outcome::Accepted });
                 }

@@ -45,6 +45,7 @@ pub mod remote_presence;
 pub mod sessions;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 mod users;
 
 // Running a node.

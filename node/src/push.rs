@@ -40,7 +40,10 @@ pub(crate) async fn message(state: &AppState, view: &MessageView, from_device: O
 /// `event` to every session of `user` but those of device `except`, here and on the node's
 /// other instances.
 async fn event_to_user(state: &AppState, user: &UserId, event: &SessionEvent, except: Option<DeviceId>) {
-    state.sessions.push_to_user(user, event, except);
+    let queued = state.sessions.push_to_user(user, event, except);
+    if event.message_id().is_some() {
+        state.telemetry.messages_pushed.inc_by(queued as u64);
+    }
     state.cluster.forward_to_user(user, event, except).await;
 }
 

@@ -154,6 +154,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         outbox,
         peers: peers.clone(),
         cluster: cluster.clone(),
+        telemetry: crate::telemetry::Telemetry::default(),
     });
 
     let shutdown = CancellationToken::new();

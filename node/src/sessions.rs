@@ -157,15 +157,17 @@ impl Sessions {
     }
 
     /// Pushes `event` to every session of `user` but those of device `except`; a session too
-    /// slow to take it is closed.
-    pub fn push_to_user(&self, user: &UserId, event: &SessionEvent, except: Option<DeviceId>) {
+    /// slow to take it is closed. Returns how many sessions it was queued for.
+    pub fn push_to_user(&self, user: &UserId, event: &SessionEvent, except: Option<DeviceId>) -> usize {
         let mut registry = self.registry();
         let Registry { sessions, by_user, .. } = &mut *registry;
+        let mut queued = 0;
         for id in by_user.get(user).into_iter().flatten() {
             if let Some(entry) = sessions.get_mut(id).filter(|e| Some(e.device) != except) {
-                push(*id, entry, event);
+                queued += usize::from(push(*id, entry, event));
             }
         }
+        queued
     }
 
     /// Pushes `event` to every session watching `user`'s presence; a session too slow to take
@@ -209,17 +211,20 @@ impl Sessions {
     }
 }
 
-/// Queues `event` for a session; closes the session if its queue is full.
-fn push(id: SessionId, entry: &mut Entry, event: &SessionEvent) {
+/// Queues `event` for a session (says whether it did); closes the session if its queue is
+/// full.
+fn push(id: SessionId, entry: &mut Entry, event: &SessionEvent) -> bool {
     let Some(tx) = &entry.tx else {
-        return;
+        return false;
     };
     match tx.try_send(event.clone()) {
+        Ok(()) => true,
         // A connection that is closing unregisters itself.
-        Ok(()) | Err(TrySendError::Closed(_)) => {}
+        Err(TrySendError::Closed(_)) => false,
         Err(TrySendError::Full(_)) => {
             debug!(user = %entry.user, session = id.0, "session too slow; closed");
             entry.tx = None;
+            false
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::peers::Peers;
 use crate::remote_presence::RemotePresence;
 use crate::sessions::Sessions;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 use crate::users::Users;
 
 /// Everything the node's parts share; cloning is one reference count.
@@ -52,6 +53,8 @@ pub struct Handles {
     pub peers: Arc<Peers>,
     /// The other instances of this node, if any.
     pub cluster: Arc<Cluster>,
+    /// What this instance counts, for `/metrics`.
+    pub telemetry: Telemetry,
 }
 
 impl AppState {

@@ -223,6 +223,13 @@ impl Cluster {
         self.shared.as_ref().map_or(0, |s| s.link.errors())
     }
 
+    /// Entries waiting in this instance's stream (none alone).
+    pub async fn backlog(&self) -> Option<u64> {
+        let shared = self.shared.as_ref()?;
+        let key = shared.link.key(&["stream", &self.instance_id]);
+        shared.link.run(|mut c| async move { redis::cmd("XLEN").arg(&key).query_async(&mut c).await }).await.ok()
+    }
+
     /// How far behind this instance's stream was when last read, in milliseconds.
     pub fn handoff_lag_ms(&self) -> i64 {
         self.shared.as_ref().map_or(0, |s| s.lag.last_ms())

@@ -626,6 +626,10 @@ pub trait Store: Send + Sync + 'static {
     /// what they did, for the live sessions to hear. Nothing for a store of one database.
     async fn resume_handoffs(&self, older_than: std::time::Duration) -> Result<Vec<Resumed>, StoreError>;
 
+    /// Operations that failed on the database since start, by shard index (one entry for a
+    /// store of one database).
+    fn errors(&self) -> Vec<(u32, u64)>;
+
     /// Takes the named lease for this process, or says it holds it still: `false` while
     /// another instance holds it. A lease lasts until this process exits or loses its database
     /// connection, so a dead holder's lease is free at once. A store of one database that only

@@ -563,6 +563,10 @@ impl Store for ShardedStore {
         Ok(resumed)
     }
 
+    fn errors(&self) -> Vec<(u32, u64)> {
+        self.shards.iter().flat_map(|shard| shard.errors()).collect()
+    }
+
     async fn try_lease(&self, name: &str) -> Result<bool, StoreError> {
         self.shards[0].try_lease(name).await
     }

@@ -2,7 +2,8 @@
 //! to partitioned group-commit writers.
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use async_trait::async_trait;
 use kith_proto::{DeviceId, MessageId, MessageStatus, MessageView, ServerName, Timestamp, UserId};
@@ -38,6 +39,9 @@ pub(crate) struct SqlStore<DB: Database> {
     placement: Placement,
     /// The instance lock and leases, on a node's only or first database.
     guard: Option<Guard>,
+    /// Operations that failed on the database (reads, and group commits the writers had to
+    /// retry or fail), for `/metrics`.
+    errors: Arc<AtomicU64>,
 }
 
 engine! {
@@ -56,15 +60,36 @@ impl<DB> SqlStore<DB> {
         description: String,
     ) -> Result<Self, StoreError> {
         check_placement(&write, placement, &description).await?;
+        let errors = Arc::new(AtomicU64::new(0));
         let (queues, tasks) = (0..writers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(options.queue_depth);
-                let writer =
-                    Writer { pool: write.clone(), max_batch: options.max_batch, local: local.clone(), placement };
+                let writer = Writer {
+                    pool: write.clone(),
+                    max_batch: options.max_batch,
+                    local: local.clone(),
+                    placement,
+                    errors: errors.clone(),
+                };
                 (tx, Self::spawn_writer(writer, rx))
             })
             .unzip();
-        Ok(Self { read, write, queues: RwLock::new(queues), writers: Mutex::new(tasks), description, placement, guard })
+        Ok(Self {
+            read,
+            write,
+            queues: RwLock::new(queues),
+            writers: Mutex::new(tasks),
+            description,
+            placement,
+            guard,
+            errors,
+        })
+    }
+
+    /// Counts a failed read and hands its error on.
+    fn failed(&self, e: sqlx::Error) -> StoreError {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        StoreError::Database(e)
     }
 
     /// The pool the writers use, for work that needs its own transaction (the hand-off sweep).
@@ -179,7 +204,7 @@ impl<DB> Store for SqlStore<DB> {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query::<DB>("SELECT 1").execute(&self.read).await?;
+        sqlx::query::<DB>("SELECT 1").execute(&self.read).await.map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -196,7 +221,7 @@ impl<DB> Store for SqlStore<DB> {
         sqlx::query_as::<DB, UserRow>("SELECT user_id, password_hash, last_seen FROM users WHERE user_id = $1")
             .bind(user_id.as_str())
             .fetch_optional(&self.read)
-            .await?
+            .await.map_err(|e| self.failed(e))?
             .map(UserRow::into_record)
             .transpose()
     }
@@ -239,7 +264,7 @@ impl<DB> Store for SqlStore<DB> {
                 .bind(peer.as_str())
                 .bind(i64::from(limit))
                 .fetch_all(&self.read)
-                .await?
+                .await.map_err(|e| self.failed(e))?
             }
             Some(before) => {
                 sqlx::query_as::<DB, MessageRow>(concat!(
@@ -253,7 +278,7 @@ impl<DB> Store for SqlStore<DB> {
                 .bind(before.to_string().as_str())
                 .bind(i64::from(limit))
                 .fetch_all(&self.read)
-                .await?
+                .await.map_err(|e| self.failed(e))?
             }
         };
         rows.into_iter().rev().map(MessageRow::into_view).collect()
@@ -277,7 +302,7 @@ impl<DB> Store for SqlStore<DB> {
         .bind(after_seq)
         .bind(i64::from(limit))
         .fetch_all(&self.read)
-        .await?
+        .await.map_err(|e| self.failed(e))?
         .into_iter()
         .map(MessageRow::into_pending)
         .collect()
@@ -301,7 +326,7 @@ impl<DB> Store for SqlStore<DB> {
         )
         .bind(user.as_str())
         .fetch_all(&self.read)
-        .await?
+        .await.map_err(|e| self.failed(e))?
         .into_iter()
         .map(|(device_id, identity)| {
             let device_id = u32::try_from(device_id)
@@ -335,7 +360,7 @@ impl<DB> Store for SqlStore<DB> {
         )
         .bind(user.as_str())
         .fetch_all(&self.read)
-        .await?
+        .await.map_err(|e| self.failed(e))?
         .into_iter()
         .map(|(device_id, identity, signed_prekey)| {
             let device_id = u32::try_from(device_id)
@@ -351,7 +376,7 @@ impl<DB> Store for SqlStore<DB> {
                 .bind(user.as_str())
                 .bind(i64::from(device.0))
                 .fetch_one(&self.read)
-                .await?;
+                .await.map_err(|e| self.failed(e))?;
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
@@ -359,7 +384,7 @@ impl<DB> Store for SqlStore<DB> {
         sqlx::query_as::<DB, (String,)>("SELECT DISTINCT peer_id FROM messages WHERE owner_id = $1")
             .bind(user.as_str())
             .fetch_all(&self.read)
-            .await?
+            .await.map_err(|e| self.failed(e))?
             .into_iter()
             .map(|(peer,)| super::rows::parse_user("messages", &peer))
             .collect()
@@ -384,7 +409,7 @@ impl<DB> Store for SqlStore<DB> {
         .bind(destination.as_str())
         .bind(i64::from(limit))
         .fetch_all(&self.read)
-        .await?;
+        .await.map_err(|e| self.failed(e))?;
         rows.into_iter()
             .map(|(seq, envelope_id, kind, body, created_at)| {
                 let kind = Kind::parse(&kind)
@@ -407,7 +432,7 @@ impl<DB> Store for SqlStore<DB> {
             "SELECT destination, COUNT(*), MIN(created_at) FROM outbox GROUP BY destination ORDER BY destination",
         )
         .fetch_all(&self.read)
-        .await?;
+        .await.map_err(|e| self.failed(e))?;
         Ok(rows
             .into_iter()
             .map(|(destination, depth, oldest)| OutboxStats {
@@ -421,6 +446,10 @@ impl<DB> Store for SqlStore<DB> {
     async fn resume_handoffs(&self, _older_than: std::time::Duration) -> Result<Vec<Resumed>, StoreError> {
         // One database holds both copies of everything: nothing is ever handed off.
         Ok(Vec::new())
+    }
+
+    fn errors(&self) -> Vec<(u32, u64)> {
+        vec![(self.placement.index, self.errors.load(Ordering::Relaxed))]
     }
 
     async fn try_lease(&self, name: &str) -> Result<bool, StoreError> {

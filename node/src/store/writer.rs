@@ -167,6 +167,8 @@ pub(crate) struct Writer<DB: sqlx::Database> {
     /// Which shard this is: the other half of a message or receipt whose other owner lives
     /// on another shard becomes a hand-off.
     pub(crate) placement: Placement,
+    /// Failed group commits, shared with the store for `/metrics`.
+    pub(crate) errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 engine! {
@@ -177,6 +179,7 @@ impl<DB> Writer<DB> {
         while queue.recv_many(&mut batch, self.max_batch).await > 0 {
             debug!(ops = batch.len(), "group commit");
             if let Err(e) = self.apply_batch(&mut batch).await {
+                self.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if batch.len() == 1 {
                     warn!(error = %e, "write failed");
                     settle_all(&mut batch, Some(&e.to_string()));

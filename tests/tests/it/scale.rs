@@ -347,6 +347,24 @@ async fn a_node_of_two_instances_federates_and_another_instance_takes_over_a_dea
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let other = 1 - holder;
+    // Each instance's /metrics says who it is, that Redis answers, and who pumps beta.
+    for (i, address) in metrics.iter().enumerate() {
+        let text = reqwest::get(format!("http://{address}/metrics")).await?.text().await?;
+        let held = u8::from(i == holder);
+        for line in [
+            format!("kith_instance_info{{instance=\"i{i}\"}} 1"),
+            "kith_redis_up 1".to_owned(),
+            format!("kith_outbox_lease_held{{destination=\"beta\"}} {held}"),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+    }
+    let sent_by_0 = reqwest::get(format!("http://{}/metrics", metrics[0])).await?.text().await?;
+    assert!(
+        sent_by_0.lines().any(|l| l == "kith_messages_in_total 1"),
+        "alice's message counted where sent:\n{sent_by_0}"
+    );
 
     // beta goes down; a backlog builds up; the instance pumping it dies; beta comes back.
     beta.kill().await?;
