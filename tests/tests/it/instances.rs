@@ -211,8 +211,8 @@ impl TestNginx {
     /// nginx balancing over `upstreams` with `deploy/nginx.conf`; `None` without nginx
     /// (outside CI).
     pub async fn start(upstreams: &[SocketAddr]) -> Result<Option<Self>> {
-        let Some(binary) = nginx_binary() else {
-            return Ok(unavailable("nginx", "not installed (apt-get install nginx-light)"));
+        let Some(binary) = nginx() else {
+            return Ok(None);
         };
         let dir = tempfile::Builder::new().prefix("kith-nginx-").tempdir()?;
         let port = free_port()?;
@@ -276,8 +276,12 @@ impl Drop for TestNginx {
     }
 }
 
-fn nginx_binary() -> Option<PathBuf> {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists())
+/// The nginx binary; `None` (after saying why) without one, outside CI.
+pub fn nginx() -> Option<PathBuf> {
+    match ["/usr/sbin/nginx", "/usr/bin/nginx"].iter().map(PathBuf::from).find(|p| p.exists()) {
+        Some(binary) => Some(binary),
+        None => unavailable("nginx", "not installed (apt-get install nginx-light)"),
+    }
 }
 
 /// A loopback port nothing listens on now.

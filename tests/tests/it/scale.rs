@@ -394,3 +394,61 @@ async fn a_node_of_two_instances_federates_and_another_instance_takes_over_a_dea
     assert_eq!(backlog, 30, "stored once each at beta");
     Ok(())
 }
+
+#[tokio::test]
+async fn scripts_cluster_brings_up_a_node_of_instances_behind_nginx_and_takes_it_down() -> Result<()> {
+    // What scripts/cluster needs: PostgreSQL, Redis and nginx.
+    if crate::instances::shards(1).await.is_none() || crate::instances::redis_url().await.is_none() {
+        return Ok(());
+    }
+    if crate::instances::nginx().is_none() {
+        return Ok(());
+    }
+    let dir = tempfile::Builder::new().prefix("kith-cluster-").tempdir()?;
+    // Ports for the instances (base, base+1), their federation (+100) and metrics (+200)
+    // listeners: a base where all six are free now.
+    let base = (0..100)
+        .map(|_| crate::instances::free_port().map(|p| p.saturating_sub(300).max(20_000)))
+        .filter_map(Result::ok)
+        .find(|base| {
+            [0, 1, 100, 101, 200, 201]
+                .iter()
+                .all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
+        })
+        .context("no free ports for scripts/cluster")?;
+    let front = crate::instances::free_port()?;
+    let name = format!("cluster{}", std::process::id());
+    let script = |command: &[&str]| {
+        let mut run = tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster"));
+        run.args(command)
+            .env("KITH_BIN", TestNode::binary())
+            .env("KITH_CLUSTER_DIR", dir.path())
+            .env("KITH_CLUSTER_BASE", base.to_string())
+            .env("KITH_CLUSTER_DB", format!("kith_test_{name}_"))
+            .env("KITH_CLUSTER_PG", "postgres://postgres@127.0.0.1:5432")
+            .kill_on_drop(true);
+        let command = command.join(" ");
+        async move {
+            let out = tokio::time::timeout(PATIENCE * 3, run.output()).await.context("scripts/cluster hung")??;
+            let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+            anyhow::ensure!(out.status.success(), "scripts/cluster {command} failed:\n{said}");
+            Ok(said)
+        }
+    };
+    let port = front.to_string();
+    let said = script(&["up", "--instances", "2", "--shards", "2", "--port", &port, "--name", &name]).await?;
+    let front = kith_client::Client::new(&format!("http://127.0.0.1:{front}"))?;
+    let outcome = async {
+        let alice = front.register("alice", crate::harness::PASSWORD).await?;
+        let bob = front.register("bob", crate::harness::PASSWORD).await?;
+        let mut bob_ws = bob.connect().await?;
+        alice.send_message("bob", "through nginx", None).await?;
+        anyhow::ensure!(frame_where(&mut bob_ws, message).await?.message == "through nginx");
+        anyhow::Ok(())
+    }
+    .await;
+    let stopped = script(&["down", "--drop"]).await;
+    outcome.with_context(|| format!("scripts/cluster said:\n{said}"))?;
+    stopped?;
+    Ok(())
+}
