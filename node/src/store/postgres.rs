@@ -18,8 +18,6 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 pub(crate) async fn open_postgres(url: &str, options: &StoreOptions) -> Result<SqlStore<Postgres>, StoreError> {
     // The bulk writer's statements come in a few fixed sizes (see `bulk`); all stay prepared.
     let connect = PgConnectOptions::from_str(url)?.application_name("kith").statement_cache_capacity(256);
-    let description =
-        format!("postgres {}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or(""));
     let writers = options.writers.max(1);
     // Writers and readers have pools of their own, so that a storm of reads (thousands of
     // clients replaying what is pending after a restart) never keeps a commit waiting.
@@ -28,6 +26,14 @@ pub(crate) async fn open_postgres(url: &str, options: &StoreOptions) -> Result<S
         .connect_with(connect.clone())
         .await?;
     MIGRATOR.run(&write).await?;
+    // Durable only if commits wait for their WAL flush (read back over a writer connection).
+    let synchronous_commit = super::durability::postgres(&write).await?;
+    let description = format!(
+        "postgres {}:{}/{} (synchronous_commit={synchronous_commit})",
+        connect.get_host(),
+        connect.get_port(),
+        connect.get_database().unwrap_or("")
+    );
     let read = PgPoolOptions::new().max_connections(options.read_connections.max(1)).connect_with(connect).await?;
     Ok(SqlStore::start(read, write, writers, options, description))
 }

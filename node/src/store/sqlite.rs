@@ -1,5 +1,5 @@
-//! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL`, a single
-//! group-commit writer (SQLite has one writer anyway) and a pool of readers.
+//! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL` (read back at
+//! open), a single group-commit writer (SQLite has one writer anyway) and a pool of readers.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -29,7 +29,6 @@ pub(crate) async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<Sql
         .pragma("temp_store", "memory")
         .pragma("cache_size", "-65536")
         .foreign_keys(true);
-    let description = format!("sqlite {}", connect.get_filename().display());
 
     // Checkpoint (copy the WAL into the database) every ~40 MB of WAL rather than SQLite's
     // default 4 MB: the checkpoint runs inside the commit that crosses the threshold, and the
@@ -37,6 +36,8 @@ pub(crate) async fn open_sqlite(url: &str, options: &StoreOptions) -> Result<Sql
     let writer = connect.clone().pragma("wal_autocheckpoint", "10000");
     let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(writer).await?;
     MIGRATOR.run(&write).await?;
+    let synchronous = super::durability::sqlite(&write).await?;
+    let description = format!("sqlite {} (synchronous={synchronous})", connect.get_filename().display());
     let read = SqlitePoolOptions::new()
         .max_connections(options.read_connections.max(1))
         .connect_with(connect.read_only(true))
