@@ -80,13 +80,12 @@ mod tests {
 
     #[test]
     fn generated_once_then_read_back() {
-        let dir = std::env::temp_dir().join(format!("kith-secret-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let first = token_secret(&dir).unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        let first = token_secret(dir).unwrap();
         assert_eq!(first.len(), TOKEN_SECRET_BYTES);
-        assert_eq!(token_secret(&dir).unwrap(), first);
+        assert_eq!(token_secret(dir).unwrap(), first);
         fs::write(dir.join(TOKEN_SECRET_FILE), b"short").unwrap();
-        assert!(matches!(token_secret(&dir), Err(SecretError::Length { .. })));
-        fs::remove_dir_all(dir).unwrap();
+        assert!(matches!(token_secret(dir), Err(SecretError::Length { .. })));
     }
 }
