@@ -2,10 +2,9 @@
 //! restart; and a graceful shutdown closes sessions properly.
 
 use anyhow::Result;
-use kith_client::ClientError;
 use kith_proto::ServerFrame;
 
-use crate::harness::{Backend, PASSWORD, TestNode, frame_where, message, send};
+use crate::harness::{Backend, PASSWORD, TestNode, closed, frame_where, message, next_any, send};
 
 async fn killed_after_sent_the_message_is_there_after_restart(backend: Backend) -> Result<()> {
     let mut node = TestNode::start_with(backend, &[]).await?;
@@ -88,21 +87,18 @@ async fn graceful_shutdown_closes_sessions_with_1001_and_exits_cleanly() -> Resu
     let mut node = TestNode::start().await?;
     let alice = node.user("alice").await?;
     let mut ws = alice.connect().await?;
-    assert_eq!(ws.next_frame().await?, ServerFrame::Synced);
+    assert_eq!(next_any(&mut ws).await?, ServerFrame::Synced);
     // Keep reading while the node stops, as a live client does, so it answers the close.
-    let (closed, exited) = tokio::join!(ws.next_frame(), node.terminate());
+    let (closed, exited) = tokio::join!(closed(&mut ws), node.terminate());
     assert!(exited?, "kith exits 0 on SIGTERM");
-    match closed {
-        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1001),
-        other => panic!("expected close 1001, got {other:?}"),
-    }
+    assert_eq!(closed?.0, 1001, "going away");
     Ok(())
 }
 
 #[tokio::test]
 async fn health_and_readiness_answer_and_the_openapi_document_lists_every_endpoint() -> Result<()> {
     let node = TestNode::start().await?;
-    let http = reqwest::Client::new();
+    let http = crate::harness::http();
     for probe in ["/healthz", "/readyz"] {
         let response = http.get(node.url(probe)).send().await?;
         assert_eq!(response.status(), 200, "{probe}");

@@ -7,6 +7,7 @@ mod harness;
 
 mod accounts;
 mod bench_smoke;
+mod config;
 mod durability;
 mod e2ee;
 mod errors;
@@ -14,6 +15,7 @@ mod federation;
 mod history;
 mod keys;
 mod messaging;
+mod operations;
 mod presence;
 mod receipts;
 mod store;

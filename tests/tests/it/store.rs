@@ -28,7 +28,7 @@ macro_rules! on_every_store {
             #[tokio::test]
             async fn postgres() -> anyhow::Result<()> {
                 match crate::harness::Backend::postgres().await {
-                    Some(super::Backend::Postgres(url)) => super::$name(super::open(&url).await?).await,
+                    Some(super::Backend::Postgres(schema)) => super::$name(super::open(schema.url()).await?).await,
                     _ => Ok(()),
                 }
             }
