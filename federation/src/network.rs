@@ -17,7 +17,7 @@ use kith_proto::{ServerName, Timestamp};
 use libp2p::core::ConnectedPoint;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::swarm::{ConnectionError, NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, connection_limits, identify, noise, ping, tcp, yamux};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -121,6 +121,8 @@ struct PeerSignals {
     /// New connections: rare, and each may be a peer that restarted and forgot what it kept in
     /// memory for this node, so the frequent hints must never crowd them out.
     connected: broadcast::Sender<ServerName>,
+    /// The last connection to a peer broke (not closed for idleness): rare too.
+    lost: broadcast::Sender<ServerName>,
 }
 
 impl std::fmt::Debug for Command {
@@ -201,6 +203,13 @@ impl NetworkHandle {
         self.signals.connected.subscribe()
     }
 
+    /// Pinned peers whose last connection broke from now on: it ended with an error (the peer
+    /// crashed or stopped, or the network failed), not for being idle. Whatever the peer said
+    /// of its users may no longer hold.
+    pub fn lost(&self) -> broadcast::Receiver<ServerName> {
+        self.signals.lost.subscribe()
+    }
+
     /// Stops the network task.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
@@ -251,7 +260,11 @@ pub async fn start(
 
     let (commands, command_rx) = mpsc::channel(256);
     let (inbound_tx, inbound_rx) = mpsc::channel(256);
-    let signals = PeerSignals { reachable: broadcast::channel(64).0, connected: broadcast::channel(64).0 };
+    let signals = PeerSignals {
+        reachable: broadcast::channel(64).0,
+        connected: broadcast::channel(64).0,
+        lost: broadcast::channel(64).0,
+    };
     let handle = NetworkHandle { commands, signals: signals.clone(), peer_id: *swarm.local_peer_id() };
     let event_loop = EventLoop {
         swarm,
@@ -396,6 +409,17 @@ impl EventLoop {
                     let _ = self.signals.connected.send(name.clone());
                 }
                 self.reachable(&peer_id);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                cause: Some(ConnectionError::IO(error)),
+                ..
+            } => {
+                if let Some(name) = self.directory.name_of(&peer_id) {
+                    debug!(peer = %name, %error, "lost the connection to a peer");
+                    let _ = self.signals.lost.send(name.clone());
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Requests(event)) => self.on_request_event(event),
             SwarmEvent::IncomingConnectionError { error, .. } => debug!(%error, "incoming connection failed"),

@@ -5,10 +5,12 @@
 //! - Incoming envelopes are verified, applied through the store (deduplicated by
 //!   `(origin, id)`), and acked only after their effects are committed ([`inbound`]).
 //! - Presence crosses as envelopes too: a node tells a peer which of its users it watches, and
-//!   the peer sends their changes.
+//!   the peer sends their changes; a peer whose connection breaks has its online users shown
+//!   offline until it is back ([`peer_loss`]).
 
 mod inbound;
 pub(crate) mod outbound;
+mod peer_loss;
 mod pump;
 
 use std::collections::{HashMap, HashSet};
@@ -197,8 +199,9 @@ impl Federation {
     }
 }
 
-/// Starts the tasks that make federation run: a pump per pinned peer, the inbound handler, and
-/// a monitor that logs the outbox while it is not empty.
+/// Starts the tasks that make federation run: a pump per pinned peer, the inbound handler, a
+/// monitor that logs the outbox while it is not empty, and the presence bookkeeping for peers
+/// that connect anew or are lost.
 pub(crate) fn spawn_tasks(
     state: &AppState,
     federation: &Arc<Federation>,
@@ -217,6 +220,7 @@ pub(crate) fn spawn_tasks(
     state.tasks.spawn(inbound::serve(state.clone(), federation.clone(), inbound, shutdown.clone()));
     state.tasks.spawn(monitor(state.clone(), shutdown.clone()));
     state.tasks.spawn(renew_presence_subscriptions(state.clone(), federation.clone(), shutdown.clone()));
+    state.tasks.spawn(peer_loss::run(state.clone(), federation.clone(), shutdown.clone()));
 }
 
 /// Users per renewed `presence.subscribe` envelope.
