@@ -399,7 +399,9 @@ fn print_event(event: &Event, json: bool) {
 /// Whether reconnecting may help.
 fn transient(e: &MessengerError) -> bool {
     match e {
-        MessengerError::Client(ClientError::Transport(_) | ClientError::Closed { .. }) => true,
+        MessengerError::Client(ClientError::Transport(_) | ClientError::TimedOut(_) | ClientError::Closed { .. }) => {
+            true
+        }
         MessengerError::Client(ClientError::Api { status, .. }) => *status >= 500 || *status == 429,
         MessengerError::Queued(_) | MessengerError::Timeout(_) => true,
         _ => false,
