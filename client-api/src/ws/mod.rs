@@ -40,7 +40,7 @@ const WRITE_BUFFER_BYTES: usize = 2 * 1024;
 )]
 pub(crate) async fn upgrade(
     State(state): State<ApiState>,
-    WsAuthUser(caller): WsAuthUser,
+    WsAuthUser { caller, until }: WsAuthUser,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // The session opens before the upgrade, so a refusal (a removed device, a store that does
@@ -59,7 +59,7 @@ pub(crate) async fn upgrade(
         .max_frame_size(SOCKET_FRAME_CAP)
         .on_upgrade(move |socket| {
             connections.track_future(async move {
-                connection::serve(socket, caller, session, state).await;
+                connection::serve(socket, caller, until, session, state).await;
                 drop(slot);
             })
         }))

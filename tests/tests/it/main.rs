@@ -18,4 +18,5 @@ mod messaging;
 mod operations;
 mod presence;
 mod receipts;
+mod sessions;
 mod store;
