@@ -508,7 +508,9 @@ mod tests {
         }
         for skew in [-window - 1, window + 1] {
             match at(skew) {
-                Err(Rejection::OutsideWindow { skew_ms, window_ms }) => assert_eq!((skew_ms, window_ms), (skew, window)),
+                Err(Rejection::OutsideWindow { skew_ms, window_ms }) => {
+                    assert_eq!((skew_ms, window_ms), (skew, window))
+                }
                 other => panic!("{skew} ms: {other:?}"),
             }
         }

@@ -14,12 +14,12 @@ use rand_core::UnwrapErr;
 
 use crate::harness::{Attempt, Backend, PASSWORD, TestNode, frame_where, spend_allowance};
 
-fn rng() -> UnwrapErr<getrandom::SysRng> {
+pub fn rng() -> UnwrapErr<getrandom::SysRng> {
     UnwrapErr(getrandom::SysRng)
 }
 
 /// A device's keys and the upload that publishes them.
-fn keys(identity: &DeviceIdentity, first_prekey: u32, prekeys: u32) -> Result<KeyUpload> {
+pub fn keys(identity: &DeviceIdentity, first_prekey: u32, prekeys: u32) -> Result<KeyUpload> {
     let signed = SignedPreKey::generate(1, identity, &mut rng());
     let one_time = OneTimePreKey::generate_batch(first_prekey, prekeys, &mut rng())?;
     Ok(KeyUpload {
