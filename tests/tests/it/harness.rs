@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use kith_client::{Authed, Client, ClientError, Connection, Timeouts};
+use sqlx::Connection as _;
 use kith_proto::ServerFrame;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -115,12 +116,13 @@ impl PgSchema {
             NEXT.fetch_add(1, Ordering::Relaxed),
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
         );
-        let pool = tokio::time::timeout(PATIENCE, sqlx::PgPool::connect(&base))
+        // One connection, not a pool: a pool retries a refused connection until its timeout.
+        let mut connection = tokio::time::timeout(PATIENCE, sqlx::PgConnection::connect(&base))
             .await
             .with_context(|| format!("connecting to {base}: no answer in {PATIENCE:?}"))?
             .with_context(|| format!("connecting to {base}"))?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).execute(&pool).await?;
-        pool.close().await;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}"))).execute(&mut connection).await?;
+        connection.close().await?;
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}options[search_path]={name}");
         Ok(Self { base, name, url })
@@ -140,10 +142,10 @@ impl Drop for PgSchema {
         let dropped = std::thread::spawn(move || -> Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
-                let pool = tokio::time::timeout(PATIENCE, sqlx::PgPool::connect(&base)).await??;
+                let mut connection = tokio::time::timeout(PATIENCE, sqlx::PgConnection::connect(&base)).await??;
                 let statement = format!("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE");
-                sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&pool).await?;
-                pool.close().await;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(statement)).execute(&mut connection).await?;
+                connection.close().await?;
                 Ok(())
             })
         })
