@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use kith_client::{Authed, Client, ClientError, Connection, Timeouts};
-use sqlx::Connection as _;
 use kith_proto::ServerFrame;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sqlx::Connection as _;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::Instant;
