@@ -95,6 +95,33 @@ mod tests {
         assert!("fast".parse::<Rate>().is_err());
     }
 
+    /// Ticks of `pacer` until `until`, on paused time.
+    async fn ticks_until(pacer: &mut Pacer, pair: &Pair, until: Instant) -> u64 {
+        let mut ticks = 0;
+        while let Ok(n) = tokio::time::timeout_at(until, pacer.ready(pair)).await {
+            ticks += n;
+        }
+        ticks
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_rate_is_shared_by_the_pairs_and_a_stall_is_caught_up() {
+        let pair = Pair::default();
+        let start = Instant::now();
+        // 100/s over 4 pairs: 25/s each, the first tick at once (offset by the pair's index).
+        let mut pacers: Vec<_> = (0..4).map(|i| Pacer::new(Rate::PerSecond(100.0), 4, i, 16)).collect();
+        let mut second = 0;
+        for pacer in &mut pacers {
+            second += ticks_until(pacer, &pair, start + Duration::from_millis(999)).await;
+        }
+        assert_eq!(second, 100, "a second at 100/s");
+        // The first pair stalls for two seconds: the missed ticks come at once, then the pace.
+        let pacer = &mut pacers[0];
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let caught_up = ticks_until(pacer, &pair, Instant::now()).await;
+        assert_eq!(caught_up, 50, "two seconds of ticks at 25/s");
+    }
+
     #[tokio::test]
     async fn a_window_opens_as_the_receiver_catches_up() {
         use std::sync::atomic::Ordering;

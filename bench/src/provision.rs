@@ -241,10 +241,10 @@ mod tests {
 
     #[test]
     fn minted_tokens_carry_the_node_claims() {
-        let dir = std::env::temp_dir().join(format!("kith-bench-minter-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
         std::fs::write(dir.join(TOKEN_SECRET_FILE), [7u8; 32]).unwrap();
-        let minter = TokenMinter::from_data_dir(&dir, "alpha").unwrap();
+        let minter = TokenMinter::from_data_dir(dir, "alpha").unwrap();
         let token = minter.mint("load00001").unwrap();
         let mut validation = jsonwebtoken::Validation::new(Algorithm::HS256);
         validation.set_issuer(&["alpha"]);
@@ -255,6 +255,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(data.claims["sub"], "load00001@alpha");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,7 +1,7 @@
 //! Bearer tokens: JWTs signed with HS256 by the node's own key, and the extractor that turns
 //! a valid one into an [`AuthUser`], the only proof of identity handlers accept.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -88,6 +88,15 @@ impl TokenKeys {
     /// [`ApiError::TokenExpired`] after `exp`; [`ApiError::InvalidToken`] for anything else
     /// wrong (format, algorithm, signature, issuer, a user of another server).
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
+        self.verify_until(token).map(|(caller, _)| caller)
+    }
+
+    /// As [`TokenKeys::verify`], and from when the token is refused (after its `exp`, plus the
+    /// leeway for clock skew), for connections that outlive a request.
+    ///
+    /// # Errors
+    /// As [`TokenKeys::verify`].
+    pub fn verify_until(&self, token: &str) -> Result<(Caller, SystemTime), ApiError> {
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::TokenExpired,
@@ -101,7 +110,10 @@ impl TokenKeys {
         if !user.is_on(&self.server) {
             return Err(ApiError::InvalidToken("not a user of this server".into()));
         }
-        Ok(Caller { user, device: DeviceId(data.claims.did) })
+        // Accepted while the whole seconds of now are at most `exp` plus the leeway, so refused
+        // from the second after that.
+        let until = UNIX_EPOCH + Duration::from_secs(data.claims.exp.saturating_add(LEEWAY_SECS + 1));
+        Ok((Caller { user, device: DeviceId(data.claims.did) }, until))
     }
 }
 
@@ -139,12 +151,18 @@ impl FromRequestParts<ApiState> for AuthUser {
 /// ([`ChatService::open_session`](crate::service::ChatService::open_session)), where the check
 /// cannot race the device's removal.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WsAuthUser(Caller);
+pub struct WsAuthUser {
+    /// Who connects.
+    caller: Caller,
+    /// When the token stops being accepted (a request with it would be refused from then on):
+    /// the connection closes then.
+    until: SystemTime,
+}
 
 impl WsAuthUser {
-    /// The caller, for opening its session.
-    pub fn into_caller(self) -> Caller {
-        self.0
+    /// The caller, and when its token stops being accepted, for opening its session.
+    pub fn into_parts(self) -> (Caller, SystemTime) {
+        (self.caller, self.until)
     }
 }
 
@@ -156,7 +174,7 @@ impl FromRequestParts<ApiState> for WsAuthUser {
             Some(token) => token,
             None => query_token(parts).ok_or(ApiError::MissingToken)?,
         };
-        state.tokens.verify(token).map(WsAuthUser)
+        state.tokens.verify_until(token).map(|(caller, until)| WsAuthUser { caller, until })
     }
 }
 

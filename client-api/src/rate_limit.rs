@@ -5,7 +5,10 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 use kith_proto::UserId;
 
 use crate::error::ApiError;
@@ -48,21 +51,36 @@ impl Default for RateLimitConfig {
     }
 }
 
-/// The limiters' state.
+/// One limiter, keyed by caller.
+type Limiter<K, C> = RateLimiter<K, DefaultKeyedStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// A limiter for `rate`, or none when the rate is zero.
+fn limiter<K: std::hash::Hash + Eq + Clone, C: Clock + Clone>(rate: Rate, clock: &C) -> Option<Limiter<K, C>> {
+    rate.quota().map(|quota| RateLimiter::new(quota, DefaultKeyedStateStore::default(), clock.clone()))
+}
+
+/// The limiters' state, on the real clock (or, in tests, on one they move).
 #[derive(Debug)]
-pub struct RateLimits {
-    messages: Option<DefaultKeyedRateLimiter<UserId>>,
-    accounts: Option<DefaultKeyedRateLimiter<IpAddr>>,
-    key_claims: Option<DefaultKeyedRateLimiter<UserId>>,
+pub struct RateLimits<C: Clock = DefaultClock> {
+    messages: Option<Limiter<UserId, C>>,
+    accounts: Option<Limiter<IpAddr, C>>,
+    key_claims: Option<Limiter<UserId, C>>,
 }
 
 impl RateLimits {
     /// Limiters for `config`.
     pub fn new(config: RateLimitConfig) -> Self {
+        Self::with_clock(config, &DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimits<C> {
+    /// Limiters for `config` that tell time by `clock`.
+    pub fn with_clock(config: RateLimitConfig, clock: &C) -> Self {
         Self {
-            messages: config.messages.quota().map(DefaultKeyedRateLimiter::keyed),
-            accounts: config.accounts.quota().map(DefaultKeyedRateLimiter::keyed),
-            key_claims: config.key_claims.quota().map(DefaultKeyedRateLimiter::keyed),
+            messages: limiter(config.messages, clock),
+            accounts: limiter(config.accounts, clock),
+            key_claims: limiter(config.key_claims, clock),
         }
     }
 
@@ -111,5 +129,64 @@ impl RateLimits {
         if let Some(limiter) = &self.key_claims {
             limiter.retain_recent();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(&format!("{name}@test")).unwrap()
+    }
+
+    fn limits(messages: Rate, accounts: Rate, clock: &FakeRelativeClock) -> RateLimits<FakeRelativeClock> {
+        RateLimits::with_clock(RateLimitConfig { messages, accounts, key_claims: messages }, clock)
+    }
+
+    /// How many checks pass before the first refusal.
+    fn allowance(mut check: impl FnMut() -> Result<(), ApiError>) -> usize {
+        (0..1000).take_while(|_| check().is_ok()).count()
+    }
+
+    #[test]
+    fn a_burst_then_one_per_refill_period_for_each_caller_on_its_own() {
+        let clock = FakeRelativeClock::default();
+        let limits = limits(Rate { per_second: 4, burst: 3 }, Rate { per_second: 1, burst: 2 }, &clock);
+        let (alice, bob) = (user("alice"), user("bob"));
+        assert_eq!(allowance(|| limits.check_message(&alice)), 3, "the burst");
+        assert!(matches!(limits.check_message(&alice), Err(ApiError::RateLimited)));
+        assert_eq!(allowance(|| limits.check_message(&bob)), 3, "bob has his own");
+        assert_eq!(allowance(|| limits.check_key_claim(&alice)), 3, "claims are counted apart from messages");
+
+        // One more every quarter second, not before.
+        clock.advance(Duration::from_millis(249));
+        assert_eq!(allowance(|| limits.check_message(&alice)), 0);
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(allowance(|| limits.check_message(&alice)), 1);
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(allowance(|| limits.check_message(&alice)), 2);
+        // However long the quiet, the allowance fills up to the burst and no further.
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(allowance(|| limits.check_message(&alice)), 3);
+
+        // Per address for accounts.
+        let (here, there) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
+        assert_eq!(allowance(|| limits.check_account(here)), 2);
+        assert_eq!(allowance(|| limits.check_account(there)), 2);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(allowance(|| limits.check_account(here)), 1);
+    }
+
+    #[test]
+    fn a_rate_of_zero_turns_the_limit_off_and_a_burst_of_zero_means_the_rate() {
+        let clock = FakeRelativeClock::default();
+        let limits = limits(Rate { per_second: 0, burst: 5 }, Rate { per_second: 3, burst: 0 }, &clock);
+        assert_eq!(allowance(|| limits.check_message(&user("alice"))), 1000, "unlimited");
+        assert_eq!(allowance(|| limits.check_account(IpAddr::from([127, 0, 0, 1]))), 3);
     }
 }

@@ -29,6 +29,10 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The node did not answer in time; says what was awaited and for how long. A send that
+    /// timed out may still have been stored: send it again with the same `clientMessageId`.
+    #[error("timed out: {0}")]
+    TimedOut(String),
     /// The WebSocket closed.
     #[error("connection closed by the server ({code}: {reason})")]
     Closed {
@@ -41,7 +45,14 @@ pub enum ClientError {
 
 impl From<reqwest::Error> for ClientError {
     fn from(e: reqwest::Error) -> Self {
-        if e.is_decode() { Self::Decode(e.to_string()) } else { Self::Transport(transport_reason(&e)) }
+        if e.is_decode() {
+            Self::Decode(e.to_string())
+        } else if e.is_timeout() {
+            let request = e.url().map_or_else(|| "a request".to_owned(), |url| url.path().to_owned());
+            Self::TimedOut(format!("no answer to {request} within the client's deadline"))
+        } else {
+            Self::Transport(transport_reason(&e))
+        }
     }
 }
 

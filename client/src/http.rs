@@ -7,6 +7,7 @@ use reqwest::{RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::ClientError;
+use crate::timeouts::Timeouts;
 use crate::ws::Connection;
 
 /// A node's client API, before logging in.
@@ -17,6 +18,8 @@ pub struct Client {
     base: String,
     /// The device that registers or logs in (the node's default, 0, when unset).
     device: Option<DeviceId>,
+    /// How long each kind of wait may take.
+    timeouts: Timeouts,
 }
 
 impl Client {
@@ -32,8 +35,18 @@ impl Client {
                 reason: "must start with http:// (put TLS in front of the node with a reverse proxy)".into(),
             });
         }
-        let http = reqwest::Client::builder().build().map_err(ClientError::from)?;
-        Ok(Self { http, base, device: None })
+        let timeouts = Timeouts::default();
+        Ok(Self { http: http_client(&timeouts)?, base, device: None, timeouts })
+    }
+
+    /// The same client with other deadlines.
+    ///
+    /// # Errors
+    /// Only if the HTTP client cannot be built (no TLS is used, so in practice never).
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Result<Self, ClientError> {
+        self.http = http_client(&timeouts)?;
+        self.timeouts = timeouts;
+        Ok(self)
     }
 
     /// The same client, registering and logging in as `device` of the user.
@@ -221,14 +234,24 @@ impl Authed {
     /// Opens the real-time WebSocket.
     ///
     /// # Errors
-    /// `401` for a bad token, transport errors.
+    /// `401` for a bad token, [`ClientError::TimedOut`] when the handshake takes longer than
+    /// [`Timeouts::connect`], transport errors.
     pub async fn connect(&self) -> Result<Connection, ClientError> {
-        Connection::open(&self.client.base, &self.token).await
+        Connection::open(&self.client.base, &self.token, self.client.timeouts).await
     }
 
     fn auth(&self, request: RequestBuilder) -> RequestBuilder {
         request.bearer_auth(&self.token)
     }
+}
+
+/// The HTTP client: every request has a deadline.
+fn http_client(timeouts: &Timeouts) -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .build()
+        .map_err(ClientError::from)
 }
 
 /// Sends a request; a non-success answer becomes [`ClientError::Api`].

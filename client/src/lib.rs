@@ -59,6 +59,7 @@ pub mod messenger;
 pub mod profile;
 pub mod sessions;
 mod state;
+mod timeouts;
 mod ws;
 
 pub use envelope::EnvelopeError;
@@ -70,4 +71,5 @@ pub use messenger::{Event, Inbox, Messenger, MessengerError, SafetyNumber, SentM
 pub use profile::{Profile, ProfileError};
 pub use sessions::{IdentityStatus, SessionError};
 pub use state::Account;
+pub use timeouts::Timeouts;
 pub use ws::Connection;

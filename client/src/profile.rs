@@ -392,19 +392,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_lock_serialises_changes() {
+    async fn while_a_change_holds_the_lock_nobody_else_can_take_it_and_a_waiter_sees_the_change() {
         let temp = tempfile::tempdir().unwrap();
         let profile = Profile::new(temp.path());
         profile.create(&state("a@t")).await.unwrap();
-        let held = profile.lock().await.unwrap();
+        // Another process's view of the lock: an open file of its own.
+        let lock_path = profile.dir().join(LOCK_FILE);
+        let elsewhere = || File::open(&lock_path).unwrap();
+
+        let mut held = profile.lock().await.unwrap();
+        assert!(matches!(elsewhere().try_lock(), Err(std::fs::TryLockError::WouldBlock)), "the lock is held");
         let other = profile.clone();
         let waiter = tokio::spawn(async move { other.lock().await.map(|l| l.state.account.token) });
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
-        let mut held = held;
         held.state.account.token = "changed while locked".into();
         held.save().unwrap();
         drop(held);
         assert_eq!(waiter.await.unwrap().unwrap(), "changed while locked", "the waiter reads the newest state");
+        elsewhere().try_lock().expect("free once every change is done");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_changes_are_never_lost() {
+        let temp = tempfile::tempdir().unwrap();
+        let profile = Profile::new(temp.path());
+        let mut first = state("a@t");
+        first.account.token = "0".into();
+        profile.create(&first).await.unwrap();
+        // Each task increments a counter: read it under the lock, write it back, many times.
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let profile = profile.clone();
+                tokio::spawn(async move {
+                    for _ in 0..10 {
+                        let mut locked = profile.lock().await.unwrap();
+                        let n: u32 = locked.state.account.token.parse().unwrap();
+                        locked.state.account.token = (n + 1).to_string();
+                        locked.save().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(profile.account().unwrap().token, "40", "every increment counted");
     }
 }

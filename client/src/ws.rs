@@ -1,8 +1,9 @@
-//! The WebSocket side: send frames, read frames.
+//! The WebSocket side: send frames, read frames, every wait with a deadline.
 
 use futures_util::{SinkExt, StreamExt};
 use kith_proto::{ClientFrame, ServerFrame};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -10,23 +11,33 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::ClientError;
+use crate::timeouts::Timeouts;
 
 /// An open real-time connection. Pings are answered while frames are being read, so a
-/// connection that is not read from is eventually closed by the node.
+/// connection that is not read from is eventually closed by the node. While reading, a node
+/// silent for [`Timeouts::idle`] is pinged, and one silent for twice that is given up on.
 #[derive(Debug)]
 pub struct Connection {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    timeouts: Timeouts,
+    /// When the node last sent anything (frames, pings, pongs).
+    last_heard: Instant,
+    /// Whether the client has pinged the node since it last heard from it.
+    pinged: bool,
 }
 
 impl Connection {
-    pub(crate) async fn open(base: &str, token: &str) -> Result<Self, ClientError> {
+    pub(crate) async fn open(base: &str, token: &str, timeouts: Timeouts) -> Result<Self, ClientError> {
         let url = format!("ws{}/api/v1/ws", base.trim_start_matches("http"));
         let mut request = url.as_str().into_client_request()?;
         let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|e| ClientError::Url { url: url.clone(), reason: e.to_string() })?;
         request.headers_mut().insert("authorization", bearer);
-        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
-        Ok(Self { socket })
+        let (socket, _) =
+            tokio::time::timeout(timeouts.connect, tokio_tungstenite::connect_async(request)).await.map_err(
+                |_| ClientError::TimedOut(format!("no WebSocket handshake from {url} in {:?}", timeouts.connect)),
+            )??;
+        Ok(Self { socket, timeouts, last_heard: Instant::now(), pinged: false })
     }
 
     /// Sends a frame.
@@ -43,32 +54,58 @@ impl Connection {
     /// # Errors
     /// Transport errors.
     pub async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), ClientError> {
-        Ok(self.socket.send(Message::Text(text.into())).await?)
+        self.send_message(Message::Text(text.into())).await
     }
 
     /// Sends a raw WebSocket message.
     ///
     /// # Errors
-    /// Transport errors.
+    /// [`ClientError::TimedOut`] when the node does not take it within [`Timeouts::request`]
+    /// (it stopped reading), transport errors.
     pub async fn send_message(&mut self, message: Message) -> Result<(), ClientError> {
-        Ok(self.socket.send(message).await?)
+        let deadline = self.timeouts.request;
+        tokio::time::timeout(deadline, self.socket.send(message))
+            .await
+            .map_err(|_| ClientError::TimedOut(format!("the node took no frame for {deadline:?}")))??;
+        Ok(())
     }
 
-    /// The next frame from the node.
+    /// The next frame from the node. Cancel-safe: usable in `tokio::select!`, and cancelling
+    /// does not restart the idle deadline.
     ///
     /// # Errors
-    /// [`ClientError::Closed`] when the node closed the connection (with its code), transport
-    /// and decoding errors.
+    /// [`ClientError::Closed`] when the node closed the connection (with its code);
+    /// [`ClientError::TimedOut`] when the node said nothing, not even to a ping, for twice
+    /// [`Timeouts::idle`]; transport and decoding errors.
     pub async fn next_frame(&mut self) -> Result<ServerFrame, ClientError> {
         loop {
-            match self.socket.next().await {
+            let idle = self.timeouts.idle;
+            let next = match tokio::time::timeout_at(self.last_heard + idle, self.socket.next()).await {
+                Ok(next) => next,
+                Err(_) if !self.pinged => {
+                    // Silent for a while: ask, and give it as long again to answer.
+                    self.pinged = true;
+                    self.last_heard = Instant::now();
+                    self.socket.send(Message::Ping(Default::default())).await?;
+                    continue;
+                }
+                Err(_) => {
+                    return Err(ClientError::TimedOut(format!(
+                        "the node sent nothing for {:?}, and did not answer a ping",
+                        idle * 2
+                    )));
+                }
+            };
+            self.last_heard = Instant::now();
+            self.pinged = false;
+            match next {
                 Some(Ok(Message::Text(text))) => {
                     return serde_json::from_str(text.as_str())
                         .map_err(|e| ClientError::Decode(format!("{e}: {text}")));
                 }
                 Some(Ok(Message::Close(frame))) => {
                     // Sends the close reply tungstenite queued, so the node need not wait for it.
-                    let _ = self.socket.flush().await;
+                    let _ = tokio::time::timeout(self.timeouts.close, self.socket.flush()).await;
                     return Err(closed(frame));
                 }
                 Some(Ok(_)) => {}
@@ -78,15 +115,23 @@ impl Connection {
         }
     }
 
-    /// Closes the connection politely.
+    /// Closes the connection politely: sends a close and reads until the node answers it, for
+    /// at most [`Timeouts::close`].
     ///
     /// # Errors
-    /// Transport errors.
+    /// [`ClientError::TimedOut`] when the node did not answer the close in time; transport
+    /// errors.
     pub async fn close(mut self) -> Result<(), ClientError> {
-        self.socket.close(None).await?;
-        // Read until the node's close answer, so the close completes on both sides.
-        while let Some(Ok(_)) = self.socket.next().await {}
-        Ok(())
+        let deadline = self.timeouts.close;
+        let handshake = async {
+            self.socket.close(None).await?;
+            // Read until the node's close answer, so the close completes on both sides.
+            while let Some(Ok(_)) = self.socket.next().await {}
+            Ok::<_, ClientError>(())
+        };
+        tokio::time::timeout(deadline, handshake)
+            .await
+            .map_err(|_| ClientError::TimedOut(format!("the node did not answer a close in {deadline:?}")))?
     }
 }
 

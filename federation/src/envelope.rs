@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use kith_proto::keys::KeyBundles;
+use kith_proto::limits::MAX_MESSAGE_BYTES;
 use kith_proto::{MessageId, MessageStatus, PresenceStatus, ServerName, Timestamp, UserId};
 use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
@@ -410,11 +411,18 @@ impl Verifier {
         }
         let payload = Payload::decode(envelope.kind, &envelope.body)
             .map_err(|e| Rejection::BadBody { kind: envelope.kind.as_str(), reason: e.to_string() })?;
-        if let Payload::Message(body) = &payload
-            && body.message.contains('\0')
-        {
-            // No text column of PostgreSQL can hold it; a client API refuses it too.
-            return Err(Rejection::BadBody { kind: "message", reason: "contains a NUL character".into() });
+        if let Payload::Message(body) = &payload {
+            if body.message.contains('\0') {
+                // No text column of PostgreSQL can hold it; a client API refuses it too.
+                return Err(Rejection::BadBody { kind: "message", reason: "contains a NUL character".into() });
+            }
+            if body.message.len() > MAX_MESSAGE_BYTES {
+                // The client API's limit holds whichever node a message comes from.
+                return Err(Rejection::BadBody {
+                    kind: "message",
+                    reason: format!("message is {} bytes; the limit is {MAX_MESSAGE_BYTES}", body.message.len()),
+                });
+            }
         }
         let (speaks_for, addresses) = payload.parties();
         if let Some(user) = speaks_for.iter().find(|u| !u.is_on(&origin)) {
@@ -476,6 +484,54 @@ mod tests {
         .unwrap();
         let verified = w.verifier.verify(&w.directory, &w.alpha.peer_id(), e, Timestamp::now()).unwrap();
         assert_eq!((verified.id(), verified.origin().as_str()), ("1", "alpha"));
+    }
+
+    #[test]
+    fn the_replay_window_holds_to_the_millisecond_on_both_sides_of_now() {
+        let w = world();
+        let now = Timestamp::from_millis(1_800_000_000_000);
+        let window = 300_000;
+        let at = |skew: i64| {
+            let e = Envelope::seal(
+                &w.alpha,
+                "1",
+                &name("alpha"),
+                &name("beta"),
+                &message("a@alpha", "b@beta"),
+                Timestamp::from_millis(now.as_millis() + skew),
+            )
+            .unwrap();
+            w.verifier.verify(&w.directory, &w.alpha.peer_id(), e, now)
+        };
+        for skew in [-window, 0, window] {
+            assert!(at(skew).is_ok(), "{skew} ms is inside");
+        }
+        for skew in [-window - 1, window + 1] {
+            match at(skew) {
+                Err(Rejection::OutsideWindow { skew_ms, window_ms }) => {
+                    assert_eq!((skew_ms, window_ms), (skew, window))
+                }
+                other => panic!("{skew} ms: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_message_over_the_client_apis_limit_is_refused_from_a_peer_too() {
+        let w = world();
+        let now = Timestamp::now();
+        let sized = |bytes: usize| {
+            let mut payload = message("a@alpha", "b@beta");
+            if let Payload::Message(body) = &mut payload {
+                body.message = "x".repeat(bytes);
+            }
+            let e = Envelope::seal(&w.alpha, "1", &name("alpha"), &name("beta"), &payload, now).unwrap();
+            w.verifier.verify(&w.directory, &w.alpha.peer_id(), e, now)
+        };
+        assert!(sized(MAX_MESSAGE_BYTES).is_ok());
+        let refused = sized(MAX_MESSAGE_BYTES + 1);
+        assert!(matches!(&refused, Err(Rejection::BadBody { kind: "message", .. })), "{refused:?}");
+        assert!(refused.is_err_and(|r| r.is_final()), "sending it again cannot help");
     }
 
     #[test]

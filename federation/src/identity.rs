@@ -112,10 +112,11 @@ mod tests {
 
     #[test]
     fn the_key_is_created_once_and_keeps_its_peer_id() {
-        let dir = std::env::temp_dir().join(format!("kith-node-key-{}", std::process::id()));
+        let temp = tempfile::tempdir().unwrap();
+        // A directory that does not exist yet is created.
+        let dir = temp.path().join("data");
         let first = NodeKey::load_or_create(&dir).unwrap();
         let again = NodeKey::load_or_create(&dir).unwrap();
         assert_eq!(first.peer_id(), again.peer_id());
-        fs::remove_dir_all(dir).unwrap();
     }
 }

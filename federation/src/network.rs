@@ -22,7 +22,7 @@ use kith_proto::{ServerName, Timestamp};
 use libp2p::core::ConnectedPoint;
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::swarm::{ConnectionError, ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm, ping};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -144,6 +144,8 @@ struct PeerSignals {
     /// New connections: rare, and each may be a peer that restarted and forgot what it kept in
     /// memory for this node, so the frequent hints must never crowd them out.
     connected: broadcast::Sender<ServerName>,
+    /// The last connection to a peer broke (not closed for idleness): rare too.
+    lost: broadcast::Sender<ServerName>,
 }
 
 impl std::fmt::Debug for Command {
@@ -249,6 +251,13 @@ impl NetworkHandle {
         self.signals.connected.subscribe()
     }
 
+    /// Pinned peers whose last connection broke from now on: it ended with an error (the peer
+    /// crashed or stopped, or the network failed), not for being idle. Whatever the peer said
+    /// of its users may no longer hold.
+    pub fn lost(&self) -> broadcast::Receiver<ServerName> {
+        self.signals.lost.subscribe()
+    }
+
     /// Stops the network task.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
@@ -301,7 +310,11 @@ pub async fn start(
 
     let (commands, command_rx) = mpsc::channel(256);
     let (inbound_tx, inbound_rx) = mpsc::channel(256);
-    let signals = PeerSignals { reachable: broadcast::channel(64).0, connected: broadcast::channel(64).0 };
+    let signals = PeerSignals {
+        reachable: broadcast::channel(64).0,
+        connected: broadcast::channel(64).0,
+        lost: broadcast::channel(64).0,
+    };
     let handle = NetworkHandle { commands, signals: signals.clone(), peer_id: *swarm.local_peer_id() };
     let event_loop = EventLoop {
         swarm,
@@ -514,9 +527,21 @@ impl EventLoop {
                 }
                 self.reachable(&peer_id);
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
-                if let Some((_, verdict)) = self.liveness.closed(connection_id) {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
+                let tracked = self.liveness.closed(connection_id);
+                if let Some((_, verdict)) = &tracked {
                     debug!(peer = %peer_id, %connection_id, ?verdict, ?cause, "connection closed");
+                }
+                let verdict = tracked.and_then(|(_, verdict)| verdict);
+                // The peer's last connection broke (a reset, or one judged dead), rather than
+                // ending quietly: the peer is lost until it connects again.
+                let broke = matches!(cause, Some(ConnectionError::IO(_))) || verdict.is_some();
+                if num_established == 0
+                    && broke
+                    && let Some(name) = self.directory.name_of(&peer_id)
+                {
+                    debug!(peer = %name, "lost the connection to a peer");
+                    let _ = self.signals.lost.send(name.clone());
                 }
                 if !self.liveness.closing(&peer_id)
                     && let Some(requests) = self.parked.remove(&peer_id)

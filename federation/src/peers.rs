@@ -154,7 +154,11 @@ mod tests {
         assert_eq!(peer.address().to_string(), "/ip4/127.0.0.1/tcp/4001");
         assert_eq!(peer.public_key(), &key.keypair().public());
         for bad in ["beta", "beta=/ip4/127.0.0.1/tcp/4001", "Beta=/ip4/127.0.0.1/tcp/1/p2p/x", "beta=nonsense"] {
-            assert!(bad.parse::<PinnedPeer>().is_err(), "{bad}");
+            let refused = bad.parse::<PinnedPeer>();
+            assert!(
+                matches!(&refused, Err(FederationError::PeerBinding { binding, .. }) if binding == bad),
+                "{refused:?}"
+            );
         }
     }
 
@@ -163,9 +167,17 @@ mod tests {
         let (key, other) = (NodeKey::ephemeral(), NodeKey::ephemeral());
         let a: PinnedPeer = format!("beta=/ip4/127.0.0.1/tcp/1/p2p/{}", key.peer_id()).parse().unwrap();
         let b: PinnedPeer = format!("gamma=/ip4/127.0.0.1/tcp/2/p2p/{}", key.peer_id()).parse().unwrap();
-        assert!(Directory::new([a.clone(), b]).is_err(), "one peer id, two names");
+        let refused = Directory::new([a.clone(), b]);
+        assert!(
+            matches!(&refused, Err(FederationError::PeerBinding { reason, .. }) if reason.contains("the peer id")),
+            "one peer id, two names: {refused:?}"
+        );
         let c: PinnedPeer = format!("beta=/ip4/127.0.0.1/tcp/3/p2p/{}", other.peer_id()).parse().unwrap();
-        assert!(Directory::new([a, c]).is_err(), "one name, two peer ids");
+        let refused = Directory::new([a, c]);
+        assert!(
+            matches!(&refused, Err(FederationError::PeerBinding { reason, .. }) if reason.contains("the server name")),
+            "one name, two peer ids: {refused:?}"
+        );
     }
 
     #[test]

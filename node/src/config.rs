@@ -1,6 +1,7 @@
 //! Configuration: command-line flags, each with a `KITH_*` environment fallback, over an
 //! optional TOML file, over defaults that let `kith serve` just work. Resolved once at start
-//! into a checked [`Config`].
+//! into a checked [`Config`]. A setting given at a higher level replaces the lower one whole,
+//! lists (`--peer` over `[[peers]]`) included; an unknown key in the file is refused.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -143,6 +144,7 @@ pub struct ServeArgs {
     pub p2p_listen: Option<String>,
 
     /// A peer node: NAME=/ip4/…/tcp/…/p2p/<peer id> (repeatable; `kith id` prints a node's id).
+    /// Replaces the config file's `[[peers]]`.
     #[arg(long = "peer", env = "KITH_PEERS", value_name = "NAME=MULTIADDR", value_delimiter = ',')]
     pub peers: Vec<String>,
 
@@ -422,9 +424,16 @@ impl Config {
             .clone()
             .or_else(|| file.p2p_listen.clone())
             .unwrap_or_else(|| "/ip4/0.0.0.0/tcp/4001".into());
-        let bindings = args.peers.iter().cloned().chain(file.peers.iter().map(|p| format!("{}={}", p.name, p.address)));
+        // Like every other setting, `--peer` (or `KITH_PEERS`) replaces the file's `[[peers]]`
+        // rather than adding to them: what the command line says is the whole list.
+        let (source, bindings): (&str, Vec<String>) = if args.peers.is_empty() {
+            ("[[peers]] in the config file", file.peers.iter().map(|p| format!("{}={}", p.name, p.address)).collect())
+        } else {
+            ("--peer", args.peers.clone())
+        };
         let peers = bindings
-            .map(|binding| binding.parse::<PinnedPeer>().map_err(|e| ConfigError::Invalid(format!("--peer: {e}"))))
+            .iter()
+            .map(|binding| binding.parse::<PinnedPeer>().map_err(|e| ConfigError::Invalid(format!("{source}: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let default_backoff = crate::outbox::BackoffPolicy::default();
         let backoff = crate::outbox::BackoffPolicy {
@@ -547,9 +556,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_file() {
-        let dir = std::env::temp_dir().join(format!("kith-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("kith.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kith.toml");
         std::fs::write(&path, "server_name = \"from-file\"\nlisten = \"127.0.0.1:9000\"\nws_idle_timeout = \"1m\"\n")
             .unwrap();
         let args = ServeArgs {
@@ -560,7 +568,42 @@ mod tests {
         assert_eq!(config.node.server_name.as_str(), "from-flag");
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.ws.idle_timeout, Duration::from_secs(60));
-        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn peer(name: &str) -> String {
+        format!("{name}=/ip4/127.0.0.1/tcp/4001/p2p/{}", kith_federation::NodeKey::ephemeral().peer_id())
+    }
+
+    #[test]
+    fn peer_flags_replace_the_files_peers_and_name_their_source_when_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kith.toml");
+        let (name, address) = peer("alpha").split_once('=').map(|(n, a)| (n.to_owned(), a.to_owned())).unwrap();
+        std::fs::write(&path, format!("[[peers]]\nname = \"{name}\"\naddress = \"{address}\"\n")).unwrap();
+        let with = |peers: Vec<String>| ServeArgs {
+            node: NodeArgs { config: Some(path.clone()), ..NodeArgs::default() },
+            peers,
+            ..ServeArgs::default()
+        };
+        let names = |config: Config| config.federation.peers.iter().map(|p| p.name().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(Config::resolve(with(vec![])).unwrap()), ["alpha"]);
+        assert_eq!(names(Config::resolve(with(vec![peer("beta"), peer("gamma")])).unwrap()), ["beta", "gamma"]);
+        let bad = Config::resolve(with(vec!["beta=nonsense".into()])).unwrap_err().to_string();
+        assert!(bad.starts_with("--peer: "), "{bad}");
+        std::fs::write(&path, "[[peers]]\nname = \"alpha\"\naddress = \"nonsense\"\n").unwrap();
+        let bad = Config::resolve(with(vec![])).unwrap_err().to_string();
+        assert!(bad.starts_with("[[peers]] in the config file: "), "{bad}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kith.toml");
+        std::fs::write(&path, "mesage_rate = 5\n").unwrap();
+        let args = ServeArgs { node: NodeArgs { config: Some(path), ..NodeArgs::default() }, ..ServeArgs::default() };
+        let e = Config::resolve(args).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e:?}");
+        assert!(e.to_string().contains("unknown field `mesage_rate`"), "{e}");
     }
 
     #[test]

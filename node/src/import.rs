@@ -2,6 +2,8 @@
 //! argon2id PHC hashes, so an organisation can move its users over (and a load test can set up
 //! thousands) without hashing anything.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::BufRead;
 
 use kith_proto::{DeviceId, Timestamp, UserId, Username};
@@ -39,7 +41,8 @@ pub enum ImportError {
 const MAX_LISTED: usize = 20;
 
 /// Reads all of `input`, checks every line, then imports the accounts as users of `server`.
-/// Existing user ids are skipped.
+/// Existing user ids are skipped. A username on two lines is a bad line: which password should
+/// win is not the importer's guess to make.
 ///
 /// # Errors
 /// [`ImportError::Invalid`] listing bad lines (then nothing is imported); read and store errors.
@@ -50,13 +53,22 @@ pub async fn import_users(
 ) -> Result<ImportReport, ImportError> {
     let mut users = Vec::new();
     let mut invalid = Vec::new();
+    let mut first_line: HashMap<UserId, usize> = HashMap::new();
     let created_at = Timestamp::now();
     for (index, line) in input.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        match parse_line(&line, server, created_at) {
+        let parsed =
+            parse_line(&line, server, created_at).and_then(|user| match first_line.entry(user.user_id.clone()) {
+                Entry::Occupied(first) => Err(format!("{} is already on line {}", user.user_id, first.get())),
+                Entry::Vacant(slot) => {
+                    slot.insert(index + 1);
+                    Ok(user)
+                }
+            });
+        match parsed {
             Ok(user) => users.push(user),
             Err(why) => {
                 if invalid.len() < MAX_LISTED {

@@ -8,7 +8,8 @@
 //! keeps `status` and `last_seen` for after a restart.
 //!
 //! Across nodes, presence travels as envelopes: a node subscribes at a peer to the users its
-//! sessions watch, and the peer sends their changes (the data is in `remote_presence`).
+//! sessions watch, and the peer sends their changes (the data is in `remote_presence`). A
+//! peer whose connection breaks has its online users shown offline until it is back.
 
 use std::collections::HashMap;
 
@@ -230,5 +231,55 @@ pub(crate) async fn renew_subscriptions(state: AppState, shutdown: CancellationT
                 users.chunks(RENEW_CHUNK).filter_map(|chunk| subscription(server.clone(), chunk.to_vec())).collect();
             state.outbox.queue(entries).await;
         }
+    }
+}
+
+/// Until shutdown: when a peer's connection breaks (it crashed, stopped, or the network
+/// failed) it can no longer report its users' presence, so whoever it last said was online is
+/// shown offline from then on, instead of online for as long as the peer stays away. When it
+/// connects again, the renewed subscriptions bring its users' real presence.
+pub(crate) async fn forget_lost_peers(state: AppState, shutdown: CancellationToken) {
+    let mut lost = state.peers.network.lost();
+    loop {
+        let server = tokio::select! {
+            () = shutdown.cancelled() => return,
+            lost = lost.recv() => match lost {
+                Ok(server) => server,
+                // Losses are rare; one missed is a peer whose users stay as last reported.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            },
+        };
+        let now = Timestamp::now();
+        let mut marked = 0;
+        for user in state.sessions.watched_on(&server) {
+            let online = state.cache.presence(&user).await.is_some_and(|p| p.view.status == PresenceStatus::Online);
+            if online {
+                let view = PresenceView { user_id: user, status: PresenceStatus::Offline, last_seen: Some(now) };
+                // Dropped there if the peer's own news is newer.
+                push::presence(&state, view, now).await;
+                marked += 1;
+            }
+        }
+        debug!(%server, users = marked, "peer lost: its online users shown offline");
+    }
+}
+
+/// Until shutdown: brings the presence of users whose session was closed (too slow, or its
+/// device removed) up to date at once, without waiting for the connection to finish ending.
+pub(crate) async fn after_closing(
+    state: AppState,
+    mut closed: tokio::sync::mpsc::Receiver<UserId>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let user = tokio::select! {
+            () = shutdown.cancelled() => return,
+            user = closed.recv() => match user {
+                Some(user) => user,
+                None => return,
+            },
+        };
+        refresh(&state, &user).await;
     }
 }

@@ -93,14 +93,12 @@ mod tests {
 
     #[test]
     fn generated_once_then_read_back() {
-        let dir = std::env::temp_dir().join(format!("kith-secret-test-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(TOKEN_SECRET_FILE);
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join(TOKEN_SECRET_FILE);
         let first = token_secret(&path).unwrap();
         assert_eq!(first.len(), TOKEN_SECRET_BYTES);
         assert_eq!(token_secret(&path).unwrap(), first);
         fs::write(&path, b"short").unwrap();
         assert!(matches!(token_secret(&path), Err(SecretError::Length { .. })));
-        fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -141,12 +141,13 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     };
     let (outbox, refusals) =
         Outbox::new(store.clone(), tasks.clone(), cluster.clone(), peers.names().collect(), config.federation.backoff);
+    let (sessions, closed_sessions) = Sessions::new(config.session_queue, config.max_sessions_per_user);
     let state = AppState::new(Handles {
         server_name: config.node.server_name.clone(),
         users: Users::new(store.clone()),
         store,
         cache,
-        sessions: Sessions::new(config.session_queue, config.max_sessions_per_user),
+        sessions,
         hasher: Hasher::new(parallelism)?,
         tasks,
         presence_lock: tokio::sync::Mutex::new(()),
@@ -161,6 +162,8 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     state.outbox.spawn(&peers, &shutdown);
     state.tasks.spawn(federation_inbound::serve(state.clone(), inbound_requests, shutdown.clone()));
     state.tasks.spawn(presence::renew_subscriptions(state.clone(), shutdown.clone()));
+    state.tasks.spawn(presence::forget_lost_peers(state.clone(), shutdown.clone()));
+    state.tasks.spawn(presence::after_closing(state.clone(), closed_sessions, shutdown.clone()));
     state.tasks.spawn(delivery::report_refusals(state.clone(), refusals, shutdown.clone()));
     state.tasks.spawn(delivery::resume_handoffs(state.clone(), shutdown.clone()));
     if let Some(incoming) = from_instances {
@@ -185,11 +188,11 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     info!(
-        "kith {} listening on http://{addr} as {} (instance {instance_id}, {}; store: {})",
+        "kith {} listening on http://{addr} as {} (store: {}; instance {instance_id}, {})",
         env!("CARGO_PKG_VERSION"),
         config.node.server_name,
-        if state.cluster.is_shared() { "one of several, through redis" } else { "alone" },
-        state.store.describe()
+        state.store.describe(),
+        if state.cluster.is_shared() { "one of several, through redis" } else { "alone" }
     );
 
     state.tasks.spawn(prune_rate_limits(api.limits.clone(), shutdown.clone()));

@@ -4,8 +4,9 @@
 //! Pushing never waits: each session has a bounded queue, and a session whose queue is full
 //! is closed (its connection drains what it has, ends with "try again later" and the client
 //! reconnects). Its messages are safe in the store and come again with the replay on the next
-//! connect, so a slow client costs only itself. A closed session stays registered until its
-//! connection ends and drops its lease, so presence changes in one place: there.
+//! connect, so a slow client costs only itself. A closed session no longer counts as online;
+//! its user is reported on a bounded channel so presence is brought up to date at once (by
+//! the task that reads it), while the connection may still be draining.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,17 +71,35 @@ pub struct Sessions {
     queue_capacity: usize,
     /// Live sessions one user may have at once.
     max_per_user: usize,
+    /// Users one of whose sessions was closed here (too slow, or its device removed): their
+    /// presence may have changed.
+    closed: mpsc::Sender<UserId>,
 }
+
+/// How many closed sessions' users may wait for presence to look at them; past that, the
+/// connection's end (which also refreshes presence) catches up.
+const CLOSED_QUEUED: usize = 1024;
 
 impl Sessions {
     /// An empty registry whose sessions queue at most `queue_capacity` pushes, with at most
-    /// `max_per_user` live sessions per user.
-    pub fn new(queue_capacity: usize, max_per_user: usize) -> Self {
-        Self {
+    /// `max_per_user` live sessions per user; also returns where users of closed sessions are
+    /// reported.
+    pub fn new(queue_capacity: usize, max_per_user: usize) -> (Self, mpsc::Receiver<UserId>) {
+        let (closed, reports) = mpsc::channel(CLOSED_QUEUED);
+        let sessions = Self {
             registry: Mutex::default(),
             next_id: AtomicU64::new(1),
             queue_capacity: queue_capacity.max(1),
             max_per_user: max_per_user.max(1),
+            closed,
+        };
+        (sessions, reports)
+    }
+
+    /// Reports that a session of `user` was closed.
+    fn report_closed(&self, user: &UserId) {
+        if self.closed.try_send(user.clone()).is_err() {
+            debug!(%user, "closed session not reported; its connection's end will be");
         }
     }
 
@@ -106,12 +125,19 @@ impl Sessions {
 
     /// Closes every session of `user`'s `device` (it was removed): their connections end.
     pub fn close_device(&self, user: &UserId, device: DeviceId) {
-        let mut registry = self.registry();
-        let Registry { sessions, by_user, .. } = &mut *registry;
-        for id in by_user.get(user).into_iter().flatten() {
-            if let Some(entry) = sessions.get_mut(id).filter(|e| e.device == device) {
-                entry.tx = None;
+        let closed = {
+            let mut registry = self.registry();
+            let Registry { sessions, by_user, .. } = &mut *registry;
+            let mut closed = false;
+            for id in by_user.get(user).into_iter().flatten() {
+                if let Some(entry) = sessions.get_mut(id).filter(|e| e.device == device) {
+                    closed |= entry.tx.take().is_some();
+                }
             }
+            closed
+        };
+        if closed {
+            self.report_closed(user);
         }
     }
 
@@ -144,16 +170,27 @@ impl Sessions {
             None => registry.sessions.keys().copied().collect(),
             Some(users) => users.iter().filter_map(|u| registry.by_user.get(u)).flatten().copied().collect(),
         };
+        let mut closed = Vec::new();
         for id in ids {
-            if let Some(entry) = registry.sessions.get_mut(&id) {
-                push(id, entry, &event);
+            if let Some(entry) = registry.sessions.get_mut(&id)
+                && push(id, entry, &event) == Pushed::Closed
+            {
+                closed.push(entry.user.clone());
             }
+        }
+        drop(registry);
+        for user in closed {
+            self.report_closed(&user);
         }
     }
 
     /// Whether `user` has a live session here.
     pub fn is_online(&self, user: &UserId) -> bool {
-        self.registry().by_user.contains_key(user)
+        let registry = self.registry();
+        registry
+            .by_user
+            .get(user)
+            .is_some_and(|ids| ids.iter().any(|id| registry.sessions.get(id).is_some_and(|e| e.tx.is_some())))
     }
 
     /// Pushes `event` to every session of `user` but those of device `except`; a session too
@@ -162,10 +199,19 @@ impl Sessions {
         let mut registry = self.registry();
         let Registry { sessions, by_user, .. } = &mut *registry;
         let mut queued = 0;
+        let mut closed = false;
         for id in by_user.get(user).into_iter().flatten() {
             if let Some(entry) = sessions.get_mut(id).filter(|e| Some(e.device) != except) {
-                queued += usize::from(push(*id, entry, event));
+                match push(*id, entry, event) {
+                    Pushed::Queued => queued += 1,
+                    Pushed::Closed => closed = true,
+                    Pushed::Gone => {}
+                }
             }
+        }
+        drop(registry);
+        if closed {
+            self.report_closed(user);
         }
         queued
     }
@@ -175,10 +221,17 @@ impl Sessions {
     pub fn push_to_watchers(&self, user: &UserId, event: &SessionEvent) {
         let mut registry = self.registry();
         let Registry { sessions, watchers, .. } = &mut *registry;
+        let mut closed = Vec::new();
         for id in watchers.get(user).into_iter().flatten() {
-            if let Some(entry) = sessions.get_mut(id) {
-                push(*id, entry, event);
+            if let Some(entry) = sessions.get_mut(id)
+                && push(*id, entry, event) == Pushed::Closed
+            {
+                closed.push(entry.user.clone());
             }
+        }
+        drop(registry);
+        for user in closed {
+            self.report_closed(&user);
         }
     }
 
@@ -211,20 +264,30 @@ impl Sessions {
     }
 }
 
-/// Queues `event` for a session (says whether it did); closes the session if its queue is
-/// full.
-fn push(id: SessionId, entry: &mut Entry, event: &SessionEvent) -> bool {
+/// What pushing to one session did.
+#[derive(Debug, PartialEq, Eq)]
+enum Pushed {
+    /// Queued for it.
+    Queued,
+    /// Its queue was full: the session is closed now.
+    Closed,
+    /// It was closed or closing already.
+    Gone,
+}
+
+/// Queues `event` for a session; closes the session if its queue is full.
+fn push(id: SessionId, entry: &mut Entry, event: &SessionEvent) -> Pushed {
     let Some(tx) = &entry.tx else {
-        return false;
+        return Pushed::Gone;
     };
     match tx.try_send(event.clone()) {
-        Ok(()) => true,
+        Ok(()) => Pushed::Queued,
         // A connection that is closing unregisters itself.
-        Err(TrySendError::Closed(_)) => false,
+        Err(TrySendError::Closed(_)) => Pushed::Gone,
         Err(TrySendError::Full(_)) => {
             debug!(user = %entry.user, session = id.0, "session too slow; closed");
             entry.tx = None;
-            false
+            Pushed::Closed
         }
     }
 }
@@ -249,7 +312,7 @@ mod tests {
 
     #[test]
     fn first_and_last_sessions_mark_presence_transitions() {
-        let sessions = Sessions::new(4, 16);
+        let (sessions, _closed) = Sessions::new(4, 16);
         let alice = user("alice");
         let (one, _rx1, first) = sessions.register(&alice, DeviceId(0)).unwrap();
         assert!(first);
@@ -264,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_session_that_does_not_drain_its_queue_is_dropped_alone() {
-        let sessions = Sessions::new(2, 16);
+        let (sessions, mut closed) = Sessions::new(2, 16);
         let (alice, bob) = (user("alice"), user("bob"));
         let (_slow, mut slow_rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
         let (_fast, mut fast_rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
@@ -276,6 +339,8 @@ mod tests {
         // The slow session's queue is full: the third push closes it, not the fast one.
         sessions.push_to_user(&alice, &event(&bob), None);
         assert!(fast_rx.try_recv().is_ok());
+        assert_eq!(closed.try_recv().ok(), Some(alice.clone()), "presence hears of it");
+        assert!(sessions.is_online(&alice), "the fast session still counts");
         sessions.push_to_user(&bob, &event(&alice), None);
         assert!(bob_rx.try_recv().is_ok());
         // The slow one ends after what it had queued; the others stay open.
@@ -288,7 +353,7 @@ mod tests {
 
     #[test]
     fn watchers_get_presence_and_forget_it_when_they_leave() {
-        let sessions = Sessions::new(4, 16);
+        let (sessions, _closed) = Sessions::new(4, 16);
         let (alice, bob) = (user("alice"), user("bob"));
         let (watcher, mut rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
         assert!(sessions.watch(watcher, std::slice::from_ref(&bob)));

@@ -311,7 +311,7 @@ mod tests {
             assert!(Username::parse(ok).is_ok(), "{ok}");
         }
         for bad in ["", "Bob", "a b", "a@b", "é", &"x".repeat(33)] {
-            assert!(Username::parse(bad).is_err(), "{bad}");
+            assert!(matches!(Username::parse(bad), Err(IdError::Username { max: 32, .. })), "{bad}");
         }
     }
 
@@ -324,8 +324,24 @@ mod tests {
         assert_eq!(remote.server(), "beta:8443");
         assert_eq!(remote.name(), "carol");
         assert!(bob.is_on(&home));
-        for bad in ["@", "bob@", "@alpha", "bob@Alpha", "bob@alpha:0", "bob@alpha:x", "bob@-a"] {
-            assert!(UserId::parse(bad).is_err(), "{bad}");
+        // Each refused for the part that is wrong.
+        for (bad, part) in [
+            ("bob", "user id"),
+            ("@", "username"),
+            ("@alpha", "username"),
+            ("bob@", "server name"),
+            ("bob@Alpha", "server name"),
+            ("bob@alpha:0", "server name"),
+            ("bob@alpha:x", "server name"),
+            ("bob@-a", "server name"),
+        ] {
+            let why = match UserId::parse(bad) {
+                Err(IdError::UserId(_)) => "user id",
+                Err(IdError::Username { .. }) => "username",
+                Err(IdError::ServerName { .. }) => "server name",
+                other => panic!("{bad}: {other:?}"),
+            };
+            assert_eq!(why, part, "{bad}");
         }
     }
 
@@ -336,14 +352,14 @@ mod tests {
         assert!(a < b);
         assert!(a.to_string() < b.to_string(), "text order matches creation order");
         assert_eq!(MessageId::parse(&a.to_string()).unwrap(), a);
-        assert!(MessageId::parse("not-a-uuid").is_err());
+        assert_eq!(MessageId::parse("not-a-uuid"), Err(IdError::MessageId("not-a-uuid".into())));
     }
 
     #[test]
     fn client_message_ids_are_bounded() {
-        assert!(ClientMessageId::parse("c-1").is_ok());
-        assert!(ClientMessageId::parse("").is_err());
-        assert!(ClientMessageId::parse("has space").is_err());
-        assert!(ClientMessageId::parse(&"x".repeat(129)).is_err());
+        assert_eq!(ClientMessageId::parse("c-1").map(|id| id.to_string()), Ok("c-1".to_owned()));
+        for (bad, got) in [("", 0), ("has space", 9), (&"x".repeat(129), 129)] {
+            assert_eq!(ClientMessageId::parse(bad), Err(IdError::ClientMessageId { got, max: 128 }), "{bad:?}");
+        }
     }
 }

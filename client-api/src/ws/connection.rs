@@ -35,6 +35,8 @@ mod close_code {
     pub(super) const TRY_AGAIN_LATER: u16 = 1013;
     /// The client stopped answering pings.
     pub(super) const TIMEOUT: u16 = 4000;
+    /// The token the connection was opened with expired: log in again, then reconnect.
+    pub(super) const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// How long a closing connection waits for the client's close frame.
@@ -79,10 +81,18 @@ struct Connection {
     in_flight: FuturesUnordered<futures_util::future::BoxFuture<'static, Answer>>,
     /// When the client last sent anything (pongs included).
     last_heard: Instant,
+    /// When the token the connection was opened with stops being accepted.
+    token_until: std::time::SystemTime,
 }
 
 /// Serves one authenticated WebSocket until it closes.
-pub(crate) async fn serve(socket: WebSocket, caller: Caller, session: Session, state: ApiState) {
+pub(crate) async fn serve(
+    socket: WebSocket,
+    caller: Caller,
+    token_until: std::time::SystemTime,
+    session: Session,
+    state: ApiState,
+) {
     let mut conn = Connection {
         socket,
         caller,
@@ -90,6 +100,7 @@ pub(crate) async fn serve(socket: WebSocket, caller: Caller, session: Session, s
         sent: HashSet::new(),
         in_flight: FuturesUnordered::new(),
         last_heard: Instant::now(),
+        token_until,
     };
     let end = conn.run(session).await;
     debug!(user = %conn.caller.user, device = %conn.caller.device, %end, "websocket closed");
@@ -144,12 +155,20 @@ impl Connection {
         let every = self.state.ws.ping_interval;
         let mut ping = tokio::time::interval_at(Instant::now() + every, every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // A token is checked once, at the upgrade; the connection ends when it would no longer
+        // be accepted, as a REST request with it would be refused then.
+        let valid_for = self.token_until.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        let token_expiry = tokio::time::sleep(valid_for);
+        tokio::pin!(token_expiry);
         let shutdown = self.state.shutdown.clone();
         loop {
             let may_read = self.in_flight.len() < self.state.ws.max_in_flight;
             let step = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Err(End::ServerClosed(close_code::GOING_AWAY, "server shutting down")),
+                () = &mut token_expiry => {
+                    Err(End::ServerClosed(close_code::TOKEN_EXPIRED, "token expired; log in again"))
+                }
                 event = session.events.recv() => match event {
                     Some(event) => self.push(event).await,
                     None => Err(End::ServerClosed(close_code::TRY_AGAIN_LATER, "session ended; reconnect")),

@@ -43,7 +43,7 @@ pub(crate) async fn upgrade(
     auth: WsAuthUser,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let caller = auth.into_caller();
+    let (caller, until) = auth.into_parts();
     // The session opens before the upgrade, so a refusal (a removed device, a store that does
     // not answer) is an HTTP error the client can read, not a socket closed at once.
     let slot = state
@@ -60,7 +60,7 @@ pub(crate) async fn upgrade(
         .max_frame_size(SOCKET_FRAME_CAP)
         .on_upgrade(move |socket| {
             connections.track_future(async move {
-                connection::serve(socket, caller, session, state).await;
+                connection::serve(socket, caller, until, session, state).await;
                 drop(slot);
             })
         }))

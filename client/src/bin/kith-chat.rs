@@ -294,6 +294,7 @@ fn explain(e: &anyhow::Error, server_hint: Option<&str>) -> String {
 fn explain_client(e: &ClientError, server: &str) -> String {
     match e {
         ClientError::Transport(reason) => format!("cannot reach {server}: {reason}"),
+        ClientError::TimedOut(what) => format!("{server} did not answer in time: {what}"),
         ClientError::Api { code: ErrorCode::InvalidCredentials, .. } => "wrong username or password".into(),
         ClientError::Api { code: ErrorCode::TokenExpired | ErrorCode::InvalidToken, .. } => {
             "your login has expired or is not valid on this server; run `kith-chat login <name>`".into()
@@ -398,7 +399,9 @@ fn print_event(event: &Event, json: bool) {
 /// Whether reconnecting may help.
 fn transient(e: &MessengerError) -> bool {
     match e {
-        MessengerError::Client(ClientError::Transport(_) | ClientError::Closed { .. }) => true,
+        MessengerError::Client(ClientError::Transport(_) | ClientError::TimedOut(_) | ClientError::Closed { .. }) => {
+            true
+        }
         MessengerError::Client(ClientError::Api { status, .. }) => *status >= 500 || *status == 429,
         MessengerError::Queued(_) | MessengerError::Timeout(_) => true,
         _ => false,

@@ -9,6 +9,7 @@
 //! throughput, and nothing is acknowledged before it is durable.
 
 mod bulk;
+pub mod durability;
 mod engine;
 pub(crate) mod envelopes;
 mod handoff;
@@ -189,6 +190,9 @@ pub enum StoreError {
     /// Schema migration failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database would not flush commits before acknowledging them.
+    #[error(transparent)]
+    NotDurable(#[from] durability::NotDurable),
 }
 
 /// An account to create.

@@ -30,8 +30,6 @@ pub(crate) async fn open_postgres(
 ) -> Result<SqlStore<Postgres>, StoreError> {
     // The bulk writer's statements come in a few fixed sizes (see `bulk`); all stay prepared.
     let connect = PgConnectOptions::from_str(url)?.application_name("kith").statement_cache_capacity(256);
-    let description =
-        format!("postgres {}:{}/{}", connect.get_host(), connect.get_port(), connect.get_database().unwrap_or(""));
     let writers = options.writers.max(1);
     // Writers and readers have pools of their own, so that a storm of reads (thousands of
     // clients replaying what is pending after a restart) never keeps a commit waiting.
@@ -44,6 +42,14 @@ pub(crate) async fn open_postgres(
         Some(Instances::Tool) | None => None,
         Some(instances) => Some(Guard::Postgres(Box::new(PgLocks::take(connect.clone(), instances).await?))),
     };
+    // Durable only if commits wait for their WAL flush (read back over a writer connection).
+    let synchronous_commit = super::durability::postgres(&write).await?;
+    let description = format!(
+        "postgres {}:{}/{} (synchronous_commit={synchronous_commit})",
+        connect.get_host(),
+        connect.get_port(),
+        connect.get_database().unwrap_or("")
+    );
     let read = PgPoolOptions::new().max_connections(options.read_connections.max(1)).connect_with(connect).await?;
     SqlStore::start(read, write, writers, options, local, placement, guard, description).await
 }

@@ -1,6 +1,6 @@
-//! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL`, a single
-//! group-commit writer (SQLite has one writer anyway) and a pool of readers. One process may
-//! open it (a lock file beside it says so).
+//! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL` (read back at
+//! open), a single group-commit writer (SQLite has one writer anyway) and a pool of readers.
+//! One process may open it (a lock file beside it says so).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,7 +39,6 @@ pub(crate) async fn open_sqlite(
         .pragma("temp_store", "memory")
         .pragma("cache_size", "-65536")
         .foreign_keys(true);
-    let description = format!("sqlite {}", connect.get_filename().display());
     let guard = Guard::sqlite(connect.get_filename(), instances)?;
 
     // Checkpoint (copy the WAL into the database) every ~40 MB of WAL rather than SQLite's
@@ -48,6 +47,8 @@ pub(crate) async fn open_sqlite(
     let writer = connect.clone().pragma("wal_autocheckpoint", "10000");
     let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(writer).await?;
     MIGRATOR.run(&write).await?;
+    let synchronous = super::durability::sqlite(&write).await?;
+    let description = format!("sqlite {} (synchronous={synchronous})", connect.get_filename().display());
     let read = SqlitePoolOptions::new()
         .max_connections(options.read_connections.max(1))
         .connect_with(connect.read_only(true))

@@ -4,7 +4,10 @@ use anyhow::Result;
 use kith_client::ClientError;
 use kith_proto::ErrorCode;
 
-use crate::harness::{PASSWORD, TestNode};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use crate::harness::{Attempt, PASSWORD, TestNode, refilled_since, run_kith, spend_allowance};
 
 fn code(result: Result<kith_client::Authed, ClientError>) -> (u16, ErrorCode) {
     match result {
@@ -25,7 +28,8 @@ async fn registering_checks_names_passwords_and_uniqueness() -> Result<()> {
     assert_eq!(code(client.register(&"a".repeat(33), PASSWORD).await), (400, ErrorCode::InvalidRequest));
     assert_eq!(code(client.register("bob", "short").await), (400, ErrorCode::InvalidRequest));
     assert_eq!(code(client.register("bob", &"p".repeat(257)).await), (400, ErrorCode::InvalidRequest));
-    assert!(client.register("b.o_b-1", &"p".repeat(256)).await.is_ok());
+    let longest = client.register("b.o_b-1", &"p".repeat(256)).await?;
+    assert_eq!(longest.user_id().as_str(), "b.o_b-1@test");
     Ok(())
 }
 
@@ -54,28 +58,69 @@ async fn login_gives_the_same_answer_for_unknown_users_and_wrong_passwords() -> 
 }
 
 #[tokio::test]
-async fn account_requests_are_rate_limited_per_address() -> Result<()> {
-    let node =
-        TestNode::start_with(crate::harness::Backend::Sqlite, &["--account-rate", "1", "--account-burst", "2"]).await?;
+async fn account_requests_are_rate_limited_per_address_and_other_addresses_are_not() -> Result<()> {
+    let (rate, burst) = (1, 3);
+    let node = TestNode::start_with(
+        crate::harness::Backend::Sqlite,
+        &["--account-rate", &rate.to_string(), "--account-burst", &burst.to_string()],
+    )
+    .await?;
     let client = node.client();
-    // All at once, so that the allowance cannot refill between them however slow hashing is.
-    let (alice, bob, carol) = tokio::join!(
-        client.register("alice", PASSWORD),
-        client.register("bob", PASSWORD),
-        client.register("carol", PASSWORD)
-    );
-    let answers = [alice, bob, carol];
-    let limited: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
-    assert_eq!(limited.len(), 1, "{answers:?}");
-    assert!(
-        matches!(limited[0], Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. })),
-        "{answers:?}"
-    );
+    // Requests refused for their content (no hashing, so cheap) spend the allowance too.
+    let refused = spend_allowance(burst, rate, async |_| match client.register("Not A Name", PASSWORD).await {
+        Err(ClientError::Api { status: 400, code: ErrorCode::InvalidRequest, .. }) => Ok(Attempt::Accepted),
+        Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. }) => Ok(Attempt::Limited),
+        other => anyhow::bail!("expected 400 or 429, got {other:?}"),
+    })
+    .await?;
+    // A good registration from the same address is refused too (unless a refill came since).
+    let alice = client.register("alice", PASSWORD).await;
+    if !refilled_since(refused, rate) {
+        assert!(matches!(alice, Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. })), "{alice:?}");
+    }
+    // Another address has its own allowance.
+    let other_address = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .timeout(crate::harness::PATIENCE)
+        .build()?;
+    let response = other_address
+        .post(node.url("/api/v1/register"))
+        .json(&serde_json::json!({"username": "bob", "password": PASSWORD}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 201, "{}", response.text().await?);
     Ok(())
 }
 
+/// `kith user import` into the node's store, from a file.
+async fn import(node: &TestNode, file: &Path) -> Result<std::process::Output> {
+    let (data_dir, database_url) = (node.data_dir().as_os_str(), node.database_url());
+    let args: [&OsStr; 9] = [
+        "user".as_ref(),
+        "import".as_ref(),
+        "--server-name".as_ref(),
+        "test".as_ref(),
+        "--data-dir".as_ref(),
+        data_dir,
+        "--database-url".as_ref(),
+        database_url.as_ref(),
+        file.as_os_str(),
+    ];
+    run_kith(&args, &[]).await
+}
+
+fn import_file(dir: &Path, name: &str, lines: &[serde_json::Value]) -> Result<PathBuf> {
+    let path = dir.join(name);
+    std::fs::write(&path, lines.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    Ok(path)
+}
+
+fn invalid_credentials(result: Result<kith_client::Authed, ClientError>) -> bool {
+    matches!(result, Err(ClientError::Api { status: 401, code: ErrorCode::InvalidCredentials, .. }))
+}
+
 #[tokio::test]
-async fn imported_users_can_log_in_and_bad_hashes_are_refused() -> Result<()> {
+async fn imported_users_can_log_in_and_files_with_bad_or_repeated_lines_import_nothing() -> Result<()> {
     let mut node = TestNode::start().await?;
     // A hash made by the node itself, as another server would have stored it.
     node.user("template").await?;
@@ -88,43 +133,35 @@ async fn imported_users_can_log_in_and_bad_hashes_are_refused() -> Result<()> {
         hash
     };
     node.kill().await?;
+    let line = |name: &str, hash: &str| serde_json::json!({"username": name, "passwordHash": hash});
 
     let dir = tempfile::tempdir()?;
-    let good = dir.path().join("users.jsonl");
-    let lines: Vec<String> = (0..300)
-        .map(|i| serde_json::json!({"username": format!("user{i}"), "passwordHash": hash}).to_string())
-        .collect();
-    std::fs::write(&good, lines.join("\n"))?;
-    let import = |file: &std::path::Path| {
-        std::process::Command::new(TestNode::binary())
-            .args(["user", "import", "--server-name", "test", "--data-dir"])
-            .arg(node.data_dir())
-            .arg("--database-url")
-            .arg(node.database_url())
-            .arg(file)
-            .output()
-    };
-    let out = import(&good)?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let good: Vec<_> = (0..300).map(|i| line(&format!("user{i}"), &hash)).collect();
+    let out = import(&node, &import_file(dir.path(), "users.jsonl", &good)?).await?;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 
-    let bad = dir.path().join("bad.jsonl");
-    std::fs::write(
-        &bad,
-        [
-            serde_json::json!({"username": "ok", "passwordHash": hash}).to_string(),
-            serde_json::json!({"username": "md5", "passwordHash": "$1$abc$def"}).to_string(),
-            serde_json::json!({"username": "Bad Name", "passwordHash": hash}).to_string(),
-        ]
-        .join("\n"),
-    )?;
-    let out = import(&bad)?;
+    let bad = [line("ok", &hash), line("md5", "$1$abc$def"), line("Bad Name", &hash)];
+    let out = import(&node, &import_file(dir.path(), "bad.jsonl", &bad)?).await?;
     let output = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());
     assert!(output.contains("line 2") && output.contains("line 3"), "{output}");
 
+    // The same user twice in one file (say, two exports concatenated) is refused too: which
+    // password should win is not the importer's guess to make.
+    let repeated = [line("dana", &hash), line("erik", &hash), line("dana", &hash)];
+    let out = import(&node, &import_file(dir.path(), "repeated.jsonl", &repeated)?).await?;
+    let output = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{output}");
+    assert!(output.contains("line 3") && output.contains("line 1") && output.contains("dana"), "{output}");
+
     node.restart().await?;
     let user = node.client().login("user299", PASSWORD).await?;
     assert_eq!(user.user_id().as_str(), "user299@test");
-    assert!(node.client().login("ok", PASSWORD).await.is_err(), "a file with bad lines imports nothing");
+    for name in ["ok", "dana", "erik"] {
+        assert!(
+            invalid_credentials(node.client().login(name, PASSWORD).await),
+            "{name}: a file with bad lines imports nothing"
+        );
+    }
     Ok(())
 }

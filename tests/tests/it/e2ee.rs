@@ -318,7 +318,7 @@ async fn a_changed_identity_is_announced_loudly_and_blocks_sending_until_trusted
 
 #[tokio::test]
 async fn failures_are_one_clear_line() -> Result<()> {
-    let mut node = TestNode::start().await?;
+    let node = TestNode::start().await?;
     let alice = ChatUser::register(&node, "alice").await?;
     ChatUser::register(&node, "bob").await?;
 
@@ -333,13 +333,17 @@ async fn failures_are_one_clear_line() -> Result<()> {
         again.stderr.starts_with("error: the profile in ") && again.stderr.contains("already belongs to alice@test")
     );
 
-    node.kill().await?;
-    let down = alice.run(&["send", "bob", "hi"]).await?;
+    // A server that is not there: a port held by a socket that does not listen, so nothing
+    // else can take it meanwhile (as a freed port could be) and every connection is refused.
+    let nobody = tokio::net::TcpSocket::new_v4()?;
+    nobody.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let down_at = format!("http://{}", nobody.local_addr()?);
+    let down = alice.run_at(&down_at, &["send", "bob", "hi"]).await?;
     assert!(!down.success);
-    let expected = format!("error: cannot reach http://{}: connection refused", node.addr);
+    let expected = format!("error: cannot reach {down_at}: connection refused");
     assert!(down.stderr.starts_with(&expected), "{}", down.stderr);
     assert_eq!(down.stderr.lines().count(), 1, "{}", down.stderr);
-    let listen = alice.run(&["listen"]).await?;
+    let listen = alice.run_at(&down_at, &["listen"]).await?;
     assert!(!listen.success);
     assert!(listen.stderr.starts_with(&expected), "{}", listen.stderr);
     Ok(())

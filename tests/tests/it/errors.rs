@@ -11,7 +11,10 @@ use reqwest::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::harness::{TestNode, frame_where, message, next_frame, send};
+use crate::harness::{
+    Attempt, PATIENCE, TestNode, closed, frame_where, http, message, next_any, next_frame, refilled_since, send,
+    spend_allowance,
+};
 
 /// A raw request's status and error code.
 async fn error_of(response: reqwest::Response) -> Result<(StatusCode, ErrorCode, String)> {
@@ -38,7 +41,7 @@ async fn rest_errors_are_json_with_the_documented_status() -> Result<()> {
     let node = TestNode::start().await?;
     let alice = node.user("alice").await?;
     node.user("bob").await?;
-    let http = reqwest::Client::new();
+    let http = http();
     let messages = node.url("/api/v1/messages");
 
     let malformed = http
@@ -122,7 +125,7 @@ async fn a_third_user_can_neither_read_nor_send_as_the_pair() -> Result<()> {
     }
 
     // Sending as alice with carol's token.
-    let http = reqwest::Client::new();
+    let http = http();
     let spoof = http
         .post(node.url("/api/v1/messages"))
         .bearer_auth(carol.token())
@@ -133,10 +136,18 @@ async fn a_third_user_can_neither_read_nor_send_as_the_pair() -> Result<()> {
 
     // Acknowledging or reading someone else's message.
     let mut carol_ws = carol.connect().await?;
-    carol_ws.send(&ClientFrame::Read { message_id: secret.message_id }).await?;
-    let refused = next_frame(&mut carol_ws).await?;
-    assert!(matches!(refused, ServerFrame::Error { code: ErrorCode::NotFound, .. }), "{refused:?}");
+    for frame in
+        [ClientFrame::Ack { message_id: secret.message_id }, ClientFrame::Read { message_id: secret.message_id }]
+    {
+        carol_ws.send(&frame).await?;
+        let refused = next_frame(&mut carol_ws).await?;
+        assert!(matches!(refused, ServerFrame::Error { code: ErrorCode::NotFound, .. }), "{frame:?}: {refused:?}");
+    }
     assert_eq!(bob.history("alice", None, None).await?.messages[0].status, kith_proto::MessageStatus::Sent);
+    assert_eq!(alice.history("bob", None, None).await?.messages[0].status, kith_proto::MessageStatus::Sent);
+    // And bob's copy is still pending for him.
+    let mut bob_ws = bob.connect().await?;
+    assert_eq!(frame_where(&mut bob_ws, message).await?.message_id, secret.message_id);
     // The sender cannot mark their own message read either.
     let mut alice_ws = alice.connect().await?;
     alice_ws.send(&ClientFrame::Read { message_id: secret.message_id }).await?;
@@ -188,12 +199,9 @@ async fn an_oversized_frame_closes_that_socket_with_1009_and_no_other() -> Resul
     let mut bob_ws = bob.connect().await?;
     let mut alice_ws = alice.connect().await?;
 
-    assert_eq!(alice_ws.next_frame().await?, ServerFrame::Synced);
+    assert_eq!(next_any(&mut alice_ws).await?, ServerFrame::Synced);
     alice_ws.send_text("x".repeat(MAX_WS_FRAME_BYTES + 1)).await?;
-    match alice_ws.next_frame().await {
-        Err(ClientError::Closed { code, .. }) => assert_eq!(code, 1009),
-        other => panic!("expected close 1009, got {other:?}"),
-    }
+    assert_eq!(closed(&mut alice_ws).await?.0, 1009, "message too big");
 
     // Bob's session is untouched, and alice can reconnect.
     let mut again = alice.connect().await?;
@@ -208,7 +216,9 @@ async fn the_websocket_takes_the_token_as_a_query_parameter_and_refuses_without_
     let alice = node.user("alice").await?;
     let ws_url = format!("ws://{}/api/v1/ws", node.addr);
 
-    let refused = tokio_tungstenite::connect_async(ws_url.as_str().into_client_request()?).await;
+    let refused =
+        tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(ws_url.as_str().into_client_request()?))
+            .await?;
     match refused {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), 401);
@@ -218,7 +228,9 @@ async fn the_websocket_takes_the_token_as_a_query_parameter_and_refuses_without_
         other => panic!("expected 401, got {other:?}"),
     }
 
-    let (mut socket, _) = tokio_tungstenite::connect_async(format!("{ws_url}?token={}", alice.token())).await?;
+    let (mut socket, _) =
+        tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(format!("{ws_url}?token={}", alice.token())))
+            .await??;
     socket.send(Message::Text("{\"type\":\"presence.subscribe\",\"userIds\":[\"alice\"]}".into())).await?;
     let synced = next_text(&mut socket).await?;
     assert!(synced.contains("\"synced\""), "{synced}");
@@ -233,7 +245,7 @@ where
     S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     loop {
-        match tokio::time::timeout(crate::harness::PATIENCE, socket.next()).await? {
+        match tokio::time::timeout(PATIENCE, socket.next()).await? {
             Some(Ok(Message::Text(text))) => return Ok(text.to_string()),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             other => anyhow::bail!("expected a text frame, got {other:?}"),
@@ -241,23 +253,76 @@ where
     }
 }
 
+/// A REST send against the rate limit.
+async fn rest_attempt(sender: &kith_client::Authed, receiver: &str, text: String) -> Result<Attempt> {
+    match sender.send_message(receiver, &text, None).await {
+        Ok(_) => Ok(Attempt::Accepted),
+        Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. }) => Ok(Attempt::Limited),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A WebSocket send against the rate limit: `sent`, or an `error` frame for this send.
+async fn ws_attempt(ws: &mut kith_client::Connection, client_message_id: &str, receiver: &str) -> Result<Attempt> {
+    ws.send(&send(client_message_id, receiver, "over the socket")).await?;
+    frame_where(ws, |frame| match frame {
+        ServerFrame::Sent { client_message_id: id, .. } if id == client_message_id => Some(Ok(Attempt::Accepted)),
+        ServerFrame::Error { code, client_message_id: Some(id), .. } if id == client_message_id => {
+            Some(if code == ErrorCode::RateLimited { Ok(Attempt::Limited) } else { Err(anyhow::anyhow!("{code:?}")) })
+        }
+        _ => None,
+    })
+    .await?
+}
+
+const MESSAGE_RATE: u32 = 1;
+const MESSAGE_BURST: u32 = 3;
+
+async fn rate_limited_node() -> Result<TestNode> {
+    let (rate, burst) = (MESSAGE_RATE.to_string(), MESSAGE_BURST.to_string());
+    TestNode::start_with(crate::harness::Backend::Sqlite, &["--message-rate", &rate, "--message-burst", &burst]).await
+}
+
 #[tokio::test]
-async fn sending_too_fast_is_rate_limited_per_user() -> Result<()> {
-    let node =
-        TestNode::start_with(crate::harness::Backend::Sqlite, &["--message-rate", "1", "--message-burst", "3"]).await?;
+async fn sending_too_fast_over_rest_is_limited_per_user_and_the_websocket_shares_the_allowance() -> Result<()> {
+    let node = rate_limited_node().await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
-    // All at once, so that the allowance cannot refill between them however slow commits are.
-    let texts: Vec<String> = (0..4).map(|i| i.to_string()).collect();
-    let answers = futures_util::future::join_all(texts.iter().map(|t| alice.send_message("bob", t, None))).await;
-    let limited: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
-    assert_eq!(limited.len(), 1, "{answers:?}");
-    assert!(
-        matches!(limited[0], Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. })),
-        "{answers:?}"
-    );
+    let mut alice_ws = alice.connect().await?;
+    let refused =
+        spend_allowance(MESSAGE_BURST, MESSAGE_RATE, async |n| rest_attempt(&alice, "bob", format!("rest {n}")).await)
+            .await?;
+    // The socket draws on the same allowance: its send right after is refused too.
+    let over_ws = ws_attempt(&mut alice_ws, "ws-1", "bob").await?;
+    if !refilled_since(refused, MESSAGE_RATE) {
+        assert_eq!(over_ws, Attempt::Limited, "a WebSocket send right after REST spent the allowance");
+    }
     // Bob has his own allowance.
     bob.send_message("alice", "hi", None).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn sending_too_fast_over_the_websocket_gets_an_error_frame_the_connection_stays_up_and_rest_shares_it()
+-> Result<()> {
+    let node = rate_limited_node().await?;
+    let carol = node.user("carol").await?;
+    let dave = node.user("dave").await?;
+    let mut carol_ws = carol.connect().await?;
+    let mut dave_ws = dave.connect().await?;
+    let refused = spend_allowance(MESSAGE_BURST, MESSAGE_RATE, async |n| {
+        ws_attempt(&mut carol_ws, &format!("ws-{n}"), "dave").await
+    })
+    .await?;
+    // REST right after is refused too.
+    let over_rest = rest_attempt(&carol, "dave", "over REST".into()).await?;
+    if !refilled_since(refused, MESSAGE_RATE) {
+        assert_eq!(over_rest, Attempt::Limited, "a REST send right after the socket spent the allowance");
+    }
+    // The limited socket still works, and dave, with his own allowance, sends on his.
+    carol_ws.send(&ClientFrame::Read { message_id: kith_proto::MessageId::now() }).await?;
+    assert!(matches!(next_frame(&mut carol_ws).await?, ServerFrame::Error { code: ErrorCode::NotFound, .. }));
+    assert_eq!(ws_attempt(&mut dave_ws, "d-1", "carol").await?, Attempt::Accepted);
     Ok(())
 }
 

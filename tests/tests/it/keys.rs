@@ -12,14 +12,14 @@ use kith_proto::keys::KeyUpload;
 use kith_proto::{DeviceId, ErrorCode, ServerFrame};
 use rand_core::UnwrapErr;
 
-use crate::harness::{Backend, PASSWORD, TestNode, frame_where};
+use crate::harness::{Attempt, Backend, PASSWORD, TestNode, frame_where, spend_allowance};
 
-fn rng() -> UnwrapErr<getrandom::SysRng> {
+pub fn rng() -> UnwrapErr<getrandom::SysRng> {
     UnwrapErr(getrandom::SysRng)
 }
 
 /// A device's keys and the upload that publishes them.
-fn keys(identity: &DeviceIdentity, first_prekey: u32, prekeys: u32) -> Result<KeyUpload> {
+pub fn keys(identity: &DeviceIdentity, first_prekey: u32, prekeys: u32) -> Result<KeyUpload> {
     let signed = SignedPreKey::generate(1, identity, &mut rng());
     let one_time = OneTimePreKey::generate_batch(first_prekey, prekeys, &mut rng())?;
     Ok(KeyUpload {
@@ -113,17 +113,31 @@ async fn forged_or_malformed_keys_are_refused() -> Result<()> {
 }
 
 #[tokio::test]
-async fn claims_are_rate_limited_per_caller() -> Result<()> {
-    let node = TestNode::start_with(Backend::Sqlite, &["--key-claim-rate", "1", "--key-claim-burst", "3"]).await?;
+async fn claims_are_rate_limited_per_caller_a_refused_claim_takes_nothing_and_others_still_claim() -> Result<()> {
+    let (rate, burst) = (1, 3);
+    let node = TestNode::start_with(
+        Backend::Sqlite,
+        &["--key-claim-rate", &rate.to_string(), "--key-claim-burst", &burst.to_string()],
+    )
+    .await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
+    let carol = node.user("carol").await?;
     bob.publish_keys(&keys(&DeviceIdentity::generate(&mut rng()), 0, 50)?).await?;
-    // All at once, so that the allowance cannot refill between them however slow commits are.
-    let answers = futures_util::future::join_all((0..4).map(|_| alice.claim_keys("bob"))).await;
-    let limited: Vec<_> = answers.iter().filter(|a| a.is_err()).collect();
-    assert_eq!(limited.len(), 1, "{answers:?}");
-    assert!(matches!(limited[0], Err(ClientError::Api { status: 429, .. })), "{answers:?}");
-    assert_eq!(bob.key_count().await?.one_time_pre_keys, 47, "a limited claim takes nothing");
+    let mut claimed = 0u32;
+    spend_allowance(burst, rate, async |_| match alice.claim_keys("bob").await {
+        Ok(bundles) => {
+            claimed += u32::try_from(bundles.devices.len())?;
+            Ok(Attempt::Accepted)
+        }
+        Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. }) => Ok(Attempt::Limited),
+        Err(e) => Err(e.into()),
+    })
+    .await?;
+    assert_eq!(bob.key_count().await?.one_time_pre_keys, 50 - claimed, "a refused claim takes nothing");
+    // Carol has her own allowance.
+    assert_eq!(claim(&carol, "bob").await?.len(), 1);
+    assert_eq!(bob.key_count().await?.one_time_pre_keys, 50 - claimed - 1);
     Ok(())
 }
 

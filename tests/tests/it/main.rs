@@ -8,6 +8,7 @@ mod instances;
 
 mod accounts;
 mod bench_smoke;
+mod config;
 mod durability;
 mod e2ee;
 mod errors;
@@ -17,7 +18,9 @@ mod federation_faults;
 mod history;
 mod keys;
 mod messaging;
+mod operations;
 mod presence;
 mod receipts;
 mod scale;
+mod sessions;
 mod store;

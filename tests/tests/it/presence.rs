@@ -4,7 +4,7 @@
 use anyhow::Result;
 use kith_proto::{ClientFrame, PresenceStatus, PresenceView, ServerFrame};
 
-use crate::harness::{Backend, TestNode, frame_where};
+use crate::harness::{Backend, TestNode, eventually, frame_where};
 
 fn presence(frame: ServerFrame) -> Option<PresenceView> {
     match frame {
@@ -47,22 +47,22 @@ async fn presence_flips_online_then_offline_with_last_seen() -> Result<()> {
 
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_goes_offline() -> Result<()> {
+    // Short timings, yet nothing here races them: only bob's silent socket is on a clock, and
+    // alice asks over REST until she sees the outcome. (The exact timing is a unit test of
+    // the WebSocket loop, on paused time, in kith-client-api.)
     let node =
         TestNode::start_with(Backend::Sqlite, &["--ws-ping-interval", "200ms", "--ws-idle-timeout", "1s"]).await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
-    let mut alice_ws = alice.connect().await?;
-    alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
-    assert_eq!(frame_where(&mut alice_ws, presence).await?.status, PresenceStatus::Offline);
-
     // Bob connects and then never reads again, so his client never answers a ping.
-    // Alice keeps reading meanwhile: her client answers pings only while it reads.
-    let (silent, online) = tokio::join!(bob.connect(), frame_where(&mut alice_ws, presence));
-    let silent = silent?;
-    assert_eq!(online?.status, PresenceStatus::Online);
-    let offline = frame_where(&mut alice_ws, presence).await?;
-    assert_eq!(offline.status, PresenceStatus::Offline);
-    assert!(offline.last_seen.is_some());
+    let silent = bob.connect().await?;
+    assert_eq!(alice.presence("bob").await?.status, PresenceStatus::Online);
+    let offline = eventually("bob is offline", async || {
+        let seen = alice.presence("bob").await?;
+        Ok(if seen.status == PresenceStatus::Offline { Ok(seen) } else { Err(seen) })
+    })
+    .await?;
+    assert!(offline.last_seen.is_some(), "{offline:?}");
     drop(silent);
     Ok(())
 }
@@ -100,6 +100,16 @@ async fn everyone_is_offline_after_a_crash() -> Result<()> {
     let mut alice_ws = alice.connect().await?;
     alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
     assert_eq!(frame_where(&mut alice_ws, presence).await?.status, PresenceStatus::Online);
+    // Bob's presence is written to the store after it is shown; wait for that write, or the
+    // kill below would race it.
+    let pool = sqlx::SqlitePool::connect(&format!("{}?mode=ro", node.database_url())).await?;
+    eventually("bob is online in the store", async || {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM users WHERE user_id = 'bob@test'").fetch_one(&pool).await?;
+        Ok(if status == "online" { Ok(()) } else { Err(status) })
+    })
+    .await?;
+    pool.close().await;
     node.kill().await?;
     node.restart().await?;
     let after = node.client().login("alice", crate::harness::PASSWORD).await?.presence("bob").await?;

@@ -28,7 +28,7 @@ macro_rules! on_every_store {
             #[tokio::test]
             async fn postgres() -> anyhow::Result<()> {
                 match crate::harness::Backend::postgres().await {
-                    Some(super::Backend::Postgres(url)) => super::$name(super::open(&url).await?).await,
+                    Some(super::Backend::Postgres(schema)) => super::$name(super::open(schema.url()).await?).await,
                     _ => Ok(()),
                 }
             }
@@ -37,7 +37,9 @@ macro_rules! on_every_store {
             #[tokio::test]
             async fn postgres_shards() -> anyhow::Result<()> {
                 match super::shards(4).await {
-                    Some(urls) => super::$name(super::open_at(kith_node::store::Location::Shards(urls)).await?).await,
+                    Some((urls, _schemas)) => {
+                        super::$name(super::open_at(kith_node::store::Location::Shards(urls)).await?).await
+                    }
                     None => Ok(()),
                 }
             }
@@ -62,16 +64,11 @@ on_every_store!(
     a_message_between_shards_is_in_both_mailboxes_and_its_receipts_reach_back,
 );
 
-/// Fresh PostgreSQL schemas for `n` shards, or `None` (said why) without PostgreSQL.
-async fn shards(n: usize) -> Option<Vec<String>> {
-    let mut urls = Vec::with_capacity(n);
-    for _ in 0..n {
-        match Backend::postgres().await {
-            Some(Backend::Postgres(url)) => urls.push(url),
-            _ => return None,
-        }
-    }
-    Some(urls)
+/// Fresh PostgreSQL schemas for `n` shards (kept while the handles live), or `None` (said
+/// why) without PostgreSQL.
+async fn shards(n: usize) -> Option<(Vec<String>, Vec<std::sync::Arc<crate::harness::PgSchema>>)> {
+    let schemas = crate::instances::shards(n).await?;
+    Some((schemas.iter().map(|s| s.url().to_owned()).collect(), schemas))
 }
 
 /// Opens a store holding the accounts the tests use, each with device 0.
@@ -532,7 +529,7 @@ async fn a_message_between_shards_is_in_both_mailboxes_and_its_receipts_reach_ba
 /// completes it, once, however often it runs or the hand-off is replayed.
 #[tokio::test]
 async fn hand_offs_a_crash_left_are_completed_once() -> Result<()> {
-    let Some(urls) = shards(4).await else { return Ok(()) };
+    let Some((urls, _schemas)) = shards(4).await else { return Ok(()) };
     let store = open_at(store::Location::Shards(urls.clone())).await?;
     let (alice, carol) = (user("alice"), user("carol"));
     let id = MessageId::now();
@@ -583,7 +580,7 @@ async fn hand_offs_a_crash_left_are_completed_once() -> Result<()> {
 /// the shard.
 #[tokio::test]
 async fn a_shard_list_of_another_size_or_order_is_refused() -> Result<()> {
-    let Some(urls) = shards(3).await else { return Ok(()) };
+    let Some((urls, _schemas)) = shards(3).await else { return Ok(()) };
     open_at(store::Location::Shards(urls.clone())).await?.close().await;
     let refused = |location| async move {
         match store::open(&location, &StoreOptions::default(), &server("test"), store::Instances::Alone).await {
