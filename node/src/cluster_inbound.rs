@@ -36,8 +36,14 @@ async fn handle(state: &AppState, event: Incoming) {
             if state.sessions.is_watched(&user) {
                 state.sessions.push_to_watchers(&user, &event);
             } else {
-                // Its watchers here left: stop receiving these.
+                // Its watchers here left: stop receiving these. A session that started watching
+                // meanwhile registered here before telling Redis, so looking again after
+                // leaving settles it either way.
                 state.cluster.unwatch(&user).await;
+                if state.sessions.is_watched(&user) {
+                    state.cluster.watch(std::slice::from_ref(&user)).await;
+                    state.sessions.push_to_watchers(&user, &event);
+                }
             }
         }
         Incoming::CloseDevice { user, device } => {
