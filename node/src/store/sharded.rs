@@ -171,7 +171,16 @@ impl ShardedStore {
                 warn!(seq, target, "a hand-off names a shard this node does not have; left in place");
                 continue;
             };
-            match apply(target, Handoff::decode(&body)?).await {
+            let handoff = match Handoff::decode(&body) {
+                Ok(handoff) => handoff,
+                Err(e) => {
+                    // A bug or a hand-edited row: left in place (and reported), not retried in
+                    // a loop that would hold every later one back.
+                    warn!(seq, error = %e, "a hand-off that cannot be read; left in place");
+                    continue;
+                }
+            };
+            match apply(target, handoff).await {
                 Ok(Some(outcome)) => resumed.push(outcome),
                 Ok(None) => {}
                 Err(e) => {
