@@ -32,6 +32,9 @@ pub enum Command {
         /// Directory for the node's state [default: ./kith-data].
         #[arg(long, env = "KITH_DATA_DIR", value_name = "DIR", default_value = "kith-data")]
         data_dir: PathBuf,
+        /// The node's key, when not `node.key` in the data directory (as `serve` takes it).
+        #[arg(long, env = "KITH_NODE_KEY_FILE", value_name = "FILE")]
+        node_key_file: Option<PathBuf>,
     },
     /// Look at and nudge a running node's federation outboxes (over its --metrics-listen).
     #[command(subcommand)]
@@ -64,7 +67,9 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::User(UserCommand::Import { node, file }) => import(node, file).await,
-            Command::Id { data_dir } => print_id(&data_dir),
+            Command::Id { data_dir, node_key_file } => {
+                print_id(&node_key_file.unwrap_or_else(|| data_dir.join(kith_federation::NODE_KEY_FILE)))
+            }
             Command::Federation(command) => crate::federation_ctl::run(command).await,
         }
     });
@@ -75,8 +80,8 @@ pub fn main() -> ExitCode {
 }
 
 #[allow(clippy::print_stdout, reason = "printing the id is the command's job")]
-fn print_id(data_dir: &std::path::Path) -> Result<(), String> {
-    let key = kith_federation::NodeKey::load_or_create(data_dir).map_err(|e| e.to_string())?;
+fn print_id(key_file: &std::path::Path) -> Result<(), String> {
+    let key = kith_federation::NodeKey::load_or_create_file(key_file).map_err(|e| e.to_string())?;
     println!("{}", key.peer_id());
     Ok(())
 }
