@@ -455,3 +455,60 @@ async fn scripts_cluster_brings_up_a_node_of_instances_behind_nginx_and_takes_it
     stopped?;
     Ok(())
 }
+
+#[tokio::test]
+async fn instances_share_their_secrets_through_a_shared_data_dir_or_files_named_in_the_environment() -> Result<()> {
+    let Some(redis) = crate::instances::redis_url().await else { return Ok(()) };
+    let Some(shards) = crate::instances::shards(1).await else { return Ok(()) };
+    let shared = tempfile::Builder::new().prefix("kith-shared-").tempdir()?;
+    let prefix = format!("kith-test:{}:secrets:", std::process::id());
+    let common = |id: &str| {
+        vec![
+            "--redis-url".to_owned(),
+            redis.clone(),
+            "--redis-prefix".into(),
+            prefix.clone(),
+            "--instance-id".into(),
+            id.into(),
+        ]
+    };
+    // Instance 0 keeps its secrets in a data directory the instances share: it creates them.
+    let args = common("i0");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut first = TestNode::prepare("alpha", crate::harness::Backend::Shards(shards.clone()), &args)?;
+    first.omit_flag("--data-dir");
+    let shared_dir = shared.path().display().to_string();
+    let mut with_dir = args.clone();
+    with_dir.extend(["--data-dir", shared_dir.as_str()]);
+    first.set_args(&with_dir);
+    first.launch().await?;
+    // Instance 1 has a data directory of its own and is told where the secrets are by the
+    // environment.
+    let args = common("i1");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut second = TestNode::prepare("alpha", crate::harness::Backend::Shards(shards), &args)?;
+    second.set_env("KITH_NODE_KEY_FILE", &shared.path().join(kith_federation::NODE_KEY_FILE).display().to_string());
+    second.set_env(
+        "KITH_TOKEN_SECRET_FILE",
+        &shared.path().join(kith_node::secrets::TOKEN_SECRET_FILE).display().to_string(),
+    );
+    second.launch().await?;
+
+    // A token from one is a token at the other.
+    let alice = first.user("alice").await?;
+    let at_second =
+        kith_client::Client::new(&format!("http://{}", second.addr))?.authed(kith_proto::rest::AuthResponse {
+            user_id: alice.user_id().clone(),
+            device_id: alice.device_id(),
+            token: alice.token().to_owned(),
+        });
+    at_second.history("alice", None, None).await?;
+    // Both speak to other nodes with the shared key, not one of their own.
+    let shared_key = kith_federation::NodeKey::load_or_create(shared.path())?.peer_id().to_string();
+    for node in [&first, &second] {
+        let line = node.log_line("federation listening").await?;
+        assert!(line.contains(&shared_key), "{line} is not {shared_key}");
+    }
+    assert!(!second.data_dir().join(kith_node::secrets::TOKEN_SECRET_FILE).exists(), "no secret of its own");
+    Ok(())
+}
