@@ -38,6 +38,10 @@ pub enum ApiError {
     /// Too many requests from this user or address.
     #[error("rate limit exceeded: slow down and retry")]
     RateLimited,
+    /// `GET /readyz`: the node cannot serve now, and which of its parts is why (words for an
+    /// operator, naming a component, never a detail such as an address).
+    #[error("not ready: {0}")]
+    NotReady(String),
 }
 
 impl ApiError {
@@ -65,6 +69,7 @@ impl ApiError {
             Self::InvalidToken(_) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken),
             Self::TokenExpired => (StatusCode::UNAUTHORIZED, ErrorCode::TokenExpired),
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             Self::NoRoute(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::InvalidRequest),
         };

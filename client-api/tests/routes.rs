@@ -408,7 +408,9 @@ async fn health_readiness_routes_methods_and_body_limits_answer_in_json() {
     assert_eq!(api.call(Method::GET, "/readyz", None, None).await.0, StatusCode::OK);
     *api.node.ready.lock().unwrap_or_else(|e| e.into_inner()) = false;
     let (status, body) = api.call(Method::GET, "/readyz", None, None).await;
-    assert_eq!((status, error(&body).code), (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable));
+    let e = error(&body);
+    assert_eq!((status, e.code), (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable));
+    assert_eq!(e.message, "not ready: the store does not answer", "names the part, for the operator");
 
     let (status, body) = api.call(Method::GET, "/api/v1/nothing-here", None, None).await;
     assert_eq!((status, error(&body).code), (StatusCode::NOT_FOUND, ErrorCode::NotFound));

@@ -143,7 +143,10 @@ impl ChatService for NodeService {
     }
 
     async fn ready(&self) -> Result<(), ServiceError> {
-        self.state.store.ping().await.map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+        if let Err(e) = self.state.store.ping().await {
+            tracing::warn!(error = %e, "not ready: the store does not answer");
+            return Err(ServiceError::Unavailable("the store does not answer".into()));
+        }
         self.state.cluster.ready().map_err(ServiceError::Unavailable)
     }
 }

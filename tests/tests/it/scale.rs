@@ -240,6 +240,23 @@ async fn a_redis_restart_mid_chat_loses_nothing_and_pushes_resume_without_a_reco
     for i in 0..5 {
         sent.push(alice.send_message("bob", &format!("during {i}"), None).await?.1.message_id);
     }
+    // Every instance says so to whoever checks its readiness.
+    let ready = |i: usize| {
+        let url = cluster.instance(i).url("/readyz");
+        async move {
+            let response = crate::harness::http().get(url).send().await?;
+            let status = response.status().as_u16();
+            anyhow::Ok((status, response.text().await?))
+        }
+    };
+    for i in 0..2 {
+        let (status, body) = crate::harness::eventually("readyz says redis is down", async || {
+            let (status, body) = ready(i).await?;
+            Ok(if status == 503 { Ok((status, body)) } else { Err(status) })
+        })
+        .await?;
+        assert!(body.contains("redis is down"), "{status} {body}");
+    }
     redis.restart().await?;
     // bob's open connection gets them, in order, once, with no reconnect.
     let mut got = Vec::new();
@@ -252,6 +269,13 @@ async fn a_redis_restart_mid_chat_loses_nothing_and_pushes_resume_without_a_reco
     assert_eq!(got, sent);
     alice.send_message("bob", "after", None).await?;
     assert_eq!(frame_where(&mut bob_ws, message).await?.message, "after");
+    for i in 0..2 {
+        crate::harness::eventually("readyz says ready again", async || {
+            let (status, _) = ready(i).await?;
+            Ok(if status == 200 { Ok(()) } else { Err(status) })
+        })
+        .await?;
+    }
     Ok(())
 }
 
