@@ -34,6 +34,7 @@ mod service;
 pub mod sessions;
 pub mod state;
 pub mod store;
+mod trust;
 mod users;
 
 pub use accounts::{HashError, Hasher, check_imported_hash};

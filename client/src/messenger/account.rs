@@ -1,4 +1,6 @@
-//! Accounts: registering, logging in, and opening an existing profile.
+//! Accounts: registering (which makes the account's user identity), logging in, starting over
+//! with a new identity, and opening an existing profile. Adding a device to an account is
+//! linking (`link.rs`), never a password alone.
 
 use kith_proto::{DeviceId, Timestamp};
 use rand_core::UnwrapErr;
@@ -11,7 +13,8 @@ use crate::{Authed, Client};
 
 impl Messenger {
     /// Creates an account on the node at `server` and a profile for this device in `profile`
-    /// (which must not hold one), then publishes the device's keys.
+    /// (which must not hold one) with a new user identity, then publishes the device's keys
+    /// and certificate.
     ///
     /// `device` defaults to a random non-zero id.
     ///
@@ -34,15 +37,20 @@ impl Messenger {
         }
         let client = Client::new(server)?.device(device.unwrap_or_else(random_device_id));
         let api = client.register(username, password).await?;
-        Self::start(profile, api).await
+        Self::start(profile, api, false).await
     }
 
     /// Logs in. With an existing profile of the same user, keeps its keys and device (only the
-    /// token changes); otherwise creates a profile with new keys for `device` (default: a
-    /// random non-zero id). Logging in to a device id another profile used gives that device a
-    /// new identity, which its conversation partners are told about.
+    /// token changes).
+    ///
+    /// Without a profile, a password alone does not make a device of the account: that is
+    /// linking ([`Messenger::link`]). Only with `new_identity` does it make a profile, with a
+    /// new user identity that replaces the account's (for a user who lost every device): the
+    /// account's contacts see the change loudly and write to nobody until they accept it, and
+    /// the account's other devices are no longer trusted.
     ///
     /// # Errors
+    /// [`MessengerError::NotLinked`] for a new profile without `new_identity`;
     /// [`ProfileError::Taken`] for a profile of another user or device; `invalid_credentials`,
     /// `too_many_devices`, transport errors.
     pub async fn login(
@@ -51,6 +59,7 @@ impl Messenger {
         username: &str,
         password: &str,
         device: Option<DeviceId>,
+        new_identity: bool,
     ) -> Result<Self, MessengerError> {
         let existing = match profile.account() {
             Ok(account) => Some(account),
@@ -60,7 +69,10 @@ impl Messenger {
         let Some(account) = existing else {
             let client = Client::new(server)?.device(device.unwrap_or_else(random_device_id));
             let api = client.login(username, password).await?;
-            return Self::start(profile, api).await;
+            if !new_identity {
+                return Err(MessengerError::NotLinked(api.user_id().clone()));
+            }
+            return Self::start(profile, api, true).await;
         };
         let taken = || ProfileError::Taken {
             path: profile.dir().to_owned(),
@@ -84,9 +96,22 @@ impl Messenger {
         Ok(messenger)
     }
 
-    /// A new profile for a freshly authenticated device, and its keys published.
-    async fn start(profile: Profile, api: Authed) -> Result<Self, MessengerError> {
+    /// A new profile with a new user identity for a freshly authenticated device, and its
+    /// keys published; `reset` replaces the account's user identity on the node.
+    async fn start(profile: Profile, api: Authed, reset: bool) -> Result<Self, MessengerError> {
         let mut rng = UnwrapErr(getrandom::SysRng);
+        let keys = KeyStore::generate(api.user_id(), api.device_id(), Timestamp::now(), &mut rng)?;
+        Self::start_with(profile, api, keys, reset).await
+    }
+
+    /// A new profile holding `keys` for a freshly authenticated device, and its keys published.
+    pub(super) async fn start_with(
+        profile: Profile,
+        api: Authed,
+        keys: KeyStore,
+        reset: bool,
+    ) -> Result<Self, MessengerError> {
+        let rng = UnwrapErr(getrandom::SysRng);
         let state = State {
             account: Account {
                 server: api.base_url().to_owned(),
@@ -94,10 +119,11 @@ impl Messenger {
                 device_id: api.device_id(),
                 token: api.token().to_owned(),
             },
-            keys: KeyStore::generate(Timestamp::now(), &mut rng),
+            keys,
             processed: Processed::default(),
             outbox: Vec::new(),
             keys_published: false,
+            reset_identity: reset,
         };
         profile.create(&state).await?;
         let mut messenger = Self { profile, api, rng };

@@ -1,37 +1,46 @@
-//! Learning other users' devices: fetching device lists, claiming bundles where a session is
-//! needed, and taking them into the key store.
+//! Learning users' devices: fetching device lists, checking each device's certificate against
+//! the identity trusted for its user, claiming bundles where a session is needed, and taking
+//! them into the key store; and removing one of this account's devices with a signed removal.
+
+use kith_proto::keys::RemovalUpload;
+use kith_proto::{DeviceId, Timestamp, UserId};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use kith_crypto::{PreKeyBundle, VerifiedPreKeyBundle};
-use kith_proto::keys::KeyBundles;
-use kith_proto::{DeviceId, Timestamp, UserId};
 
 use super::{Event, Messenger, MessengerError, not_found};
+use crate::sessions::{DeviceListing, KnownDevice};
 
 impl Messenger {
     /// Fetches `user`'s device list (which claims nothing), and only when a device needs a new
-    /// session claims a bundle per device; checks every bundle and takes it in: new devices,
-    /// changed identities, sessions for devices that have none.
+    /// session claims a bundle per device; checks every device against the identity trusted
+    /// for `user` and takes in the ones it certified: new devices, sessions for devices that
+    /// have none, removals, a changed identity. Devices it did not certify come back as
+    /// [`Event::UntrustedDevice`] and are never written to.
     pub(super) async fn refresh(&mut self, user: &UserId) -> Result<Vec<Event>, MessengerError> {
         let listed = match self.api.device_keys(user.as_str()).await {
             Err(e) if not_found(&e) => return Err(MessengerError::UnknownUser(user.to_string())),
-            other => verified_bundles(user, &other?),
+            other => DeviceListing::decode(&other?),
         };
         let (me, my_device) = self.me();
         let wants_sessions = self.profile.read()?.keys.wants_sessions(user, (&me, my_device), &listed);
-        let bundles = if wants_sessions {
+        let listing = if wants_sessions {
             match self.api.claim_keys(user.as_str()).await {
                 Err(e) if not_found(&e) => return Err(MessengerError::UnknownUser(user.to_string())),
-                other => verified_bundles(user, &other?),
+                other => DeviceListing::decode(&other?),
             }
         } else {
             listed
         };
         let mut locked = self.profile.lock().await?;
         let notices =
-            locked.state.keys.apply_bundles(user, (&me, my_device), &bundles, Timestamp::now(), &mut self.rng)?;
+            locked.state.keys.apply_listing(user, (&me, my_device), &listing, Timestamp::now(), &mut self.rng)?;
         locked.save()?;
+        for notice in &notices {
+            if let crate::sessions::Notice::UntrustedDevice { user, device, reason } = notice {
+                tracing::warn!(%user, %device, %reason, "not writing to a device its user did not certify");
+            }
+        }
         Ok(notices.into_iter().map(Event::from).collect())
     }
 
@@ -47,27 +56,38 @@ impl Messenger {
         }
         Ok(events)
     }
-}
 
-/// Decodes and verifies the bundles of `user`'s devices, leaving out (and logging) any that
-/// does not verify: the node checks keys before storing them, so a bad one is its doing.
-fn verified_bundles(user: &UserId, bundles: &KeyBundles) -> Vec<(DeviceId, VerifiedPreKeyBundle)> {
-    bundles
-        .devices
-        .iter()
-        .filter_map(|device| {
-            let verified = BASE64
-                .decode(device.bundle.as_bytes())
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| PreKeyBundle::from_bytes(&bytes).map_err(|e| e.to_string()))
-                .and_then(|bundle| bundle.verify().map_err(|e| e.to_string()));
-            match verified {
-                Ok(bundle) => Some((device.device_id, bundle)),
-                Err(e) => {
-                    tracing::warn!(%user, device = %device.device_id, error = %e, "ignoring a bad key bundle");
-                    None
-                }
-            }
-        })
-        .collect()
+    /// This account's other devices, fetched again, that its identity certified.
+    ///
+    /// # Errors
+    /// Transport and profile errors.
+    pub async fn own_devices(&mut self) -> Result<(Vec<KnownDevice>, Vec<Event>), MessengerError> {
+        let (me, _) = self.me();
+        let events = self.refresh(&me).await?;
+        Ok((self.profile.read()?.keys.devices_of(&me, &me), events))
+    }
+
+    /// Removes another device of this account: signs its removal with the account's identity
+    /// and hands it to the node, which serves it to every contact (they stop writing to the
+    /// device for good, whatever a server lists later) and removes the device.
+    ///
+    /// # Errors
+    /// [`MessengerError::UnknownDevice`] when this account has no such (certified) device;
+    /// [`MessengerError::RemoveSelf`]; transport and profile errors.
+    pub async fn remove_device(&mut self, device: DeviceId) -> Result<(), MessengerError> {
+        let (me, my_device) = self.me();
+        if device == my_device {
+            return Err(MessengerError::RemoveSelf);
+        }
+        self.refresh(&me).await?;
+        let removal = {
+            let mut locked = self.profile.lock().await?;
+            let removal =
+                locked.state.keys.record_own_removal(&me, device).ok_or(MessengerError::UnknownDevice(device))?;
+            locked.save()?;
+            removal
+        };
+        self.api.publish_removal(&RemovalUpload { removal: BASE64.encode(removal.to_bytes()) }).await?;
+        Ok(())
+    }
 }

@@ -6,16 +6,21 @@
 //! crash never loses a message: one that was not stored is delivered again and decrypts from
 //! the state saved before it.
 //!
-//! One module per flow: `account` (register, log in, open a profile), `prekeys` (keeping this
-//! device's keys published), `devices` (learning other users' devices), `send`, `receive`, and
-//! `trust` (safety numbers and accepting changed identities).
+//! One module per flow: `account` (register, log in, open a profile), `link` (adding a device
+//! to the account from one it has), `prekeys` (keeping this device's keys published),
+//! `devices` (learning users' devices, removing one of ours), `send`, `receive` (with healing
+//! sessions that cannot decrypt), and `trust` (safety numbers and accepting changed
+//! identities).
 
 mod account;
 mod devices;
+mod link;
 mod prekeys;
 mod receive;
 mod send;
 mod trust;
+
+pub use link::{LINK_WAIT, LinkOffer};
 
 use std::time::Duration;
 
@@ -65,6 +70,22 @@ pub enum MessengerError {
     /// The node's answer did not arrive in time.
     #[error("the server sent nothing for {0:?}")]
     Timeout(Duration),
+    /// A new profile for an existing account, without a link: the account's other devices and
+    /// contacts would not trust it.
+    #[error(
+        "this device is not linked to {0}: run `kith-chat link` on one of its devices and enter the code here \
+         with `kith-chat link accept <code>` (or start over with a new identity: `kith-chat login --new-identity`)"
+    )]
+    NotLinked(UserId),
+    /// Linking failed: a wrong code, an answer that does not fit, or no answer in time.
+    #[error("linking failed: {0}")]
+    Link(String),
+    /// This account has no such device that its identity certified.
+    #[error("this account has no device {0} (see `kith-chat devices`)")]
+    UnknownDevice(DeviceId),
+    /// A device asked to remove itself.
+    #[error("a device cannot remove itself: remove it from another device of the account")]
+    RemoveSelf,
 }
 
 /// What happened, for the user to see.
@@ -73,20 +94,53 @@ pub enum Event {
     /// A message arrived and is stored: decrypted, unencrypted, or undecryptable (see
     /// [`Body`]).
     Message(HistoryEntry),
-    /// A device's identity key differs from the one this profile knew: a reinstall, or
-    /// someone in the middle. Nothing is sent to the user until [`Messenger::trust`].
+    /// A user's identity differs from the one this profile trusts: they started over (lost
+    /// every device), or someone is in the middle. Nothing is sent to them until
+    /// [`Messenger::trust`].
     IdentityChanged {
-        /// Whose device.
+        /// Whose identity.
         user_id: UserId,
-        /// Which.
-        device_id: DeviceId,
     },
-    /// A user this profile talks to (or this user) has a device it had not seen.
+    /// A user this profile talks to (or this user) has a device it had not seen, certified by
+    /// their identity (so the safety number is unchanged).
     NewDevice {
         /// Whose device.
         user_id: UserId,
         /// Which.
         device_id: DeviceId,
+    },
+    /// A device the server lists for a user is not certified by the identity trusted for that
+    /// user: nothing is written to it.
+    UntrustedDevice {
+        /// Whose device it claims to be.
+        user_id: UserId,
+        /// Which.
+        device_id: DeviceId,
+        /// Why it is not trusted.
+        reason: String,
+    },
+    /// A user signed the removal of one of their devices: it is not written to any more.
+    DeviceRemoved {
+        /// Whose device.
+        user_id: UserId,
+        /// Which.
+        device_id: DeviceId,
+    },
+    /// Messages from a device were lost: they never arrived and can no longer be decrypted
+    /// (their keys were evicted or expired).
+    MessagesLost {
+        /// Whose device.
+        user_id: UserId,
+        /// Which.
+        device_id: DeviceId,
+        /// How many.
+        count: u64,
+    },
+    /// A linking message for another device of this account arrived; [`Messenger::link_device`]
+    /// and [`Messenger::link`] take them, anything else may ignore it.
+    LinkMessage {
+        /// The `kith-crypto` link request or response.
+        bytes: Vec<u8>,
     },
     /// Everything that was pending when the connection opened has been received.
     CaughtUp,
@@ -109,8 +163,15 @@ pub enum Event {
 impl From<Notice> for Event {
     fn from(notice: Notice) -> Self {
         match notice {
-            Notice::IdentityChanged(user_id, device_id) => Self::IdentityChanged { user_id, device_id },
+            Notice::IdentityChanged(user_id) => Self::IdentityChanged { user_id },
             Notice::NewDevice(user_id, device_id) => Self::NewDevice { user_id, device_id },
+            Notice::UntrustedDevice { user, device, reason } => {
+                Self::UntrustedDevice { user_id: user, device_id: device, reason }
+            }
+            Notice::DeviceRemoved(user_id, device_id) => Self::DeviceRemoved { user_id, device_id },
+            Notice::MessagesLost { user, device, count } => {
+                Self::MessagesLost { user_id: user, device_id: device, count }
+            }
         }
     }
 }
@@ -124,18 +185,17 @@ pub struct SentMessage {
     pub events: Vec<Event>,
 }
 
-/// The safety number of this device with one device of another user.
+/// The safety number of this user with another: one per pair of users, the same whichever
+/// devices either links or removes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SafetyNumber {
-    /// Whose device.
+    /// The other user.
     pub user_id: UserId,
-    /// Which.
-    pub device_id: DeviceId,
-    /// This device.
-    pub our_device_id: DeviceId,
-    /// 60 digits in 12 groups of 5; the other user sees the same for this device.
+    /// 60 digits in 12 groups of 5; the other user sees the same. While their identity changed
+    /// and was not accepted, the number with the new identity (the one to compare before
+    /// accepting it).
     pub number: String,
-    /// Whether the device's identity changed and was not accepted yet.
+    /// Whether the user's identity changed and was not accepted yet.
     pub changed: bool,
 }
 

@@ -6,7 +6,8 @@ use super::{Messenger, MessengerError, PREKEY_LOW_WATER, PREKEY_TARGET};
 
 impl Messenger {
     /// Tops up this device's one-time prekeys on the node (to [`PREKEY_TARGET`] when fewer
-    /// than [`PREKEY_LOW_WATER`] are left) and replaces the signed prekey when it is due;
+    /// than [`PREKEY_LOW_WATER`] are left) and replaces the signed prekey when it is due (every
+    /// upload carries the device's certificate);
     /// returns how many one-time prekeys the node holds. The secrets are saved before the
     /// public halves are uploaded.
     ///
@@ -15,7 +16,10 @@ impl Messenger {
     pub async fn replenish_prekeys(&mut self) -> Result<u32, MessengerError> {
         // Until this profile's keys were published once, the node's count may be another
         // installation's (a reused device id): publish a full batch regardless.
-        let first = !self.profile.read()?.keys_published;
+        let state = self.profile.read()?;
+        let first = !state.keys_published;
+        let reset = first && state.reset_identity;
+        drop(state);
         let count = if first { 0 } else { self.api.key_count().await?.one_time_pre_keys };
         let upload = {
             let mut locked = self.profile.lock().await?;
@@ -26,7 +30,7 @@ impl Messenger {
                 return Ok(count);
             }
             let new = keys.new_one_time_prekeys(missing, &mut self.rng)?;
-            let upload = keys.upload(&new);
+            let upload = keys.upload(&new, reset);
             locked.save()?;
             upload
         };
@@ -35,6 +39,7 @@ impl Messenger {
         if first {
             let mut locked = self.profile.lock().await?;
             locked.state.keys_published = true;
+            locked.state.reset_identity = false;
             locked.save()?;
         }
         Ok(published.one_time_pre_keys)

@@ -1,21 +1,33 @@
-//! Receiving: the live connection, decrypting, storing and only then acknowledging.
+//! Receiving: the live connection, decrypting, storing and only then acknowledging; sessions
+//! that cannot decrypt any more are replaced (the user sees one line, not silence); link
+//! messages go to the linking flow.
 
-use kith_proto::{ClientFrame, DeviceId, IncomingMessage, ServerFrame, UserId};
+use kith_proto::{ClientFrame, DeviceId, IncomingMessage, ServerFrame, Timestamp, UserId};
 
 use super::{Event, Inbox, Messenger, MessengerError, SYNC_TIMEOUT};
-use crate::envelope::{self, Content, Envelope, Payload};
+use crate::envelope::{self, Content, Envelope, Payload, PayloadBody};
 use crate::history::{Body, HistoryEntry};
 use crate::profile::Profile;
 use crate::sessions::{KeyStore, Notice};
 
 impl Messenger {
-    /// Opens the WebSocket: first tops up prekeys and sends queued messages, then connects;
-    /// the node marks the end of what was pending ([`Event::CaughtUp`]).
+    /// Opens the WebSocket: first tops up prekeys, drops skipped keys that are too old,
+    /// announces new sessions still due and sends queued messages, then connects; the node
+    /// marks the end of what was pending ([`Event::CaughtUp`]).
     ///
     /// # Errors
     /// Transport errors (`401` for an expired token), profile errors.
     pub async fn connect(&mut self) -> Result<Inbox, MessengerError> {
         self.replenish_prekeys().await?;
+        {
+            let mut locked = self.profile.lock().await?;
+            let expired = locked.state.keys.expire_skipped_keys(Timestamp::now());
+            if expired > 0 {
+                tracing::info!(expired, "dropped skipped message keys that were too old");
+                locked.save()?;
+            }
+        }
+        self.send_resets().await?;
         self.flush_outbox().await?;
         let conn = self.api.connect().await?;
         Ok(Inbox { conn, synced: false })
@@ -64,8 +76,11 @@ impl Messenger {
 
     async fn receive(&mut self, inbox: &mut Inbox, message: IncomingMessage) -> Result<Vec<Event>, MessengerError> {
         let (me, my_device) = self.me();
-        let events = store_incoming(&self.profile, (&me, my_device), &message).await?;
+        let (events, reset) = store_incoming(&self.profile, (&me, my_device), &message).await?;
         inbox.conn.send(&ClientFrame::Ack { message_id: message.message_id }).await?;
+        if reset {
+            self.send_resets().await?;
+        }
         Ok(events)
     }
 
@@ -100,34 +115,60 @@ impl Messenger {
     }
 }
 
+/// What a message turned out to be, for storing.
+#[derive(Debug)]
+enum Opened {
+    /// Something to keep in the history and show: a text, a plain message, or why it could
+    /// not be read.
+    Entry(HistoryEntry),
+    /// Nothing to show: a control message, a control envelope for another device, or another
+    /// failure of a session already being replaced (the first one was shown).
+    Quiet,
+    /// A link message.
+    Link(Vec<u8>),
+}
+
 /// Decrypts (or finds undecryptable) and stores a message unless it was handled before; after
 /// this returns it may be acknowledged. Plaintext is written first, then the state that says
 /// the message is done: a crash in between brings the message again, and it decrypts again
-/// from the state saved before it.
+/// from the state saved before it. Also says whether a new session must be announced.
 async fn store_incoming(
     profile: &Profile,
     (me, my_device): (&UserId, DeviceId),
     message: &IncomingMessage,
-) -> Result<Vec<Event>, MessengerError> {
+) -> Result<(Vec<Event>, bool), MessengerError> {
     let mut locked = profile.lock().await?;
     if locked.state.processed.contains(&message.message_id) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), false));
     }
-    let (entry, notices) = open(&mut locked.state.keys, (me, my_device), message);
-    if let Body::Undecryptable { reason } = &entry.body {
-        tracing::warn!(message = %message.message_id, from = %message.sender_id, %reason, "undecryptable message");
+    let (opened, notices) = open(&mut locked.state.keys, (me, my_device), message, Timestamp::now());
+    let mut events: Vec<Event> = notices.into_iter().map(Event::from).collect();
+    match opened {
+        Opened::Entry(entry) => {
+            if let Body::Undecryptable { reason } = &entry.body {
+                tracing::warn!(message = %message.message_id, from = %message.sender_id, %reason, "undecryptable message");
+            }
+            locked.append_history(entry.peer(me), &entry)?;
+            events.push(Event::Message(entry));
+        }
+        Opened::Quiet => tracing::debug!(message = %message.message_id, "nothing to show"),
+        Opened::Link(bytes) => events.push(Event::LinkMessage { bytes }),
     }
-    locked.append_history(entry.peer(me), &entry)?;
+    let reset = !locked.state.keys.resets_to_send().is_empty();
     locked.state.processed.insert(message.message_id);
     locked.save()?;
-    let mut events: Vec<Event> = notices.into_iter().map(Event::from).collect();
-    events.push(Event::Message(entry));
-    Ok(events)
+    Ok((events, reset))
 }
 
-/// Makes what it can of a message: the decrypted text, plain text marked as unencrypted, or
-/// the reason it cannot be read. Changes the key store only when something decrypts.
-fn open(keys: &mut KeyStore, me: (&UserId, DeviceId), message: &IncomingMessage) -> (HistoryEntry, Vec<Notice>) {
+/// Makes what it can of a message: the decrypted text, plain text marked as unencrypted, the
+/// reason it cannot be read, nothing (control), or a link message. Changes the key store only
+/// when something decrypts, or to note a session that must be replaced.
+fn open(
+    keys: &mut KeyStore,
+    me: (&UserId, DeviceId),
+    message: &IncomingMessage,
+    now: Timestamp,
+) -> (Opened, Vec<Notice>) {
     let mut entry = HistoryEntry {
         message_id: message.message_id,
         timestamp: message.timestamp,
@@ -136,17 +177,30 @@ fn open(keys: &mut KeyStore, me: (&UserId, DeviceId), message: &IncomingMessage)
         to: message.receiver_id.clone(),
         body: Body::Undecryptable { reason: String::new() },
     };
-    let undecryptable = |reason: String| Body::Undecryptable { reason };
+    let undecryptable = |reason: String| Some(Body::Undecryptable { reason });
     let (body, notices) = match envelope::decode(&message.message) {
-        Ok(Content::Plain(text)) => (Body::Message { text, encrypted: false }, Vec::new()),
+        Ok(Content::Plain(text)) => (Some(Body::Message { text, encrypted: false }), Vec::new()),
+        Ok(Content::Link(bytes)) => {
+            // Only another device of this very account may talk to us about linking.
+            return if &message.sender_id == me.0 && &message.receiver_id == me.0 {
+                (Opened::Link(bytes), Vec::new())
+            } else {
+                (Opened::Quiet, Vec::new())
+            };
+        }
         Err(e) => (undecryptable(e.to_string()), Vec::new()),
         Ok(Content::Encrypted(envelope)) => {
             entry.from_device = Some(envelope.from_device);
-            open_envelope(keys, me, message, &envelope)
+            open_envelope(keys, me, message, &envelope, now)
         }
     };
-    entry.body = body;
-    (entry, notices)
+    match body {
+        Some(body) => {
+            entry.body = body;
+            (Opened::Entry(entry), notices)
+        }
+        None => (Opened::Quiet, notices),
+    }
 }
 
 fn open_envelope(
@@ -154,7 +208,8 @@ fn open_envelope(
     (me, my_device): (&UserId, DeviceId),
     message: &IncomingMessage,
     envelope: &Envelope,
-) -> (Body, Vec<Notice>) {
+    now: Timestamp,
+) -> (Option<Body>, Vec<Notice>) {
     let sender = &message.sender_id;
     // Devices the sender wrote to that this profile does not know: its device lists are old.
     for r in &envelope.to {
@@ -164,33 +219,44 @@ fn open_envelope(
         }
     }
     let Some(body) = envelope.body_for(me, my_device) else {
-        return (
-            Body::Undecryptable {
-                reason: format!(
-                    "not encrypted for this device ({my_device}); it may have been added after the message was sent"
-                ),
-            },
-            Vec::new(),
-        );
+        if envelope.control {
+            return (None, Vec::new());
+        }
+        let reason =
+            format!("not encrypted for this device ({my_device}); it may have been added after the message was sent");
+        return (Some(Body::Undecryptable { reason }), Vec::new());
     };
     if sender == me && envelope.from_device == my_device {
-        return (Body::Undecryptable { reason: "claims to come from this very device".into() }, Vec::new());
+        return (Some(Body::Undecryptable { reason: "claims to come from this very device".into() }), Vec::new());
     }
-    match keys.decrypt(sender, envelope.from_device, body) {
-        Err(e) => (Body::Undecryptable { reason: e.to_string() }, Vec::new()),
-        Ok((plaintext, notices)) => {
-            let plaintext = kith_crypto::Zeroizing::new(plaintext);
+    match keys.decrypt(sender, envelope.from_device, me, body, now) {
+        Err(e) if e.is_stuck() => {
+            // The session cannot decrypt anything from that device any more: a new one is set
+            // up and announced. The user hears of it once.
+            if keys.mark_reset(sender, envelope.from_device) {
+                let reason = format!("{e}; a new session with that device is being set up");
+                (Some(Body::Undecryptable { reason }), Vec::new())
+            } else {
+                tracing::info!(%sender, device = %envelope.from_device, error = %e, "another message of a session being replaced");
+                (None, Vec::new())
+            }
+        }
+        Err(e) => (Some(Body::Undecryptable { reason: e.to_string() }), Vec::new()),
+        Ok((decrypted, notices)) => {
+            let plaintext = kith_crypto::Zeroizing::new(decrypted.plaintext);
             let body = match Payload::from_bytes(&plaintext) {
-                Ok(payload) if payload.to == message.receiver_id => {
-                    Body::Message { text: payload.text, encrypted: true }
-                }
-                Ok(payload) => Body::Undecryptable {
+                Ok(payload) if payload.to != message.receiver_id => Some(Body::Undecryptable {
                     reason: format!(
                         "the message was written to {} but delivered as one to {}",
                         payload.to, message.receiver_id
                     ),
-                },
-                Err(e) => Body::Undecryptable { reason: e.to_string() },
+                }),
+                Ok(Payload { body: PayloadBody::Text(text), .. }) => Some(Body::Message { text, encrypted: true }),
+                Ok(Payload { body: PayloadBody::Control(control), .. }) => {
+                    tracing::info!(%sender, device = %envelope.from_device, ?control, "control message");
+                    None
+                }
+                Err(e) => Some(Body::Undecryptable { reason: e.to_string() }),
             };
             (body, notices)
         }
@@ -200,11 +266,12 @@ fn open_envelope(
 #[cfg(test)]
 mod tests {
     use kith_crypto::PreKeyBundle;
-    use kith_proto::{MessageId, Timestamp};
+    use kith_proto::MessageId;
     use rand_core::UnwrapErr;
 
     use super::*;
     use crate::envelope::Recipient;
+    use crate::sessions::{DeviceListing, ListedDevice};
     use crate::state::{Account, Processed, State};
 
     fn user(s: &str) -> UserId {
@@ -214,7 +281,7 @@ mod tests {
     /// A profile on disk for `who`'s device, without a node.
     async fn profile(dir: &std::path::Path, who: &UserId, device: DeviceId) -> Profile {
         let mut rng = UnwrapErr(getrandom::SysRng);
-        let mut keys = KeyStore::generate(Timestamp::now(), &mut rng);
+        let mut keys = KeyStore::generate(who, device, Timestamp::now(), &mut rng).unwrap();
         keys.new_one_time_prekeys(5, &mut rng).unwrap();
         let state = State {
             account: Account {
@@ -227,6 +294,7 @@ mod tests {
             processed: Processed::default(),
             outbox: Vec::new(),
             keys_published: true,
+            reset_identity: false,
         };
         let profile = Profile::new(dir);
         profile.create(&state).await.unwrap();
@@ -239,14 +307,14 @@ mod tests {
         let mut locked = from.lock().await.unwrap();
         let me = locked.state.account.user_id.clone();
         let device = locked.state.account.device_id;
-        let payload = Payload { to: to.clone(), text: text.into() }.to_bytes().unwrap();
+        let payload = Payload::text(to, text).to_bytes().unwrap();
         let mut copies = Vec::new();
         for (user_id, device_id) in locked.state.keys.recipients(to, (&me, device)).unwrap() {
             let body =
                 locked.state.keys.encrypt(&user_id, device_id, &payload, &mut UnwrapErr(getrandom::SysRng)).unwrap();
             copies.push(Recipient { user_id, device_id, body });
         }
-        let message = Envelope { from_device: device, to: copies }.encode().unwrap();
+        let message = Envelope { from_device: device, to: copies, control: false }.encode().unwrap();
         locked.save().unwrap();
         IncomingMessage {
             message_id: MessageId::now(),
@@ -268,23 +336,23 @@ mod tests {
             to_state.keys.identity.public().clone(),
             to_state.keys.signed_prekeys[0].key.public().clone(),
             one_time,
-        )
-        .verify()
-        .unwrap();
-        let (to_user, to_device) = (to_state.account.user_id.clone(), to_state.account.device_id);
+        );
+        let listing = DeviceListing {
+            user_identity: Some(*to_state.keys.user.public()),
+            devices: vec![ListedDevice {
+                device_id: to_state.account.device_id,
+                keys: Ok((bundle, to_state.keys.certificate.clone())),
+            }],
+            removals: Vec::new(),
+        };
+        let to_user = to_state.account.user_id.clone();
         drop(to_state);
         let mut locked = from.lock().await.unwrap();
         let (me, my_device) = (locked.state.account.user_id.clone(), locked.state.account.device_id);
         locked
             .state
             .keys
-            .apply_bundles(
-                &to_user,
-                (&me, my_device),
-                &[(to_device, bundle)],
-                Timestamp::now(),
-                &mut UnwrapErr(getrandom::SysRng),
-            )
+            .apply_listing(&to_user, (&me, my_device), &listing, Timestamp::now(), &mut UnwrapErr(getrandom::SysRng))
             .unwrap();
         locked.save().unwrap();
     }
@@ -306,27 +374,30 @@ mod tests {
         start_session(&alice_profile, &bob_profile, true).await;
 
         let first = send(&alice_profile, &bob, "one").await;
-        assert_eq!(store_incoming(&bob_profile, (&bob, bob_device), &first).await.unwrap().len(), 1);
+        assert_eq!(store_incoming(&bob_profile, (&bob, bob_device), &first).await.unwrap().0.len(), 1);
 
         // Everything in memory is gone; the profile is read from disk again.
         drop(bob_profile);
         let bob_profile = Profile::new(&bob_dir);
         let second = send(&alice_profile, &bob, "two").await;
-        let events = store_incoming(&bob_profile, (&bob, bob_device), &second).await.unwrap();
+        let (events, _) = store_incoming(&bob_profile, (&bob, bob_device), &second).await.unwrap();
         assert!(matches!(&events[..], [Event::Message(e)] if e.text() == Some("two")), "{events:?}");
 
         // A crash after the plaintext was written but before the state was saved: the
         // message comes again and decrypts again, from the state saved before it.
         let third = send(&alice_profile, &bob, "three").await;
         let mut locked = bob_profile.lock().await.unwrap();
-        let (entry, _) = open(&mut locked.state.keys, (&bob, bob_device), &third);
+        let (Opened::Entry(entry), _) = open(&mut locked.state.keys, (&bob, bob_device), &third, Timestamp::now())
+        else {
+            panic!("a message")
+        };
         assert_eq!(entry.text(), Some("three"));
         locked.append_history(&alice, &entry).unwrap();
         drop(locked);
-        let events = store_incoming(&bob_profile, (&bob, bob_device), &third).await.unwrap();
+        let (events, _) = store_incoming(&bob_profile, (&bob, bob_device), &third).await.unwrap();
         assert!(matches!(&events[..], [Event::Message(e)] if e.text() == Some("three")), "{events:?}");
         // A redelivery after it was saved is recognised without decrypting.
-        assert!(store_incoming(&bob_profile, (&bob, bob_device), &third).await.unwrap().is_empty());
+        assert!(store_incoming(&bob_profile, (&bob, bob_device), &third).await.unwrap().0.is_empty());
 
         let fourth = send(&alice_profile, &bob, "four").await;
         store_incoming(&bob_profile, (&bob, bob_device), &fourth).await.unwrap();
@@ -369,5 +440,73 @@ mod tests {
             "{history:?}"
         );
         assert_eq!(history[3].text(), Some("still fine"));
+    }
+
+    #[tokio::test]
+    async fn a_session_that_cannot_decrypt_is_reported_once_and_replaced() {
+        let temp = tempfile::tempdir().unwrap();
+        let (alice, bob) = (user("alice@t"), user("bob@t"));
+        let alice_profile = profile(&temp.path().join("alice"), &alice, DeviceId(1)).await;
+        let bob_profile = profile(&temp.path().join("bob"), &bob, DeviceId(2)).await;
+        start_session(&alice_profile, &bob_profile, true).await;
+        let me = (&bob, DeviceId(2));
+        store_incoming(&bob_profile, me, &send(&alice_profile, &bob, "before").await).await.unwrap();
+
+        // Bob's sessions with alice are gone (a restored backup): her messages cannot open.
+        let mut locked = bob_profile.lock().await.unwrap();
+        locked.state.keys.devices.clear();
+        locked.save().unwrap();
+        drop(locked);
+        let mut all = Vec::new();
+        for text in ["lost 1", "lost 2", "lost 3"] {
+            let (events, reset) =
+                store_incoming(&bob_profile, me, &send(&alice_profile, &bob, text).await).await.unwrap();
+            assert!(reset, "a new session is due");
+            all.extend(events);
+        }
+        // One line, not three, and not silence.
+        let history = bob_profile.history(&alice).unwrap();
+        assert_eq!(history.len(), 2, "{history:?}");
+        assert!(
+            matches!(&history[1].body, Body::Undecryptable { reason } if reason.contains("a new session with that device is being set up")),
+            "{history:?}"
+        );
+        assert_eq!(all.iter().filter(|e| matches!(e, Event::Message(_))).count(), 1, "{all:?}");
+
+        // Bob starts the new session and announces it; alice takes it in without showing it.
+        start_session(&bob_profile, &alice_profile, true).await;
+        let announce = {
+            let mut locked = bob_profile.lock().await.unwrap();
+            let payload =
+                Payload { to: alice.clone(), body: PayloadBody::Control(crate::envelope::Control::SessionReset) };
+            let body = locked
+                .state
+                .keys
+                .encrypt(&alice, DeviceId(1), &payload.to_bytes().unwrap(), &mut UnwrapErr(getrandom::SysRng))
+                .unwrap();
+            locked.state.keys.reset_sent(&alice, DeviceId(1));
+            locked.save().unwrap();
+            let envelope = Envelope {
+                from_device: DeviceId(2),
+                to: vec![Recipient { user_id: alice.clone(), device_id: DeviceId(1), body }],
+                control: true,
+            };
+            IncomingMessage {
+                message_id: MessageId::now(),
+                sender_id: bob.clone(),
+                receiver_id: alice.clone(),
+                message: envelope.encode().unwrap(),
+                timestamp: Timestamp::now(),
+            }
+        };
+        let (events, _) = store_incoming(&alice_profile, (&alice, DeviceId(1)), &announce).await.unwrap();
+        assert!(events.is_empty(), "{events:?}");
+        assert!(alice_profile.history(&bob).unwrap().is_empty(), "control messages are not shown");
+        // Alice's next message is in the new session: it decrypts, and the reset is over.
+        let (events, reset) =
+            store_incoming(&bob_profile, me, &send(&alice_profile, &bob, "healed").await).await.unwrap();
+        assert!(!reset);
+        assert!(matches!(&events[..], [Event::Message(e)] if e.text() == Some("healed")), "{events:?}");
+        assert!(bob_profile.read().unwrap().keys.resets.is_empty());
     }
 }

@@ -13,6 +13,7 @@ mod postgres;
 mod rows;
 mod sql;
 mod sqlite;
+mod trust;
 mod writer;
 
 use std::fmt;
@@ -27,6 +28,7 @@ use tokio::sync::oneshot;
 
 use postgres::open_postgres;
 use sqlite::open_sqlite;
+pub use trust::{TrustOp, TrustOutcome, TrustRecords};
 
 /// Opens the store a database URL names: `postgres://…` (or `postgresql://…`) selects
 /// PostgreSQL, `sqlite:…` SQLite.
@@ -485,6 +487,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many unclaimed one-time prekeys a device has.
     async fn prekey_count(&self, user: &UserId, device: DeviceId) -> Result<u32, StoreError>;
+
+    /// Changes the key directory's trust records (user identity, certificates, removals).
+    async fn trust(&self, op: TrustOp) -> Result<Committed<TrustOutcome>, StoreError>;
+
+    /// `user`'s trust records, served with their keys.
+    async fn trust_records(&self, user: &UserId) -> Result<TrustRecords, StoreError>;
 
     /// The users `user` has exchanged messages with.
     async fn conversation_peers(&self, user: &UserId) -> Result<Vec<UserId>, StoreError>;

@@ -55,6 +55,7 @@ pub(crate) enum Job {
     ApplyRemoteReceipt(RemoteReceipt, Slot<Option<MessageStatus>>),
     EnqueueEnvelopes(Vec<OutboxEntry>, Slot<()>),
     OutboxRemove { destination: String, seqs: Vec<i64>, slot: Slot<()> },
+    Trust(super::TrustOp, Slot<super::TrustOutcome>),
 }
 
 impl Job {
@@ -82,6 +83,7 @@ impl Job {
             Self::ApplyRemoteReceipt(_, slot) => settle(slot, failure),
             Self::EnqueueEnvelopes(_, slot) => settle(slot, failure),
             Self::OutboxRemove { slot, .. } => settle(slot, failure),
+            Self::Trust(_, slot) => settle(slot, failure),
         }
     }
 }
@@ -222,6 +224,7 @@ where
                 Job::OutboxRemove { destination, seqs, slot } => {
                     keep(slot, Self::outbox_remove(tx, destination, seqs).await)
                 }
+                Job::Trust(op, slot) => keep(slot, Self::apply_trust(tx, op).await),
             };
             if let Some(e) = fatal {
                 return Err(e);
