@@ -22,7 +22,7 @@
 //! a network call.
 //!
 //! With a passphrase (see [`Profile::with_passphrase`]) everything but `key.json` is encrypted
-//! at rest ([`crate::vault`]): `state.json` is `{"version":2,"sealed":"…"}` and each history
+//! at rest (`vault.rs`): `state.json` is `{"version":2,"sealed":"…"}` and each history
 //! line `{"sealed":"…"}`, so the files hold no key, token or text in clear. Without one, the
 //! state and history are plain JSON protected by the file permissions only, and
 //! [`Profile::encrypted`] says so (the command line warns when it makes such a profile).

@@ -92,7 +92,7 @@ pub enum MessengerError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A message arrived and is stored: decrypted, unencrypted, or undecryptable (see
-    /// [`Body`]).
+    /// [`crate::Body`]).
     Message(HistoryEntry),
     /// A user's identity differs from the one this profile trusts: they started over (lost
     /// every device), or someone is in the middle. Nothing is sent to them until

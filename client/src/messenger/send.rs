@@ -27,9 +27,10 @@ impl Messenger {
     /// the sessions, then sends it. Messages queued by an earlier failure go first.
     ///
     /// # Errors
-    /// [`MessengerError::UnknownUser`]; [`SessionError::IdentityChanged`] while a recipient
-    /// device has an unaccepted new identity (see [`Messenger::trust`]);
-    /// [`SessionError::NoDevices`] when `to` never published keys; [`EnvelopeError::TooLarge`];
+    /// [`MessengerError::UnknownUser`]; [`crate::SessionError::IdentityChanged`] while `to`'s
+    /// identity changed and was not accepted (see [`Messenger::trust`]);
+    /// [`crate::SessionError::NoDevices`] when `to` has no certified device;
+    /// [`crate::EnvelopeError::TooLarge`];
     /// [`MessengerError::Queued`] when the node could not be reached after the message was
     /// saved; transport and profile errors.
     pub async fn send(&mut self, to: &UserId, text: &str) -> Result<SentMessage, MessengerError> {
