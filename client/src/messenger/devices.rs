@@ -69,10 +69,12 @@ impl Messenger {
 
     /// Removes another device of this account: signs its removal with the account's identity
     /// and hands it to the node, which serves it to every contact (they stop writing to the
-    /// device for good, whatever a server lists later) and removes the device.
+    /// device for good, whatever a server lists later) and removes the device. A device the
+    /// identity never certified (a link that did not finish) has nothing to sign: it is just
+    /// removed from the node.
     ///
     /// # Errors
-    /// [`MessengerError::UnknownDevice`] when this account has no such (certified) device;
+    /// [`MessengerError::UnknownDevice`] when this account has no such device;
     /// [`MessengerError::RemoveSelf`]; transport and profile errors.
     pub async fn remove_device(&mut self, device: DeviceId) -> Result<(), MessengerError> {
         let (me, my_device) = self.me();
@@ -82,12 +84,21 @@ impl Messenger {
         self.refresh(&me).await?;
         let removal = {
             let mut locked = self.profile.lock().await?;
-            let removal =
-                locked.state.keys.record_own_removal(&me, device).ok_or(MessengerError::UnknownDevice(device))?;
-            locked.save()?;
+            let removal = locked.state.keys.record_own_removal(&me, device);
+            if removal.is_some() {
+                locked.save()?;
+            }
             removal
         };
-        self.api.publish_removal(&RemovalUpload { removal: BASE64.encode(removal.to_bytes()) }).await?;
+        match removal {
+            Some(removal) => {
+                self.api.publish_removal(&RemovalUpload { removal: BASE64.encode(removal.to_bytes()) }).await?;
+            }
+            None => match self.api.remove_device(device).await {
+                Err(e) if not_found(&e) => return Err(MessengerError::UnknownDevice(device)),
+                other => other?,
+            },
+        }
         Ok(())
     }
 }

@@ -103,14 +103,20 @@ pub enum SessionError {
 impl SessionError {
     /// Whether the session the message belongs to cannot decrypt anything from that device
     /// any more (it lost track, or never had the keys): a new session must be set up. A
-    /// tampered or replayed message is not such a failure.
+    /// tampered or replayed ratchet message is not such a failure. A first message whose
+    /// setup was accepted before is: it is a replay, or the sender still writes in a session
+    /// this device no longer keeps, and a new session costs nothing but a handshake.
     pub fn is_stuck(&self) -> bool {
         matches!(
             self,
             Self::NoSession { .. }
                 | Self::UnknownSignedPreKey(_)
                 | Self::UnknownOneTimePreKey(_)
-                | Self::Crypto(CryptoError::SkipTooLarge { .. } | CryptoError::SessionMismatch { .. })
+                | Self::Crypto(
+                    CryptoError::SkipTooLarge { .. }
+                        | CryptoError::SessionMismatch { .. }
+                        | CryptoError::ReplayedFirstMessage { .. }
+                )
         )
     }
 }
