@@ -60,6 +60,7 @@ impl ApiError {
             Self::Service(S::TooManyDevices(_)) => (StatusCode::CONFLICT, ErrorCode::TooManyDevices),
             Self::Service(S::UnknownDevice(..)) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken),
             Self::Service(S::InvalidKeys(_)) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            Self::Service(S::UserIdentityConflict(_)) => (StatusCode::CONFLICT, ErrorCode::UserIdentityConflict),
             Self::Service(S::TooManySessions(_)) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::Service(S::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             Self::Service(S::Internal(_)) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
+use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::{
     ClientMessageId, DeviceId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerFrame, ServerName,
     Timestamp, UserId, Username, rest::HistoryPage,
@@ -57,6 +57,10 @@ pub enum ServiceError {
     /// Uploaded keys are malformed or their signatures do not verify.
     #[error("invalid keys: {0}")]
     InvalidKeys(String),
+    /// A device certificate is by another user identity than the account's, and the upload
+    /// did not ask to reset it.
+    #[error("{0} has another user identity: link this device from one of the account's devices, or reset the identity")]
+    UserIdentityConflict(UserId),
     /// The node cannot serve it now (store down, shutting down, overloaded).
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -322,6 +326,15 @@ pub trait ChatService: Send + Sync + 'static {
     /// # Errors
     /// [`ServiceError::UnknownDevice`].
     async fn remove_device(&self, caller: &Caller, device: DeviceId) -> Result<(), ServiceError>;
+
+    /// Stores a removal of one of the caller's devices signed by the account's user identity,
+    /// serves it to contacts from then on, and removes that device (if it still has the key
+    /// the removal names).
+    ///
+    /// # Errors
+    /// [`ServiceError::InvalidKeys`] for a removal that does not decode, is for another user,
+    /// or is not signed by the account's user identity.
+    async fn publish_removal(&self, caller: &Caller, removal: RemovalUpload) -> Result<(), ServiceError>;
 
     /// Whether the caller's device still exists (it may have been removed since its token was
     /// issued). Every authenticated REST request asks; [`ChatService::open_session`] checks too.

@@ -114,7 +114,10 @@ impl ChatService for FakeNode {
         Err(ServiceError::UnknownUser(who.clone()))
     }
     async fn device_keys(&self, _: &Caller, who: &UserId) -> Result<KeyBundles, ServiceError> {
-        Ok(KeyBundles { user_id: who.clone(), devices: Vec::new() })
+        Ok(KeyBundles { user_id: who.clone(), user_identity: None, devices: Vec::new(), removals: Vec::new() })
+    }
+    async fn publish_removal(&self, _: &Caller, _: kith_proto::keys::RemovalUpload) -> Result<(), ServiceError> {
+        Err(ServiceError::Internal("not part of this test".into()))
     }
     async fn key_count(&self, caller: &Caller) -> Result<KeyCount, ServiceError> {
         Ok(KeyCount { device_id: caller.device, one_time_pre_keys: 42 })

@@ -102,6 +102,9 @@ impl ChatService for FakeNode {
     async fn device_keys(&self, _: &Caller, _: &UserId) -> Result<KeyBundles, ServiceError> {
         refused()
     }
+    async fn publish_removal(&self, _: &Caller, _: kith_proto::keys::RemovalUpload) -> Result<(), ServiceError> {
+        Err(ServiceError::Internal("not part of this test".into()))
+    }
     async fn key_count(&self, _: &Caller) -> Result<KeyCount, ServiceError> {
         refused()
     }

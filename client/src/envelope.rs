@@ -5,13 +5,16 @@
 //! `docs/crypto.md`, section "The message envelope"):
 //!
 //! ```json
-//! {"v":1,"kind":"kith.e2ee","from":{"deviceId":42},
-//!  "to":[{"userId":"bob@kith.example","deviceId":7,"body":"AQI…"}]}
+//! {"v":2,"kind":"kith.e2ee","from":{"deviceId":42},
+//!  "to":[{"userId":"bob@kith.example","deviceId":7,"body":"AgI…"}]}
 //! ```
 //!
 //! with one `to` entry per device that should read the message: every device of the receiver
 //! and every other device of the sender. Each `body` is standard base64 (with padding) of the
-//! `kith-crypto` wire bytes encrypted for that device; what is encrypted is a [`Payload`].
+//! `kith-crypto` wire bytes encrypted for that device; what is encrypted is a [`Payload`]. A
+//! control envelope (`"control":true`, one entry) announces a new session to one device and is
+//! not shown. A link message, `{"v":2,"kind":"kith.link","body":"…"}`, carries a
+//! `kith-crypto` link request or response between two devices of one account.
 //!
 //! Decoding never panics on untrusted text and caps every size.
 
@@ -21,11 +24,14 @@ use kith_proto::limits::{MAX_DEVICES, MAX_MESSAGE_BYTES};
 use kith_proto::{DeviceId, UserId};
 use serde::{Deserialize, Serialize};
 
-/// The envelope format version this library writes and reads.
-pub const ENVELOPE_VERSION: u32 = 1;
+/// The envelope format version this library writes and reads (end-to-end protocol version 2).
+pub const ENVELOPE_VERSION: u32 = 2;
 
 /// The `kind` that marks a `message` field as an envelope.
 pub const ENVELOPE_KIND: &str = "kith.e2ee";
+
+/// The `kind` of a link message (see [`Content::Link`]).
+pub const LINK_KIND: &str = "kith.link";
 
 /// Most `to` entries an envelope may carry: every device of the receiver plus every other
 /// device of the sender.
@@ -37,6 +43,15 @@ pub enum EnvelopeError {
     /// It is marked as an envelope but does not have the documented shape.
     #[error("malformed envelope: {0}")]
     Malformed(String),
+    /// It was written by a client of end-to-end protocol version 1, which this client no
+    /// longer reads (it had no user identities).
+    #[error(
+        "sent by a client that speaks end-to-end protocol version {got}, which this client no longer reads; the sender must update"
+    )]
+    Outdated {
+        /// The version found.
+        got: u64,
+    },
     /// It was written by a newer client.
     #[error("envelope version {got} is not supported (this client reads version {supported})")]
     UnsupportedVersion {
@@ -104,6 +119,10 @@ pub struct Envelope {
     pub from_device: DeviceId,
     /// One copy per reading device.
     pub to: Vec<Recipient>,
+    /// A control envelope (a new session announced to one device), not shown. The flag is not
+    /// authenticated: it only lets devices without a copy skip it quietly; what a copy holds
+    /// is decided by its payload.
+    pub control: bool,
 }
 
 /// What a `message` field turned out to be.
@@ -111,6 +130,9 @@ pub struct Envelope {
 pub enum Content {
     /// An end-to-end encrypted envelope.
     Encrypted(Envelope),
+    /// A link message: the `kith-crypto` bytes of a link request or response, for the device
+    /// of this account that is linking (others ignore it).
+    Link(Vec<u8>),
     /// Anything else: a message from a client that does not encrypt, shown marked as such.
     Plain(String),
 }
@@ -121,6 +143,8 @@ struct WireEnvelope {
     kind: String,
     from: WireFrom,
     to: Vec<WireRecipient>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    control: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -134,6 +158,13 @@ struct WireFrom {
 struct WireRecipient {
     user_id: UserId,
     device_id: DeviceId,
+    body: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireLink {
+    v: u64,
+    kind: String,
     body: String,
 }
 
@@ -167,6 +198,7 @@ impl Envelope {
                     body: BASE64.encode(&r.body),
                 })
                 .collect(),
+            control: self.control,
         };
         let text = serde_json::to_string(&wire).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
         if text.len() > MAX_MESSAGE_BYTES {
@@ -181,8 +213,17 @@ impl Envelope {
     }
 }
 
+/// Encodes a link message (request or response bytes) as the JSON text of a `message` field.
+///
+/// # Errors
+/// Never in practice; serialisation of these fields cannot fail.
+pub fn encode_link(bytes: &[u8]) -> Result<String, EnvelopeError> {
+    let wire = WireLink { v: ENVELOPE_VERSION.into(), kind: LINK_KIND.into(), body: BASE64.encode(bytes) };
+    serde_json::to_string(&wire).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+}
+
 /// Reads a `message` field: an envelope when it is a JSON object whose `kind` is
-/// [`ENVELOPE_KIND`], plain text otherwise.
+/// [`ENVELOPE_KIND`], a link message when it is [`LINK_KIND`], plain text otherwise.
 ///
 /// # Errors
 /// For text marked as an envelope that is not a valid one (version, shape, sizes, base64).
@@ -194,13 +235,20 @@ pub fn decode(message: &str) -> Result<Content, EnvelopeError> {
         Ok(probe) => probe,
         Err(_) => return Ok(Content::Plain(message.to_owned())),
     };
-    if probe.kind.as_ref().and_then(serde_json::Value::as_str) != Some(ENVELOPE_KIND) {
+    let kind = probe.kind.as_ref().and_then(serde_json::Value::as_str);
+    if kind != Some(ENVELOPE_KIND) && kind != Some(LINK_KIND) {
         return Ok(Content::Plain(message.to_owned()));
     }
     match probe.v.as_ref().and_then(serde_json::Value::as_u64) {
         Some(v) if v == u64::from(ENVELOPE_VERSION) => {}
+        Some(got) if got < u64::from(ENVELOPE_VERSION) => return Err(EnvelopeError::Outdated { got }),
         Some(got) => return Err(EnvelopeError::UnsupportedVersion { got, supported: ENVELOPE_VERSION }),
         None => return Err(EnvelopeError::Malformed("\"v\" must be a number".into())),
+    }
+    if kind == Some(LINK_KIND) {
+        let wire: WireLink = serde_json::from_str(message).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        let body = BASE64.decode(wire.body.as_bytes()).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        return Ok(Content::Link(body));
     }
     let wire: WireEnvelope = serde_json::from_str(message).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
     if wire.to.len() > MAX_RECIPIENTS {
@@ -218,35 +266,81 @@ pub fn decode(message: &str) -> Result<Content, EnvelopeError> {
         })?;
         to.push(Recipient { user_id: r.user_id, device_id: r.device_id, body });
     }
-    Ok(Content::Encrypted(Envelope { from_device: wire.from.device_id, to }))
+    Ok(Content::Encrypted(Envelope { from_device: wire.from.device_id, to, control: wire.control }))
 }
 
-/// What is encrypted for each device: the text, and the conversation it belongs to, so that a
-/// server cannot present a message as sent to someone else.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// What is encrypted for each device: the conversation it belongs to (so that a server cannot
+/// present a message as sent to someone else) and either a text or a control instruction.
+///
+/// JSON: `{"to":"bob@kith.example","text":"hello"}` or
+/// `{"to":"bob@kith.example","control":"session-reset"}`; readers ignore unknown fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payload {
     /// The user the message was written to (the conversation partner of the sender).
     pub to: UserId,
-    /// The message.
-    pub text: String,
+    /// What it holds.
+    pub body: PayloadBody,
+}
+
+/// What a [`Payload`] holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadBody {
+    /// A message.
+    Text(String),
+    /// An instruction between devices, never shown.
+    Control(Control),
+}
+
+/// An instruction between devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Control {
+    /// "My session with you could not decrypt your messages; this message starts a new one":
+    /// the receiver accepts it and writes in it from then on.
+    #[serde(rename = "session-reset")]
+    SessionReset,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WirePayload {
+    to: UserId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    control: Option<Control>,
 }
 
 impl Payload {
+    /// A payload holding `text`.
+    pub fn text(to: &UserId, text: &str) -> Self {
+        Self { to: to.clone(), body: PayloadBody::Text(text.to_owned()) }
+    }
+
     /// The UTF-8 JSON bytes that get encrypted.
     ///
     /// # Errors
     /// Never in practice; serialisation of these fields cannot fail.
     pub fn to_bytes(&self) -> Result<Vec<u8>, EnvelopeError> {
-        serde_json::to_vec(self).map_err(|e| EnvelopeError::BadPayload(e.to_string()))
+        let (text, control) = match &self.body {
+            PayloadBody::Text(text) => (Some(text.clone()), None),
+            PayloadBody::Control(control) => (None, Some(*control)),
+        };
+        serde_json::to_vec(&WirePayload { to: self.to.clone(), text, control })
+            .map_err(|e| EnvelopeError::BadPayload(e.to_string()))
     }
 
     /// Reads decrypted bytes.
     ///
     /// # Errors
-    /// [`EnvelopeError::BadPayload`] when they are not the documented JSON.
+    /// [`EnvelopeError::BadPayload`] when they are not the documented JSON (exactly one of
+    /// `text` and `control`).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        serde_json::from_slice(bytes).map_err(|e| EnvelopeError::BadPayload(e.to_string()))
+        let wire: WirePayload = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::BadPayload(e.to_string()))?;
+        let body = match (wire.text, wire.control) {
+            (Some(text), None) => PayloadBody::Text(text),
+            (None, Some(control)) => PayloadBody::Control(control),
+            _ => return Err(EnvelopeError::BadPayload("exactly one of \"text\" and \"control\" must be given".into())),
+        };
+        Ok(Self { to: wire.to, body })
     }
 }
 
@@ -265,6 +359,7 @@ mod tests {
                 Recipient { user_id: user("bob@test"), device_id: DeviceId(7), body: vec![1, 2, 3, 255] },
                 Recipient { user_id: user("alice@test"), device_id: DeviceId(9), body: vec![0; 40] },
             ],
+            control: false,
         }
     }
 
@@ -272,13 +367,26 @@ mod tests {
     fn envelopes_round_trip_through_the_documented_json() {
         let text = sample().encode().unwrap();
         assert!(
-            text.starts_with(r#"{"v":1,"kind":"kith.e2ee","from":{"deviceId":42},"to":[{"userId":"bob@test","deviceId":7,"body":"AQID/w=="}"#),
+            text.starts_with(r#"{"v":2,"kind":"kith.e2ee","from":{"deviceId":42},"to":[{"userId":"bob@test","deviceId":7,"body":"AQID/w=="}"#),
             "{text}"
         );
+        assert!(!text.contains("control"), "{text}");
         assert_eq!(decode(&text).unwrap(), Content::Encrypted(sample()));
         let envelope = sample();
         assert_eq!(envelope.body_for(&user("bob@test"), DeviceId(7)), Some(&[1u8, 2, 3, 255][..]));
         assert_eq!(envelope.body_for(&user("bob@test"), DeviceId(8)), None);
+        let control = Envelope { control: true, ..sample() };
+        let text = control.encode().unwrap();
+        assert!(text.ends_with(r#"],"control":true}"#), "{text}");
+        assert_eq!(decode(&text).unwrap(), Content::Encrypted(control));
+    }
+
+    #[test]
+    fn link_messages_are_their_own_kind() {
+        let text = encode_link(&[2, 0x34, 9]).unwrap();
+        assert_eq!(text, r#"{"v":2,"kind":"kith.link","body":"AjQJ"}"#);
+        assert_eq!(decode(&text).unwrap(), Content::Link(vec![2, 0x34, 9]));
+        assert!(decode(r#"{"v":2,"kind":"kith.link","body":"!"}"#).is_err());
     }
 
     #[test]
@@ -292,20 +400,21 @@ mod tests {
     fn broken_envelopes_are_errors_not_panics() {
         let cases = [
             (r#"{"kind":"kith.e2ee"}"#, "malformed"),
-            (r#"{"v":2,"kind":"kith.e2ee","from":{"deviceId":1},"to":[]}"#, "version"),
-            (r#"{"v":"1","kind":"kith.e2ee","from":{"deviceId":1},"to":[]}"#, "malformed"),
-            (r#"{"v":1,"kind":"kith.e2ee","from":{},"to":[]}"#, "malformed"),
-            (r#"{"v":1,"kind":"kith.e2ee","from":{"deviceId":-1},"to":[]}"#, "malformed"),
+            (r#"{"v":3,"kind":"kith.e2ee","from":{"deviceId":1},"to":[]}"#, "version"),
+            (r#"{"v":1,"kind":"kith.e2ee","from":{"deviceId":1},"to":[]}"#, "protocol version 1"),
+            (r#"{"v":"2","kind":"kith.e2ee","from":{"deviceId":1},"to":[]}"#, "malformed"),
+            (r#"{"v":2,"kind":"kith.e2ee","from":{},"to":[]}"#, "malformed"),
+            (r#"{"v":2,"kind":"kith.e2ee","from":{"deviceId":-1},"to":[]}"#, "malformed"),
             (
-                r#"{"v":1,"kind":"kith.e2ee","from":{"deviceId":1},"to":[{"userId":"nope","deviceId":1,"body":""}]}"#,
+                r#"{"v":2,"kind":"kith.e2ee","from":{"deviceId":1},"to":[{"userId":"nope","deviceId":1,"body":""}]}"#,
                 "malformed",
             ),
             (
-                r#"{"v":1,"kind":"kith.e2ee","from":{"deviceId":1},"to":[{"userId":"a@b","deviceId":1,"body":"!!"}]}"#,
+                r#"{"v":2,"kind":"kith.e2ee","from":{"deviceId":1},"to":[{"userId":"a@b","deviceId":1,"body":"!!"}]}"#,
                 "base64",
             ),
             (
-                r#"{"v":1,"kind":"kith.e2ee","from":{"deviceId":1},"to":[{"userId":"a@b","deviceId":1,"body":""},{"userId":"a@b","deviceId":1,"body":""}]}"#,
+                r#"{"v":2,"kind":"kith.e2ee","from":{"deviceId":1},"to":[{"userId":"a@b","deviceId":1,"body":""},{"userId":"a@b","deviceId":1,"body":""}]}"#,
                 "twice",
             ),
         ];
@@ -315,7 +424,7 @@ mod tests {
         }
         let many: Vec<String> =
             (0..=MAX_RECIPIENTS).map(|i| format!(r#"{{"userId":"a@b","deviceId":{i},"body":""}}"#)).collect();
-        let text = format!(r#"{{"v":1,"kind":"kith.e2ee","from":{{"deviceId":1}},"to":[{}]}}"#, many.join(","));
+        let text = format!(r#"{{"v":2,"kind":"kith.e2ee","from":{{"deviceId":1}},"to":[{}]}}"#, many.join(","));
         assert!(matches!(decode(&text), Err(EnvelopeError::TooManyRecipients { .. })));
     }
 
@@ -328,11 +437,17 @@ mod tests {
 
     #[test]
     fn payloads_bind_the_conversation() {
-        let payload = Payload { to: user("bob@test"), text: "hi \u{1f44b}".into() };
+        let payload = Payload::text(&user("bob@test"), "hi \u{1f44b}");
         let bytes = payload.to_bytes().unwrap();
         assert_eq!(std::str::from_utf8(&bytes).unwrap(), "{\"to\":\"bob@test\",\"text\":\"hi \u{1f44b}\"}");
         assert_eq!(Payload::from_bytes(&bytes).unwrap(), payload);
+        let control = Payload { to: user("bob@test"), body: PayloadBody::Control(Control::SessionReset) };
+        let bytes = control.to_bytes().unwrap();
+        assert_eq!(bytes, br#"{"to":"bob@test","control":"session-reset"}"#);
+        assert_eq!(Payload::from_bytes(&bytes).unwrap(), control);
         assert!(matches!(Payload::from_bytes(b"hi"), Err(EnvelopeError::BadPayload(_))));
         assert!(matches!(Payload::from_bytes(br#"{"to":"bad","text":"x"}"#), Err(EnvelopeError::BadPayload(_))));
+        assert!(Payload::from_bytes(br#"{"to":"a@b"}"#).is_err());
+        assert!(Payload::from_bytes(br#"{"to":"a@b","text":"x","control":"session-reset"}"#).is_err());
     }
 }

@@ -1,6 +1,6 @@
 //! The REST side: accounts, messages, history, presence.
 
-use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
+use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::rest::{AuthResponse, Credentials, HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse};
 use kith_proto::{DeviceId, ErrorBody, ErrorCode, MessageId, PresenceView, UserId};
 use reqwest::{RequestBuilder, Response};
@@ -220,6 +220,16 @@ impl Authed {
     /// Transport errors.
     pub async fn key_count(&self) -> Result<KeyCount, ClientError> {
         decode(self.auth(self.client.http.get(self.client.url("/api/v1/keys/count")))).await
+    }
+
+    /// Hands the node a removal of one of the user's devices signed by the account's user
+    /// identity (`POST /api/v1/keys/removals`); the node serves it to contacts and removes the
+    /// device.
+    ///
+    /// # Errors
+    /// `400` for a removal the node cannot check, transport errors.
+    pub async fn publish_removal(&self, removal: &RemovalUpload) -> Result<(), ClientError> {
+        send(self.auth(self.client.http.post(self.client.url("/api/v1/keys/removals"))).json(removal)).await.map(drop)
     }
 
     /// Removes one of the user's devices (its keys and its queue go with it).

@@ -8,11 +8,11 @@
 //!   [`ClientError`];
 //! - [`envelope`]: the JSON envelope an encrypted message travels in, one ciphertext per
 //!   reading device ([`EnvelopeError`]);
-//! - [`sessions`]: this device's keys and its `kith-crypto` sessions with other devices, pure
-//!   state ([`SessionError`]);
+//! - [`sessions`]: this account's user identity, this device's keys, the user identities it
+//!   trusts and its `kith-crypto` sessions with other devices, pure state ([`SessionError`]);
 //! - [`profile`]: where that state and the decrypted history live on disk, written atomically
-//!   ([`ProfileError`]);
-//! - [`messenger`]: the whole flow, register to safety numbers ([`MessengerError`]).
+//!   and, with a passphrase, encrypted at rest ([`ProfileError`]);
+//! - [`messenger`]: the whole flow, register and link to safety numbers ([`MessengerError`]).
 //!
 //! The `kith-chat` binary is a command line over [`Messenger`].
 //!
@@ -60,6 +60,7 @@ pub mod profile;
 pub mod sessions;
 mod state;
 mod timeouts;
+mod vault;
 mod ws;
 
 pub use envelope::EnvelopeError;
@@ -67,9 +68,10 @@ pub use error::ClientError;
 pub use history::{Body, HistoryEntry};
 pub use http::{Authed, Client, Sent};
 pub use kith_proto as proto;
-pub use messenger::{Event, Inbox, Messenger, MessengerError, SafetyNumber, SentMessage};
+pub use messenger::{Event, Inbox, LINK_WAIT, LinkOffer, Messenger, MessengerError, SafetyNumber, SentMessage};
 pub use profile::{Profile, ProfileError};
-pub use sessions::{IdentityStatus, SessionError};
+pub use sessions::{IdentityStatus, KnownDevice, SessionError};
 pub use state::Account;
 pub use timeouts::Timeouts;
+pub use vault::VaultError;
 pub use ws::Connection;

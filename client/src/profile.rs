@@ -4,6 +4,7 @@
 //! ```text
 //! <profile>/                 mode 0700
 //!   lock                     empty; every change holds an exclusive lock on it
+//!   key.json                 mode 0600; how the passphrase becomes the key (absent: not encrypted)
 //!   state.json               mode 0600; account, keys, sessions, peers, processed ids, outbox
 //!   history/                 mode 0700
 //!     <userId>.jsonl         mode 0600; one HistoryEntry per line, appended
@@ -20,17 +21,28 @@
 //! releasing the lock, so no process works on an outdated copy. The lock is never held across
 //! a network call.
 //!
-//! Nothing is encrypted at rest beyond the file permissions; use disk encryption.
+//! With a passphrase (see [`Profile::with_passphrase`]) everything but `key.json` is encrypted
+//! at rest (`vault.rs`): `state.json` is `{"version":2,"sealed":"…"}` and each history
+//! line `{"sealed":"…"}`, so the files hold no key, token or text in clear. Without one, the
+//! state and history are plain JSON protected by the file permissions only, and
+//! [`Profile::encrypted`] says so (the command line warns when it makes such a profile).
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use kith_crypto::Zeroizing;
 use kith_proto::UserId;
+use rand_core::UnwrapErr;
+use serde::{Deserialize, Serialize};
 
 use crate::history::HistoryEntry;
 use crate::state::{Account, State};
+use crate::vault::{KeyFile, Vault, VaultError};
 
 /// Why a profile could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -64,26 +76,112 @@ pub enum ProfileError {
         /// What is wrong.
         reason: String,
     },
+    /// The profile was made by a client of end-to-end protocol version 1 (no user identity);
+    /// its keys and sessions cannot be used under version 2.
+    #[error(
+        "the profile in {} was made by an earlier kith-chat (state version {version}, end-to-end protocol version 1, \
+         without user identities) and cannot be upgraded: move it away, then register, or link this device again",
+        path.display()
+    )]
+    Outdated {
+        /// The profile directory.
+        path: PathBuf,
+        /// The state version found.
+        version: u32,
+    },
+    /// The profile is encrypted and no passphrase was given.
+    #[error("the profile in {} is encrypted: give its passphrase (KITH_PASSPHRASE)", .0.display())]
+    Locked(PathBuf),
+    /// The passphrase does not open the profile.
+    #[error("wrong passphrase for the profile in {}", .0.display())]
+    WrongPassphrase(PathBuf),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> ProfileError + '_ {
     move |source| ProfileError::Io { path: path.to_owned(), source }
 }
 
-/// A profile directory.
-#[derive(Debug, Clone)]
+/// A profile directory, and the passphrase that opens it (if it is encrypted).
+///
+/// Clones share the key once it is derived (argon2id is slow on purpose: once per process).
+#[derive(Clone)]
 pub struct Profile {
     dir: PathBuf,
+    passphrase: Option<Arc<Zeroizing<String>>>,
+    vault: Arc<Mutex<Option<Arc<Vault>>>>,
+}
+
+impl std::fmt::Debug for Profile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Profile").field("dir", &self.dir).field("passphrase", &self.passphrase.is_some()).finish()
+    }
 }
 
 const STATE_FILE: &str = "state.json";
+const KEY_FILE: &str = "key.json";
 const LOCK_FILE: &str = "lock";
 const HISTORY_DIR: &str = "history";
+/// Associated data of the sealed state.
+const STATE_AAD: &[u8] = b"kith-profile-state-v2";
+
+/// `state.json` when the profile is encrypted, and the probe that tells the forms apart.
+#[derive(Serialize, Deserialize)]
+struct SealedFile {
+    version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed: Option<String>,
+}
+
+/// A history line when the profile is encrypted.
+#[derive(Serialize, Deserialize)]
+struct SealedLine {
+    sealed: String,
+}
+
+fn history_aad(peer: &UserId) -> Vec<u8> {
+    format!("kith-profile-history-v2:{peer}").into_bytes()
+}
 
 impl Profile {
-    /// The profile in `dir` (which need not exist yet).
+    /// The profile in `dir` (which need not exist yet), without a passphrase: a new profile is
+    /// not encrypted, an encrypted one cannot be opened ([`ProfileError::Locked`]).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self { dir: dir.into(), passphrase: None, vault: Arc::default() }
+    }
+
+    /// The profile in `dir`, opened (or, when new, encrypted) with `passphrase`; an empty one
+    /// means none.
+    pub fn with_passphrase(dir: impl Into<PathBuf>, passphrase: Option<String>) -> Self {
+        let passphrase = passphrase.filter(|p| !p.is_empty()).map(|p| Arc::new(Zeroizing::new(p)));
+        Self { dir: dir.into(), passphrase, vault: Arc::default() }
+    }
+
+    /// Whether the profile on disk is encrypted at rest.
+    pub fn encrypted(&self) -> bool {
+        self.dir.join(KEY_FILE).exists()
+    }
+
+    /// The key of an encrypted profile (derived once), or `None` for a plain one.
+    fn vault(&self) -> Result<Option<Arc<Vault>>, ProfileError> {
+        let mut cached = self.vault.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(vault) = cached.as_ref() {
+            return Ok(Some(vault.clone()));
+        }
+        let path = self.dir.join(KEY_FILE);
+        let text = match fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ProfileError::Io { path, source: e }),
+        };
+        let file: KeyFile = serde_json::from_slice(&text)
+            .map_err(|e| ProfileError::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let passphrase = self.passphrase.as_ref().ok_or_else(|| ProfileError::Locked(self.dir.clone()))?;
+        let vault = Arc::new(Vault::open(passphrase, &file).map_err(|e| match e {
+            VaultError::WrongPassphrase => ProfileError::WrongPassphrase(self.dir.clone()),
+            VaultError::Malformed(reason) => ProfileError::Corrupt { path, reason },
+        })?);
+        *cached = Some(vault.clone());
+        Ok(Some(vault))
     }
 
     /// The default profile directory: `$XDG_CONFIG_HOME/kith/default`, or
@@ -119,11 +217,25 @@ impl Profile {
     pub(crate) fn read(&self) -> Result<State, ProfileError> {
         let path = self.dir.join(STATE_FILE);
         let bytes = match fs::read(&path) {
-            Ok(bytes) => kith_crypto::Zeroizing::new(bytes),
+            Ok(bytes) => Zeroizing::new(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ProfileError::Missing(self.dir.clone())),
             Err(e) => return Err(ProfileError::Io { path, source: e }),
         };
-        State::from_json(&bytes).map_err(|e| ProfileError::Corrupt { path, reason: e.0 })
+        let corrupt = |reason: String| ProfileError::Corrupt { path: path.clone(), reason };
+        let probe: SealedFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        if probe.version < crate::state::STATE_VERSION {
+            return Err(ProfileError::Outdated { path: self.dir.clone(), version: probe.version });
+        }
+        let json = match (probe.sealed, self.vault()?) {
+            (None, None) => bytes,
+            (Some(sealed), Some(vault)) => {
+                let sealed = BASE64.decode(sealed.as_bytes()).map_err(|e| corrupt(e.to_string()))?;
+                vault.open_sealed(STATE_AAD, &sealed).map_err(|e| corrupt(e.to_string()))?
+            }
+            (Some(_), None) => return Err(corrupt("sealed, but the profile has no key file".into())),
+            (None, Some(_)) => return Err(corrupt("not sealed, but the profile is encrypted".into())),
+        };
+        State::from_json(&json).map_err(|e| corrupt(e.0))
     }
 
     /// Creates the directory (mode 0700) and writes a first state into it.
@@ -133,14 +245,24 @@ impl Profile {
     pub(crate) async fn create(&self, state: &State) -> Result<(), ProfileError> {
         make_private_dir(&self.dir)?;
         let lock = self.lock_file().await?;
-        if let Ok(existing) = self.read() {
+        if self.dir.join(STATE_FILE).exists() {
+            let existing = self.read()?;
             return Err(ProfileError::Taken {
                 path: self.dir.clone(),
                 user: existing.account.user_id,
                 device: existing.account.device_id,
             });
         }
-        write_state(&self.dir, state)?;
+        if let Some(passphrase) = &self.passphrase {
+            let key_path = self.dir.join(KEY_FILE);
+            let (vault, file) = Vault::create(passphrase, &mut UnwrapErr(getrandom::SysRng))
+                .map_err(|e| ProfileError::Corrupt { path: key_path.clone(), reason: e.to_string() })?;
+            let json = serde_json::to_vec_pretty(&file)
+                .map_err(|e| ProfileError::Corrupt { path: key_path.clone(), reason: e.to_string() })?;
+            write_atomically(&key_path, &json)?;
+            *self.vault.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(vault));
+        }
+        write_state(&self.dir, self.vault()?.as_deref(), state)?;
         drop(lock);
         Ok(())
     }
@@ -155,7 +277,7 @@ impl Profile {
         }
         let lock = self.lock_file().await?;
         let state = self.read()?;
-        Ok(Locked { dir: self.dir.clone(), _lock: lock, state })
+        Ok(Locked { dir: self.dir.clone(), vault: self.vault()?, _lock: lock, state })
     }
 
     async fn lock_file(&self) -> Result<File, ProfileError> {
@@ -186,13 +308,29 @@ impl Profile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(ProfileError::Io { path, source: e }),
         };
+        let vault = self.vault()?;
+        let aad = history_aad(peer);
         let mut seen = HashSet::new();
         let mut entries = Vec::new();
         for (number, line) in text.split(|&b| b == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
             }
-            match serde_json::from_slice::<HistoryEntry>(line) {
+            let opened = match &vault {
+                None => Ok(Zeroizing::new(line.to_vec())),
+                Some(vault) => serde_json::from_slice::<SealedLine>(line)
+                    .map_err(|e| e.to_string())
+                    .and_then(|l| BASE64.decode(l.sealed.as_bytes()).map_err(|e| e.to_string()))
+                    .and_then(|sealed| vault.open_sealed(&aad, &sealed).map_err(|e| e.to_string())),
+            };
+            let line = match opened {
+                Ok(line) => line,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), line = number + 1, error = %e, "skipping a damaged history line");
+                    continue;
+                }
+            };
+            match serde_json::from_slice::<HistoryEntry>(&line) {
                 Ok(entry) => {
                     if seen.insert(entry.message_id) {
                         entries.push(entry);
@@ -213,6 +351,7 @@ impl Profile {
 #[derive(Debug)]
 pub(crate) struct Locked {
     dir: PathBuf,
+    vault: Option<Arc<Vault>>,
     _lock: File,
     pub(crate) state: State,
 }
@@ -220,17 +359,42 @@ pub(crate) struct Locked {
 impl Locked {
     /// Replaces `state.json` with the current state, atomically.
     pub(crate) fn save(&self) -> Result<(), ProfileError> {
-        write_state(&self.dir, &self.state)
+        write_state(&self.dir, self.vault.as_deref(), &self.state)
     }
 
     /// Appends `entry` to the history of the conversation with `peer`, durably.
     pub(crate) fn append_history(&self, peer: &UserId, entry: &HistoryEntry) -> Result<(), ProfileError> {
+        self.append_history_all(peer, std::slice::from_ref(entry))
+    }
+
+    /// Appends `entries` to the history of the conversation with `peer`, durably, with one
+    /// `fsync` for all of them.
+    pub(crate) fn append_history_all(&self, peer: &UserId, entries: &[HistoryEntry]) -> Result<(), ProfileError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let dir = self.dir.join(HISTORY_DIR);
         make_private_dir(&dir)?;
         let path = history_path(&self.dir, peer);
-        let mut line = serde_json::to_vec(entry)
-            .map_err(|e| ProfileError::Io { path: path.clone(), source: io::Error::other(e.to_string()) })?;
-        line.push(b'\n');
+        let failed = |e: String| ProfileError::Io { path: path.clone(), source: io::Error::other(e) };
+        let mut line = Vec::new();
+        for entry in entries {
+            let plain = Zeroizing::new(serde_json::to_vec(entry).map_err(|e| failed(e.to_string()))?);
+            match &self.vault {
+                None => line.extend_from_slice(&plain),
+                Some(vault) => {
+                    let sealed = vault
+                        .seal(&history_aad(peer), &plain, &mut UnwrapErr(getrandom::SysRng))
+                        .map_err(|e| failed(e.to_string()))?;
+                    let sealed = serde_json::to_vec(&SealedLine { sealed: BASE64.encode(sealed) })
+                        .map_err(|e| failed(e.to_string()))?;
+                    line.extend_from_slice(&sealed);
+                }
+            }
+            line.push(b'\n');
+        }
+        let line = Zeroizing::new(line);
+        let mut line = line.to_vec();
         let created = !path.exists();
         let mut file =
             private_file_options().read(true).append(true).create(true).open(&path).map_err(io_error(&path))?;
@@ -256,10 +420,20 @@ fn history_path(dir: &Path, peer: &UserId) -> PathBuf {
     dir.join(HISTORY_DIR).join(format!("{peer}.jsonl"))
 }
 
-fn write_state(dir: &Path, state: &State) -> Result<(), ProfileError> {
+fn write_state(dir: &Path, vault: Option<&Vault>, state: &State) -> Result<(), ProfileError> {
     let path = dir.join(STATE_FILE);
-    let json = state.to_json().map_err(|e| ProfileError::Corrupt { path: path.clone(), reason: e.0 })?;
-    write_atomically(&path, &json)
+    let corrupt = |reason: String| ProfileError::Corrupt { path: path.clone(), reason };
+    let json = state.to_json().map_err(|e| corrupt(e.0))?;
+    match vault {
+        None => write_atomically(&path, &json),
+        Some(vault) => {
+            let sealed =
+                vault.seal(STATE_AAD, &json, &mut UnwrapErr(getrandom::SysRng)).map_err(|e| corrupt(e.to_string()))?;
+            let file = SealedFile { version: crate::state::STATE_VERSION, sealed: Some(BASE64.encode(sealed)) };
+            let text = serde_json::to_vec(&file).map_err(|e| corrupt(e.to_string()))?;
+            write_atomically(&path, &text)
+        }
+    }
 }
 
 /// Replaces `path` with `bytes`: temporary file, `fsync`, rename, `fsync` of the directory.
@@ -324,10 +498,17 @@ mod tests {
                 device_id: DeviceId(9),
                 token: "token".into(),
             },
-            keys: KeyStore::generate(Timestamp::now(), &mut UnwrapErr(getrandom::SysRng)),
+            keys: KeyStore::generate(
+                &UserId::parse(user).unwrap(),
+                DeviceId(9),
+                Timestamp::now(),
+                &mut UnwrapErr(getrandom::SysRng),
+            )
+            .unwrap(),
             processed: Processed::default(),
             outbox: Vec::new(),
             keys_published: false,
+            reset_identity: false,
         }
     }
 
@@ -436,5 +617,68 @@ mod tests {
             task.await.unwrap();
         }
         assert_eq!(profile.account().unwrap().token, "40", "every increment counted");
+    }
+
+    fn files_under(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() { out.extend(files_under(&path)) } else { out.push(path) }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_profile_holds_no_secret_or_text_in_clear() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("p");
+        let profile = Profile::with_passphrase(&dir, Some("a long passphrase".into()));
+        let mut first = state("a@t");
+        first.account.token = "token-7d2e9c".into();
+        profile.create(&first).await.unwrap();
+        assert!(profile.encrypted());
+        let peer = UserId::parse("b@t").unwrap();
+        let locked = profile.lock().await.unwrap();
+        locked.append_history(&peer, &entry("the eagle lands at noon")).unwrap();
+        drop(locked);
+
+        let keys = &first.keys;
+        let b64 = |bytes: &[u8]| BASE64.encode(bytes);
+        let secrets = [
+            "token-7d2e9c".to_owned(),
+            "the eagle lands at noon".to_owned(),
+            b64(&keys.user.to_bytes()),
+            b64(&keys.identity.to_bytes()),
+            b64(&keys.signed_prekeys[0].key.to_bytes()),
+            b64(&keys.identity.public().to_bytes()),
+            b64(&keys.certificate.to_bytes()),
+            "a@t".to_owned(),
+        ];
+        for file in files_under(&dir) {
+            let bytes = fs::read(&file).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            for secret in &secrets {
+                assert!(!text.contains(secret.as_str()), "{} holds {secret:?} in clear", file.display());
+            }
+        }
+
+        // The same passphrase reads it all back; another or none does not.
+        let again = Profile::with_passphrase(&dir, Some("a long passphrase".into()));
+        assert_eq!(again.account().unwrap().token, "token-7d2e9c");
+        assert_eq!(again.history(&peer).unwrap()[0].text(), Some("the eagle lands at noon"));
+        assert!(matches!(
+            Profile::with_passphrase(&dir, Some("another one".into())).account(),
+            Err(ProfileError::WrongPassphrase(_))
+        ));
+        assert!(matches!(Profile::new(&dir).account(), Err(ProfileError::Locked(_))));
+    }
+
+    #[tokio::test]
+    async fn a_profile_of_protocol_version_1_is_refused_with_a_clear_error() {
+        let temp = tempfile::tempdir().unwrap();
+        fs::write(temp.path().join(STATE_FILE), br#"{"version":1,"account":{}}"#).unwrap();
+        let err = Profile::new(temp.path()).account().unwrap_err();
+        assert!(matches!(err, ProfileError::Outdated { version: 1, .. }), "{err:?}");
+        assert!(err.to_string().contains("cannot be upgraded"), "{err}");
     }
 }

@@ -7,14 +7,18 @@ use std::collections::{BTreeMap, HashSet, VecDeque};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use kith_crypto::{DeviceIdentity, OneTimePreKey, PublicIdentity, Session, SignedPreKey, Zeroizing};
+use kith_crypto::{
+    DeviceCertificate, DeviceIdentity, OneTimePreKey, ReplayRecord, Session, SignedPreKey, UserIdentity,
+    UserIdentityPublic, Zeroizing,
+};
 use kith_proto::{DeviceId, MessageId, Timestamp, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::sessions::{DeviceList, IdentityStatus, KeyStore, PeerDevice, SignedPreKeyRecord};
+use crate::sessions::{DeviceList, KeyStore, PeerDevice, PeerUser, Reset, SignedPreKeyRecord};
 
-/// The version of `state.json` this library writes and reads.
-pub const STATE_VERSION: u32 = 1;
+/// The version of `state.json` this library writes and reads: 2, the first with user
+/// identities (end-to-end protocol version 2). Version 1 is refused.
+pub const STATE_VERSION: u32 = 2;
 
 /// How many processed message ids are remembered, to acknowledge a redelivery (an ack that
 /// did not reach the node) without decrypting it twice. Redeliveries come first on the next
@@ -101,6 +105,9 @@ pub(crate) struct State {
     pub(crate) outbox: Vec<Outgoing>,
     /// Whether this profile's keys reached the node at least once.
     pub(crate) keys_published: bool,
+    /// The first publish replaces the account's user identity (a new identity after losing
+    /// every device).
+    pub(crate) reset_identity: bool,
 }
 
 /// Why `state.json` could not be read.
@@ -113,16 +120,49 @@ pub(crate) struct Corrupt(pub(crate) String);
 struct StateFile {
     version: u32,
     account: Account,
+    user_identity: String,
     identity: String,
+    certificate: String,
     signed_pre_keys: Vec<SignedPreKeyFile>,
     next_signed_pre_key_id: u32,
     one_time_pre_keys: Vec<String>,
     next_one_time_pre_key_id: u32,
+    replay_record: String,
+    users: Vec<UserFile>,
     devices: Vec<DeviceFile>,
+    removed: Vec<RemovedFile>,
+    resets: Vec<ResetFile>,
     device_lists: Vec<DeviceListFile>,
     processed: Vec<MessageId>,
     outbox: Vec<Outgoing>,
     keys_published: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    reset_user_identity: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserFile {
+    user_id: UserId,
+    identity: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    changed_to: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RemovedFile {
+    user_id: UserId,
+    device_id: DeviceId,
+    device_key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResetFile {
+    user_id: UserId,
+    device_id: DeviceId,
+    sent: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,8 +177,7 @@ struct SignedPreKeyFile {
 struct DeviceFile {
     user_id: UserId,
     device_id: DeviceId,
-    identity: String,
-    changed: bool,
+    certificate: String,
     active: bool,
     sessions: Vec<String>,
 }
@@ -170,7 +209,9 @@ impl State {
         let file = StateFile {
             version: STATE_VERSION,
             account: self.account.clone(),
+            user_identity: b64(&keys.user.to_bytes()),
             identity: b64(&keys.identity.to_bytes()),
+            certificate: b64(&keys.certificate.to_bytes()),
             signed_pre_keys: keys
                 .signed_prekeys
                 .iter()
@@ -179,16 +220,43 @@ impl State {
             next_signed_pre_key_id: keys.next_signed_prekey_id,
             one_time_pre_keys: keys.one_time_prekeys.values().map(|k| b64(&k.to_bytes())).collect(),
             next_one_time_pre_key_id: keys.next_one_time_prekey_id,
+            replay_record: b64(&keys.replays.to_bytes()),
+            users: keys
+                .users
+                .iter()
+                .map(|(user, peer)| UserFile {
+                    user_id: user.clone(),
+                    identity: b64(&peer.identity.to_bytes()),
+                    changed_to: peer.changed_to.map(|k| b64(&k.to_bytes())),
+                })
+                .collect(),
             devices: keys
                 .devices
                 .iter()
                 .map(|((user, device), peer)| DeviceFile {
                     user_id: user.clone(),
                     device_id: *device,
-                    identity: b64(&peer.identity.to_bytes()),
-                    changed: peer.status == IdentityStatus::Changed,
+                    certificate: b64(&peer.certificate.to_bytes()),
                     active: peer.active,
                     sessions: peer.sessions.iter().map(|s| b64(&s.to_bytes())).collect(),
+                })
+                .collect(),
+            removed: keys
+                .removed
+                .iter()
+                .map(|(user, device, key)| RemovedFile {
+                    user_id: user.clone(),
+                    device_id: *device,
+                    device_key: b64(key),
+                })
+                .collect(),
+            resets: keys
+                .resets
+                .iter()
+                .map(|((user, device), reset)| ResetFile {
+                    user_id: user.clone(),
+                    device_id: *device,
+                    sent: *reset == Reset::Sent,
                 })
                 .collect(),
             device_lists: keys
@@ -203,6 +271,7 @@ impl State {
             processed: self.processed.order.iter().copied().collect(),
             outbox: self.outbox.clone(),
             keys_published: self.keys_published,
+            reset_user_identity: self.reset_identity,
         };
         let json = serde_json::to_vec_pretty(&file).map(Zeroizing::new).map_err(|e| Corrupt(e.to_string()));
         // The intermediate strings hold secrets too.
@@ -219,7 +288,10 @@ impl State {
                 file.version
             )));
         }
+        let user = decoded("user identity", &file.user_identity, UserIdentity::from_bytes)?;
         let identity = decoded("identity", &file.identity, DeviceIdentity::from_bytes)?;
+        let certificate = decoded("certificate", &file.certificate, DeviceCertificate::from_bytes)?;
+        let replays = decoded("replay record", &file.replay_record, ReplayRecord::from_bytes)?;
         let signed_prekeys = file
             .signed_pre_keys
             .iter()
@@ -243,13 +315,34 @@ impl State {
                 .map(|s| decoded("session", s, Session::from_bytes))
                 .collect::<Result<Vec<_>, Corrupt>>()?;
             let peer = PeerDevice {
-                identity: decoded("peer identity", &d.identity, PublicIdentity::from_bytes)?,
-                status: if d.changed { IdentityStatus::Changed } else { IdentityStatus::Accepted },
+                certificate: decoded("peer certificate", &d.certificate, DeviceCertificate::from_bytes)?,
                 active: d.active,
                 sessions,
             };
             devices.insert((d.user_id.clone(), d.device_id), peer);
         }
+        let mut users = BTreeMap::new();
+        for u in &file.users {
+            let identity = decoded("peer user identity", &u.identity, UserIdentityPublic::from_bytes)?;
+            let changed_to = u
+                .changed_to
+                .as_deref()
+                .map(|text| decoded("changed user identity", text, UserIdentityPublic::from_bytes))
+                .transpose()?;
+            users.insert(u.user_id.clone(), PeerUser { identity, changed_to });
+        }
+        let mut removed = std::collections::BTreeSet::new();
+        for r in &file.removed {
+            let key = unb64("removed device key", &r.device_key)?;
+            let key: [u8; 32] =
+                key.as_slice().try_into().map_err(|_| Corrupt("a removed device key is not 32 bytes".into()))?;
+            removed.insert((r.user_id.clone(), r.device_id, key));
+        }
+        let resets = file
+            .resets
+            .iter()
+            .map(|r| ((r.user_id.clone(), r.device_id), if r.sent { Reset::Sent } else { Reset::Needed }))
+            .collect();
         let lists = file
             .device_lists
             .iter()
@@ -265,13 +358,19 @@ impl State {
             processed.insert(*id);
         }
         let keys = KeyStore {
+            user,
             identity,
+            certificate,
             signed_prekeys,
             next_signed_prekey_id: file.next_signed_pre_key_id,
             one_time_prekeys,
             next_one_time_prekey_id: file.next_one_time_pre_key_id,
+            replays,
+            users,
             devices,
+            removed,
             lists,
+            resets,
         };
         let state = Self {
             account: file.account.clone(),
@@ -279,6 +378,7 @@ impl State {
             processed,
             outbox: file.outbox.clone(),
             keys_published: file.keys_published,
+            reset_identity: file.reset_user_identity,
         };
         zeroize_file(file);
         Ok(state)
@@ -290,6 +390,7 @@ fn zeroize_file(mut file: StateFile) {
     use kith_crypto::Zeroizing as Z;
     let wipe = |s: &mut String| drop(Z::new(std::mem::take(s)));
     wipe(&mut file.identity);
+    wipe(&mut file.user_identity);
     wipe(&mut file.account.token);
     file.signed_pre_keys.iter_mut().for_each(|r| wipe(&mut r.key));
     file.one_time_pre_keys.iter_mut().for_each(wipe);
@@ -318,7 +419,8 @@ mod tests {
     #[test]
     fn state_round_trips_through_json() {
         let mut rng = UnwrapErr(getrandom::SysRng);
-        let mut keys = KeyStore::generate(Timestamp::now(), &mut rng);
+        let mut keys =
+            KeyStore::generate(&UserId::parse("a@b").unwrap(), DeviceId(5), Timestamp::now(), &mut rng).unwrap();
         keys.new_one_time_prekeys(3, &mut rng).unwrap();
         let account = Account {
             server: "http://127.0.0.1:1".into(),
@@ -332,11 +434,14 @@ mod tests {
             processed: Processed::default(),
             outbox: Vec::new(),
             keys_published: true,
+            reset_identity: false,
         };
         let json = state.to_json().unwrap();
         let back = State::from_json(&json).unwrap();
         assert_eq!(back.account, account);
         assert_eq!(back.keys.identity.public(), state.keys.identity.public());
+        assert_eq!(back.keys.user.public(), state.keys.user.public());
+        assert_eq!(back.keys.certificate, state.keys.certificate);
         assert_eq!(back.keys.one_time_prekeys.len(), 3);
         assert_eq!(*back.to_json().unwrap(), *json, "encoding is stable");
         assert!(matches!(State::from_json(b"{}"), Err(Corrupt(_))));

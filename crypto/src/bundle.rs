@@ -2,17 +2,20 @@
 //! with it while it is offline.
 
 use crate::codec::{self, Reader, kind};
-use crate::error::Result;
+use crate::error::{CryptoError, Result};
 use crate::keys::{OneTimePreKeyPublic, PublicIdentity, SignedPreKeyPublic};
+use crate::user::{DeviceCertificate, UserIdentityPublic};
 
 /// The public keys a device publishes (through the server) for others to
 /// start a session with it: its identity, its current signed prekey and, if
 /// any are left, one one-time prekey.
 ///
-/// A bundle arrives from an untrusted server: turn it into a
-/// [`VerifiedPreKeyBundle`] with [`PreKeyBundle::verify`] before use. That
-/// proves the keys belong to `identity()`; whether `identity()` is really the
-/// person you mean is what safety numbers are for.
+/// A bundle arrives from an untrusted server, with the device's
+/// [`DeviceCertificate`]: turn both into a [`VerifiedPreKeyBundle`] with
+/// [`PreKeyBundle::verify`] before use. That proves the keys belong to
+/// `identity()` and that the user identity you trust for the user vouches for
+/// that device; whether that user identity is really the person you mean is
+/// what safety numbers are for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreKeyBundle {
     identity: PublicIdentity,
@@ -45,16 +48,32 @@ impl PreKeyBundle {
         self.one_time_prekey.as_ref()
     }
 
-    /// Checks the signed prekey's signature against the identity (whose own
-    /// binding signature was checked when it was built) and returns the proof
-    /// that [`Session::initiate`](crate::Session::initiate) requires.
+    /// Checks that `certificate` is signed by `trusted` (the user identity you
+    /// trust for `user_id`), names device `device_id` of `user_id` and vouches
+    /// for this bundle's identity, and that the signed prekey's signature
+    /// verifies under that identity (whose own binding signature was checked
+    /// when it was built). Returns the proof that
+    /// [`Session::initiate`](crate::Session::initiate) requires.
     ///
     /// # Errors
-    /// [`CryptoError::BadSignedPreKeySignature`](crate::CryptoError::BadSignedPreKeySignature)
-    /// if the signature does not verify.
-    pub fn verify(&self) -> Result<VerifiedPreKeyBundle> {
+    /// [`CryptoError::UntrustedUserIdentity`] and
+    /// [`CryptoError::CertificateMismatch`] for a device the trusted identity
+    /// did not certify (write nothing to it),
+    /// [`CryptoError::BadSignedPreKeySignature`] if the prekey signature does
+    /// not verify.
+    pub fn verify(
+        &self,
+        certificate: &DeviceCertificate,
+        trusted: &UserIdentityPublic,
+        user_id: &str,
+        device_id: u32,
+    ) -> Result<VerifiedPreKeyBundle> {
+        certificate.check(trusted, user_id, device_id)?;
+        if certificate.device() != &self.identity {
+            return Err(CryptoError::CertificateMismatch { reason: "it vouches for another device identity" });
+        }
         self.signed_prekey.verify(&self.identity)?;
-        Ok(VerifiedPreKeyBundle(self.clone()))
+        Ok(VerifiedPreKeyBundle { bundle: self.clone(), certificate: certificate.clone() })
     }
 
     /// Encodes as `version, kind 0x16, identity (128), signed prekey (100),
@@ -81,7 +100,7 @@ impl PreKeyBundle {
     ///
     /// # Errors
     /// Any decoding error for bytes not produced by [`Self::to_bytes`], and
-    /// [`CryptoError::BadIdentityBinding`](crate::CryptoError::BadIdentityBinding).
+    /// [`CryptoError::BadIdentityBinding`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes, "prekey bundle");
         r.header(kind::PREKEY_BUNDLE)?;
@@ -94,20 +113,29 @@ impl PreKeyBundle {
     }
 }
 
-/// A [`PreKeyBundle`] whose signatures have been checked. Only
+/// A [`PreKeyBundle`] whose signatures have been checked, with the
+/// certificate from the trusted user identity that vouches for it. Only
 /// [`PreKeyBundle::verify`] can build one, so holding one is proof that the
-/// check happened.
+/// checks happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifiedPreKeyBundle(PreKeyBundle);
+pub struct VerifiedPreKeyBundle {
+    bundle: PreKeyBundle,
+    certificate: DeviceCertificate,
+}
 
 impl VerifiedPreKeyBundle {
     /// The verified bundle.
     pub fn bundle(&self) -> &PreKeyBundle {
-        &self.0
+        &self.bundle
     }
 
     /// The identity the bundle belongs to.
     pub fn identity(&self) -> &PublicIdentity {
-        &self.0.identity
+        &self.bundle.identity
+    }
+
+    /// The certificate vouching for the bundle's identity.
+    pub fn certificate(&self) -> &DeviceCertificate {
+        &self.certificate
     }
 }

@@ -10,8 +10,14 @@ use zeroize::Zeroizing;
 
 use crate::error::{CryptoError, Result};
 
-/// The format version written as the first byte of every encoding.
-pub const VERSION: u8 = 1;
+/// The format version written as the first byte of every encoding: protocol version 2.
+///
+/// Version 1 encodings (an earlier trust model, without user identities) are refused with
+/// [`CryptoError::UnsupportedVersion`]; see `docs/crypto.md`.
+pub const VERSION: u8 = 2;
+
+/// The longest user id (in UTF-8 bytes) a certificate, removal or link message may name.
+pub const MAX_USER_ID_LEN: usize = 255;
 
 /// Kind bytes (the second byte of every encoding).
 pub(crate) mod kind {
@@ -35,6 +41,20 @@ pub(crate) mod kind {
     pub const PREKEY_BUNDLE: u8 = 0x16;
     /// [`crate::Session`].
     pub const SESSION: u8 = 0x20;
+    /// [`crate::ReplayRecord`].
+    pub const REPLAY_RECORD: u8 = 0x21;
+    /// [`crate::UserIdentity`].
+    pub const USER_IDENTITY: u8 = 0x30;
+    /// [`crate::UserIdentityPublic`].
+    pub const USER_IDENTITY_PUBLIC: u8 = 0x31;
+    /// [`crate::DeviceCertificate`].
+    pub const DEVICE_CERTIFICATE: u8 = 0x32;
+    /// [`crate::DeviceRemoval`].
+    pub const DEVICE_REMOVAL: u8 = 0x33;
+    /// [`crate::LinkRequest`].
+    pub const LINK_REQUEST: u8 = 0x34;
+    /// [`crate::LinkResponse`].
+    pub const LINK_RESPONSE: u8 = 0x35;
 }
 
 /// Bounds-checked cursor over untrusted bytes.
@@ -96,6 +116,20 @@ impl<'a> Reader<'a> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
+    /// Reads a big-endian `u64`.
+    pub(crate) fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// Reads a user id: a big-endian `u16` length, then that many bytes of UTF-8, 1 to
+    /// [`MAX_USER_ID_LEN`] of them.
+    pub(crate) fn user_id(&mut self) -> Result<String> {
+        let len = usize::from(u16::from_be_bytes(self.array()?));
+        check_user_id_len(len)?;
+        let bytes = self.take(len)?;
+        core::str::from_utf8(bytes).map(str::to_owned).map_err(|_| CryptoError::InvalidUserId { len })
+    }
+
     /// Reads a presence flag: 0 is false, 1 is true, anything else an error.
     pub(crate) fn flag(&mut self, what: &'static str) -> Result<bool> {
         match self.u8()? {
@@ -143,6 +177,22 @@ pub(crate) fn secret_writer(kind: u8, len: usize) -> Zeroizing<Vec<u8>> {
     Zeroizing::new(writer(kind, len))
 }
 
+/// Checks a user id's length: 1 to [`MAX_USER_ID_LEN`] bytes.
+pub(crate) fn check_user_id_len(len: usize) -> Result<()> {
+    if len == 0 || len > MAX_USER_ID_LEN {
+        return Err(CryptoError::InvalidUserId { len });
+    }
+    Ok(())
+}
+
+/// Appends a user id as a big-endian `u16` length and its UTF-8 bytes. The caller checked
+/// the length with [`check_user_id_len`] when the value holding it was built.
+pub(crate) fn put_user_id(out: &mut Vec<u8>, user_id: &str) {
+    let len = u16::try_from(user_id.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(user_id.as_bytes());
+}
+
 /// Appends an optional `u32` as a flag byte followed by the value if present.
 pub(crate) fn put_opt_u32(out: &mut Vec<u8>, value: Option<u32>) {
     match value {
@@ -178,7 +228,7 @@ mod tests {
 
     #[test]
     fn reader_reports_what_was_short() {
-        let mut r = Reader::new(&[1, 0x10, 0, 0, 0, 7, 1], "thing");
+        let mut r = Reader::new(&[2, 0x10, 0, 0, 0, 7, 1], "thing");
         r.header(kind::PUBLIC_IDENTITY).unwrap();
         assert_eq!(r.u32().unwrap(), 7);
         assert_eq!(r.opt_u32("flag").unwrap_err(), CryptoError::Truncated { what: "thing", needed: 4, available: 0 });
@@ -186,6 +236,19 @@ mod tests {
         assert_eq!(r.flag("flag").unwrap_err(), CryptoError::InvalidFlag { what: "flag", value: 2 });
         let r = Reader::new(&[0, 0], "thing");
         assert_eq!(r.finish().unwrap_err(), CryptoError::TrailingBytes { what: "thing", extra: 2 });
+        let mut r = Reader::new(&[1, 0, 0, 0, 0, 0, 0, 0], "thing");
+        assert_eq!(r.u64().unwrap(), 1 << 56);
+    }
+
+    #[test]
+    fn user_ids_are_length_prefixed_utf8_of_bounded_length() {
+        let mut out = Vec::new();
+        put_user_id(&mut out, "bob@t");
+        assert_eq!(out, b"\x00\x05bob@t");
+        assert_eq!(Reader::new(&out, "thing").user_id().unwrap(), "bob@t");
+        assert_eq!(Reader::new(&[0, 0], "thing").user_id().unwrap_err(), CryptoError::InvalidUserId { len: 0 });
+        assert_eq!(Reader::new(&[1, 0], "thing").user_id().unwrap_err(), CryptoError::InvalidUserId { len: 256 });
+        assert_eq!(Reader::new(&[0, 1, 0xff], "thing").user_id().unwrap_err(), CryptoError::InvalidUserId { len: 1 });
     }
 
     #[test]

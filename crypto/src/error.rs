@@ -130,19 +130,12 @@ pub enum CryptoError {
         max: u32,
     },
 
-    /// Accepting a message would grow the store of skipped message keys past
-    /// its limit.
-    #[error("skipped-key store would hold {would_hold} keys, more than max {max}")]
-    TooManySkippedKeys {
-        /// How many keys the store would hold.
-        would_hold: usize,
-        /// The limit ([`MAX_SKIPPED_KEYS`](crate::MAX_SKIPPED_KEYS)).
-        max: usize,
-    },
-
-    /// The message's key was already used: it is a replay or a duplicate
-    /// delivery of a message that was decrypted before.
-    #[error("message {counter} was already decrypted (replay or duplicate)")]
+    /// The message is behind its receiving chain and its key is not stored: a
+    /// replay or duplicate delivery of a message that was decrypted before, or
+    /// a message held back so long that its skipped key was evicted or expired.
+    #[error(
+        "message {counter} was already decrypted, or its key was evicted or expired (replay, duplicate or very late)"
+    )]
     DuplicateMessage {
         /// The message counter from the header.
         counter: u32,
@@ -208,6 +201,79 @@ pub enum CryptoError {
     InconsistentState {
         /// What was being decoded.
         what: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A user id is empty, longer than [`MAX_USER_ID_LEN`](crate::MAX_USER_ID_LEN)
+    /// bytes, or not UTF-8.
+    #[error("user id of {len} bytes is not valid (1 to 255 bytes of UTF-8)")]
+    InvalidUserId {
+        /// Its length in bytes.
+        len: usize,
+    },
+
+    /// A device certificate's signature does not verify under the user
+    /// identity key it names.
+    #[error("device certificate signature does not verify")]
+    BadCertificateSignature,
+
+    /// A device removal's signature does not verify under the user identity
+    /// key it names.
+    #[error("device removal signature does not verify")]
+    BadRemovalSignature,
+
+    /// A certificate (or removal) is signed by a user identity other than the
+    /// one trusted for that user: the device must not be written to.
+    #[error("signed by user identity {got}, not by the trusted identity {trusted} of that user")]
+    UntrustedUserIdentity {
+        /// The signing key found (hex).
+        got: String,
+        /// The key that was expected (hex).
+        trusted: String,
+    },
+
+    /// A certificate vouches for something other than what it accompanies: another
+    /// device identity, user or device id.
+    #[error("certificate does not match: {reason}")]
+    CertificateMismatch {
+        /// What differs.
+        reason: &'static str,
+    },
+
+    /// A first message whose session setup (signed prekey and base key) was
+    /// already accepted once: a replay. Refused even when the session it set up
+    /// is no longer kept.
+    #[error("first message of a session already set up with signed prekey {signed_prekey_id} (replay)")]
+    ReplayedFirstMessage {
+        /// The signed prekey the setup used.
+        signed_prekey_id: u32,
+    },
+
+    /// The replay record is full; no more sessions can be accepted until the
+    /// oldest signed prekey is dropped (rotate the signed prekey).
+    #[error("the first-message replay record holds its maximum of {max} setups")]
+    ReplayRecordFull {
+        /// The limit ([`MAX_REPLAY_RECORDS`](crate::MAX_REPLAY_RECORDS)).
+        max: usize,
+    },
+
+    /// A link request or response does not authenticate under the link secret
+    /// (a wrong or mistyped code, or a message for another link).
+    #[error("link message does not authenticate (wrong code, or not for this link)")]
+    LinkAuthenticationFailed,
+
+    /// A link response authenticates but does not describe the device that
+    /// asked to be linked.
+    #[error("link response does not fit the request: {reason}")]
+    LinkMismatch {
+        /// What differs.
+        reason: &'static str,
+    },
+
+    /// A link code is not of the documented form.
+    #[error("not a link code: {reason}")]
+    InvalidLinkCode {
         /// What is wrong with it.
         reason: &'static str,
     },

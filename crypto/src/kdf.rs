@@ -35,6 +35,25 @@ fn hkdf<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Result<Zeroizin
     Ok(out)
 }
 
+/// HKDF-SHA256 of `N` bytes, for the constructions outside the ratchet (linking).
+pub(crate) fn hkdf_bytes<const N: usize>(salt: &[u8], ikm: &[u8], info: &[u8]) -> Result<Zeroizing<[u8; N]>> {
+    hkdf::<N>(salt, ikm, info)
+}
+
+/// ChaCha20-Poly1305 with the key and nonce in `key_nonce` (32 then 12 bytes).
+pub(crate) fn seal_with(key_nonce: &[u8; 44], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+    let (key, nonce) = split::<32, 12, 44>(key_nonce);
+    ChaCha20Poly1305::new(&Key::from(*key))
+        .encrypt(&Nonce::from(*nonce), Payload { msg: plaintext, aad })
+        .map_err(|_| CryptoError::Internal("AEAD encrypt"))
+}
+
+/// Opens what [`seal_with`] sealed; `None` if it does not authenticate.
+pub(crate) fn open_with(key_nonce: &[u8; 44], aad: &[u8], ciphertext: &[u8]) -> Result<Option<Vec<u8>>> {
+    let (key, nonce) = split::<32, 12, 44>(key_nonce);
+    Ok(ChaCha20Poly1305::new(&Key::from(*key)).decrypt(&Nonce::from(*nonce), Payload { msg: ciphertext, aad }).ok())
+}
+
 fn split<const A: usize, const B: usize, const N: usize>(okm: &[u8; N]) -> (Zeroizing<[u8; A]>, Zeroizing<[u8; B]>) {
     let mut a = Zeroizing::new([0u8; A]);
     let mut b = Zeroizing::new([0u8; B]);

@@ -72,7 +72,7 @@ pub(crate) fn random_dh_secret<R: CryptoRng + ?Sized>(rng: &mut R) -> StaticSecr
 
 /// Decodes an Ed25519 public key, accepting only canonical encodings of
 /// points that are not of small order.
-fn signing_key_from_bytes(bytes: &[u8; 32], what: &'static str) -> Result<VerifyingKey> {
+pub(crate) fn signing_key_from_bytes(bytes: &[u8; 32], what: &'static str) -> Result<VerifyingKey> {
     let key = VerifyingKey::from_bytes(bytes).map_err(|_| CryptoError::InvalidSigningKey { what })?;
     if key.is_weak() || key.to_edwards().compress().to_bytes() != *bytes {
         return Err(CryptoError::InvalidSigningKey { what });

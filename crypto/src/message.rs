@@ -4,6 +4,7 @@ use crate::codec::{Reader, VERSION, kind};
 use crate::error::{CryptoError, Result};
 use crate::kdf::TAG_LEN;
 use crate::keys::{DhPublic, PublicIdentity};
+use crate::user::DeviceCertificate;
 
 /// Length of a ratchet message header: version, kind, ratchet key (32),
 /// previous chain length (4), counter (4).
@@ -51,7 +52,8 @@ pub(crate) struct Setup {
 
 /// A prekey message split into its parts.
 pub(crate) struct PreKeyMessage<'a> {
-    pub(crate) sender: PublicIdentity,
+    /// The sending device's certificate (signature checked), which names its identity.
+    pub(crate) sender: DeviceCertificate,
     pub(crate) setup: Setup,
     pub(crate) inner: RatchetMessage<'a>,
 }
@@ -80,7 +82,8 @@ fn parse_ratchet(bytes: &[u8]) -> Result<RatchetMessage<'_>> {
 }
 
 /// Splits wire bytes into their parts, checking every field's syntax (and a
-/// prekey message's sender binding signature) but doing no decryption.
+/// prekey message's sender certificate and binding signatures) but doing no
+/// decryption.
 pub(crate) fn parse(bytes: &[u8]) -> Result<Wire<'_>> {
     let mut r = Reader::new(bytes, "message");
     let version = r.u8()?;
@@ -90,7 +93,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Wire<'_>> {
     match r.u8()? {
         kind::MESSAGE => Ok(Wire::Ratchet(parse_ratchet(bytes)?)),
         kind::PREKEY_MESSAGE => {
-            let sender = PublicIdentity::read_body(&mut r)?;
+            let sender = DeviceCertificate::read_body(&mut r)?;
             let base_key = DhPublic::read(&mut r, "base key")?;
             let signed_prekey_id = r.u32()?;
             let one_time_prekey_id = r.opt_u32("one-time prekey flag")?;
@@ -106,7 +109,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Wire<'_>> {
 }
 
 /// Writes the prekey-message prefix that precedes the inner ratchet message.
-pub(crate) fn write_prekey_prefix(out: &mut Vec<u8>, sender: &PublicIdentity, setup: &Setup) {
+pub(crate) fn write_prekey_prefix(out: &mut Vec<u8>, sender: &DeviceCertificate, setup: &Setup) {
     out.push(VERSION);
     out.push(kind::PREKEY_MESSAGE);
     sender.write_body(out);
@@ -128,6 +131,8 @@ pub enum MessageInfo {
     Ratchet {
         /// The sender's current ratchet public key.
         ratchet_key: [u8; 32],
+        /// The length of the sender's previous sending chain (`PN`).
+        previous_counter: u32,
         /// The message's number in its sending chain.
         counter: u32,
     },
@@ -137,9 +142,10 @@ impl core::fmt::Debug for MessageInfo {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Self::PreKey(info) => f.debug_tuple("PreKey").field(info).finish(),
-            Self::Ratchet { ratchet_key, counter } => f
+            Self::Ratchet { ratchet_key, previous_counter, counter } => f
                 .debug_struct("Ratchet")
                 .field("ratchet_key", &crate::codec::Hex(ratchet_key))
+                .field("previous_counter", previous_counter)
                 .field("counter", counter)
                 .finish(),
         }
@@ -152,10 +158,10 @@ impl MessageInfo {
         matches!(self, Self::PreKey(_))
     }
 
-    /// The sender's identity, which only prekey messages carry.
+    /// The sender's device identity, which only prekey messages carry.
     pub fn sender(&self) -> Option<&PublicIdentity> {
         match self {
-            Self::PreKey(info) => Some(&info.sender),
+            Self::PreKey(info) => Some(info.sender.device()),
             Self::Ratchet { .. } => None,
         }
     }
@@ -163,20 +169,34 @@ impl MessageInfo {
 
 /// The unauthenticated session-setup fields of a prekey message.
 ///
-/// The sender's identity binding has been checked, but nothing proves yet
-/// that the sender holds its keys: that is proven only when the message
-/// decrypts.
+/// The sender's certificate and identity binding have been checked (they are
+/// self-consistent), but nothing proves yet that the sender holds its keys:
+/// that is proven only when the message decrypts. Whether the certificate's
+/// user key is the one trusted for the sender is for the caller to check
+/// ([`DeviceCertificate::check`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreKeyMessageInfo {
-    sender: PublicIdentity,
+    sender: DeviceCertificate,
     setup: Setup,
+    ratchet_key: DhPublic,
     counter: u32,
 }
 
 impl PreKeyMessageInfo {
-    /// The identity the message claims to come from.
+    /// The device identity the message claims to come from.
     pub fn sender(&self) -> &PublicIdentity {
+        self.sender.device()
+    }
+
+    /// The certificate the sending device presents: its user, device id and the
+    /// user identity that vouches for it.
+    pub fn certificate(&self) -> &DeviceCertificate {
         &self.sender
+    }
+
+    /// The sender's first ratchet public key (that of the enclosed message).
+    pub fn ratchet_key(&self) -> [u8; 32] {
+        *self.ratchet_key.as_bytes()
     }
 
     /// The sender's ephemeral ("base") key, which identifies the session
@@ -222,16 +242,24 @@ pub fn is_prekey_message(bytes: &[u8]) -> bool {
 /// Decoding errors ([`CryptoError::Truncated`],
 /// [`CryptoError::UnsupportedVersion`], [`CryptoError::WrongKind`],
 /// [`CryptoError::NonCanonicalKey`], ...) and
-/// [`CryptoError::BadIdentityBinding`] for a prekey message whose sender
-/// identity is not self-consistent.
+/// [`CryptoError::BadIdentityBinding`] or
+/// [`CryptoError::BadCertificateSignature`] for a prekey message whose sender
+/// identity or certificate is not self-consistent.
 pub fn inspect(bytes: &[u8]) -> Result<MessageInfo> {
     Ok(match parse(bytes)? {
-        Wire::Ratchet(m) => {
-            MessageInfo::Ratchet { ratchet_key: *m.header.ratchet_key.as_bytes(), counter: m.header.counter }
-        }
+        Wire::Ratchet(m) => MessageInfo::Ratchet {
+            ratchet_key: *m.header.ratchet_key.as_bytes(),
+            previous_counter: m.header.previous_counter,
+            counter: m.header.counter,
+        },
         Wire::PreKey(p) => {
             let PreKeyMessage { sender, setup, inner } = *p;
-            MessageInfo::PreKey(Box::new(PreKeyMessageInfo { sender, setup, counter: inner.header.counter }))
+            MessageInfo::PreKey(Box::new(PreKeyMessageInfo {
+                sender,
+                setup,
+                ratchet_key: inner.header.ratchet_key,
+                counter: inner.header.counter,
+            }))
         }
     })
 }

@@ -1,11 +1,11 @@
-//! Safety numbers: a human-comparable fingerprint of two identities.
+//! Safety numbers: a human-comparable fingerprint of two users' identities.
 
 use sha2::{Digest, Sha512};
 
-use crate::keys::PublicIdentity;
+use crate::user::UserIdentityPublic;
 
 /// Domain-separation label hashed first into every fingerprint.
-const LABEL: &[u8] = b"kith-safety-number-v1";
+const LABEL: &[u8] = b"kith-safety-number-v2";
 
 /// How many times the fingerprint hash is iterated. Makes searching for an
 /// identity key whose fingerprint collides with a target's ~5,200 times more
@@ -13,8 +13,8 @@ const LABEL: &[u8] = b"kith-safety-number-v1";
 pub const SAFETY_NUMBER_ITERATIONS: u32 = 5200;
 
 /// One side's 30 digits.
-fn fingerprint(identity: &PublicIdentity, user_id: &str) -> [u8; 30] {
-    let key = identity.signing_key();
+fn fingerprint(identity: &UserIdentityPublic, user_id: &str) -> [u8; 30] {
+    let key = identity.key();
     let id = user_id.as_bytes();
     let mut hasher = Sha512::new();
     hasher.update(LABEL);
@@ -40,18 +40,20 @@ fn fingerprint(identity: &PublicIdentity, user_id: &str) -> [u8; 30] {
     digits
 }
 
-/// The safety number of two identities: 60 decimal digits in 12 groups of 5
+/// The safety number of two users: 60 decimal digits in 12 groups of 5
 /// separated by spaces, e.g. `"12345 67890 ..."`.
 ///
-/// Each side contributes 30 digits computed from its Ed25519 identity key and
+/// Each side contributes 30 digits computed from its user identity key and
 /// user id (see `docs/crypto.md` for the exact hash); the two halves are
 /// sorted, so both users see the same number whichever way round they call
-/// this. If the numbers two users read to each other match, the server did
-/// not substitute either identity.
+/// this. It covers the user identities, not devices: it stays the same when
+/// either user links or removes a device. If the numbers two users read to
+/// each other match, the server did not substitute either identity, and
+/// every device those identities certified is really theirs.
 pub fn safety_number(
-    identity_a: &PublicIdentity,
+    identity_a: &UserIdentityPublic,
     user_id_a: &str,
-    identity_b: &PublicIdentity,
+    identity_b: &UserIdentityPublic,
     user_id_b: &str,
 ) -> String {
     let a = fingerprint(identity_a, user_id_a);

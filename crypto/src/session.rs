@@ -1,7 +1,7 @@
 //! Sessions: X3DH-style setup followed by the Double Ratchet.
 
 use core::fmt;
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use rand_core::CryptoRng;
 use x25519_dalek::StaticSecret;
@@ -13,17 +13,33 @@ use crate::error::{CryptoError, Result};
 use crate::kdf::{self, Secret32};
 use crate::keys::{DeviceIdentity, DhPublic, OneTimePreKey, PublicIdentity, SignedPreKey, dh, random_dh_secret};
 use crate::message::{self, Header, RatchetMessage, Setup, Wire};
+use crate::replay::ReplayRecord;
+use crate::skipped::{self, Dropped, MAX_SKIPPED_KEYS_PER_CHAIN, SkippedKeys};
+use crate::user::DeviceCertificate;
 
 /// The largest number of message keys one message may make the receiver
-/// skip (derive and store) in a single chain.
-pub const MAX_SKIP: u32 = 2000;
+/// derive in a single chain (messages it skips over). At most
+/// [`MAX_SKIPPED_KEYS_PER_CHAIN`] of them are kept; the rest are derived only
+/// to move the chain forward.
+pub const MAX_SKIP: u32 = 25_000;
 
-/// The largest number of skipped message keys a session stores. A message
-/// that would need more is rejected.
-pub const MAX_SKIPPED_KEYS: usize = 2000;
+/// What a successful decryption yields.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Decrypted {
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+    /// Skipped message keys this decryption dropped: evicted to keep the store within its
+    /// limits, or expired. The messages they belonged to can no longer be decrypted: report
+    /// them as lost.
+    pub lost: u64,
+}
 
-/// Length of the associated data binding both identities.
-const AD_LEN: usize = 2 * PublicIdentity::BODY_LEN - 2 * 64;
+impl fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decrypted").field("plaintext_len", &self.plaintext.len()).field("lost", &self.lost).finish()
+    }
+}
 
 /// Which side of the session setup this session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,17 +84,22 @@ struct Ratchet {
 /// would reuse message keys.
 ///
 /// `Session` is deliberately not `Clone`, for the same reason.
+///
+/// A session is between two *certified* devices: each side's
+/// [`DeviceCertificate`] (user identity, user id, device id, device keys) is
+/// bound into every message's associated data, so a message cannot be passed
+/// off as coming from, or going to, another user or device.
 pub struct Session {
     role: Role,
-    local: PublicIdentity,
-    remote: PublicIdentity,
+    local: DeviceCertificate,
+    remote: DeviceCertificate,
     setup: Setup,
     /// Initiator only: still wrapping messages as prekey messages because
     /// nothing from the responder has been decrypted yet.
     awaiting_reply: bool,
     ratchet: Ratchet,
-    /// Keys of messages skipped over, by (sender ratchet key, counter).
-    skipped: BTreeMap<(DhPublic, u32), Secret32>,
+    /// Keys of messages skipped over, oldest first.
+    skipped: SkippedKeys,
 }
 
 impl Session {
@@ -92,16 +113,21 @@ impl Session {
     /// first ratchet key.
     ///
     /// Messages from the new session are prekey messages until the first
-    /// reply is decrypted.
+    /// reply is decrypted; they carry `our_certificate`, which must vouch for
+    /// `our_identity`.
     ///
     /// # Errors
-    /// [`CryptoError::NonContributoryKeyAgreement`] if a key in the bundle has
-    /// small order.
+    /// [`CryptoError::CertificateMismatch`] if `our_certificate` is for
+    /// another identity; [`CryptoError::NonContributoryKeyAgreement`] if a key
+    /// in the bundle has small order.
     pub fn initiate<R: CryptoRng + ?Sized>(
         our_identity: &DeviceIdentity,
+        our_certificate: &DeviceCertificate,
         bundle: &VerifiedPreKeyBundle,
         rng: &mut R,
     ) -> Result<Self> {
+        check_own_certificate(our_identity, our_certificate)?;
+        let remote = bundle.certificate().clone();
         let bundle = bundle.bundle();
         let their_identity = bundle.identity();
         let signed_prekey = bundle.signed_prekey().dh_public();
@@ -123,8 +149,8 @@ impl Session {
         let (root_key, sending) = kdf::kdf_rk(&shared, &first)?;
         Ok(Self {
             role: Role::Initiator,
-            local: our_identity.public().clone(),
-            remote: their_identity.clone(),
+            local: our_certificate.clone(),
+            remote,
             setup: Setup {
                 base_key: DhPublic::from_secret(&base),
                 signed_prekey_id: bundle.signed_prekey().id(),
@@ -142,7 +168,7 @@ impl Session {
                 received: 0,
                 previous_sent: 0,
             },
-            skipped: BTreeMap::new(),
+            skipped: SkippedKeys::default(),
         })
     }
 
@@ -151,28 +177,41 @@ impl Session {
     /// The caller looks up which keys the message needs with
     /// [`inspect`](crate::inspect) ([`PreKeyMessageInfo::signed_prekey_id`](crate::PreKeyMessageInfo::signed_prekey_id)
     /// and [`one_time_prekey_id`](crate::PreKeyMessageInfo::one_time_prekey_id)),
-    /// passes them here, and deletes the one-time prekey once this succeeds.
-    /// Before calling this, check whether a session with the same
-    /// [`base_key`](Self::base_key) already exists: later prekey messages of
-    /// a session go to [`Session::decrypt`] (otherwise a replayed first
-    /// message would set up a second copy of the session).
+    /// checks the sender's [`certificate`](crate::PreKeyMessageInfo::certificate)
+    /// against the user identity it trusts for the sender, passes the keys
+    /// here, and deletes the one-time prekey once this succeeds. Before calling
+    /// this, check whether a session that
+    /// [`matches_prekey_message`](Self::matches_prekey_message) exists: later
+    /// prekey messages of a session go to [`Session::decrypt`].
+    ///
+    /// `replays` is this device's record of accepted setups: a setup it holds
+    /// is refused (a replayed first message, even one whose session is gone),
+    /// and on success the new setup is added. `now` is the caller's clock in
+    /// milliseconds (it stamps skipped keys).
     ///
     /// Uses no randomness: our first ratchet key is generated on our first
     /// [`Session::encrypt`].
     ///
     /// # Errors
     /// [`CryptoError::NotAPreKeyMessage`], decoding errors,
+    /// [`CryptoError::CertificateMismatch`] if `our_certificate` is for
+    /// another identity, [`CryptoError::ReplayedFirstMessage`],
+    /// [`CryptoError::ReplayRecordFull`],
     /// [`CryptoError::SignedPreKeyMismatch`] /
     /// [`CryptoError::OneTimePreKeyMismatch`] if the supplied keys are not
     /// the ones the message names, and the errors of [`Session::decrypt`]
     /// (notably [`CryptoError::AuthenticationFailed`] if the sender does not
-    /// hold the identity it claims).
+    /// hold the identity it claims). On any error nothing changes.
     pub fn respond(
         our_identity: &DeviceIdentity,
+        our_certificate: &DeviceCertificate,
         our_signed_prekey: &SignedPreKey,
         our_one_time_prekey: Option<&OneTimePreKey>,
+        replays: &mut ReplayRecord,
         message: &[u8],
-    ) -> Result<(Self, Vec<u8>)> {
+        now: u64,
+    ) -> Result<(Self, Decrypted)> {
+        check_own_certificate(our_identity, our_certificate)?;
         let prekey = match message::parse(message)? {
             Wire::PreKey(p) => p,
             Wire::Ratchet(_) => {
@@ -180,6 +219,7 @@ impl Session {
             }
         };
         let setup = &prekey.setup;
+        replays.check(setup)?;
         if setup.signed_prekey_id != our_signed_prekey.id() {
             return Err(CryptoError::SignedPreKeyMismatch {
                 in_message: setup.signed_prekey_id,
@@ -192,7 +232,8 @@ impl Session {
         }
 
         let spk = our_signed_prekey.secret();
-        let dh1 = dh(spk, prekey.sender.dh_public(), "DH1")?;
+        let sender = prekey.sender.device();
+        let dh1 = dh(spk, sender.dh_public(), "DH1")?;
         let dh2 = dh(our_identity.dh_secret(), &setup.base_key, "DH2")?;
         let dh3 = dh(spk, &setup.base_key, "DH3")?;
         let shared = match our_one_time_prekey {
@@ -205,7 +246,7 @@ impl Session {
 
         let mut session = Self {
             role: Role::Responder,
-            local: our_identity.public().clone(),
+            local: our_certificate.clone(),
             remote: prekey.sender.clone(),
             setup: prekey.setup.clone(),
             awaiting_reply: false,
@@ -220,10 +261,11 @@ impl Session {
                 received: 0,
                 previous_sent: 0,
             },
-            skipped: BTreeMap::new(),
+            skipped: SkippedKeys::default(),
         };
-        let plaintext = session.decrypt_ratchet(&prekey.inner)?;
-        Ok((session, plaintext))
+        let decrypted = session.decrypt_ratchet(&prekey.inner, now)?;
+        replays.insert(&session.setup);
+        Ok((session, decrypted))
     }
 
     /// Encrypts `plaintext` and returns the wire bytes to send.
@@ -277,20 +319,24 @@ impl Session {
     /// received our reply).
     ///
     /// Out-of-order messages decrypt with stored skipped keys; each message
-    /// decrypts once. On any error the session is unchanged.
+    /// decrypts once. The store of skipped keys is bounded by evicting its
+    /// oldest keys and keys expire after
+    /// [`SKIPPED_KEY_MAX_AGE_MS`](crate::SKIPPED_KEY_MAX_AGE_MS) of `now` (the
+    /// caller's clock, in milliseconds); [`Decrypted::lost`] says how many
+    /// keys that dropped. On any error the session is unchanged.
     ///
     /// # Errors
     /// Decoding errors for malformed bytes; [`CryptoError::SessionMismatch`]
     /// for a prekey message of another session setup;
-    /// [`CryptoError::DuplicateMessage`] for a replay;
-    /// [`CryptoError::AuthenticationFailed`] for a tampered or truncated
-    /// message; [`CryptoError::SkipTooLarge`] /
-    /// [`CryptoError::TooManySkippedKeys`] when the message is too far ahead;
+    /// [`CryptoError::DuplicateMessage`] for a replay (or a message whose key
+    /// was evicted or expired); [`CryptoError::AuthenticationFailed`] for a
+    /// tampered or truncated message; [`CryptoError::SkipTooLarge`] when the
+    /// message is more than [`MAX_SKIP`] ahead;
     /// [`CryptoError::NonContributoryKeyAgreement`] for a small-order ratchet
     /// key.
-    pub fn decrypt(&mut self, bytes: &[u8]) -> Result<Vec<u8>> {
+    pub fn decrypt(&mut self, bytes: &[u8], now: u64) -> Result<Decrypted> {
         match message::parse(bytes)? {
-            Wire::Ratchet(m) => self.decrypt_ratchet(&m),
+            Wire::Ratchet(m) => self.decrypt_ratchet(&m, now),
             Wire::PreKey(p) => {
                 if self.role == Role::Initiator {
                     return Err(CryptoError::SessionMismatch {
@@ -303,45 +349,54 @@ impl Session {
                 if p.setup != self.setup {
                     return Err(CryptoError::SessionMismatch { reason: "prekey message of another session setup" });
                 }
-                self.decrypt_ratchet(&p.inner)
+                self.decrypt_ratchet(&p.inner, now)
             }
         }
     }
 
-    /// `AD || header`: both identities (initiator first) then the header.
+    /// Drops skipped keys older than
+    /// [`SKIPPED_KEY_MAX_AGE_MS`](crate::SKIPPED_KEY_MAX_AGE_MS) at `now`
+    /// (milliseconds); returns how many. Call it now and then (for example on
+    /// loading a session) so keys expire even when no message comes.
+    pub fn expire_skipped_keys(&mut self, now: u64) -> u64 {
+        self.skipped.expire(now)
+    }
+
+    /// `AD || header`: both parties (initiator first: user key, user id,
+    /// device id, device keys) then the header.
     fn aad(&self, header: &[u8]) -> Vec<u8> {
         let (initiator, responder) = match self.role {
             Role::Initiator => (&self.local, &self.remote),
             Role::Responder => (&self.remote, &self.local),
         };
-        let mut aad = Vec::with_capacity(AD_LEN + header.len());
-        aad.extend_from_slice(&initiator.signing_key());
-        aad.extend_from_slice(&initiator.dh_key());
-        aad.extend_from_slice(&responder.signing_key());
-        aad.extend_from_slice(&responder.dh_key());
+        let mut aad = Vec::with_capacity(2 * (32 + 2 + 64 + 4 + 64) + header.len());
+        initiator.write_party(&mut aad);
+        responder.write_party(&mut aad);
         aad.extend_from_slice(header);
         aad
     }
 
-    fn decrypt_ratchet(&mut self, m: &RatchetMessage<'_>) -> Result<Vec<u8>> {
+    fn decrypt_ratchet(&mut self, m: &RatchetMessage<'_>, now: u64) -> Result<Decrypted> {
         let h = m.header;
         let aad = self.aad(m.header_bytes);
         let failed = CryptoError::AuthenticationFailed { counter: h.counter };
 
-        if let Some(key) = self.skipped.get(&(h.ratchet_key, h.counter)) {
+        if let Some(index) = self.skipped.find(&h.ratchet_key, h.counter, now) {
+            let key = self.skipped.key(index).ok_or(CryptoError::Internal("skipped key index"))?;
             let plaintext = kdf::open(key, &aad, m.ciphertext)?.ok_or(failed)?;
-            self.skipped.remove(&(h.ratchet_key, h.counter));
+            self.skipped.remove(index);
+            let lost = self.skipped.expire(now);
             self.awaiting_reply = false;
-            return Ok(plaintext);
+            return Ok(Decrypted { plaintext, lost });
         }
 
         let mut next = self.ratchet.clone();
-        let mut new_skipped = Vec::new();
+        let mut new_skipped = Skip::default();
         if next.theirs != Some(h.ratchet_key) {
             // The peer turned its ratchet: keep the keys of the rest of its
             // previous chain, then step the root chain with the new key.
             if let Some(theirs) = next.theirs {
-                self.skip(&mut next, theirs, h.previous_counter, &mut new_skipped)?;
+                skip(&mut next, theirs, h.previous_counter, &mut new_skipped)?;
             }
             let shared = dh(&next.ours, &h.ratchet_key, "receiving ratchet")?;
             let (root_key, chain) = kdf::kdf_rk(&next.root_key, &shared)?;
@@ -354,7 +409,7 @@ impl Session {
         if h.counter < next.received {
             return Err(CryptoError::DuplicateMessage { counter: h.counter });
         }
-        self.skip(&mut next, h.ratchet_key, h.counter, &mut new_skipped)?;
+        skip(&mut next, h.ratchet_key, h.counter, &mut new_skipped)?;
         let chain = next
             .receiving
             .as_ref()
@@ -367,44 +422,9 @@ impl Session {
 
         // Commit.
         self.ratchet = next;
-        for (ratchet_key, counter, key) in new_skipped {
-            self.skipped.insert((ratchet_key, counter), key);
-        }
+        let Dropped { evicted, expired } = self.skipped.insert(new_skipped.keys, new_skipped.dropped, now);
         self.awaiting_reply = false;
-        Ok(plaintext)
-    }
-
-    /// Derives and collects the keys of messages `next.received..until` of
-    /// the current receiving chain, enforcing both limits before deriving.
-    fn skip(
-        &self,
-        next: &mut Ratchet,
-        theirs: DhPublic,
-        until: u32,
-        out: &mut Vec<(DhPublic, u32, Secret32)>,
-    ) -> Result<()> {
-        let Some(mut chain) = next.receiving.clone() else {
-            return Ok(());
-        };
-        if until <= next.received {
-            return Ok(());
-        }
-        let gap = until - next.received;
-        if gap > MAX_SKIP {
-            return Err(CryptoError::SkipTooLarge { got: u64::from(gap), max: MAX_SKIP });
-        }
-        let would_hold = self.skipped.len() + out.len() + gap as usize;
-        if would_hold > MAX_SKIPPED_KEYS {
-            return Err(CryptoError::TooManySkippedKeys { would_hold, max: MAX_SKIPPED_KEYS });
-        }
-        while next.received < until {
-            let (message_key, following) = kdf::kdf_ck(&chain)?;
-            out.push((theirs, next.received, message_key));
-            chain = following;
-            next.received += 1;
-        }
-        next.receiving = Some(chain);
-        Ok(())
+        Ok(Decrypted { plaintext, lost: evicted + expired })
     }
 
     /// Which side of the setup this session is.
@@ -412,15 +432,30 @@ impl Session {
         self.role
     }
 
-    /// Our identity's public half.
+    /// Our device identity's public half.
     pub fn local_identity(&self) -> &PublicIdentity {
+        self.local.device()
+    }
+
+    /// The peer's device identity.
+    pub fn remote_identity(&self) -> &PublicIdentity {
+        self.remote.device()
+    }
+
+    /// Our device's certificate, bound into the session.
+    pub fn local_certificate(&self) -> &DeviceCertificate {
         &self.local
     }
 
-    /// The peer's identity. Compare it with the expected one (safety
-    /// numbers) before trusting who is on the other end.
-    pub fn remote_identity(&self) -> &PublicIdentity {
+    /// The peer's certificate: its user, device id and the user identity that
+    /// vouched for it when the session was set up.
+    pub fn remote_certificate(&self) -> &DeviceCertificate {
         &self.remote
+    }
+
+    /// The id of the responder's signed prekey the setup used.
+    pub fn signed_prekey_id(&self) -> u32 {
+        self.setup.signed_prekey_id
     }
 
     /// The initiator's base (ephemeral) key, which identifies this session's
@@ -433,7 +468,7 @@ impl Session {
     /// belongs to this session, i.e. should go to [`Session::decrypt`] rather
     /// than start a new session with [`Session::respond`].
     pub fn matches_prekey_message(&self, info: &crate::PreKeyMessageInfo) -> bool {
-        self.role == Role::Responder && info.sender() == &self.remote && info.setup() == &self.setup
+        self.role == Role::Responder && info.certificate() == &self.remote && info.setup() == &self.setup
     }
 
     /// Initiator only: whether messages are still sent as prekey messages
@@ -443,7 +478,7 @@ impl Session {
     }
 
     /// How many skipped message keys are stored (at most
-    /// [`MAX_SKIPPED_KEYS`]).
+    /// [`MAX_SKIPPED_KEYS`](crate::MAX_SKIPPED_KEYS)).
     pub fn skipped_key_count(&self) -> usize {
         self.skipped.len()
     }
@@ -454,7 +489,19 @@ impl Session {
         let r = &self.ratchet;
         let mut out = codec::secret_writer(
             kind::SESSION,
-            2 + 1 + 2 * PublicIdentity::BODY_LEN + 32 + 4 + 5 + 1 + 32 + 32 + 3 * 33 + 12 + 4 + self.skipped.len() * 68,
+            2 + 1
+                + self.local.body_len()
+                + self.remote.body_len()
+                + 32
+                + 4
+                + 5
+                + 1
+                + 32
+                + 32
+                + 3 * 33
+                + 12
+                + 4
+                + self.skipped.len() * skipped::ENTRY_LEN,
         );
         out.push(match self.role {
             Role::Initiator => 0,
@@ -474,13 +521,7 @@ impl Session {
         out.extend_from_slice(&r.sent.to_be_bytes());
         out.extend_from_slice(&r.received.to_be_bytes());
         out.extend_from_slice(&r.previous_sent.to_be_bytes());
-        // The count fits: the store never exceeds MAX_SKIPPED_KEYS.
-        out.extend_from_slice(&(self.skipped.len() as u32).to_be_bytes());
-        for ((ratchet_key, counter), key) in &self.skipped {
-            out.extend_from_slice(ratchet_key.as_bytes());
-            out.extend_from_slice(&counter.to_be_bytes());
-            out.extend_from_slice(key.as_slice());
-        }
+        self.skipped.write(&mut out);
         out
     }
 
@@ -489,7 +530,9 @@ impl Session {
     /// # Errors
     /// Decoding errors for anything [`Self::to_bytes`] cannot produce,
     /// including [`CryptoError::TooManyEntries`] and
-    /// [`CryptoError::InconsistentState`].
+    /// [`CryptoError::InconsistentState`]; [`CryptoError::UnsupportedVersion`]
+    /// for a session of protocol version 1, which cannot be used under
+    /// version 2 (its peer was never certified).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         const WHAT: &str = "session";
         let mut r = Reader::new(bytes, WHAT);
@@ -501,8 +544,8 @@ impl Session {
                 return Err(CryptoError::InvalidFlag { what: "session role", value });
             }
         };
-        let local = PublicIdentity::read_body(&mut r)?;
-        let remote = PublicIdentity::read_body(&mut r)?;
+        let local = DeviceCertificate::read_body(&mut r)?;
+        let remote = DeviceCertificate::read_body(&mut r)?;
         let setup = Setup {
             base_key: DhPublic::read(&mut r, "base key")?,
             signed_prekey_id: r.u32()?,
@@ -524,28 +567,7 @@ impl Session {
         let sent = r.u32()?;
         let received = r.u32()?;
         let previous_sent = r.u32()?;
-        let count = r.u32()?;
-        if count as usize > MAX_SKIPPED_KEYS {
-            return Err(CryptoError::TooManyEntries {
-                what: "skipped-key store",
-                count: u64::from(count),
-                max: MAX_SKIPPED_KEYS,
-            });
-        }
-        let mut skipped = BTreeMap::new();
-        let mut last: Option<(DhPublic, u32)> = None;
-        for _ in 0..count {
-            let entry = (DhPublic::read(&mut r, "skipped ratchet key")?, r.u32()?);
-            let key = r.secret::<32>()?;
-            if last.is_some_and(|prev| prev >= entry) {
-                return Err(CryptoError::InconsistentState {
-                    what: WHAT,
-                    reason: "skipped keys not in strictly increasing order",
-                });
-            }
-            last = Some(entry);
-            skipped.insert(entry, key);
-        }
+        let skipped = SkippedKeys::read(&mut r, WHAT)?;
         r.finish()?;
         Ok(Self {
             role,
@@ -566,6 +588,56 @@ impl Session {
             },
             skipped,
         })
+    }
+}
+
+/// Keys derived while skipping over messages: the newest
+/// [`MAX_SKIPPED_KEYS_PER_CHAIN`] of each run, in derivation order, and how
+/// many older ones of the run were dropped at once.
+#[derive(Default)]
+struct Skip {
+    keys: Vec<(DhPublic, u32, Secret32)>,
+    dropped: u64,
+}
+
+/// Derives the keys of messages `next.received..until` of the current
+/// receiving chain (if there is one) into `out`, checking [`MAX_SKIP`] before
+/// deriving anything.
+fn skip(next: &mut Ratchet, theirs: DhPublic, until: u32, out: &mut Skip) -> Result<()> {
+    let Some(mut chain) = next.receiving.clone() else {
+        return Ok(());
+    };
+    if until <= next.received {
+        return Ok(());
+    }
+    let gap = until - next.received;
+    if gap > MAX_SKIP {
+        return Err(CryptoError::SkipTooLarge { got: u64::from(gap), max: MAX_SKIP });
+    }
+    // Only the newest keys of a long run can be kept; the older ones are
+    // derived to move the chain forward and dropped at once.
+    let mut run: VecDeque<(DhPublic, u32, Secret32)> = VecDeque::new();
+    while next.received < until {
+        let (message_key, following) = kdf::kdf_ck(&chain)?;
+        if run.len() == MAX_SKIPPED_KEYS_PER_CHAIN {
+            run.pop_front();
+            out.dropped += 1;
+        }
+        run.push_back((theirs, next.received, message_key));
+        chain = following;
+        next.received += 1;
+    }
+    out.keys.extend(run);
+    next.receiving = Some(chain);
+    Ok(())
+}
+
+/// Fails unless `certificate` vouches for `identity`.
+fn check_own_certificate(identity: &DeviceIdentity, certificate: &DeviceCertificate) -> Result<()> {
+    if certificate.device() == identity.public() {
+        Ok(())
+    } else {
+        Err(CryptoError::CertificateMismatch { reason: "our certificate vouches for another device identity" })
     }
 }
 

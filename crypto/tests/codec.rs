@@ -7,17 +7,18 @@
 mod support;
 
 use kith_crypto::{
-    CryptoError, DeviceIdentity, OneTimePreKey, OneTimePreKeyPublic, PreKeyBundle, PublicIdentity, Session,
-    SignedPreKey, SignedPreKeyPublic, VERSION, inspect,
+    CryptoError, DeviceCertificate, DeviceIdentity, DeviceRemoval, OneTimePreKey, OneTimePreKeyPublic, PreKeyBundle,
+    PublicIdentity, ReplayRecord, Session, SignedPreKey, SignedPreKeyPublic, UserIdentity, UserIdentityPublic, VERSION,
+    inspect,
 };
 use rand_core::Rng;
-use support::pair;
 use support::rng::TestRng;
+use support::{BOB, NOW, pair};
 
 type Decoder = fn(&[u8]) -> Result<(), CryptoError>;
 
 /// Every decoder, by name, discarding the decoded value.
-const DECODERS: [(&str, Decoder); 9] = [
+const DECODERS: [(&str, Decoder); 14] = [
     ("DeviceIdentity", |b| DeviceIdentity::from_bytes(b).map(drop)),
     ("PublicIdentity", |b| PublicIdentity::from_bytes(b).map(drop)),
     ("SignedPreKey", |b| SignedPreKey::from_bytes(b).map(drop)),
@@ -26,6 +27,11 @@ const DECODERS: [(&str, Decoder); 9] = [
     ("OneTimePreKeyPublic", |b| OneTimePreKeyPublic::from_bytes(b).map(drop)),
     ("PreKeyBundle", |b| PreKeyBundle::from_bytes(b).map(drop)),
     ("Session", |b| Session::from_bytes(b).map(drop)),
+    ("ReplayRecord", |b| ReplayRecord::from_bytes(b).map(drop)),
+    ("UserIdentity", |b| UserIdentity::from_bytes(b).map(drop)),
+    ("UserIdentityPublic", |b| UserIdentityPublic::from_bytes(b).map(drop)),
+    ("DeviceCertificate", |b| DeviceCertificate::from_bytes(b).map(drop)),
+    ("DeviceRemoval", |b| DeviceRemoval::from_bytes(b).map(drop)),
     ("message", |b| inspect(b).map(drop)),
 ];
 
@@ -34,8 +40,9 @@ const DECODERS: [(&str, Decoder); 9] = [
 fn samples() -> Vec<Vec<u8>> {
     let mut p = pair(40, true);
     let skipped: Vec<_> = (0..3).map(|_| p.alice.encrypt(b"s", &mut p.rng).unwrap()).collect();
-    p.bob.decrypt(&skipped[2]).unwrap();
+    p.bob.decrypt(&skipped[2], NOW).unwrap();
     assert_eq!(p.bob.skipped_key_count(), 2);
+    assert_eq!(p.bob_replays.len(), 1);
     let bundle = PreKeyBundle::new(
         p.bob_identity.public().clone(),
         p.bob_signed_prekey.public().clone(),
@@ -50,6 +57,11 @@ fn samples() -> Vec<Vec<u8>> {
         p.bob_one_time_prekeys[1].public().to_bytes(),
         bundle.to_bytes(),
         p.bob.to_bytes().to_vec(),
+        p.bob_replays.to_bytes(),
+        p.bob_user.to_bytes().to_vec(),
+        p.bob_user.public().to_bytes(),
+        p.bob_certificate.to_bytes(),
+        p.bob_user.remove(BOB, 2, p.bob_identity.public()).unwrap().to_bytes(),
         skipped[0].clone(),
     ]
 }
@@ -85,7 +97,7 @@ fn round_trips() {
         let bundle = PreKeyBundle::new(p.bob_identity.public().clone(), spk_public.clone(), one_time);
         let decoded = PreKeyBundle::from_bytes(&bundle.to_bytes()).unwrap();
         assert_eq!(decoded, bundle);
-        assert_eq!(decoded.verify().unwrap().bundle(), &bundle);
+        assert_eq!(decoded.verify(&p.bob_certificate, p.bob_user.public(), BOB, 2).unwrap().bundle(), &bundle);
     }
 
     for session in [&p.alice, &p.bob] {
@@ -95,7 +107,17 @@ fn round_trips() {
         assert_eq!(decoded.role(), session.role());
         assert_eq!(decoded.remote_identity(), session.remote_identity());
         assert_eq!(decoded.base_key(), session.base_key());
+        assert_eq!(decoded.remote_certificate(), session.remote_certificate());
     }
+
+    let user = UserIdentity::from_bytes(&p.alice_user.to_bytes()).unwrap();
+    assert_eq!(user.public(), p.alice_user.public());
+    assert_eq!(user.to_bytes().len(), UserIdentity::ENCODED_LEN);
+    assert_eq!(UserIdentityPublic::from_bytes(&user.public().to_bytes()).unwrap(), *user.public());
+    assert_eq!(user.public().to_bytes().len(), UserIdentityPublic::ENCODED_LEN);
+    let certificate = DeviceCertificate::from_bytes(&p.alice_certificate.to_bytes()).unwrap();
+    assert_eq!(certificate, p.alice_certificate);
+    assert_eq!(certificate.to_bytes().len(), 2 + 32 + 2 + 17 + 4 + 128 + 64);
 }
 
 #[test]
@@ -105,12 +127,12 @@ fn sessions_keep_working_after_a_round_trip() {
     let mut alice = Session::from_bytes(&p.alice.to_bytes()).unwrap();
     assert!(alice.awaiting_reply());
     let mut bob = Session::from_bytes(&p.bob.to_bytes()).unwrap();
-    assert_eq!(bob.decrypt(&pending).unwrap(), b"pending");
+    assert_eq!(bob.decrypt(&pending, NOW).unwrap().plaintext, b"pending");
     let reply = bob.encrypt(b"reply", &mut p.rng).unwrap();
     let mut bob = Session::from_bytes(&bob.to_bytes()).unwrap();
-    assert_eq!(alice.decrypt(&reply).unwrap(), b"reply");
+    assert_eq!(alice.decrypt(&reply, NOW).unwrap().plaintext, b"reply");
     let again = alice.encrypt(b"again", &mut p.rng).unwrap();
-    assert_eq!(bob.decrypt(&again).unwrap(), b"again");
+    assert_eq!(bob.decrypt(&again, NOW).unwrap().plaintext, b"again");
 }
 
 #[test]
@@ -141,11 +163,12 @@ fn unknown_versions_and_wrong_kinds_are_rejected() {
     let samples = samples();
     for ((name, decode), bytes) in DECODERS.iter().zip(&samples) {
         assert_eq!(bytes[0], VERSION);
-        for version in [0u8, 2, 0x80, 0xff] {
+        // Version 1 (the protocol before user identities) is refused like any other.
+        for version in [0u8, 1, 3, 0x80, 0xff] {
             let mut other = bytes.clone();
             other[0] = version;
             assert!(
-                matches!(decode(&other), Err(CryptoError::UnsupportedVersion { got, supported: 1, .. }) if got == version),
+                matches!(decode(&other), Err(CryptoError::UnsupportedVersion { got, supported: 2, .. }) if got == version),
                 "{name} v{version}: {:?}",
                 decode(&other)
             );
@@ -177,10 +200,12 @@ fn random_bytes_never_panic_and_are_rejected() {
         for (name, decode) in DECODERS {
             // Random data of the exact length can be a valid key (secrets are
             // any 32 bytes; public prekeys are any canonical value and their
-            // signatures are checked by `verify`, not by decoding) or a
-            // syntactically valid message. Anything holding an identity has
-            // a binding signature that random data cannot satisfy.
-            let may_be_valid = !matches!(name, "PublicIdentity" | "PreKeyBundle" | "Session");
+            // signatures are checked by `verify`, not by decoding), a replay
+            // record, or a syntactically valid message. Anything holding an
+            // identity, certificate or removal has a signature that random
+            // data cannot satisfy.
+            let may_be_valid =
+                !matches!(name, "PublicIdentity" | "PreKeyBundle" | "Session" | "DeviceCertificate" | "DeviceRemoval");
             if decode(&bytes).is_ok() && !may_be_valid {
                 panic!("{name} accepted random bytes {bytes:02x?}");
             }
@@ -201,7 +226,7 @@ fn mutated_encodings_never_panic() {
             }
             let _ = decode(&bytes);
             let mut session = Session::from_bytes(&p.bob.to_bytes()).unwrap();
-            let _ = session.decrypt(&bytes);
+            let _ = session.decrypt(&bytes, NOW);
         }
     }
 }
@@ -260,11 +285,13 @@ fn malformed_fields_are_rejected_with_specific_errors() {
 fn inconsistent_sessions_are_rejected() {
     let mut p = pair(47, true);
     let wires: Vec<_> = (0..4).map(|_| p.alice.encrypt(b"k", &mut p.rng).unwrap()).collect();
-    p.bob.decrypt(&wires[3]).unwrap();
+    p.bob.decrypt(&wires[3], NOW).unwrap();
     let state = p.bob.to_bytes().to_vec();
-    // Layout tail: ..., count (4), then 68-byte entries (key, counter, secret).
-    let count_at = state.len() - 3 * 68 - 4;
+    // Layout tail: ..., count (4), then 76-byte entries (key, counter, stamp, secret).
+    let count_at = state.len() - 3 * 76 - 4;
     assert_eq!(state[count_at..count_at + 4], 3u32.to_be_bytes());
+    // The entries are in insertion order, stamped with the clock.
+    assert_eq!(state[count_at + 4 + 36..count_at + 4 + 44], NOW.to_be_bytes());
 
     let mut too_many = state.clone();
     too_many[count_at..count_at + 4].copy_from_slice(&2001u32.to_be_bytes());
@@ -273,20 +300,37 @@ fn inconsistent_sessions_are_rejected() {
         CryptoError::TooManyEntries { what: "skipped-key store", count: 2001, max: 2000 }
     );
 
-    let mut unsorted = state.clone();
-    let (first, second) = (count_at + 4, count_at + 4 + 68);
-    let entry: Vec<u8> = unsorted[first..second].to_vec();
-    unsorted.copy_within(second..second + 68, first);
-    unsorted[second..second + 68].copy_from_slice(&entry);
-    assert!(matches!(Session::from_bytes(&unsorted), Err(CryptoError::InconsistentState { .. })));
+    // A stamp earlier than the one before it: not in insertion order.
+    let mut unordered = state.clone();
+    let second_stamp = count_at + 4 + 76 + 36;
+    unordered[second_stamp..second_stamp + 8].copy_from_slice(&(NOW - 1).to_be_bytes());
+    assert!(matches!(Session::from_bytes(&unordered), Err(CryptoError::InconsistentState { .. })));
 
-    // Byte 2 is the role; byte 300 (for a responder whose setup used a
-    // one-time prekey) is the awaiting-reply flag.
+    // The same key twice.
+    let mut twice = state.clone();
+    let (first, second) = (count_at + 4, count_at + 4 + 76);
+    let entry: Vec<u8> = twice[first..second].to_vec();
+    twice[second..second + 76].copy_from_slice(&entry);
+    assert!(matches!(Session::from_bytes(&twice), Err(CryptoError::InconsistentState { .. })));
+
+    // Byte 2 is the role; the awaiting-reply flag follows the two certificate
+    // bodies and the setup (base key, signed prekey id, one-time prekey id).
+    let flag = 3 + (p.bob_certificate.to_bytes().len() - 2) + (p.alice_certificate.to_bytes().len() - 2) + 32 + 4 + 5;
     let mut awaiting = state.clone();
-    assert_eq!(awaiting[300], 0);
-    awaiting[300] = 1;
+    assert_eq!(awaiting[flag], 0);
+    awaiting[flag] = 1;
     assert!(matches!(Session::from_bytes(&awaiting), Err(CryptoError::InconsistentState { .. })));
     let mut role = state;
     role[2] = 7;
     assert_eq!(Session::from_bytes(&role).unwrap_err(), CryptoError::InvalidFlag { what: "session role", value: 7 });
+}
+
+#[test]
+fn a_version_1_session_is_refused_with_a_clear_error() {
+    let p = pair(48, true);
+    let mut old = p.bob.to_bytes().to_vec();
+    old[0] = 1;
+    let err = Session::from_bytes(&old).unwrap_err();
+    assert_eq!(err, CryptoError::UnsupportedVersion { what: "session", got: 1, supported: 2 });
+    assert_eq!(err.to_string(), "unsupported session version 1 (this library reads version 2)");
 }

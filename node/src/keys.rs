@@ -1,8 +1,10 @@
-//! The key directory: each device publishes the public halves of its end-to-end keys; anyone
-//! starting a session with a user claims a bundle per device. The node checks every signature
-//! before storing a key (so it never serves a bundle a client would reject), hands out each
-//! one-time prekey at most once, and tells conversation partners when a device's identity
-//! appears or changes.
+//! The key directory: each device publishes the public halves of its end-to-end keys with the
+//! certificate its account's user identity signed for it; anyone starting a session with a
+//! user claims a bundle per device. The node checks every signature before storing a key (so
+//! it never serves a bundle a client would reject for a reason it could see), hands out each
+//! one-time prekey at most once, serves the account's user identity, certificates and signed
+//! removals with the bundles (see [`crate::trust`]), and tells conversation partners when a
+//! device's identity or the account's user identity appears or changes.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -15,14 +17,16 @@ use tracing::{info, warn};
 use crate::push;
 use crate::state::AppState;
 use crate::store::{ClaimedKeys, PublishedKeys, StoreError};
+use crate::trust::{self, CheckedCertificate};
 
 fn decode(what: &str, text: &str) -> Result<Vec<u8>, ServiceError> {
     BASE64.decode(text).map_err(|e| ServiceError::InvalidKeys(format!("{what} is not base64: {e}")))
 }
 
 /// Decodes and verifies an upload: the identity's binding signature, the signed prekey's
-/// signature by that identity, and the encoding of every one-time prekey.
-fn verify_upload(upload: &KeyUpload) -> Result<PublishedKeys, ServiceError> {
+/// signature by that identity, the encoding of every one-time prekey, and the certificate
+/// (signature, and that it is for this identity as the caller's device).
+fn verify_upload(caller: &Caller, upload: &KeyUpload) -> Result<(PublishedKeys, CheckedCertificate), ServiceError> {
     let identity_bytes = decode("identity", &upload.identity)?;
     let identity =
         PublicIdentity::from_bytes(&identity_bytes).map_err(|e| ServiceError::InvalidKeys(format!("identity: {e}")))?;
@@ -41,14 +45,20 @@ fn verify_upload(upload: &KeyUpload) -> Result<PublishedKeys, ServiceError> {
             Ok((key.id(), bytes))
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
-    Ok(PublishedKeys { identity: identity_bytes, signed_prekey: signed_bytes, one_time })
+    let certificate = trust::check_certificate(caller, &identity, &upload.certificate)?;
+    Ok((PublishedKeys { identity: identity_bytes, signed_prekey: signed_bytes, one_time }, certificate))
 }
 
 /// `PUT /api/v1/keys`.
 pub(crate) async fn publish(state: &AppState, caller: &Caller, upload: KeyUpload) -> Result<KeyCount, ServiceError> {
-    let keys = verify_upload(&upload)?;
+    let (keys, certificate) = verify_upload(caller, &upload)?;
     let known = state.store.devices(&caller.user).await?;
+    if !known.iter().any(|d| d.device_id == caller.device) {
+        return Err(ServiceError::UnknownDevice(caller.user.clone(), caller.device));
+    }
     let first_publish = known.iter().any(|d| d.device_id == caller.device && d.identity.is_none());
+    // The certificate first: one by another user identity is refused before anything changes.
+    let user_identity_news = trust::store_certificate(state, caller, certificate, upload.reset_user_identity).await?;
     let outcome = match state.store.publish_keys(&caller.user, caller.device, keys).await?.await {
         Ok(outcome) => outcome,
         Err(StoreError::DeviceNotFound(user, device)) => return Err(ServiceError::UnknownDevice(user, device)),
@@ -59,7 +69,7 @@ pub(crate) async fn publish(state: &AppState, caller: &Caller, upload: KeyUpload
         }
         Err(e) => return Err(e.into()),
     };
-    if outcome.identity_changed || first_publish {
+    if outcome.identity_changed || first_publish || user_identity_news {
         if outcome.identity_changed {
             info!(user = %caller.user, device = %caller.device, "device identity changed");
         }
@@ -110,7 +120,7 @@ pub(crate) async fn devices_local(state: &AppState, user: &UserId) -> Result<Key
     }
     let keys = state.store.device_keys(user).await?;
     let devices = keys.into_iter().map(bundle).collect::<Result<Vec<_>, ServiceError>>()?;
-    Ok(KeyBundles { user_id: user.clone(), devices })
+    trust::attach(state, user, devices).await
 }
 
 /// Claims bundles of a user of this node (for a local caller or a peer's query).
@@ -123,7 +133,7 @@ pub(crate) async fn claim_local(state: &AppState, user: &UserId) -> Result<KeyBu
     }
     let claimed = state.store.claim_keys(user).await?.await?;
     let devices = claimed.into_iter().map(bundle).collect::<Result<Vec<_>, ServiceError>>()?;
-    Ok(KeyBundles { user_id: user.clone(), devices })
+    trust::attach(state, user, devices).await
 }
 
 /// Builds the bundle a client decodes from what the store held (verified when it was stored).
@@ -133,7 +143,7 @@ fn bundle(keys: ClaimedKeys) -> Result<DeviceBundle, ServiceError> {
     let signed = SignedPreKeyPublic::from_bytes(&keys.signed_prekey).map_err(corrupt)?;
     let one_time = keys.one_time.as_deref().map(OneTimePreKeyPublic::from_bytes).transpose().map_err(corrupt)?;
     let bundle = PreKeyBundle::new(identity, signed, one_time);
-    Ok(DeviceBundle { device_id: keys.device_id, bundle: BASE64.encode(bundle.to_bytes()) })
+    Ok(DeviceBundle { device_id: keys.device_id, bundle: BASE64.encode(bundle.to_bytes()), certificate: None })
 }
 
 /// `GET /api/v1/keys/count`.
@@ -146,6 +156,9 @@ pub(crate) async fn count(state: &AppState, caller: &Caller) -> Result<KeyCount,
 pub(crate) async fn remove_device(state: &AppState, caller: &Caller, device: DeviceId) -> Result<(), ServiceError> {
     if state.store.remove_device(&caller.user, device).await?.await? {
         info!(user = %caller.user, %device, "device removed");
+        trust::forget_device(state, &caller.user, device).await?;
+        // Partners fetch the device list again and stop writing to the device.
+        notify_partners(state, &caller.user, device).await;
         // Its tokens stop working and its open connections close.
         state.users.forget_device(&caller.user, device);
         push::close_device(state, &caller.user, device).await;

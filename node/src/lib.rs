@@ -46,6 +46,7 @@ pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+mod trust;
 mod users;
 
 // Running a node.

@@ -5,7 +5,7 @@ use kith_client_api::{
     Caller, ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session, SessionId,
     SessionLease,
 };
-use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
+use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::rest::HistoryPage;
 use kith_proto::{DeviceId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerName, UserId, Username};
 
@@ -124,6 +124,10 @@ impl ChatService for NodeService {
 
     async fn remove_device(&self, caller: &Caller, device: DeviceId) -> Result<(), ServiceError> {
         keys::remove_device(&self.state, caller, device).await
+    }
+
+    async fn publish_removal(&self, caller: &Caller, removal: RemovalUpload) -> Result<(), ServiceError> {
+        crate::trust::publish_removal(&self.state, caller, removal).await
     }
 
     async fn subscribe_presence(

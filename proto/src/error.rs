@@ -16,6 +16,9 @@ pub enum ErrorCode {
     UsernameTaken,
     /// The user has five devices already; remove one to add another.
     TooManyDevices,
+    /// The account has a different user identity than the one uploaded: link this device from
+    /// one of the account's devices, or reset the identity explicitly.
+    UserIdentityConflict,
     /// Wrong username or password.
     InvalidCredentials,
     /// No bearer token was given.

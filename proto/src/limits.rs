@@ -43,3 +43,9 @@ pub const MAX_PREKEYS_STORED: usize = 500;
 
 /// Largest encoded key in an upload, in bytes (identities are 129, prekeys under 110).
 pub const MAX_KEY_BYTES: usize = 512;
+
+/// Longest base64 certificate or removal in an upload, in characters.
+pub const MAX_CERTIFICATE_BYTES: usize = 1024;
+
+/// Most signed device removals the key directory keeps (and serves) per user; older ones go.
+pub const MAX_REMOVALS_SERVED: usize = 50;

@@ -5,8 +5,8 @@ use axum::extract::State;
 
 use crate::path::Path;
 use axum::http::StatusCode;
-use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
-use kith_proto::limits::{MAX_KEY_BYTES, MAX_PREKEYS_PER_UPLOAD};
+use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload, RemovalUpload};
+use kith_proto::limits::{MAX_CERTIFICATE_BYTES, MAX_KEY_BYTES, MAX_PREKEYS_PER_UPLOAD};
 use kith_proto::{DeviceId, ErrorBody};
 
 use crate::auth::AuthUser;
@@ -16,8 +16,9 @@ use crate::service::ServiceError;
 use crate::state::ApiState;
 use crate::validate;
 
-/// `PUT /api/v1/keys`: publishes (or rotates) the calling device's identity and signed prekey
-/// and adds one-time prekeys. Every signature is checked before anything is stored.
+/// `PUT /api/v1/keys`: publishes (or rotates) the calling device's identity, signed prekey and
+/// certificate and adds one-time prekeys. Every signature is checked before anything is stored;
+/// the certificate's user key becomes the account's user identity if it has none.
 #[utoipa::path(
     put,
     path = "/api/v1/keys",
@@ -28,6 +29,7 @@ use crate::validate;
         (status = 200, description = "Stored; how many one-time prekeys the device now has", body = KeyCount),
         (status = 400, description = "Malformed keys or a signature that does not verify", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 409, description = "The certificate is by another user identity than the account's", body = ErrorBody),
     )
 )]
 pub(crate) async fn publish(
@@ -49,6 +51,12 @@ pub(crate) async fn publish(
         .any(|key| key.len() > MAX_KEY_BYTES);
     if oversized {
         return Err(ServiceError::InvalidKeys(format!("a key is longer than {MAX_KEY_BYTES} characters")).into());
+    }
+    if body.certificate.len() > MAX_CERTIFICATE_BYTES {
+        return Err(ServiceError::InvalidKeys(format!(
+            "the certificate is longer than {MAX_CERTIFICATE_BYTES} characters"
+        ))
+        .into());
     }
     Ok(axum::Json(state.service.publish_keys(&caller, body).await?))
 }
@@ -143,5 +151,36 @@ pub(crate) async fn remove_device(
 ) -> Result<StatusCode, ApiError> {
     let caller = auth.into_caller();
     state.service.remove_device(&caller, DeviceId(device)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/keys/removals`: stores a removal of one of the caller's devices, signed by the
+/// account's user identity, and removes that device. Contacts are served the removal with the
+/// account's keys and stop writing to the device for good.
+#[utoipa::path(
+    post,
+    path = "/api/v1/keys/removals",
+    tag = "keys",
+    request_body = RemovalUpload,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Stored; the device is gone"),
+        (status = 400, description = "Malformed, for another user, or not signed by the account's user identity", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+    )
+)]
+pub(crate) async fn publish_removal(
+    State(state): State<ApiState>,
+    auth: AuthUser,
+    Json(body): Json<RemovalUpload>,
+) -> Result<StatusCode, ApiError> {
+    let caller = auth.into_caller();
+    if body.removal.len() > MAX_CERTIFICATE_BYTES {
+        return Err(ServiceError::InvalidKeys(format!(
+            "the removal is longer than {MAX_CERTIFICATE_BYTES} characters"
+        ))
+        .into());
+    }
+    state.service.publish_removal(&caller, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -27,6 +27,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/presence/{user_id}", get(presence::presence))
         .route("/api/v1/keys", put(keys::publish))
         .route("/api/v1/keys/count", get(keys::count))
+        .route("/api/v1/keys/removals", post(keys::publish_removal))
         .route("/api/v1/keys/{user_id}", get(keys::claim))
         .route("/api/v1/keys/{user_id}/devices", get(keys::devices))
         .route("/api/v1/devices/{device_id}", delete(keys::remove_device))

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use kith_proto::DeviceId;
-use kith_proto::keys::{DeviceBundle, KeyBundles, KeyCount, KeyUpload};
+use kith_proto::keys::{DeviceBundle, KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::rest::{
     AuthResponse, Credentials, HealthResponse, HistoryPage, MessageStatus, MessageView, PresenceStatus, PresenceView,
     SendMessageRequest, SendMessageResponse, SendStatus,
@@ -33,6 +33,7 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
         super::keys::devices,
         super::keys::count,
         super::keys::remove_device,
+        super::keys::publish_removal,
         crate::ws::upgrade,
         super::health::healthz,
         super::health::readyz,
@@ -41,7 +42,7 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
         Credentials, AuthResponse, SendMessageRequest, SendMessageResponse, SendStatus, HistoryPage,
         MessageView, MessageStatus, PresenceView, PresenceStatus, HealthResponse, ErrorBody, ErrorDetail,
         ErrorCode, ClientFrame, ServerFrame, IncomingMessage, KeyUpload, KeyCount, KeyBundles, DeviceBundle,
-        DeviceId,
+        RemovalUpload, DeviceId,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -2,19 +2,25 @@
 //!
 //! ```text
 //! kith-chat --server http://127.0.0.1:8080 register alice
+//! kith-chat link                      # on a device of alice: shows a code, waits
+//! kith-chat link accept <code>        # on the new device: joins alice's account
 //! kith-chat send bob "hello"
 //! kith-chat listen [--json]
 //! kith-chat history bob [--json]
 //! kith-chat safety-number bob
 //! kith-chat trust bob
+//! kith-chat devices
+//! kith-chat remove-device 7
 //! kith-chat chat bob
 //! ```
 //!
 //! Every command works on a profile directory (`--profile` / `KITH_PROFILE`, default
-//! `$XDG_CONFIG_HOME/kith/default`) holding the device's keys, sessions and decrypted history.
+//! `$XDG_CONFIG_HOME/kith/default`) holding the device's keys, sessions and decrypted history,
+//! encrypted at rest with a passphrase (`KITH_PASSPHRASE`, or asked for on a terminal).
 
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a command line prints")]
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,7 +29,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 use kith_client::proto::{DeviceId, ErrorCode, ServerFrame, UserId};
 use kith_client::{
-    Body, ClientError, Event, HistoryEntry, Messenger, MessengerError, Profile, ProfileError, SessionError,
+    Body, ClientError, Event, HistoryEntry, LINK_WAIT, Messenger, MessengerError, Profile, ProfileError, SessionError,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -35,7 +41,7 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 #[command(name = "kith-chat", version, about, long_about = None)]
 struct Cli {
     /// The node's URL (http:// only; TLS is not supported yet). Default: the profile's node,
-    /// or http://127.0.0.1:8080 for register and login.
+    /// or http://127.0.0.1:8080 for register, login and link accept.
     #[arg(long, env = "KITH_SERVER", global = true, value_name = "URL")]
     server: Option<String>,
 
@@ -50,7 +56,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Create an account and a profile for this device (password from KITH_PASSWORD or a prompt).
+    /// Create an account and a profile for this device (password from KITH_PASSWORD or a
+    /// prompt; the profile's passphrase from KITH_PASSPHRASE or a prompt).
     Register {
         /// 1 to 32 characters of a-z, 0-9, '.', '_', '-'.
         username: String,
@@ -58,14 +65,35 @@ enum Command {
         #[arg(long, value_name = "N")]
         device: Option<u32>,
     },
-    /// Log in: refresh the profile's token, or make a new profile for this device.
+    /// Log in: refresh the profile's token. A new device joins with `link accept` instead.
     Login {
         /// The account.
         username: String,
-        /// This device's id (default: the profile's, or random for a new profile). Reusing
-        /// another installation's id replaces that device's identity.
+        /// This device's id (default: the profile's, or random for a new profile).
         #[arg(long, value_name = "N")]
         device: Option<u32>,
+        /// Make a new profile with a NEW identity for the account, replacing the old one (for
+        /// when every device is lost). Contacts are warned loudly and must accept it; the
+        /// account's other devices are no longer trusted.
+        #[arg(long)]
+        new_identity: bool,
+    },
+    /// Add a device to this account: shows a code to type on the new device (`link accept`),
+    /// then waits for it. With `accept <code>`: join an account, on the new device.
+    Link {
+        #[command(subcommand)]
+        accept: Option<LinkCommand>,
+        /// How long to wait for the other device, in seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = LINK_WAIT.as_secs(), global = true)]
+        wait: u64,
+    },
+    /// List this account's other devices (the ones its identity certified).
+    Devices,
+    /// Remove another device of this account, with a removal signed by the account's identity:
+    /// contacts stop writing to it for good.
+    RemoveDevice {
+        /// The device's id (see `kith-chat devices`).
+        device: u32,
     },
     /// Send an encrypted message.
     Send {
@@ -88,7 +116,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the safety numbers to compare with a user (one per device pair).
+    /// Show the safety number to compare with a user (one per pair of users, whatever
+    /// devices either has).
     SafetyNumber {
         /// `name` or `name@server`.
         user: String,
@@ -96,7 +125,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Accept a user's changed identity key (after comparing safety numbers).
+    /// Accept a user's changed identity (after comparing safety numbers).
     Trust {
         /// `name` or `name@server`.
         user: String,
@@ -105,6 +134,19 @@ enum Command {
     Chat {
         /// `name` or `name@server`.
         user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LinkCommand {
+    /// On the new device: join the account whose device shows `code` (the account's password
+    /// from KITH_PASSWORD or a prompt opens the server; the code makes the device trusted).
+    Accept {
+        /// The code the other device shows: `<user id>/<32 hex digits>`.
+        code: String,
+        /// This device's id (default: random).
+        #[arg(long, value_name = "N")]
+        device: Option<u32>,
     },
 }
 
@@ -125,14 +167,15 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let profile = Profile::new(match cli.profile {
+    let dir = match cli.profile {
         Some(dir) => dir,
         None => Profile::default_dir().context("no profile directory: pass --profile or set KITH_PROFILE")?,
-    });
+    };
     let server = cli.server.as_deref();
     match cli.command {
         Command::Register { username, device } => {
             let password = password(&format!("New password for {username}: "), true)?;
+            let profile = new_profile(dir)?;
             let server = server.unwrap_or(DEFAULT_SERVER);
             let m = Messenger::register(profile, server, &username, &password, device.map(DeviceId))
                 .await
@@ -143,12 +186,15 @@ async fn run(cli: Cli) -> Result<()> {
                 m.device_id(),
                 m.profile().dir().display()
             );
+            warn_if_unencrypted(m.profile());
         }
-        Command::Login { username, device } => {
+        Command::Login { username, device, new_identity } => {
             let password = password(&format!("Password for {username}: "), false)?;
+            let existing = Profile::new(&dir).exists();
+            let profile = if existing { existing_profile(dir)? } else { new_profile(dir)? };
             let account = profile.account().ok();
             let server = server.or(account.as_ref().map(|a| a.server.as_str())).unwrap_or(DEFAULT_SERVER).to_owned();
-            let m = Messenger::login(profile, &server, &username, &password, device.map(DeviceId))
+            let m = Messenger::login(profile, &server, &username, &password, device.map(DeviceId), new_identity)
                 .await
                 .map_err(|e| failed(e, &server))?;
             println!(
@@ -157,9 +203,57 @@ async fn run(cli: Cli) -> Result<()> {
                 m.device_id(),
                 m.profile().dir().display()
             );
+            if !existing {
+                eprintln!(
+                    "this device has a NEW identity for {}: contacts are warned and must accept it; the account's other devices are no longer trusted",
+                    m.user_id()
+                );
+                warn_if_unencrypted(m.profile());
+            }
+        }
+        Command::Link { accept: None, wait } => {
+            let mut m = open(dir, server)?;
+            let offer = m.link_offer();
+            eprintln!("On the new device, run:");
+            println!("kith-chat link accept {}", offer.code().as_str());
+            eprintln!("This code adds a device to {}: type it only on your own device. Waiting for it…", m.user_id());
+            let device = m.link_device(&offer, Duration::from_secs(wait)).await.map_err(|e| failed(e, m.server()))?;
+            println!("linked device {device} to {}", m.user_id());
+        }
+        Command::Link { accept: Some(LinkCommand::Accept { code, device }), wait } => {
+            let user = code.rsplit_once('/').map_or(code.as_str(), |(user, _)| user).to_owned();
+            let password = password(&format!("Password for {user}: "), false)?;
+            let profile = new_profile(dir)?;
+            let server = server.unwrap_or(DEFAULT_SERVER);
+            let m = Messenger::link(profile, server, &code, &password, device.map(DeviceId), Duration::from_secs(wait))
+                .await
+                .map_err(|e| failed(e, server))?;
+            println!(
+                "linked: this is device {} of {}; profile in {}",
+                m.device_id(),
+                m.user_id(),
+                m.profile().dir().display()
+            );
+            warn_if_unencrypted(m.profile());
+        }
+        Command::Devices => {
+            let mut m = open(dir, server)?;
+            let (devices, events) = m.own_devices().await.map_err(|e| failed(e, m.server()))?;
+            for event in &events {
+                print_event(event, false);
+            }
+            println!("this device: {}", m.device_id());
+            for d in devices {
+                println!("device {}", d.device_id);
+            }
+        }
+        Command::RemoveDevice { device } => {
+            let mut m = open(dir, server)?;
+            m.remove_device(DeviceId(device)).await.map_err(|e| failed(e, m.server()))?;
+            println!("removed device {device}; contacts stop writing to it");
         }
         Command::Send { user, text } => {
-            let mut m = open(profile, server)?;
+            let mut m = open(dir, server)?;
             let to = m.resolve(&user)?;
             let sent = m.send(&to, &text).await.map_err(|e| failed(e, m.server()))?;
             for event in &sent.events {
@@ -167,16 +261,14 @@ async fn run(cli: Cli) -> Result<()> {
             }
             println!("sent {}", sent.entry.message_id);
         }
-        Command::Listen { json } => listen(open(profile, server)?, json).await?,
+        Command::Listen { json } => listen(open(dir, server)?, json).await?,
         Command::History { user, json } => {
-            let mut m = open(profile, server)?;
+            let mut m = open(dir, server)?;
             let peer = m.resolve(&user)?;
             let synced = m.sync().await;
             if let Ok(events) = &synced {
-                // New messages show up in the history below; identity news is worth a line.
-                for event in
-                    events.iter().filter(|e| matches!(e, Event::IdentityChanged { .. } | Event::NewDevice { .. }))
-                {
+                // New messages show up in the history below; trust news is worth a line.
+                for event in events.iter().filter(|e| !matches!(e, Event::Message(_) | Event::CaughtUp)) {
                     print_event(event, json);
                 }
             }
@@ -187,54 +279,94 @@ async fn run(cli: Cli) -> Result<()> {
             synced.map_err(|e| failed(e, m.server()))?;
         }
         Command::SafetyNumber { user, json } => {
-            let mut m = open(profile, server)?;
+            let mut m = open(dir, server)?;
             let peer = m.resolve(&user)?;
-            let (numbers, _) = m.safety_numbers(&peer).await.map_err(|e| failed(e, m.server()))?;
-            if numbers.is_empty() {
-                bail!("{peer} has no device with end-to-end encryption keys");
-            }
-            if !json {
+            let (number, _) = m.safety_number(&peer).await.map_err(|e| failed(e, m.server()))?;
+            if json {
+                let line = serde_json::json!({
+                    "userId": number.user_id, "safetyNumber": number.number, "changed": number.changed,
+                });
+                println!("{line}");
+            } else {
                 println!(
-                    "Safety numbers of your device {} with {peer}; compare them with {peer} in person or over a channel you trust:",
-                    m.device_id()
+                    "Safety number of {} with {peer}; compare it with {peer} in person or over a channel you trust:",
+                    m.user_id()
                 );
-            }
-            for n in &numbers {
-                if json {
-                    let line = serde_json::json!({
-                        "userId": n.user_id, "deviceId": n.device_id, "ourDeviceId": n.our_device_id,
-                        "safetyNumber": n.number, "changed": n.changed,
-                    });
-                    println!("{line}");
-                } else {
-                    let note = if n.changed { "   <- CHANGED, not accepted yet" } else { "" };
-                    println!("  device {:>10}: {}{note}", n.device_id, n.number);
-                }
+                let note = if number.changed { "   <- CHANGED, not accepted yet" } else { "" };
+                println!("  {}{note}", number.number);
             }
             warn_if_changed(&m, &peer)?;
         }
         Command::Trust { user } => {
-            let mut m = open(profile, server)?;
+            let mut m = open(dir, server)?;
             let peer = m.resolve(&user)?;
-            match m.trust(&peer).await? {
-                0 => println!("nothing to accept: no changed identity for {peer}"),
-                n => println!("accepted the new identity of {peer} ({n} device{}); sending works again", plural(n)),
+            if m.trust(&peer).await.map_err(|e| failed(e, m.server()))? {
+                println!("accepted the new identity of {peer}; sending works again");
+            } else {
+                println!("nothing to accept: the identity of {peer} did not change");
             }
         }
-        Command::Chat { user } => chat(open(profile, server)?, &user).await?,
+        Command::Chat { user } => chat(open(dir, server)?, &user).await?,
     }
     Ok(())
 }
 
-fn open(profile: Profile, server: Option<&str>) -> Result<Messenger> {
-    let dir = profile.dir().to_owned();
+fn open(dir: PathBuf, server: Option<&str>) -> Result<Messenger> {
+    let profile = existing_profile(dir.clone())?;
     Messenger::open(profile, server).map_err(|e| match e {
         MessengerError::Profile(ProfileError::Missing(_)) => anyhow!(
-            "no profile in {}: run `kith-chat register <name>` or `kith-chat login <name>` first (or pass --profile)",
+            "no profile in {}: run `kith-chat register <name>`, or `kith-chat link accept <code>` to add this device to an account (or pass --profile)",
             dir.display()
         ),
         other => other.into(),
     })
+}
+
+/// The profile in `dir` as it is: with its passphrase (KITH_PASSPHRASE or a prompt) if it is
+/// encrypted.
+fn existing_profile(dir: PathBuf) -> Result<Profile> {
+    if !Profile::new(&dir).encrypted() {
+        return Ok(Profile::new(dir));
+    }
+    let passphrase = match std::env::var("KITH_PASSPHRASE") {
+        Ok(passphrase) => passphrase,
+        Err(_) if std::io::stdin().is_terminal() => rpassword::prompt_password("Passphrase of this profile: ")
+            .context("cannot ask for the passphrase; set KITH_PASSPHRASE")?,
+        Err(_) => bail!("the profile in {} is encrypted: set KITH_PASSPHRASE", dir.display()),
+    };
+    Ok(Profile::with_passphrase(dir, Some(passphrase)))
+}
+
+/// A profile about to be made, encrypted with a passphrase from KITH_PASSPHRASE or a prompt
+/// (empty for none).
+fn new_profile(dir: PathBuf) -> Result<Profile> {
+    let passphrase = match std::env::var("KITH_PASSPHRASE") {
+        Ok(passphrase) => passphrase,
+        Err(_) if std::io::stdin().is_terminal() => {
+            let first = rpassword::prompt_password("Passphrase to encrypt this profile (empty for none): ")
+                .context("cannot ask for the passphrase; set KITH_PASSPHRASE")?;
+            if !first.is_empty() {
+                let again = rpassword::prompt_password("Repeat it: ").context("cannot ask for the passphrase")?;
+                if again != first {
+                    bail!("the passphrases differ");
+                }
+            }
+            first
+        }
+        Err(_) => String::new(),
+    };
+    Ok(Profile::with_passphrase(dir, Some(passphrase)))
+}
+
+/// The one warning about a profile kept in clear.
+fn warn_if_unencrypted(profile: &Profile) {
+    if !profile.encrypted() {
+        eprintln!(
+            "warning: the profile in {} is NOT encrypted: anyone who can read it gets your keys and messages. \
+             Set KITH_PASSPHRASE (or answer the prompt) when making a profile to encrypt it.",
+            profile.dir().display()
+        );
+    }
 }
 
 /// The password: `KITH_PASSWORD`, or asked for without echo.
@@ -282,10 +414,9 @@ fn explain(e: &anyhow::Error, server_hint: Option<&str>) -> String {
             explain_client(c, server)
         ),
         MessengerError::UnknownUser(user) => format!("no such user: {user}"),
-        MessengerError::Session(SessionError::IdentityChanged { user, devices }) => format!(
-            "NOT SENT: the identity key of {user} CHANGED (device {}). Compare safety numbers \
-             (`kith-chat safety-number {user}`), then accept it with `kith-chat trust {user}`",
-            devices.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        MessengerError::Session(SessionError::IdentityChanged { user }) => format!(
+            "NOT SENT: the identity of {user} CHANGED. Compare safety numbers \
+             (`kith-chat safety-number {user}`), then accept it with `kith-chat trust {user}`"
         ),
         other => other.to_string(),
     }
@@ -300,25 +431,20 @@ fn explain_client(e: &ClientError, server: &str) -> String {
             "your login has expired or is not valid on this server; run `kith-chat login <name>`".into()
         }
         ClientError::Api { code: ErrorCode::TooManyDevices, message, .. } => {
-            format!("{message} (each installation is a device; remove an old one)")
+            format!("{message} (each installation is a device; remove an old one with `kith-chat remove-device`)")
         }
         ClientError::Api { message, .. } => message.clone(),
         other => other.to_string(),
     }
 }
 
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
 /// The loud warning about a changed identity.
-fn identity_warning(user: &UserId, devices: &[DeviceId]) -> String {
-    let devices = devices.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+fn identity_warning(user: &UserId) -> String {
     let bar = "!".repeat(72);
     format!(
         "{bar}\n\
-         !!! WARNING: the identity key of {user} (device {devices}) HAS CHANGED.\n\
-         !!! They may have reinstalled, or someone may be intercepting your messages.\n\
+         !!! WARNING: the identity of {user} HAS CHANGED.\n\
+         !!! They may have started over on a new device, or someone may be intercepting your messages.\n\
          !!! Compare safety numbers:      kith-chat safety-number {user}\n\
          !!! Sending to {user} is blocked until you run:  kith-chat trust {user}\n\
          {bar}"
@@ -326,9 +452,8 @@ fn identity_warning(user: &UserId, devices: &[DeviceId]) -> String {
 }
 
 fn warn_if_changed(m: &Messenger, peer: &UserId) -> Result<()> {
-    let changed = m.changed_identities(peer)?;
-    if !changed.is_empty() {
-        eprintln!("{}", identity_warning(peer, &changed));
+    if m.identity_changed(peer)? {
+        eprintln!("{}", identity_warning(peer));
     }
     Ok(())
 }
@@ -359,24 +484,53 @@ fn print_entry(entry: &HistoryEntry, json: bool) {
 fn print_event(event: &Event, json: bool) {
     match event {
         Event::Message(entry) => print_entry(entry, json),
-        Event::IdentityChanged { user_id, device_id } => {
+        Event::IdentityChanged { user_id } => {
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"type": "identityChanged", "userId": user_id, "deviceId": device_id})
-                );
+                println!("{}", serde_json::json!({"type": "identityChanged", "userId": user_id}));
             }
-            eprintln!("{}", identity_warning(user_id, &[*device_id]));
+            eprintln!("{}", identity_warning(user_id));
         }
         Event::NewDevice { user_id, device_id } => {
             if json {
                 println!("{}", serde_json::json!({"type": "newDevice", "userId": user_id, "deviceId": device_id}));
             } else {
                 println!(
-                    "* {user_id} has a new device ({device_id}); `kith-chat safety-number {user_id}` shows its safety number"
+                    "* {user_id} has a new device ({device_id}), certified by their identity (the safety number is unchanged)"
                 );
             }
         }
+        Event::UntrustedDevice { user_id, device_id, reason } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"type": "untrustedDevice", "userId": user_id, "deviceId": device_id, "reason": reason})
+                );
+            }
+            eprintln!(
+                "!! NOT writing to device {device_id} of {user_id}: it is not signed by the identity of {user_id} ({reason}). \
+                 The server lists a device {user_id} did not add."
+            );
+        }
+        Event::DeviceRemoved { user_id, device_id } => {
+            if json {
+                println!("{}", serde_json::json!({"type": "deviceRemoved", "userId": user_id, "deviceId": device_id}));
+            } else {
+                println!("* {user_id} removed device {device_id}; it is not written to any more");
+            }
+        }
+        Event::MessagesLost { user_id, device_id, count } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"type": "messagesLost", "userId": user_id, "deviceId": device_id, "count": count})
+                );
+            } else {
+                println!(
+                    "!! {count} message(s) from {user_id} (device {device_id}) never arrived and can no longer be decrypted"
+                );
+            }
+        }
+        Event::LinkMessage { .. } => {}
         Event::CaughtUp => {
             if json {
                 println!("{}", serde_json::json!({"type": "caughtUp"}));

@@ -22,6 +22,7 @@ mod sharded;
 mod sql;
 mod sqlite;
 mod status;
+mod trust;
 mod writer;
 
 pub use leases::Instances;
@@ -40,6 +41,7 @@ use tokio::sync::oneshot;
 
 use postgres::open_postgres;
 use sqlite::open_sqlite;
+pub use trust::{TrustOp, TrustOutcome, TrustRecords};
 
 /// Which databases hold a node's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -602,6 +604,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many unclaimed one-time prekeys a device has.
     async fn prekey_count(&self, user: &UserId, device: DeviceId) -> Result<u32, StoreError>;
+
+    /// Changes the key directory's trust records (user identity, certificates, removals).
+    async fn trust(&self, op: TrustOp) -> Result<Committed<TrustOutcome>, StoreError>;
+
+    /// `user`'s trust records, served with their keys.
+    async fn trust_records(&self, user: &UserId) -> Result<TrustRecords, StoreError>;
 
     /// The users `user` has exchanged messages with.
     async fn conversation_peers(&self, user: &UserId) -> Result<Vec<UserId>, StoreError>;

@@ -42,6 +42,7 @@ impl<DB> Writer<DB> {
                 slot.keep(Self::apply_status(tx, sender, *message_id, *status).await)
             }
             Job::RemoveHandoffs(ids, slot) => slot.keep(Self::remove_handoffs(tx, ids).await),
+            Job::Trust(op, slot) => slot.keep(Self::apply_trust(tx, op).await),
             // Applied in bulk runs by the writer, never one by one.
             Job::AppendMessage(..) | Job::RecordReceipt(..) => Ok(()),
         }

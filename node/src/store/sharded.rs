@@ -472,6 +472,14 @@ impl Store for ShardedStore {
         self.shard(user).prekey_count(user, device).await
     }
 
+    async fn trust(&self, op: super::TrustOp) -> Result<Committed<super::TrustOutcome>, StoreError> {
+        self.shard(op.user()).trust(op).await
+    }
+
+    async fn trust_records(&self, user: &UserId) -> Result<super::TrustRecords, StoreError> {
+        self.shard(user).trust_records(user).await
+    }
+
     async fn conversation_peers(&self, user: &UserId) -> Result<Vec<UserId>, StoreError> {
         self.shard(user).conversation_peers(user).await
     }

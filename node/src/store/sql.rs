@@ -380,6 +380,15 @@ impl<DB> Store for SqlStore<DB> {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
+    async fn trust(&self, op: super::TrustOp) -> Result<Committed<super::TrustOutcome>, StoreError> {
+        let key = op.user().to_string();
+        self.enqueue(&key, |slot| Job::Trust(op, slot)).await
+    }
+
+    async fn trust_records(&self, user: &UserId) -> Result<super::TrustRecords, StoreError> {
+        super::trust::records(&self.read, user).await
+    }
+
     async fn conversation_peers(&self, user: &UserId) -> Result<Vec<UserId>, StoreError> {
         sqlx::query_as::<DB, (String,)>("SELECT DISTINCT peer_id FROM messages WHERE owner_id = $1")
             .bind(user.as_str())

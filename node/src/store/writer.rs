@@ -104,6 +104,7 @@ pub(crate) enum Job {
     },
     /// Hand-offs completed on their target shards.
     RemoveHandoffs(Vec<String>, Slot<()>),
+    Trust(super::TrustOp, Slot<super::TrustOutcome>),
 }
 
 impl Job {
@@ -133,6 +134,7 @@ impl Job {
             Self::OutboxRemove { slot, .. } => settle(slot, failure),
             Self::ApplyStatus { slot, .. } => settle(slot, failure),
             Self::RemoveHandoffs(_, slot) => settle(slot, failure),
+            Self::Trust(_, slot) => settle(slot, failure),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Runs the real `kith-chat` binary against a test node: one profile directory per device, the
-//! password from the environment, output read line by line with a deadline.
+//! password and the profile's passphrase from the environment, output read line by line with a
+//! deadline.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -13,6 +14,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, watch};
 
 use crate::harness::{PASSWORD, PATIENCE, TestNode};
+
+/// The passphrase every test profile is encrypted with.
+pub const PASSPHRASE: &str = "a test passphrase, not a secret";
 
 /// One device of one user, driven through `kith-chat`.
 #[derive(Debug)]
@@ -40,16 +44,38 @@ impl ChatUser {
         Ok(user)
     }
 
-    /// `kith-chat login <name> [--device N]` in a fresh profile: another device of the user
-    /// (or, with the id of an existing device, a reinstall of it).
-    pub async fn login(node: &TestNode, name: &str, device: Option<u32>) -> Result<Self> {
+    /// `kith-chat login <name> --new-identity [--device N]` in a fresh profile: the user
+    /// starts over with a new identity (with the id of an existing device, a reinstall of it).
+    pub async fn start_over(node: &TestNode, name: &str, device: Option<u32>) -> Result<Self> {
         let user = Self::new(node)?;
         let device = device.map(|d| d.to_string());
-        let mut args = vec!["login", name];
+        let mut args = vec!["login", name, "--new-identity"];
         if let Some(device) = &device {
             args.extend(["--device", device]);
         }
         user.ok(&args).await?;
+        Ok(user)
+    }
+
+    /// Another device of `existing`'s user: `kith-chat link` on `existing` shows a code,
+    /// `kith-chat link accept <code>` in a fresh profile enters it; both must succeed.
+    pub async fn link(node: &TestNode, existing: &ChatUser) -> Result<Self> {
+        let mut shower =
+            existing.command(&["link", "--wait", "60"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let mut out = BufReader::new(shower.stdout.take().context("stdout")?).lines();
+        let line = tokio::time::timeout(PATIENCE, out.next_line()).await??.context("link printed nothing")?;
+        let code = line.strip_prefix("kith-chat link accept ").with_context(|| format!("not a code: {line}"))?;
+        let user = Self::new(node)?;
+        user.ok(&["link", "accept", code]).await?;
+        let linked = tokio::time::timeout(PATIENCE, out.next_line()).await??.unwrap_or_default();
+        let status = tokio::time::timeout(PATIENCE, shower.wait()).await??;
+        if !status.success() || !linked.starts_with("linked device") {
+            let mut stderr = String::new();
+            if let Some(mut e) = shower.stderr.take() {
+                tokio::io::AsyncReadExt::read_to_string(&mut e, &mut stderr).await?;
+            }
+            bail!("kith-chat link said {linked:?} ({status}): {stderr}");
+        }
         Ok(user)
     }
 
@@ -67,16 +93,22 @@ impl ChatUser {
 
     /// The account the profile holds (token included), for talking to the node directly.
     pub fn account(&self) -> Result<Account> {
-        Ok(Profile::new(self.profile_dir()).account()?)
+        Ok(self.open_profile().account()?)
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// The profile, opened with its passphrase.
+    pub fn open_profile(&self) -> Profile {
+        Profile::with_passphrase(self.profile_dir(), Some(PASSPHRASE.into()))
+    }
+
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_kith-chat-under-test"));
         command
             .args(args)
             .env("KITH_SERVER", &self.server)
             .env("KITH_PROFILE", self.profile_dir())
             .env("KITH_PASSWORD", PASSWORD)
+            .env("KITH_PASSPHRASE", PASSPHRASE)
             .env_remove("KITH_LOG")
             .stdin(Stdio::null())
             .kill_on_drop(true);
@@ -130,10 +162,11 @@ impl ChatUser {
         Ok(self.history(peer).await?.iter().map(text_of).collect())
     }
 
-    /// `safety-number <user> --json`: the numbers, per remote device.
-    pub async fn safety_numbers(&self, peer: &str) -> Result<Vec<String>> {
+    /// `safety-number <user> --json`: the number of this user with `peer`.
+    pub async fn safety_number(&self, peer: &str) -> Result<String> {
         let lines = json_lines(&self.ok(&["safety-number", peer, "--json"]).await?)?;
-        Ok(lines.iter().filter_map(|l| l["safetyNumber"].as_str().map(str::to_owned)).collect())
+        let [line] = &lines[..] else { bail!("one line expected: {lines:?}") };
+        line["safetyNumber"].as_str().map(str::to_owned).context("safetyNumber")
     }
 
     /// Starts `chat <peer>` with its standard input and output piped.

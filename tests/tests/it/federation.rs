@@ -376,7 +376,7 @@ async fn forged_foreign_replayed_stale_and_oversized_envelopes_are_refused_and_t
 async fn key_bundles_of_a_remote_user_are_claimed_through_their_home_node() -> Result<()> {
     use base64::Engine;
     use base64::engine::general_purpose::STANDARD as BASE64;
-    use kith_crypto::{DeviceIdentity, OneTimePreKey, PreKeyBundle, SignedPreKey};
+    use kith_crypto::{DeviceCertificate, DeviceIdentity, PreKeyBundle, UserIdentity, UserIdentityPublic};
     use rand_core::UnwrapErr;
 
     let nodes = federation(&["alpha", "beta"], &[]).await?;
@@ -384,18 +384,22 @@ async fn key_bundles_of_a_remote_user_are_claimed_through_their_home_node() -> R
     let bob = nodes[1].user("bob").await?;
     let mut rng = UnwrapErr(getrandom::SysRng);
     let identity = DeviceIdentity::generate(&mut rng);
-    let signed = SignedPreKey::generate(1, &identity, &mut rng);
-    let one_time = OneTimePreKey::generate_batch(7, 1, &mut rng)?;
-    bob.publish_keys(&kith_proto::keys::KeyUpload {
-        identity: BASE64.encode(identity.public().to_bytes()),
-        signed_pre_key: BASE64.encode(signed.public().to_bytes()),
-        one_time_pre_keys: one_time.iter().map(|k| BASE64.encode(k.public().to_bytes())).collect(),
-    })
-    .await?;
+    let bob_user = UserIdentity::generate(&mut rng);
+    bob.publish_keys(&crate::keys::keys_of(&bob, &bob_user, &identity, 7, 1)?).await?;
 
+    // The user identity and certificate travel with the bundle across nodes.
     let bundles = alice.claim_keys("bob@beta").await?;
     assert_eq!(bundles.user_id.as_str(), "bob@beta");
-    let bundle = PreKeyBundle::from_bytes(&BASE64.decode(&bundles.devices[0].bundle)?)?.verify()?;
+    let served = UserIdentityPublic::from_bytes(&BASE64.decode(bundles.user_identity.as_deref().unwrap_or(""))?)?;
+    assert_eq!(&served, bob_user.public());
+    let certificate =
+        DeviceCertificate::from_bytes(&BASE64.decode(bundles.devices[0].certificate.as_deref().unwrap_or(""))?)?;
+    let bundle = PreKeyBundle::from_bytes(&BASE64.decode(&bundles.devices[0].bundle)?)?.verify(
+        &certificate,
+        &served,
+        "bob@beta",
+        0,
+    )?;
     assert_eq!(bundle.identity(), identity.public());
     assert_eq!(bundle.bundle().one_time_prekey().map(|k| k.id()), Some(7));
     assert_eq!(bob.key_count().await?.one_time_pre_keys, 0, "claimed on bob's node");
@@ -479,7 +483,7 @@ fn devices(listed: &kith_proto::keys::KeyBundles) -> Vec<u32> {
 
 #[tokio::test]
 async fn a_removed_device_loses_its_queue_and_its_keys_here_and_across_federation() -> Result<()> {
-    use kith_crypto::DeviceIdentity;
+    use kith_crypto::UserIdentity;
     use kith_proto::DeviceId;
 
     use crate::keys::{keys, rng};
@@ -489,8 +493,9 @@ async fn a_removed_device_loses_its_queue_and_its_keys_here_and_across_federatio
     let bob_phone = nodes[1].user("bob").await?;
     let carol = nodes[1].user("carol").await?;
     let bob_laptop = nodes[1].client().device(DeviceId(1)).login("bob", PASSWORD).await?;
-    bob_phone.publish_keys(&keys(&DeviceIdentity::generate(&mut rng()), 0, 3)?).await?;
-    bob_laptop.publish_keys(&keys(&DeviceIdentity::generate(&mut rng()), 100, 3)?).await?;
+    let bob_user = UserIdentity::generate(&mut rng());
+    bob_phone.publish_keys(&keys(&bob_phone, &bob_user, 0, 3)?).await?;
+    bob_laptop.publish_keys(&keys(&bob_laptop, &bob_user, 100, 3)?).await?;
     assert_eq!(devices(&carol.device_keys("bob").await?), [0, 1]);
     assert_eq!(devices(&alice.device_keys("bob@beta").await?), [0, 1]);
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use kith_node::store::{
     self, AppendOutcome, InboxKey, Kind, NewMessage, NewUser, OutboxEntry, PublishedKeys, Receipt, Recipient,
-    RemoteReceipt, Source, Store, StoreError, StoreOptions,
+    RemoteReceipt, Source, Store, StoreError, StoreOptions, TrustOp, TrustOutcome,
 };
 use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, Timestamp, UserId};
 
@@ -59,6 +59,7 @@ on_every_store!(
     each_device_has_its_own_queue,
     a_user_has_at_most_five_devices,
     one_time_prekeys_are_claimed_once,
+    the_user_identity_is_kept_until_reset_and_removals_are_bounded,
     a_message_to_another_node_is_queued_with_the_senders_copy,
     envelopes_from_another_node_apply_once,
     a_message_between_shards_is_in_both_mailboxes_and_its_receipts_reach_back,
@@ -382,6 +383,64 @@ async fn one_time_prekeys_are_claimed_once(store: Arc<dyn Store>) -> Result<()> 
         store.publish_keys(&bob, DeviceId(7), keys(b"x", 0..1)).await?.await,
         Err(StoreError::DeviceNotFound(..))
     ));
+    store.close().await;
+    Ok(())
+}
+
+async fn the_user_identity_is_kept_until_reset_and_removals_are_bounded(store: Arc<dyn Store>) -> Result<()> {
+    let bob = user("bob");
+    let certify = |device: u32, identity: &[u8], reset: bool| TrustOp::Certify {
+        user: bob.clone(),
+        device: DeviceId(device),
+        user_identity: identity.to_vec(),
+        certificate: format!("cert-{device}-{}", String::from_utf8_lossy(identity)).into_bytes(),
+        reset,
+        at: Timestamp::now(),
+    };
+    assert_eq!(store.trust_records(&bob).await?, store::TrustRecords::default());
+    assert_eq!(
+        store.trust(certify(0, b"uik-1", false)).await?.await?,
+        TrustOutcome::Certified { first: true, changed: false }
+    );
+    assert_eq!(
+        store.trust(certify(1, b"uik-1", false)).await?.await?,
+        TrustOutcome::Certified { first: false, changed: false }
+    );
+    // Another identity is refused unless reset, and changes nothing.
+    assert_eq!(store.trust(certify(1, b"uik-2", false)).await?.await?, TrustOutcome::Conflict);
+    let records = store.trust_records(&bob).await?;
+    assert_eq!(records.user_identity.as_deref(), Some(&b"uik-1"[..]));
+    assert_eq!(
+        records.certificates,
+        [(DeviceId(0), b"cert-0-uik-1".to_vec()), (DeviceId(1), b"cert-1-uik-1".to_vec())]
+    );
+    assert_eq!(
+        store.trust(certify(1, b"uik-2", true)).await?.await?,
+        TrustOutcome::Certified { first: false, changed: true }
+    );
+    assert_eq!(store.trust_records(&bob).await?.user_identity.as_deref(), Some(&b"uik-2"[..]));
+
+    // Removals are kept, the newest 50, each once.
+    for i in 0..60u8 {
+        let op = TrustOp::Remove {
+            user: bob.clone(),
+            device: DeviceId(u32::from(i % 3)),
+            device_key: vec![i; 32],
+            removal: vec![i],
+            at: Timestamp::from_millis(1_000 + i64::from(i)),
+        };
+        assert_eq!(store.trust(op).await?.await?, TrustOutcome::Removed);
+    }
+    let removals = store.trust_records(&bob).await?.removals;
+    assert_eq!(removals.len(), 50);
+    assert_eq!(removals[0], [10], "the oldest went first");
+    assert_eq!(removals[49], [59]);
+    assert_eq!(
+        store.trust(TrustOp::Forget { user: bob.clone(), device: DeviceId(1) }).await?.await?,
+        TrustOutcome::Forgotten
+    );
+    assert_eq!(store.trust_records(&bob).await?.certificates.len(), 1);
+    assert!(store.trust_records(&user("alice")).await?.removals.is_empty(), "per user");
     store.close().await;
     Ok(())
 }
