@@ -289,12 +289,28 @@ async fn remove_finished(shard: Shard, mut finished: mpsc::Receiver<String>) {
     }
 }
 
-/// Waits for every commit; the first failure wins.
-async fn all(commits: Vec<Committed<()>>) -> Result<(), StoreError> {
-    for commit in commits {
-        commit.await?;
-    }
-    Ok(())
+/// One commit made of several shards' commits: resolves once all have, with their results
+/// folded into `init` by `fold`; the first failure wins.
+fn gather<T, A>(tasks: &TaskTracker, commits: Vec<Committed<T>>, init: A, fold: fn(A, T) -> A) -> Committed<A>
+where
+    T: Send + 'static,
+    A: Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    tasks.spawn(async move {
+        let mut folded = init;
+        for commit in commits {
+            match commit.await {
+                Ok(part) => folded = fold(folded, part),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let _ = reply.send(Ok(folded));
+    });
+    Committed::new(answer)
 }
 
 #[async_trait]
@@ -323,24 +339,10 @@ impl Store for ShardedStore {
         for (index, users) in by_shard {
             commits.push(self.shards[index].import_users(users).await?);
         }
-        let (reply, answer) = oneshot::channel();
-        self.tasks.spawn(async move {
-            let mut report = ImportReport::default();
-            for commit in commits {
-                match commit.await {
-                    Ok(part) => {
-                        report.created += part.created;
-                        report.skipped += part.skipped;
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
-                }
-            }
-            let _ = reply.send(Ok(report));
-        });
-        Ok(Committed::new(answer))
+        Ok(gather(&self.tasks, commits, ImportReport::default(), |sum, part| ImportReport {
+            created: sum.created + part.created,
+            skipped: sum.skipped + part.skipped,
+        }))
     }
 
     async fn user(&self, user_id: &UserId) -> Result<Option<UserRecord>, StoreError> {
@@ -402,21 +404,7 @@ impl Store for ShardedStore {
         for shard in &self.shards {
             commits.push(shard.reset_presence(at).await?);
         }
-        let (reply, answer) = oneshot::channel();
-        self.tasks.spawn(async move {
-            let mut total = 0;
-            for commit in commits {
-                match commit.await {
-                    Ok(n) => total += n,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return;
-                    }
-                }
-            }
-            let _ = reply.send(Ok(total));
-        });
-        Ok(Committed::new(answer))
+        Ok(gather(&self.tasks, commits, 0, |total, n| total + n))
     }
 
     async fn history(
@@ -500,11 +488,7 @@ impl Store for ShardedStore {
         for (index, entries) in by_shard {
             commits.push(self.shards[index].enqueue_envelopes(entries).await?);
         }
-        let (reply, answer) = oneshot::channel();
-        self.tasks.spawn(async move {
-            let _ = reply.send(all(commits).await);
-        });
-        Ok(Committed::new(answer))
+        Ok(gather(&self.tasks, commits, (), |(), ()| ()))
     }
 
     async fn outbox_batch(&self, destination: &ServerName, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
@@ -544,11 +528,7 @@ impl Store for ShardedStore {
             })?;
             commits.push(shard.outbox_remove(destination, keys).await?);
         }
-        let (reply, answer) = oneshot::channel();
-        self.tasks.spawn(async move {
-            let _ = reply.send(all(commits).await);
-        });
-        Ok(Committed::new(answer))
+        Ok(gather(&self.tasks, commits, (), |(), ()| ()))
     }
 
     async fn outbox_stats(&self) -> Result<Vec<OutboxStats>, StoreError> {
