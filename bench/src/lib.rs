@@ -22,7 +22,7 @@
 //! let options = RunOptions {
 //!     scenario: Scenario::Throughput,
 //!     server: Server::Kith {
-//!         senders: KithNode { target: "127.0.0.1:8080".parse().unwrap(), server_name: "localhost".into(), files: None },
+//!         senders: KithNode { targets: vec!["127.0.0.1:8080".parse().unwrap()], server_name: "localhost".into(), files: None },
 //!         receivers: None,
 //!     },
 //!     connections: 4, pairs: 2, rate: Rate::Max,

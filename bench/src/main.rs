@@ -56,9 +56,11 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// The server: http://127.0.0.1:PORT for kith, xmpp://127.0.0.1:5222 for XMPP.
-    #[arg(long)]
-    target: String,
+    /// The server: http://127.0.0.1:PORT for kith, xmpp://127.0.0.1:5222 for XMPP. Repeat it
+    /// for the instances of one kith node: connection i goes to the (i mod count)-th, so a
+    /// pair's sender and receiver are on different instances.
+    #[arg(long = "target", required = true)]
+    targets: Vec<String>,
     /// Connections in all (pairs take two; the rest idle) [default: per scenario].
     #[arg(long)]
     connections: Option<usize>,
@@ -103,13 +105,19 @@ struct LoadArgs {
     /// The node's database URL, when not the SQLite file in its data directory.
     #[arg(long)]
     database_url: Option<String>,
+    /// The node's PostgreSQL shards (its `--shard` URLs, in order), for `kith user import`.
+    #[arg(long = "shard")]
+    shards: Vec<String>,
+    /// The node's token secret file, when not `<data-dir>/token-secret.key`.
+    #[arg(long)]
+    token_secret_file: Option<PathBuf>,
     /// The `kith` binary for `kith user import` [default: next to kith-load, else on PATH].
     #[arg(long)]
     kith_bin: Option<PathBuf>,
 
-    /// federation: the receivers' node.
-    #[arg(long)]
-    receiver_target: Option<String>,
+    /// federation: the receivers' node (repeat for its instances).
+    #[arg(long = "receiver-target")]
+    receiver_targets: Vec<String>,
     /// federation: the receivers' node's data directory.
     #[arg(long)]
     receiver_data_dir: Option<PathBuf>,
@@ -224,36 +232,42 @@ async fn options(scenario: Scenario, args: LoadArgs) -> Result<(RunOptions, bool
     let pairs = args.pairs.unwrap_or(defaults.pairs);
     let connections = args.connections.unwrap_or(defaults.connections).max(pairs * 2);
     let secs = |s: f64| Duration::try_from_secs_f64(s).context("durations are seconds ≥ 0");
-    let server = if let Some(rest) = args.target.strip_prefix("xmpp://") {
+    let server = if let Some(rest) = args.targets[0].strip_prefix("xmpp://") {
+        if args.targets.len() > 1 {
+            bail!("one --target for an XMPP server");
+        }
         Server::Xmpp(XmppServer { target: resolve(rest).await?, domain: args.domain.clone(), register: args.register })
     } else {
         let kith_bin = args.kith_bin.clone().unwrap_or_else(default_kith_bin);
         let senders = KithNode {
-            target: resolve(&args.target).await?,
+            targets: resolve_all(&args.targets).await?,
             server_name: args.server_name.clone(),
             files: args.data_dir.clone().map(|data_dir| NodeFiles {
                 data_dir,
                 server_name: args.server_name.clone(),
                 database_url: args.database_url.clone(),
+                shards: args.shards.clone(),
+                token_secret_file: args.token_secret_file.clone(),
                 kith_bin: kith_bin.clone(),
             }),
         };
-        let receivers = match &args.receiver_target {
-            Some(target) => {
-                let server_name =
-                    args.receiver_server_name.clone().context("--receiver-target needs --receiver-server-name")?;
-                Some(Box::new(KithNode {
-                    target: resolve(target).await?,
-                    server_name: server_name.clone(),
-                    files: args.receiver_data_dir.clone().map(|data_dir| NodeFiles {
-                        data_dir,
-                        server_name,
-                        database_url: args.receiver_database_url.clone(),
-                        kith_bin: kith_bin.clone(),
-                    }),
-                }))
-            }
-            None => None,
+        let receivers = if args.receiver_targets.is_empty() {
+            None
+        } else {
+            let server_name =
+                args.receiver_server_name.clone().context("--receiver-target needs --receiver-server-name")?;
+            Some(Box::new(KithNode {
+                targets: resolve_all(&args.receiver_targets).await?,
+                server_name: server_name.clone(),
+                files: args.receiver_data_dir.clone().map(|data_dir| NodeFiles {
+                    data_dir,
+                    server_name,
+                    database_url: args.receiver_database_url.clone(),
+                    shards: Vec::new(),
+                    token_secret_file: None,
+                    kith_bin: kith_bin.clone(),
+                }),
+            }))
         };
         if scenario != Scenario::Federation && receivers.is_some() {
             bail!("--receiver-target is for the federation scenario");
@@ -289,6 +303,15 @@ async fn resolve(target: &str) -> Result<SocketAddr> {
         .with_context(|| format!("resolving {target}"))?
         .next()
         .with_context(|| format!("{target} has no address"))
+}
+
+/// Every target, resolved.
+async fn resolve_all(targets: &[String]) -> Result<Vec<SocketAddr>> {
+    let mut addresses = Vec::with_capacity(targets.len());
+    for target in targets {
+        addresses.push(resolve(target).await?);
+    }
+    Ok(addresses)
 }
 
 /// `kith` next to this binary (both are built into the same target directory), else on PATH.

@@ -48,6 +48,11 @@ pub struct NodeFiles {
     pub server_name: String,
     /// The node's `--database-url`, when it is not the default SQLite file in the data dir.
     pub database_url: Option<String>,
+    /// The node's `--shard` URLs, in order, when it runs on PostgreSQL shards.
+    pub shards: Vec<String>,
+    /// The node's `--token-secret-file`, when it is not `<data-dir>/token-secret.key` (the
+    /// instances of one node share a secret kept outside their data directories).
+    pub token_secret_file: Option<PathBuf>,
     /// The `kith` binary that runs `kith user import`.
     pub kith_bin: PathBuf,
 }
@@ -90,6 +95,9 @@ pub async fn import_users(files: &NodeFiles, names: &[String]) -> Result<(), Ben
         .arg(&files.server_name);
     if let Some(url) = &files.database_url {
         command.arg("--database-url").arg(url);
+    }
+    for shard in &files.shards {
+        command.arg("--shard").arg(shard);
     }
     let mut child = command
         .env("KITH_LOG", "warn")
@@ -146,8 +154,15 @@ impl TokenMinter {
     /// [`BenchError::Io`] when the file cannot be read; [`BenchError::Config`] when it does not
     /// hold 32 bytes.
     pub fn from_data_dir(data_dir: &Path, server_name: &str) -> Result<Self, BenchError> {
-        let path = data_dir.join(TOKEN_SECRET_FILE);
-        let secret = std::fs::read(&path).map_err(BenchError::io(&path))?;
+        Self::from_file(&data_dir.join(TOKEN_SECRET_FILE), server_name)
+    }
+
+    /// Reads the key from `path` (a node's `--token-secret-file`).
+    ///
+    /// # Errors
+    /// As [`TokenMinter::from_data_dir`].
+    pub fn from_file(path: &Path, server_name: &str) -> Result<Self, BenchError> {
+        let secret = std::fs::read(path).map_err(BenchError::io(path))?;
         if secret.len() != 32 {
             return Err(BenchError::Config(format!("{} holds {} bytes, expected 32", path.display(), secret.len())));
         }

@@ -97,8 +97,10 @@ impl std::str::FromStr for Scenario {
 /// A kith node to drive.
 #[derive(Debug, Clone)]
 pub struct KithNode {
-    /// Its client address (`--listen`).
-    pub target: SocketAddr,
+    /// Its client addresses: one per instance of a node run as several (`--listen` of each).
+    /// Connection `i` goes to instance `i % len`, so with two instances every pair's sender and
+    /// receiver are on different instances (the cross-instance path).
+    pub targets: Vec<SocketAddr>,
     /// Its server name.
     pub server_name: String,
     /// Its files, for fast provisioning and minted tokens; `None` logs users in over HTTP.
@@ -187,6 +189,17 @@ impl Observer for Silent {
 enum Login {
     Kith { target: SocketAddr, token: String },
     Xmpp { target: SocketAddr, domain: String, user: String },
+}
+
+impl KithNode {
+    /// The instance connection `index` opens its socket to.
+    fn instance(&self, index: usize) -> SocketAddr {
+        self.targets[index % self.targets.len()]
+    }
+
+    fn describe(&self) -> impl Iterator<Item = String> + '_ {
+        self.targets.iter().map(|target| format!("http://{target}"))
+    }
 }
 
 impl Login {
@@ -512,11 +525,11 @@ async fn provision_logins(
     match &options.server {
         Server::Kith { senders, receivers } => {
             report.protocol = "kith".into();
-            report.targets.push(format!("http://{}", senders.target));
+            report.targets.extend(senders.describe());
             let sender_tokens = kith_tokens(senders, names).await?;
             let receiver_tokens = match receivers {
                 Some(node) => {
-                    report.targets.push(format!("http://{}", node.target));
+                    report.targets.extend(node.describe());
                     Some(kith_tokens(node, names).await?)
                 }
                 None => None,
@@ -528,9 +541,9 @@ async fn provision_logins(
                     let on_receiver_node = index / 2 < options.pairs && index % 2 == 1;
                     match (&receivers, &receiver_tokens) {
                         (Some(node), Some(tokens)) if on_receiver_node => {
-                            Login::Kith { target: node.target, token: tokens[index].clone() }
+                            Login::Kith { target: node.instance(index), token: tokens[index].clone() }
                         }
-                        _ => Login::Kith { target: senders.target, token },
+                        _ => Login::Kith { target: senders.instance(index), token },
                     }
                 })
                 .collect())
@@ -561,10 +574,13 @@ async fn kith_tokens(node: &KithNode, names: &[String]) -> Result<Vec<String>, B
     match &node.files {
         Some(files) => {
             provision::import_users(files, names).await?;
-            let minter = TokenMinter::from_data_dir(&files.data_dir, &node.server_name)?;
+            let minter = match &files.token_secret_file {
+                Some(path) => TokenMinter::from_file(path, &node.server_name)?,
+                None => TokenMinter::from_data_dir(&files.data_dir, &node.server_name)?,
+            };
             names.iter().map(|name| minter.mint(name)).collect()
         }
-        None => provision::login_all(node.target, names).await,
+        None => provision::login_all(node.instance(0), names).await,
     }
 }
 

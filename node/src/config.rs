@@ -139,6 +139,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_PG_WRITERS", value_name = "N")]
     pub pg_writers: Option<usize>,
 
+    /// Read connections per database (SQLite file or PostgreSQL shard) [default: 4]. With many
+    /// instances, size (writers + readers + 1) x shards x instances under PostgreSQL's
+    /// `max_connections`.
+    #[arg(long, env = "KITH_DB_READERS", value_name = "N")]
+    pub db_readers: Option<u32>,
+
     /// Where to listen for other nodes (a libp2p multiaddress) [default: /ip4/0.0.0.0/tcp/4001].
     #[arg(long, env = "KITH_P2P_LISTEN", value_name = "MULTIADDR")]
     pub p2p_listen: Option<String>,
@@ -225,6 +231,7 @@ struct FileConfig {
     cache_bytes: Option<usize>,
     max_batch: Option<usize>,
     pg_writers: Option<usize>,
+    db_readers: Option<u32>,
     p2p_listen: Option<String>,
     #[serde(default)]
     peers: Vec<FilePeer>,
@@ -449,6 +456,7 @@ impl Config {
         let store = StoreOptions {
             max_batch: args.max_batch.or(file.max_batch).unwrap_or(defaults_store.max_batch).max(1),
             writers: args.pg_writers.or(file.pg_writers).unwrap_or(defaults_store.writers).max(1),
+            read_connections: args.db_readers.or(file.db_readers).unwrap_or(defaults_store.read_connections).max(1),
             ..defaults_store
         };
         Ok(Self {

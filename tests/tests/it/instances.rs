@@ -192,6 +192,11 @@ impl TestCluster {
         }))
     }
 
+    /// The token secret file the instances share (what `kith-load --token-secret-file` reads).
+    pub fn token_secret_file(&self) -> std::path::PathBuf {
+        self.secrets.path().join(kith_node::secrets::TOKEN_SECRET_FILE)
+    }
+
     /// A pool on shard `i`, to look at its rows.
     pub async fn shard(&self, i: usize) -> Result<sqlx::PgPool> {
         Ok(sqlx::PgPool::connect(self.shards[i].url()).await?)
