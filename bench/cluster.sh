@@ -101,7 +101,8 @@ redis_memory() { redis-cli -u "$redis_url" info memory | awk -F: '/^used_memory:
 
 idle() {
     local connections="${CONNECTIONS:-100000}" instances="${INSTANCES:-6}" loaders="${LOADERS:-6}"
-    local per=$((connections / loaders)) hold="${HOLD:-240}" j
+    local per=$(((connections + loaders - 1) / loaders)) hold="${HOLD:-240}" j
+    connections=$((per * loaders))
     fresh_shards
     # Six instances on two shards stay under PostgreSQL's 100 connections.
     start_instances "$instances" --pg-writers 1 --db-readers 2 --max-connections 20000
