@@ -25,6 +25,8 @@ export class Connection {
 
   constructor(private readonly m: Messenger) {
     addEventListener('online', () => this.retryNow());
+    // The browser knows the network is gone before the socket does: drop it and wait.
+    addEventListener('offline', () => this.ws?.close());
   }
 
   start(): void {
@@ -50,6 +52,10 @@ export class Connection {
 
   private connect(): void {
     this.timer = null;
+    if (!navigator.onLine) {
+      this.set('offline');
+      return;
+    }
     this.set('connecting');
     const ws = new WebSocket(wsUrl(this.m.api.token));
     this.ws = ws;
@@ -65,6 +71,10 @@ export class Connection {
       if (this.ws !== ws) return;
       this.ws = null;
       if (this.closed) return;
+      if (!navigator.onLine) {
+        this.set('offline');
+        return;
+      }
       if (ev.code === 4001) {
         this.onFatal('Your login expired; log in again.');
         return;

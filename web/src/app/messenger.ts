@@ -561,7 +561,10 @@ export class Messenger {
     }
     let plaintext: Uint8Array;
     try {
+      const t0 = performance.now();
       plaintext = this.decrypt(m.senderId, fromDevice, bytes);
+      // Read by the benchmark in web/e2e (docs/benchmarks.md); no content, only a duration.
+      performance.measure('kith-decrypt', { start: t0, end: performance.now() });
     } catch (e) {
       return { problem: `could not be decrypted: ${(e as Error).message}` };
     }
