@@ -194,7 +194,7 @@ await test('two browsers chat in real time; ticks go sent → delivered → read
   assert.ok(seen.every((s, i) => i === 0 || order.indexOf(s) > order.indexOf(seen[i - 1])), `statuses only move forward: ${seen}`);
   await send(bob, 'hi alice');
   await waitForTexts(alice, ['hi alice']);
-  assert.equal(await bob.page.getByTestId('presence').textContent(), 'online');
+  await until('bob to see alice online', async () => (await bob.page.getByTestId('presence').textContent()) === 'online');
 });
 
 await test('offline, then reconnect: everything arrives once, in order', async () => {
@@ -269,7 +269,7 @@ await test('the browser shows the same safety number as kith-chat', async () => 
   const cli = JSON.parse(stdout.trim().split('\n').at(-1));
   assert.equal(shown, cli.safetyNumber);
   assert.match(shown, /^(\d{5} ){11}\d{5}$/);
-  await alice.page.locator('.safety .back').click();
+  await alice.page.getByTestId('safety-back').click();
 });
 
 await test('a phone-sized screen shows the conversation; screenshot written', async () => {
@@ -286,29 +286,33 @@ await test('a phone-sized screen shows the conversation; screenshot written', as
   await phone.close();
 });
 
-await test('decrypt time per message and time to first message (figures)', async () => {
-  const ms = await bob.page.evaluate(() => performance.getEntriesByName('kith-decrypt').map((e) => e.duration));
-  assert.ok(ms.length > 0, 'decryptions were measured');
-  ms.sort((a, b) => a - b);
-  figures.decryptMedianMs = ms[Math.floor(ms.length / 2)];
-  figures.decryptMaxMs = ms.at(-1);
-  figures.decryptCount = ms.length;
+await test('time to first message and decrypt time per message (figures)', async () => {
   // A fresh page: open, unlock (argon2id), first message on screen.
   const page = await bob.context.newPage();
+  page.setDefaultTimeout(DEADLINE_MS);
   await bob.page.close();
   const t0 = Date.now();
   await page.goto(base);
   bob.page = page;
   await unlock(bob);
-  const t1 = Date.now();
+  figures.unlockMs = Date.now() - t0;
   await openChat(bob, alice.id);
   await waitForTexts(bob, ['hello bob']);
   figures.openToFirstMessageMs = Date.now() - t0;
-  figures.unlockMs = t1 - t0;
+  await openChat(alice, bob.id);
   const t2 = Date.now();
   await send(alice, 'ping');
   await waitForTexts(bob, ['ping']);
   figures.sendToShownMs = Date.now() - t2;
+  const burst = Array.from({ length: 30 }, (_, i) => `burst ${i + 1}`);
+  for (const t of burst) await send(alice, t);
+  await waitForTexts(bob, burst);
+  const ms = await bob.page.evaluate(() => performance.getEntriesByName('kith-decrypt').map((e) => e.duration));
+  assert.ok(ms.length >= burst.length, `decryptions were measured (${ms.length})`);
+  ms.sort((a, b) => a - b);
+  figures.decryptCount = ms.length;
+  figures.decryptMedianMs = ms[Math.floor(ms.length / 2)];
+  figures.decryptP90Ms = ms[Math.floor(ms.length * 0.9)];
 });
 
 await test('no page errors', async () => {

@@ -61,6 +61,7 @@ export class Connection {
     this.ws = ws;
     ws.onopen = () => {
       this.backoff = BACKOFF_START_MS;
+      this.subscribed.clear();
       this.set('online');
       this.subscribe();
       this.m.flushOutbox().catch(() => undefined);
@@ -86,9 +87,14 @@ export class Connection {
     };
   }
 
+  private subscribed = new Set<string>();
+
+  /** Watches the presence of every conversation partner not watched yet on this connection. */
   subscribe(): void {
-    const users = this.m.conversations().map((c) => c.peer);
-    if (this.ws?.readyState === WebSocket.OPEN && users.length) this.ws.send(JSON.stringify({ type: 'presence.subscribe', userIds: users }));
+    const users = this.m.conversations().map((c) => c.peer).filter((u) => !this.subscribed.has(u));
+    if (this.ws?.readyState !== WebSocket.OPEN || !users.length) return;
+    for (const u of users) this.subscribed.add(u);
+    this.ws.send(JSON.stringify({ type: 'presence.subscribe', userIds: users }));
   }
 
   send(frame: unknown): void {
@@ -101,6 +107,7 @@ export class Connection {
       case 'message': {
         const { peer } = await this.m.receive(f);
         this.send({ type: 'ack', messageId: f.messageId });
+        this.subscribe();
         if (peer && peer === this.viewing && document.visibilityState === 'visible') await this.markRead(peer);
         break;
       }

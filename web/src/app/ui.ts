@@ -255,6 +255,7 @@ export class App {
       'section',
       { class: 'safety', 'data-testid': 'safety-screen' },
       h('div', { class: 'top' }, h('button', { class: 'back', onclick: () => ((this.screen = 'chat'), this.render()) }, '‹'), h('strong', {}, `Safety number with ${peer}`)),
+      h('p', {}, h('button', { 'data-testid': 'safety-back', onclick: () => ((this.screen = 'chat'), this.render()) }, 'Back to the conversation')),
       number ? h('pre', { class: 'number', 'data-testid': 'safety-number' }, number) : h('p', {}, err || `${peer} has no identity yet.`),
       h('p', {}, `Compare it with ${peer} in person or on a call (kith-chat safety-number). If it matches, no server is in the middle. It stays the same whichever devices either of you links.`),
       changed ? h('div', { class: 'warning' }, h('p', {}, `${peer} now presents a different identity. If you compared the new number with them, accept it.`), h('button', { 'data-testid': 'trust', onclick: async () => { await m.trust(peer); this.render(); } }, 'Accept the new identity')) : null,
