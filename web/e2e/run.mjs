@@ -272,6 +272,57 @@ await test('the browser shows the same safety number as kith-chat', async () => 
   await alice.page.getByTestId('safety-back').click();
 });
 
+await test('link this browser as a new device of a kith-chat account, then chat from both', async () => {
+  const cli = spawn(join(binDir, 'kith-chat'), ['--server', base, '--profile', carolDir, 'link', '--wait', '60'], {
+    env: { ...process.env, KITH_PASSWORD: PASSWORD, KITH_PASSPHRASE: 'cli passphrase' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let cliOut = '';
+  cli.stdout.on('data', (d) => (cliOut += d));
+  cli.stderr.on('data', (d) => (cliOut += d));
+  const exited = new Promise((res) => cli.on('exit', res));
+  try {
+    const code = await until('kith-chat to show a link code', async () => cliOut.match(/kith-chat link accept (\S+)/)?.[1]);
+    const context = await browser.newContext({ viewport: { width: 1000, height: 700 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(DEADLINE_MS);
+    await page.goto(base);
+    const form = page.getByTestId('link');
+    await form.getByTestId('code').fill(code);
+    await form.getByTestId('password').fill(PASSWORD);
+    await form.getByTestId('passphrase').fill(PASSPHRASE);
+    await form.getByTestId('link-submit').click();
+    await page.getByTestId('me').filter({ hasText: 'carol@kith.test' }).waitFor();
+    assert.equal(await exited, 0, `kith-chat link: ${cliOut}`);
+    assert.match(cliOut, /linked device \d+ to carol@kith\.test/);
+    const carolWeb = { name: 'carol (browser)', page, context, errors: [] };
+    await until('carol online in the browser', async () => (await page.getByTestId('connection').textContent()) === 'online');
+    await openChat(carolWeb, alice.id);
+    await send(carolWeb, 'carol now writes from a browser too');
+    await openChat(alice, 'carol@kith.test');
+    await waitForTexts(alice, ['carol now writes from a browser too']);
+    // Carol closes the conversation in the browser: reading it there would clear the message
+    // from every queue of her account (docs/api.md), before kith-chat fetched it.
+    await carolWeb.page.getByTestId('close').click();
+    await send(alice, 'alice answers both of carol’s devices');
+    const item = carolWeb.page.locator(`[data-testid=conversation][data-peer="${alice.id}"]`);
+    await item.getByTestId('unread').filter({ hasText: '1' }).waitFor();
+    const { stdout } = await chat(['--profile', carolDir, 'history', 'alice']);
+    await openChat(carolWeb, alice.id);
+    await waitForTexts(carolWeb, ['alice answers both of carol’s devices']);
+    assert.match(stdout, /alice@kith\.test -> carol@kith\.test: alice answers both of carol’s devices/);
+    assert.match(stdout, /carol@kith\.test -> alice@kith\.test: carol now writes from a browser too/);
+    // Same account, same identity: the safety number did not change.
+    await carolWeb.page.getByTestId('safety').click();
+    const fromLinked = (await carolWeb.page.getByTestId('safety-number').textContent()).trim();
+    const cliNumber = JSON.parse((await chat(['--profile', carolDir, 'safety-number', 'alice', '--json'])).stdout.trim().split('\n').at(-1)).safetyNumber;
+    assert.equal(fromLinked, cliNumber);
+    await context.close();
+  } finally {
+    cli.kill();
+  }
+});
+
 await test('a phone-sized screen shows the conversation; screenshot written', async () => {
   const phone = await browser.newContext({ viewport: { width: 390, height: 760 }, deviceScaleFactor: 2 });
   const page = await phone.newPage();

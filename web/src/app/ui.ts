@@ -195,7 +195,7 @@ export class App {
     const m = this.m!;
     const all = await m.history(peer);
     const entries = all.slice(-this.shown);
-    const back = h('button', { class: 'back', onclick: () => ((this.open = null), (this.conn!.viewing = null), this.render()) }, '‹');
+    const back = h('button', { class: 'back', title: 'Close the conversation', 'data-testid': 'close', onclick: () => ((this.open = null), (this.conn!.viewing = null), this.render()) }, '‹');
     const top = h(
       'div',
       { class: 'top' },
