@@ -116,7 +116,8 @@ export class Messenger {
     const state = vault.openJson<State>('kith-web-state-v2', sealed);
     if (state.version !== 2) throw new Error('the stored account was made by an older client and cannot be used; clear it');
     const m = new Messenger(db, vault, state);
-    for (const s of Object.values(state.sessions).flat()) Session.fromBytes(unhex(s));
+    // Decode every session now: a damaged one is reported on opening, not mid-conversation.
+    for (const key of Object.keys(state.sessions)) m.sessionsWith(key);
     return m;
   }
 
@@ -221,14 +222,35 @@ export class Messenger {
 
   // ---- keys
 
+  // Decoded once: decoding verifies signatures, which costs milliseconds in JavaScript.
+  private decoded: { user?: UserIdentity; device?: DeviceIdentity; certificate?: DeviceCertificate } = {};
+  private sessionCache = new Map<string, Session[]>();
+
   private get user(): UserIdentity {
-    return UserIdentity.fromBytes(unhex(this.state.userIdentity));
+    return (this.decoded.user ??= UserIdentity.fromBytes(unhex(this.state.userIdentity)));
   }
   private get device(): DeviceIdentity {
-    return DeviceIdentity.fromBytes(unhex(this.state.device));
+    return (this.decoded.device ??= DeviceIdentity.fromBytes(unhex(this.state.device)));
   }
   private get certificate(): DeviceCertificate {
-    return DeviceCertificate.fromBytes(unhex(this.state.certificate));
+    return (this.decoded.certificate ??= DeviceCertificate.fromBytes(unhex(this.state.certificate)));
+  }
+
+  /** The sessions with one remote device, the one in use first (decoded once, then kept). */
+  private sessionsWith(key: string): Session[] {
+    let list = this.sessionCache.get(key);
+    if (!list) {
+      list = (this.state.sessions[key] ?? []).map((b) => Session.fromBytes(unhex(b)));
+      this.sessionCache.set(key, list);
+    }
+    return list;
+  }
+
+  /** Writes the sessions with one device back into the persisted state. */
+  private keepSessions(key: string, list: Session[]): void {
+    const kept = list.slice(0, MAX_SESSIONS);
+    this.sessionCache.set(key, kept);
+    this.state.sessions[key] = kept.map((x) => hex(x.toBytes()));
   }
 
   /** Publishes keys on first start, and tops up one-time prekeys below 20 (to 100). */
@@ -390,7 +412,11 @@ export class Messenger {
     c.devices = {};
     c.removals = [];
     c.fetchedAt = 0;
-    for (const k of Object.keys(this.state.sessions)) if (k.startsWith(`${peer}|`)) delete this.state.sessions[k];
+    for (const k of Object.keys(this.state.sessions))
+      if (k.startsWith(`${peer}|`)) {
+        delete this.state.sessions[k];
+        this.sessionCache.delete(k);
+      }
     await this.save();
   }
 
@@ -415,7 +441,7 @@ export class Messenger {
         try {
           const cert = DeviceCertificate.fromBytes(fromBase64(d.certificate));
           const verified = PreKeyBundle.fromBytes(fromBase64(d.bundle)).verify(cert, trusted, user, d.deviceId);
-          this.state.sessions[key] = [hex(Session.initiate(this.device, this.certificate, verified, rng).toBytes())];
+          this.keepSessions(key, [Session.initiate(this.device, this.certificate, verified, rng)]);
         } catch (e) {
           this.emit({ kind: 'warning', text: `cannot set up a session with device ${d.deviceId} of ${user}: ${(e as Error).message}` });
         }
@@ -425,10 +451,9 @@ export class Messenger {
 
   private encryptFor(user: string, device: number, payload: Uint8Array): Uint8Array {
     const key = `${user}|${device}`;
-    const sessions = this.state.sessions[key];
-    const s = Session.fromBytes(unhex(sessions[0]));
-    const wire = s.encrypt(payload, rng);
-    sessions[0] = hex(s.toBytes());
+    const sessions = this.sessionsWith(key);
+    const wire = sessions[0].encrypt(payload, rng);
+    this.keepSessions(key, sessions);
     return wire;
   }
 
@@ -582,7 +607,7 @@ export class Messenger {
 
   private decrypt(sender: string, fromDevice: number, bytes: Uint8Array): Uint8Array {
     const key = `${sender}|${fromDevice}`;
-    const sessions = this.state.sessions[key] ?? [];
+    const sessions = this.sessionsWith(key);
     const now = Date.now();
     const info = inspect(bytes);
     if (info.kind === 'prekey') {
@@ -599,11 +624,10 @@ export class Messenger {
       }
       if (c?.removals.some((r) => DeviceRemoval.fromBytes(unhex(r)).revokes(cert))) throw new Error('the sending device was removed by its account');
       for (let i = 0; i < sessions.length; i++) {
-        const s = Session.fromBytes(unhex(sessions[i]));
+        const s = sessions[i];
         if (s.matchesPrekeyMessage(info)) {
           const d = s.decrypt(bytes, now);
-          sessions[i] = hex(s.toBytes());
-          this.promote(key, i);
+          this.promote(key, sessions, i);
           this.reportLost(sender, fromDevice, d.lost);
           return d.plaintext;
         }
@@ -621,17 +645,16 @@ export class Messenger {
       const { session, decrypted } = Session.respond(this.device, this.certificate, spkHex, otpk, replay, bytes, now);
       this.state.replay = hex(replay.toBytes());
       if (otpkId !== null) delete this.state.oneTimePreKeys[otpkId];
-      this.state.sessions[key] = [hex(session.toBytes()), ...sessions].slice(0, MAX_SESSIONS);
+      this.keepSessions(key, [session, ...sessions]);
       if (c && !c.devices[fromDevice] && trusted && cert.userKey.equals(trusted)) c.fetchedAt = 0;
       return decrypted.plaintext;
     }
     let last: unknown = new Error('no session with that device');
     for (let i = 0; i < sessions.length; i++) {
-      const s = Session.fromBytes(unhex(sessions[i]));
+      const s = sessions[i];
       try {
         const d = s.decrypt(bytes, now);
-        sessions[i] = hex(s.toBytes());
-        this.promote(key, i);
+        this.promote(key, sessions, i);
         this.reportLost(sender, fromDevice, d.lost);
         return d.plaintext;
       } catch (e) {
@@ -641,9 +664,10 @@ export class Messenger {
     throw last;
   }
 
-  private promote(key: string, i: number): void {
-    const s = this.state.sessions[key];
-    if (i > 0) s.unshift(...s.splice(i, 1));
+  /** Puts the session that just worked first, and persists the list. */
+  private promote(key: string, list: Session[], i: number): void {
+    if (i > 0) list.unshift(...list.splice(i, 1));
+    this.keepSessions(key, list);
   }
 
   private reportLost(sender: string, device: number, lost: number): void {
