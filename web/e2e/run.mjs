@@ -323,6 +323,37 @@ await test('link this browser as a new device of a kith-chat account, then chat 
   }
 });
 
+await test('a contact that starts over with a new identity is flagged; sending waits until it is accepted', async () => {
+  const fresh = mkdtempSync(join(tmpdir(), 'kith-web-e2e-carol2-'));
+  try {
+    await chat(['--profile', fresh, 'login', 'carol', '--new-identity']);
+    await openChat(alice, 'carol@kith.test');
+    const before = await texts(alice);
+    await alice.page.getByTestId('safety').click();
+    await alice.page.getByText('now presents a different identity').waitFor();
+    const oldNumber = (await alice.page.getByTestId('safety-number').textContent()).trim();
+    await alice.page.getByTestId('safety-back').click();
+    await alice.page.getByTestId('identity-changed').waitFor();
+    await send(alice, 'this must not be sent yet');
+    await alice.page.getByTestId('notice').filter({ hasText: 'identity of carol@kith.test changed' }).waitFor();
+    assert.deepEqual(await texts(alice), before, 'nothing was sent');
+    await alice.page.getByTestId('safety').click();
+    await alice.page.getByTestId('trust').click();
+    await until('the new safety number', async () => {
+      const n = (await alice.page.getByTestId('safety-number').textContent()).trim();
+      return n !== oldNumber && n;
+    });
+    const shown = (await alice.page.getByTestId('safety-number').textContent()).trim();
+    const cli = JSON.parse((await chat(['--profile', fresh, 'safety-number', 'alice', '--json'])).stdout.trim().split('\n').at(-1));
+    assert.equal(shown, cli.safetyNumber);
+    await alice.page.getByTestId('safety-back').click();
+    await send(alice, 'welcome back, carol');
+    await until('kith-chat to read it', async () => /welcome back, carol/.test((await chat(['--profile', fresh, 'history', 'alice'])).stdout));
+  } finally {
+    rmSync(fresh, { recursive: true, force: true });
+  }
+});
+
 await test('a phone-sized screen shows the conversation; screenshot written', async () => {
   const phone = await browser.newContext({ viewport: { width: 390, height: 760 }, deviceScaleFactor: 2 });
   const page = await phone.newPage();
