@@ -397,6 +397,23 @@ await test('time to first message and decrypt time per message (figures)', async
   figures.decryptP90Ms = ms[Math.floor(ms.length * 0.9)];
 });
 
+await test('a long conversation shows its latest 50 messages and loads earlier ones on scroll up', async () => {
+  const more = Array.from({ length: 15 }, (_, i) => `more ${i + 1}`);
+  for (const t of more) await send(alice, t);
+  await waitForTexts(bob, more);
+  const total = (await alice.page.getByTestId('message').count());
+  assert.ok(total > 50, `the conversation has ${total} messages`);
+  assert.equal(await bob.page.getByTestId('message').count(), 50, 'the latest 50 are shown');
+  assert.ok(!(await texts(bob)).includes('hello bob'), 'the first message is not rendered yet');
+  await until('earlier messages after scrolling up', async () => {
+    await bob.page.getByTestId('messages').evaluate((el) => el.scrollTo(0, 0));
+    return (await texts(bob)).includes('hello bob');
+  });
+  const all = await texts(bob);
+  assert.equal(new Set(all).size, all.length, 'nothing shown twice');
+  assert.equal(all.at(-1), 'more 15');
+});
+
 await test('no page errors', async () => {
   assert.deepEqual([...alice.errors, ...bob.errors].filter((e) => !/WebSocket|ERR_INTERNET_DISCONNECTED|Failed to load resource/.test(e)), []);
 });
