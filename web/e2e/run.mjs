@@ -215,6 +215,18 @@ await test('offline, then reconnect: everything arrives once, in order', async (
   await until('read after reconnect', async () => (await statusOf(alice, batch.at(-1))) === 'read');
 });
 
+await test('typed while offline: shown as pending, sent once on reconnect, in order', async () => {
+  await alice.context.setOffline(true);
+  await until('alice offline', async () => (await alice.page.getByTestId('connection').textContent())?.startsWith('offline'));
+  const queued = ['typed offline 1', 'typed offline 2', 'typed offline 3'];
+  for (const t of queued) await send(alice, t);
+  for (const t of queued) await until(`"${t}" pending`, async () => (await statusOf(alice, t)) === 'pending');
+  await alice.context.setOffline(false);
+  const got = await waitForTexts(bob, queued);
+  assert.deepEqual(got.filter((x) => queued.includes(x)), queued, 'once each, in order');
+  for (const t of queued) await until(`"${t}" read`, async () => (await statusOf(alice, t)) === 'read');
+});
+
 await test('a second tab says another tab holds the session', async () => {
   const second = await alice.context.newPage();
   await second.goto(base);
