@@ -6,6 +6,7 @@ mod keys;
 mod messages;
 pub(crate) mod openapi;
 mod presence;
+mod web;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -33,6 +34,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/devices/{device_id}", delete(keys::remove_device))
         .route("/api/v1/ws", get(crate::ws::upgrade))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
+        .route("/", get(web::index))
+        .route("/app.js", get(web::app_js))
+        .route("/app.css", get(web::app_css))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .fallback(not_found)
