@@ -366,6 +366,24 @@ await test('a contact that starts over with a new identity is flagged; sending w
   }
 });
 
+await test('messages that cannot be read, or were not encrypted, are shown as such', async () => {
+  const auth = await (await fetch(`${base}/api/v1/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'dave', password: PASSWORD }) })).json();
+  const post = (message) =>
+    fetch(`${base}/api/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${auth.token}` }, body: JSON.stringify({ senderId: 'dave', receiverId: 'alice', message }) });
+  assert.equal((await post('plain words from a client that does not encrypt')).status, 201);
+  assert.equal((await post(JSON.stringify({ v: 2, kind: 'kith.e2ee', from: { deviceId: 9 }, to: [{ userId: 'bob@kith.test', deviceId: 1, body: 'AgE=' }] }))).status, 201);
+  assert.equal((await post(JSON.stringify({ v: 1, kind: 'kith.e2ee', from: { deviceId: 9 }, to: [] }))).status, 201);
+  await openChat(alice, 'dave@kith.test');
+  await waitForTexts(alice, ['plain words from a client that does not encrypt']);
+  await alice.page.getByText('not encrypted', { exact: true }).waitFor();
+  const problems = await until('two unreadable messages', async () => {
+    const p = await alice.page.getByTestId('problem').allTextContents();
+    return p.length === 2 && p;
+  });
+  assert.match(problems[0], /could not be read: not encrypted for this device/);
+  assert.match(problems[1], /protocol version 1/);
+});
+
 await test('a phone-sized screen shows the conversation; screenshot written', async () => {
   const phone = await browser.newContext({ viewport: { width: 390, height: 760 }, deviceScaleFactor: 2 });
   const page = await phone.newPage();
