@@ -19,7 +19,7 @@ const CI = process.env.CI === 'true';
 const binDir = process.env.KITH_BIN_DIR ?? join(repo, 'target/debug');
 const out = process.env.KITH_E2E_OUT ?? join(repo, 'target/web-e2e');
 const chromiumPath = process.env.KITH_CHROMIUM ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-const DEADLINE_MS = 20_000;
+const DEADLINE_MS = 30_000;
 const PASSWORD = 'correct horse battery';
 const PASSPHRASE = 'a long passphrase for the browser';
 
