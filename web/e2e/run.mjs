@@ -336,6 +336,34 @@ await test('link this browser as a new device of a kith-chat account, then chat 
   }
 });
 
+await test('the browser shows a link code; kith-chat joins the account with it; both devices read', async () => {
+  const laptop = mkdtempSync(join(tmpdir(), 'kith-web-e2e-alice-cli-'));
+  try {
+    await alice.page.getByTestId('link-device').click();
+    const shown = (await alice.page.getByTestId('link-code').textContent()).trim();
+    const code = shown.replace('kith-chat link accept ', '');
+    assert.match(code, /^alice@kith\.test\/([0-9a-f]{4}-){7}[0-9a-f]{4}$/);
+    const { stdout } = await chat(['--profile', laptop, 'link', 'accept', code], { KITH_PASSPHRASE: 'laptop passphrase' });
+    assert.match(stdout, /linked: this is device \d+ of alice@kith\.test/);
+    await alice.page.getByTestId('link-status').filter({ hasText: 'Linked device' }).waitFor();
+    await alice.page.getByTestId('link-done').click();
+    // The new device writes to bob; bob learns of it from its first message and answers both.
+    await chat(['--profile', laptop, 'send', 'bob', 'alice, from her new laptop'], { KITH_PASSPHRASE: 'laptop passphrase' });
+    await openChat(bob, alice.id);
+    await waitForTexts(bob, ['alice, from her new laptop']);
+    if (await alice.page.getByTestId('close').count()) await alice.page.getByTestId('close').click();
+    await send(bob, 'got it on every device?');
+    const item = alice.page.locator(`[data-testid=conversation][data-peer="${bob.id}"]`);
+    await item.getByTestId('last').filter({ hasText: 'got it on every device?' }).waitFor();
+    const history = await chat(['--profile', laptop, 'history', 'bob'], { KITH_PASSPHRASE: 'laptop passphrase' });
+    assert.match(history.stdout, /bob@kith\.test -> alice@kith\.test: got it on every device\?/);
+    await openChat(alice, bob.id);
+    await waitForTexts(alice, ['alice, from her new laptop', 'got it on every device?']);
+  } finally {
+    rmSync(laptop, { recursive: true, force: true });
+  }
+});
+
 await test('a contact that starts over with a new identity is flagged; sending waits until it is accepted', async () => {
   const fresh = mkdtempSync(join(tmpdir(), 'kith-web-e2e-carol2-'));
   try {
