@@ -507,8 +507,15 @@ export class Messenger {
   async send(to: string, text: string): Promise<Entry> {
     return this.serial(async () => {
       if (this.identityChanged(to)) throw new Error(`the identity of ${to} changed: compare safety numbers and accept it before writing`);
-      await this.refreshIfNeeded(to);
-      if (to !== this.state.userId) await this.refreshIfNeeded(this.state.userId);
+      // Offline with a device list already known: write to it now, the outbox sends later.
+      const known = (u: string) => Object.keys(this.state.contacts[u]?.devices ?? {}).length > 0 || (u === this.state.userId && this.state.contacts[u] !== undefined);
+      for (const u of to === this.state.userId ? [to] : [to, this.state.userId]) {
+        try {
+          await this.refreshIfNeeded(u);
+        } catch (e) {
+          if (!(e instanceof NetworkError && known(u))) throw e;
+        }
+      }
       const recipients = this.recipients(to);
       if (!recipients.some(([u]) => u === to)) throw new Error(`${to} has no device this browser can write to`);
       await this.ensureSessions(recipients);
