@@ -39,7 +39,7 @@ try {
 } catch {
   skip('playwright-core is not installed (cd web && npm ci)');
 }
-if (!chromiumPath) skip('chromium is not installed (apt-get install chromium)');
+if (!chromiumPath || !existsSync(chromiumPath)) skip('chromium is not installed (apt-get install chromium)');
 for (const b of ['kith', 'kith-chat']) if (!existsSync(join(binDir, b))) skip(`${join(binDir, b)} is not built (cargo build -p kith-node -p kith-client)`);
 
 const run = promisify(execFile);
