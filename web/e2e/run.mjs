@@ -19,7 +19,7 @@ const CI = process.env.CI === 'true';
 const binDir = process.env.KITH_BIN_DIR ?? join(repo, 'target/debug');
 const out = process.env.KITH_E2E_OUT ?? join(repo, 'target/web-e2e');
 const chromiumPath = process.env.KITH_CHROMIUM ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
-const DEADLINE_MS = 20_000;
+const DEADLINE_MS = 30_000;
 const PASSWORD = 'correct horse battery';
 const PASSPHRASE = 'a long passphrase for the browser';
 
@@ -39,7 +39,7 @@ try {
 } catch {
   skip('playwright-core is not installed (cd web && npm ci)');
 }
-if (!chromiumPath) skip('chromium is not installed (apt-get install chromium)');
+if (!chromiumPath || !existsSync(chromiumPath)) skip('chromium is not installed (apt-get install chromium)');
 for (const b of ['kith', 'kith-chat']) if (!existsSync(join(binDir, b))) skip(`${join(binDir, b)} is not built (cargo build -p kith-node -p kith-client)`);
 
 const run = promisify(execFile);
@@ -231,6 +231,7 @@ await test('a second tab says another tab holds the session', async () => {
   const second = await alice.context.newPage();
   await second.goto(base);
   await second.getByTestId('other-tab').waitFor({ timeout: DEADLINE_MS });
+  assert.equal(await second.getByTestId('unlock').count(), 0, 'the second tab does not open the account');
   await second.close();
 });
 
@@ -335,6 +336,34 @@ await test('link this browser as a new device of a kith-chat account, then chat 
   }
 });
 
+await test('the browser shows a link code; kith-chat joins the account with it; both devices read', async () => {
+  const laptop = mkdtempSync(join(tmpdir(), 'kith-web-e2e-alice-cli-'));
+  try {
+    await alice.page.getByTestId('link-device').click();
+    const shown = (await alice.page.getByTestId('link-code').textContent()).trim();
+    const code = shown.replace('kith-chat link accept ', '');
+    assert.match(code, /^alice@kith\.test\/([0-9a-f]{4}-){7}[0-9a-f]{4}$/);
+    const { stdout } = await chat(['--profile', laptop, 'link', 'accept', code], { KITH_PASSPHRASE: 'laptop passphrase' });
+    assert.match(stdout, /linked: this is device \d+ of alice@kith\.test/);
+    await alice.page.getByTestId('link-status').filter({ hasText: 'Linked device' }).waitFor();
+    await alice.page.getByTestId('link-done').click();
+    // The new device writes to bob; bob learns of it from its first message and answers both.
+    await chat(['--profile', laptop, 'send', 'bob', 'alice, from her new laptop'], { KITH_PASSPHRASE: 'laptop passphrase' });
+    await openChat(bob, alice.id);
+    await waitForTexts(bob, ['alice, from her new laptop']);
+    if (await alice.page.getByTestId('close').count()) await alice.page.getByTestId('close').click();
+    await send(bob, 'got it on every device?');
+    const item = alice.page.locator(`[data-testid=conversation][data-peer="${bob.id}"]`);
+    await item.getByTestId('last').filter({ hasText: 'got it on every device?' }).waitFor();
+    const history = await chat(['--profile', laptop, 'history', 'bob'], { KITH_PASSPHRASE: 'laptop passphrase' });
+    assert.match(history.stdout, /bob@kith\.test -> alice@kith\.test: got it on every device\?/);
+    await openChat(alice, bob.id);
+    await waitForTexts(alice, ['alice, from her new laptop', 'got it on every device?']);
+  } finally {
+    rmSync(laptop, { recursive: true, force: true });
+  }
+});
+
 await test('a contact that starts over with a new identity is flagged; sending waits until it is accepted', async () => {
   const fresh = mkdtempSync(join(tmpdir(), 'kith-web-e2e-carol2-'));
   try {
@@ -364,6 +393,24 @@ await test('a contact that starts over with a new identity is flagged; sending w
   } finally {
     rmSync(fresh, { recursive: true, force: true });
   }
+});
+
+await test('messages that cannot be read, or were not encrypted, are shown as such', async () => {
+  const auth = await (await fetch(`${base}/api/v1/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: 'dave', password: PASSWORD }) })).json();
+  const post = (message) =>
+    fetch(`${base}/api/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${auth.token}` }, body: JSON.stringify({ senderId: 'dave', receiverId: 'alice', message }) });
+  assert.equal((await post('plain words from a client that does not encrypt')).status, 201);
+  assert.equal((await post(JSON.stringify({ v: 2, kind: 'kith.e2ee', from: { deviceId: 9 }, to: [{ userId: 'bob@kith.test', deviceId: 1, body: 'AgE=' }] }))).status, 201);
+  assert.equal((await post(JSON.stringify({ v: 1, kind: 'kith.e2ee', from: { deviceId: 9 }, to: [] }))).status, 201);
+  await openChat(alice, 'dave@kith.test');
+  await waitForTexts(alice, ['plain words from a client that does not encrypt']);
+  await alice.page.getByText('not encrypted', { exact: true }).waitFor();
+  const problems = await until('two unreadable messages', async () => {
+    const p = await alice.page.getByTestId('problem').allTextContents();
+    return p.length === 2 && p;
+  });
+  assert.match(problems[0], /could not be read: not encrypted for this device/);
+  assert.match(problems[1], /protocol version 1/);
 });
 
 await test('a phone-sized screen shows the conversation; screenshot written', async () => {
@@ -413,8 +460,6 @@ await test('a long conversation shows its latest 50 messages and loads earlier o
   const more = Array.from({ length: 15 }, (_, i) => `more ${i + 1}`);
   for (const t of more) await send(alice, t);
   await waitForTexts(bob, more);
-  const total = (await alice.page.getByTestId('message').count());
-  assert.ok(total > 50, `the conversation has ${total} messages`);
   assert.equal(await bob.page.getByTestId('message').count(), 50, 'the latest 50 are shown');
   assert.ok(!(await texts(bob)).includes('hello bob'), 'the first message is not rendered yet');
   await until('earlier messages after scrolling up', async () => {
@@ -422,6 +467,7 @@ await test('a long conversation shows its latest 50 messages and loads earlier o
     return (await texts(bob)).includes('hello bob');
   });
   const all = await texts(bob);
+  assert.ok(all.length > 50, `all ${all.length} messages after scrolling up`);
   assert.equal(new Set(all).size, all.length, 'nothing shown twice');
   assert.equal(all.at(-1), 'more 15');
 });

@@ -23,20 +23,21 @@ async function main(): Promise<void> {
     fatal(new Error('this browser lacks IndexedDB or Web Locks, which kith needs'));
     return;
   }
-  await navigator.locks.request('kith-session', { ifAvailable: true }, async (lock) => {
-    if (!lock) {
-      root.innerHTML = '';
-      const p = document.createElement('p');
-      p.className = 'notice';
-      p.setAttribute('data-testid', 'other-tab');
-      p.textContent = 'kith is open in another tab of this browser. Use that tab, or close it and reload this one.';
-      root.append(p);
-      return;
-    }
+  const run = async () => {
     const db = await Db.open();
     await new App(root, db).welcome();
     // Hold the lock for as long as this tab lives.
     await new Promise(() => {});
+  };
+  await navigator.locks.request('kith-session', { ifAvailable: true }, async (lock) => {
+    if (lock) return run();
+    const p = document.createElement('p');
+    p.className = 'notice';
+    p.setAttribute('data-testid', 'other-tab');
+    p.textContent = 'kith is open in another tab of this browser. Use that tab; this one takes over when it is closed.';
+    root.replaceChildren(p);
+    // Wait for the other tab to let go, then start here.
+    await navigator.locks.request('kith-session', run);
   });
 }
 

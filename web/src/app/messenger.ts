@@ -15,7 +15,11 @@ import {
   fromUtf8,
   hex,
   inspect,
+  generateLinkSecret,
+  linkCodeText,
   newLinkRequest,
+  newLinkResponse,
+  openLinkRequest,
   openLinkResponse,
   parseLinkCode,
   safetyNumber,
@@ -218,6 +222,48 @@ export class Messenger {
     await m.save();
     await m.replenishPrekeys();
     return m;
+  }
+
+  /**
+   * Shows a code for another device to join this account (`kith-chat link accept <code>`), and
+   * answers the first link request made with it: certifies the new device and hands it the
+   * account's identity. Resolves with the new device's id.
+   */
+  linkOffer(waitMs = 10 * 60 * 1000): { code: string; linked: Promise<number>; cancel: () => void } {
+    const secret = generateLinkSecret(rng);
+    const code = linkCodeText({ userId: this.state.userId, secret });
+    let cancel = () => {};
+    const linked = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.linkWaiter = null;
+        reject(new Error('no device asked to be linked in time'));
+      }, waitMs);
+      cancel = () => {
+        clearTimeout(timer);
+        this.linkWaiter = null;
+        reject(new Error('linking was cancelled'));
+      };
+      this.linkWaiter = (bytes) => {
+        let opened;
+        try {
+          opened = openLinkRequest(secret, bytes);
+        } catch {
+          return false;
+        }
+        if (opened.userId !== this.state.userId || opened.deviceId === this.state.deviceId) return false;
+        this.linkWaiter = null;
+        clearTimeout(timer);
+        const response = newLinkResponse(secret, opened, this.user, rng);
+        this.api
+          .send(this.state.userId, this.state.userId, JSON.stringify({ v: 2, kind: 'kith.link', body: toBase64(response) }), randomId())
+          .then(() => {
+            this.markStale(this.state.userId);
+            resolve(opened.deviceId);
+          }, reject);
+        return true;
+      };
+    });
+    return { code, linked, cancel };
   }
 
   // ---- keys
@@ -461,8 +507,15 @@ export class Messenger {
   async send(to: string, text: string): Promise<Entry> {
     return this.serial(async () => {
       if (this.identityChanged(to)) throw new Error(`the identity of ${to} changed: compare safety numbers and accept it before writing`);
-      await this.refreshIfNeeded(to);
-      if (to !== this.state.userId) await this.refreshIfNeeded(this.state.userId);
+      // Offline with a device list already known: write to it now, the outbox sends later.
+      const known = (u: string) => Object.keys(this.state.contacts[u]?.devices ?? {}).length > 0 || (u === this.state.userId && this.state.contacts[u] !== undefined);
+      for (const u of to === this.state.userId ? [to] : [to, this.state.userId]) {
+        try {
+          await this.refreshIfNeeded(u);
+        } catch (e) {
+          if (!(e instanceof NetworkError && known(u))) throw e;
+        }
+      }
       const recipients = this.recipients(to);
       if (!recipients.some(([u]) => u === to)) throw new Error(`${to} has no device this browser can write to`);
       await this.ensureSessions(recipients);

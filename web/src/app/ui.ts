@@ -50,6 +50,7 @@ export class App {
   private open: string | null = null;
   private shown = PAGE;
   private screen: 'chat' | 'safety' = 'chat';
+  private linking: { code: string; status: string; cancel: () => void } | null = null;
   private notice = '';
 
   constructor(
@@ -130,10 +131,11 @@ export class App {
       h('strong', {}, 'kith'),
       h('span', { class: 'me', 'data-testid': 'me' }, m.userId),
       h('span', { class: `conn ${conn.state}`, 'data-testid': 'connection' }, stateText),
+      h('button', { class: 'link-device', 'data-testid': 'link-device', onclick: () => this.startLinking() }, 'Link a device'),
     );
     const notice = this.notice ? h('p', { class: 'notice', role: 'status', 'data-testid': 'notice', onclick: () => ((this.notice = ''), this.render()) }, this.notice) : null;
     const list = this.conversationList();
-    const main = this.open ? (this.screen === 'safety' ? await this.safetyScreen(this.open) : await this.conversation(this.open)) : h('section', { class: 'empty' }, h('p', {}, 'Choose a conversation, or start one with a username.'));
+    const main = this.linking ? this.linkScreen() : this.open ? (this.screen === 'safety' ? await this.safetyScreen(this.open) : await this.conversation(this.open)) : h('section', { class: 'empty' }, h('p', {}, 'Choose a conversation, or start one with a username.'));
     const scroll = this.root.querySelector('.messages');
     const atBottom = !scroll || scroll.scrollHeight - scroll.scrollTop - scroll.clientHeight < 40;
     const prevHeight = scroll?.scrollHeight ?? 0;
@@ -150,6 +152,35 @@ export class App {
   }
 
   private keepTop = false;
+
+  private startLinking(): void {
+    const offer = this.m!.linkOffer();
+    this.linking = { code: offer.code, status: 'Waiting for the other device…', cancel: offer.cancel };
+    offer.linked.then(
+      (device) => {
+        if (this.linking) this.linking.status = `Linked device ${device}. Your contacts will see it as a device of yours; your safety numbers stay the same.`;
+        this.render();
+      },
+      (e) => {
+        if (this.linking) this.linking.status = inWords(e);
+        this.render();
+      },
+    );
+    this.render();
+  }
+
+  private linkScreen(): HTMLElement {
+    const l = this.linking!;
+    return h(
+      'section',
+      { class: 'safety', 'data-testid': 'link-screen' },
+      h('div', { class: 'top' }, h('strong', {}, 'Link a device to your account')),
+      h('p', {}, 'On the new device run the command below (or type the code into another browser’s “Link” form). Type it only on your own device: it makes that device yours.'),
+      h('pre', { class: 'number', 'data-testid': 'link-code' }, `kith-chat link accept ${l.code}`),
+      h('p', { 'data-testid': 'link-status' }, l.status),
+      h('p', {}, h('button', { 'data-testid': 'link-done', onclick: () => { l.cancel(); this.linking = null; this.render(); } }, 'Done')),
+    );
+  }
 
   private conversationList(): HTMLElement {
     const m = this.m!;
