@@ -75,7 +75,7 @@ async function until(what, f, ms = DEADLINE_MS) {
 const dataDir = mkdtempSync(join(tmpdir(), 'kith-web-e2e-'));
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
-const node = spawn(join(binDir, 'kith'), ['serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--server-name', 'kith.test', '--account-rate', '100', '--account-burst', '100'], {
+const node = spawn(join(binDir, 'kith'), ['serve', '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, '--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--server-name', 'kith.test', '--account-rate', '100', '--account-burst', '100'], {
   stdio: ['ignore', 'ignore', 'pipe'],
   env: { ...process.env, KITH_LOG: 'warn' },
 });
