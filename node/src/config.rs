@@ -16,6 +16,7 @@ use kith_proto::ServerName;
 use serde::Deserialize;
 
 use crate::store::{Location, StoreOptions};
+use crate::tls::TlsFiles;
 
 /// A duration written as `30s`, `10m`, `7d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +182,15 @@ pub struct ServeArgs {
     /// instances on one host behind one port, no proxy needed.
     #[arg(long, env = "KITH_REUSE_PORT")]
     pub reuse_port: bool,
+
+    /// Serve https:// and wss:// with this PEM certificate chain (leaf first); needs
+    /// --tls-key. Reloaded on SIGHUP. Off: plain http:// (for a TLS proxy in front).
+    #[arg(long, env = "KITH_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert. Reloaded on SIGHUP.
+    #[arg(long, env = "KITH_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// A `[[peers]]` entry of the config file.
@@ -236,6 +246,8 @@ struct FileConfig {
     redis_prefix: Option<String>,
     instance_id: Option<String>,
     reuse_port: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// Why the configuration cannot be used.
@@ -355,6 +367,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How this instance joins others, if it does.
     pub cluster: ClusterConfig,
+    /// The certificate and key to serve TLS with; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Running as one of several instances of a node.
@@ -451,7 +465,15 @@ impl Config {
             writers: args.pg_writers.or(file.pg_writers).unwrap_or(defaults_store.writers).max(1),
             ..defaults_store
         };
+        let tls = match (args.tls_cert.or_else(|| file.tls_cert.clone()), args.tls_key.or_else(|| file.tls_key.clone()))
+        {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::Invalid("--tls-cert needs --tls-key".into())),
+            (None, Some(_)) => return Err(ConfigError::Invalid("--tls-key needs --tls-cert".into())),
+        };
         Ok(Self {
+            tls,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             rate_limits,
@@ -625,6 +647,18 @@ mod tests {
         let args = ServeArgs { outbox_backoff_min: d("5m"), outbox_backoff_max: d("1m"), ..ServeArgs::default() };
         let e = Config::resolve(args).unwrap_err().to_string();
         assert!(e.contains("--outbox-backoff-min"), "{e}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let path = |s: &str| Some(PathBuf::from(s));
+        let args = ServeArgs { tls_cert: path("cert.pem"), ..ServeArgs::default() };
+        let e = Config::resolve(args).unwrap_err().to_string();
+        assert!(e.contains("--tls-key"), "{e}");
+        let args = ServeArgs { tls_cert: path("c.pem"), tls_key: path("k.pem"), ..ServeArgs::default() };
+        let tls = Config::resolve(args).unwrap().tls.unwrap();
+        assert_eq!((tls.cert, tls.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
+        assert!(Config::resolve(ServeArgs::default()).unwrap().tls.is_none(), "plain HTTP by default");
     }
 
     #[test]

@@ -58,5 +58,6 @@ pub mod import;
 mod metrics;
 pub mod secrets;
 pub mod server;
+pub mod tls;
 
 pub use password::{HashError, Hasher, check_imported_hash};

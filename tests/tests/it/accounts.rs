@@ -79,6 +79,7 @@ async fn account_requests_are_rate_limited_per_address_and_other_addresses_are_n
         assert!(matches!(alice, Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. })), "{alice:?}");
     }
     // Another address has its own allowance.
+    crate::harness::install_crypto();
     let other_address = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .timeout(crate::harness::PATIENCE)

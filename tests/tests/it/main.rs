@@ -24,3 +24,4 @@ mod receipts;
 mod scale;
 mod sessions;
 mod store;
+mod tls;

@@ -322,8 +322,13 @@ async fn a_second_instance_without_redis_is_refused() -> Result<()> {
 
 /// Which destinations instance at `metrics` pumps, from its status.
 async fn pumps_here(metrics: &str, destination: &str) -> Result<bool> {
-    let status: serde_json::Value =
-        reqwest::get(format!("http://{metrics}/federation/status")).await?.error_for_status()?.json().await?;
+    let status: serde_json::Value = crate::harness::http()
+        .get(format!("http://{metrics}/federation/status"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let destinations = status["destinations"].as_array().context("no destinations")?;
     Ok(destinations.iter().any(|d| d["destination"] == destination && d["pumpingHere"] == true))
 }
@@ -373,7 +378,7 @@ async fn a_node_of_two_instances_federates_and_another_instance_takes_over_a_dea
     let other = 1 - holder;
     // Each instance's /metrics says who it is, that Redis answers, and who pumps beta.
     for (i, address) in metrics.iter().enumerate() {
-        let text = reqwest::get(format!("http://{address}/metrics")).await?.text().await?;
+        let text = crate::harness::http().get(format!("http://{address}/metrics")).send().await?.text().await?;
         let held = u8::from(i == holder);
         for line in [
             format!("kith_instance_info{{instance=\"i{i}\"}} 1"),
@@ -387,7 +392,7 @@ async fn a_node_of_two_instances_federates_and_another_instance_takes_over_a_dea
     // alice's message counted where she sent it, bob's where beta delivered it: two in all.
     let mut stored = 0.0;
     for address in &metrics {
-        let text = reqwest::get(format!("http://{address}/metrics")).await?.text().await?;
+        let text = crate::harness::http().get(format!("http://{address}/metrics")).send().await?.text().await?;
         let line = text.lines().find_map(|l| l.strip_prefix("kith_messages_in_total ")).context("no count")?;
         stored += line.parse::<f64>()?;
     }
