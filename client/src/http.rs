@@ -2,7 +2,9 @@
 
 use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::rest::{AuthResponse, Credentials, HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse};
-use kith_proto::{DeviceId, ErrorBody, ErrorCode, MessageId, PresenceView, UserId};
+use kith_proto::{
+    DeviceId, ErrorBody, ErrorCode, MessageId, PresenceSettings, PresenceView, PresenceVisibility, UserId,
+};
 use reqwest::{RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 
@@ -208,6 +210,25 @@ impl Authed {
     pub async fn presence(&self, user: &str) -> Result<PresenceView, ClientError> {
         let url = self.client.url(&format!("/api/v1/presence/{user}"));
         decode(self.auth(self.client.http.get(url))).await
+    }
+
+    /// Who may see this user's presence.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn presence_visibility(&self) -> Result<PresenceVisibility, ClientError> {
+        let url = self.client.url("/api/v1/settings/presence");
+        let settings: PresenceSettings = decode(self.auth(self.client.http.get(url))).await?;
+        Ok(settings.visibility)
+    }
+
+    /// Sets who may see this user's presence: everyone, contacts (the default) or nobody.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn set_presence_visibility(&self, visibility: PresenceVisibility) -> Result<(), ClientError> {
+        let url = self.client.url("/api/v1/settings/presence");
+        send(self.auth(self.client.http.put(url)).json(&PresenceSettings { visibility })).await.map(drop)
     }
 
     /// Publishes this device's public keys (identity, signed prekey, more one-time prekeys).

@@ -36,6 +36,7 @@ mod presence;
 mod push;
 
 // Below: durable state, queues and shared handles.
+pub mod audience;
 pub mod cache;
 pub mod cluster;
 pub mod outbox;

@@ -25,6 +25,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/login", post(accounts::login))
         .route("/api/v1/messages", post(messages::send).get(messages::history))
         .route("/api/v1/presence/{user_id}", get(presence::presence))
+        .route("/api/v1/settings/presence", get(presence::settings).put(presence::set_settings))
         .route("/api/v1/keys", put(keys::publish))
         .route("/api/v1/keys/count", get(keys::count))
         .route("/api/v1/keys/removals", post(keys::publish_removal))

@@ -20,6 +20,7 @@ mod keys;
 mod messaging;
 mod operations;
 mod presence;
+mod presence_privacy;
 mod receipts;
 mod scale;
 mod sessions;

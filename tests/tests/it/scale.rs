@@ -40,7 +40,9 @@ async fn users_on_two_instances_chat_with_receipts_and_presence_both_ways() -> R
     let Some(cluster) = TestCluster::start("alpha", 2, 2).await? else { return Ok(()) };
     // Registered on one instance, used on the other: the instances share the token secret.
     let alice = cluster.user(0, "alice").await?;
+    alice.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let bob = cluster.user(0, "bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let bob = cluster.at(1, &bob)?;
     assert!(bob.base_url() != alice.base_url());
 
@@ -185,8 +187,11 @@ async fn a_killed_instances_clients_reconnect_through_nginx_and_its_users_go_off
         return Ok(());
     };
     let alice = cluster.user(0, "alice").await?;
+    alice.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let bob = cluster.user(0, "bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let dave = cluster.user(0, "dave").await?;
+    dave.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     // bob and dave are connected to instance 1 only; alice watches dave from instance 0.
     let bob_ws = cluster.at(1, &bob)?.connect().await?;
     let dave_ws = cluster.at(1, &dave)?.connect().await?;
@@ -229,7 +234,9 @@ async fn a_redis_restart_mid_chat_loses_nothing_and_pushes_resume_without_a_reco
     cluster.add_instance().await?;
     cluster.add_instance().await?;
     let alice = cluster.user(0, "alice").await?;
+    alice.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let bob = cluster.user(0, "bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let mut bob_ws = cluster.at(1, &bob)?.connect().await?;
     alice.send_message("bob", "before", None).await?;
     assert_eq!(frame_where(&mut bob_ws, message).await?.message, "before");
