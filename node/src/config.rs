@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use kith_client_api::{Rate, RateLimitConfig, WsConfig};
+use kith_client_api::{Rate, RateLimitConfig, TrustedProxies, WsConfig};
 use kith_federation::{Multiaddr, PinnedPeer};
 use kith_proto::ServerName;
 use serde::Deserialize;
@@ -191,6 +191,12 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert. Reloaded on SIGHUP.
     #[arg(long, env = "KITH_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+
+    /// A reverse proxy's network (CIDR or address; repeatable): requests from it are taken to
+    /// come from the rightmost address in X-Forwarded-For that is not such a proxy, for rate
+    /// limits and logs. Default: none (the TCP peer is the client).
+    #[arg(long = "trusted-proxy", env = "KITH_TRUSTED_PROXIES", value_name = "CIDR", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// A `[[peers]]` entry of the config file.
@@ -248,6 +254,8 @@ struct FileConfig {
     reuse_port: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -369,6 +377,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The certificate and key to serve TLS with; `None` serves plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Running as one of several instances of a node.
@@ -472,8 +482,17 @@ impl Config {
             (Some(_), None) => return Err(ConfigError::Invalid("--tls-cert needs --tls-key".into())),
             (None, Some(_)) => return Err(ConfigError::Invalid("--tls-key needs --tls-cert".into())),
         };
+        // Like `--peer`, the flag (or its variable) replaces the file's list.
+        let (source, proxies) = if args.trusted_proxies.is_empty() {
+            ("trusted_proxies in the config file", file.trusted_proxies.clone())
+        } else {
+            ("--trusted-proxy", args.trusted_proxies.clone())
+        };
+        let trusted_proxies =
+            TrustedProxies::parse(&proxies).map_err(|e| ConfigError::Invalid(format!("{source}: {e}")))?;
         Ok(Self {
             tls,
+            trusted_proxies,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             rate_limits,
@@ -659,6 +678,16 @@ mod tests {
         let tls = Config::resolve(args).unwrap().tls.unwrap();
         assert_eq!((tls.cert, tls.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
         assert!(Config::resolve(ServeArgs::default()).unwrap().tls.is_none(), "plain HTTP by default");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_bad_ones_are_named() {
+        let args = ServeArgs { trusted_proxies: vec!["127.0.0.1".into(), "10.0.0.0/8".into()], ..ServeArgs::default() };
+        assert!(!Config::resolve(args).unwrap().trusted_proxies.is_empty());
+        assert!(Config::resolve(ServeArgs::default()).unwrap().trusted_proxies.is_empty(), "none by default");
+        let args = ServeArgs { trusted_proxies: vec!["10.0.0.0/40".into()], ..ServeArgs::default() };
+        let e = Config::resolve(args).unwrap_err().to_string();
+        assert!(e.starts_with("--trusted-proxy: ") && e.contains("10.0.0.0/40"), "{e}");
     }
 
     #[test]

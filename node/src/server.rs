@@ -220,18 +220,22 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     );
 
     state.tasks.spawn(prune_rate_limits(api.limits.clone(), shutdown.clone()));
-    let task = tokio::spawn(serve(listener, api, state, shutdown.clone()));
+    let trusted = Arc::new(config.trusted_proxies.clone());
+    let task = tokio::spawn(serve(listener, api, trusted, state, shutdown.clone()));
     Ok(RunningNode { addr, shutdown, task })
 }
 
 async fn serve(
     listener: ClientListener,
     api: ApiState,
+    trusted_proxies: Arc<kith_client_api::TrustedProxies>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     let connections = api.connections.clone();
-    let app = kith_client_api::router(api).into_make_service_with_connect_info::<SocketAddr>();
+    let app = kith_client_api::router(api)
+        .layer(axum::Extension(trusted_proxies))
+        .into_make_service_with_connect_info::<SocketAddr>();
     let stop = shutdown.clone().cancelled_owned();
     let served = match listener {
         ClientListener::Plain(listener) => axum::serve(listener, app).with_graceful_shutdown(stop).await,

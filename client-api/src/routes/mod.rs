@@ -7,11 +7,8 @@ mod messages;
 pub(crate) mod openapi;
 mod presence;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 
 use crate::error::ApiError;
@@ -50,19 +47,5 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The client's IP address, for per-address rate limits. Served without connection info (as
-/// in handler tests) every client counts as `0.0.0.0`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
-        Ok(Self(addr))
-    }
-}
+/// The client's IP address (the TCP peer, or what a trusted proxy forwarded).
+pub(crate) use crate::client_addr::ClientAddr;

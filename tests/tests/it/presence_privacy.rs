@@ -149,3 +149,25 @@ async fn a_stranger_on_another_node_sees_unknown_a_contact_there_sees_presence()
     assert_eq!(dave.presence("bob@beta").await?.status, PresenceStatus::Online);
     Ok(())
 }
+
+#[tokio::test]
+async fn across_instances_through_redis_only_contacts_are_pushed_presence() -> Result<()> {
+    let Some(cluster) = crate::instances::TestCluster::start("alpha", 2, 2).await? else { return Ok(()) };
+    let (alice, carol) = (cluster.user(0, "alice").await?, cluster.user(0, "carol").await?);
+    let bob = cluster.user(0, "bob").await?;
+    converse(&alice, &bob, "c-1").await?;
+    // alice (a contact) and carol (a stranger) watch from instance 0; bob comes online on
+    // instance 1, whose change reaches instance 0 through Redis.
+    let mut alice_ws = alice.connect().await?;
+    let mut carol_ws = carol.connect().await?;
+    for ws in [&mut alice_ws, &mut carol_ws] {
+        ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
+    }
+    assert_eq!(frame_where(&mut alice_ws, presence_of("bob@alpha")).await?.status, PresenceStatus::Offline);
+    let _bob_ws = cluster.at(1, &bob)?.connect().await?;
+    assert_eq!(frame_where(&mut alice_ws, presence_of("bob@alpha")).await?.status, PresenceStatus::Online);
+    heard_nothing_real_of(&mut carol_ws, "carol@alpha", "bob@alpha").await?;
+    assert_eq!(carol.presence("bob").await?.status, PresenceStatus::Unknown);
+    assert_eq!(cluster.at(1, &carol)?.presence("bob").await?.status, PresenceStatus::Unknown);
+    Ok(())
+}
