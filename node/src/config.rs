@@ -192,6 +192,10 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// How long a client has to finish the TLS handshake after connecting [default: 10s].
+    #[arg(long, env = "KITH_TLS_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub tls_handshake_timeout: Option<HumanDuration>,
+
     /// A reverse proxy's network (CIDR or address; repeatable): requests from it are taken to
     /// come from the rightmost address in X-Forwarded-For that is not such a proxy, for rate
     /// limits and logs. Default: none (the TCP peer is the client).
@@ -254,6 +258,7 @@ struct FileConfig {
     reuse_port: Option<bool>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    tls_handshake_timeout: Option<HumanDuration>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
 }
@@ -477,7 +482,15 @@ impl Config {
         };
         let tls = match (args.tls_cert.or_else(|| file.tls_cert.clone()), args.tls_key.or_else(|| file.tls_key.clone()))
         {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                handshake_timeout: args
+                    .tls_handshake_timeout
+                    .or(file.tls_handshake_timeout)
+                    .map_or(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0)
+                    .max(Duration::from_millis(1)),
+            }),
             (None, None) => None,
             (Some(_), None) => return Err(ConfigError::Invalid("--tls-cert needs --tls-key".into())),
             (None, Some(_)) => return Err(ConfigError::Invalid("--tls-key needs --tls-cert".into())),

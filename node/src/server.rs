@@ -206,7 +206,8 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .map_err(|e| NodeError::Serve(std::io::Error::other(format!("listening for SIGHUP: {e}"))))?;
             state.tasks.spawn(crate::tls::reload_on_hangup(certificates.clone(), hangup, shutdown.clone()));
-            let listener = crate::tls::TlsListener::new(listener, certificates.acceptor()?, shutdown.clone())
+            let timeout = certificates.files().handshake_timeout;
+            let listener = crate::tls::TlsListener::new(listener, certificates.acceptor()?, timeout, shutdown.clone())
                 .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
             (ClientListener::Tls(listener), "https")
         }

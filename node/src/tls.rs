@@ -7,7 +7,8 @@
 //! next connection and leaves open ones (and their WebSockets) as they are.
 //!
 //! Handshakes run on tasks of their own, off the accept loop, each with a deadline
-//! ([`HANDSHAKE_TIMEOUT`]) and at most [`MAX_PENDING_HANDSHAKES`] at once: a client that opens
+//! (`--tls-handshake-timeout`, [`DEFAULT_HANDSHAKE_TIMEOUT`]) and at most
+//! [`MAX_PENDING_HANDSHAKES`] at once: a client that opens
 //! a socket and says nothing neither blocks others nor holds its socket for long.
 
 use std::net::SocketAddr;
@@ -27,8 +28,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// How long a client has to finish the TLS handshake after connecting.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client has to finish the TLS handshake after connecting, unless configured.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshakes in progress at once; when all are taken, new connections wait in the kernel's
 /// accept queue.
@@ -44,6 +45,8 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key: PathBuf,
+    /// How long a client has to finish the handshake.
+    pub handshake_timeout: Duration,
 }
 
 /// Why a certificate or key could not be used; names the file.
@@ -206,14 +209,19 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Accepts TCP connections on `listener` until `shutdown` and hands over those whose
-    /// handshake with `acceptor` succeeds in time.
+    /// handshake with `acceptor` succeeds within `handshake_timeout`.
     ///
     /// # Errors
     /// When the listener has no local address.
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor, shutdown: CancellationToken) -> std::io::Result<Self> {
+    pub fn new(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        handshake_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (hand_over, accepted) = mpsc::channel(ACCEPTED_QUEUE);
-        tokio::spawn(accept_loop(listener, acceptor, hand_over, shutdown));
+        tokio::spawn(accept_loop(listener, acceptor, handshake_timeout, hand_over, shutdown));
         Ok(Self { accepted, local })
     }
 }
@@ -238,6 +246,7 @@ impl axum::serve::Listener for TlsListener {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
     hand_over: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
     shutdown: CancellationToken,
 ) {
@@ -265,7 +274,7 @@ async fn accept_loop(
         let hand_over = hand_over.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(socket)).await {
                 Ok(Ok(stream)) => {
                     // Fails only at shutdown, when the stream is no longer wanted.
                     let _ = hand_over.send((stream, peer)).await;
@@ -293,7 +302,11 @@ mod tests {
     use super::*;
 
     fn files(dir: &Path, cert: &str, key: &str) -> TlsFiles {
-        let files = TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem") };
+        let files = TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+        };
         std::fs::write(&files.cert, cert).unwrap();
         std::fs::write(&files.key, key).unwrap();
         files
@@ -305,7 +318,7 @@ mod tests {
         let e = Certificates::load(files(dir.path(), "not pem", "not pem")).unwrap_err();
         assert!(matches!(e, TlsError::Certificate { .. }), "{e:?}");
         assert!(e.to_string().contains("cert.pem"), "{e}");
-        let missing = TlsFiles { cert: dir.path().join("absent.pem"), key: dir.path().join("key.pem") };
+        let missing = TlsFiles { cert: dir.path().join("absent.pem"), ..files(dir.path(), "x", "y") };
         let e = Certificates::load(missing).unwrap_err();
         assert!(matches!(e, TlsError::Read { .. }) && e.to_string().contains("absent.pem"), "{e}");
     }

@@ -209,3 +209,28 @@ async fn a_bad_certificate_file_stops_the_start_naming_it() -> Result<()> {
     assert!(e.contains(&pki.key_file().display().to_string()), "{e}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_after_the_handshake_timeout_while_others_get_in() -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new()?;
+    pki.install(&pki.issue("node one")?)?;
+    let mut flags = pki.flags();
+    flags.extend(["--tls-handshake-timeout".into(), "300ms".into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let node = TestNode::start_with(Backend::Sqlite, &flags).await?;
+    // Sockets that connect and never start a handshake...
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(tokio::net::TcpStream::connect(node.addr).await?);
+    }
+    // ...do not keep a real client out...
+    pki.client(&node)?.register("alice", PASSWORD).await?;
+    // ...and are closed by the node once their time is up.
+    for socket in &mut silent {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(crate::harness::PATIENCE, socket.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "a silent socket was not closed: {read:?}");
+    }
+    Ok(())
+}
