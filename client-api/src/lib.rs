@@ -25,6 +25,7 @@
 //! ```
 
 pub mod auth;
+pub mod client_addr;
 pub mod error;
 pub mod json;
 pub mod limits;
@@ -37,6 +38,7 @@ pub mod validate;
 mod ws;
 
 pub use auth::{AuthUser, TokenKeys};
+pub use client_addr::{ClientAddr, TrustedProxies};
 pub use error::ApiError;
 pub use rate_limit::{Rate, RateLimitConfig, RateLimits};
 pub use routes::openapi::ApiDoc;

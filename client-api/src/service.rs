@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::{
-    ClientMessageId, DeviceId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerFrame, ServerName,
-    Timestamp, UserId, Username, rest::HistoryPage,
+    ClientMessageId, DeviceId, IncomingMessage, MessageId, MessageStatus, PresenceView, PresenceVisibility,
+    ServerFrame, ServerName, Timestamp, UserId, Username, rest::HistoryPage,
 };
 use tokio::sync::mpsc;
 
@@ -258,11 +258,20 @@ pub trait ChatService: Send + Sync + 'static {
         limit: u32,
     ) -> Result<HistoryPage, ServiceError>;
 
-    /// A user's presence.
+    /// A user's presence as `viewer` may see it: the real one if the user shares it with
+    /// them (their setting, and for `contacts` a conversation between the two), else
+    /// [`PresenceView::hidden`].
     ///
     /// # Errors
     /// [`ServiceError::UnknownUser`] when the user does not exist.
-    async fn presence(&self, user: &UserId) -> Result<PresenceView, ServiceError>;
+    async fn presence(&self, viewer: &UserId, user: &UserId) -> Result<PresenceView, ServiceError>;
+
+    /// Who may see `user`'s presence.
+    async fn presence_visibility(&self, user: &UserId) -> Result<PresenceVisibility, ServiceError>;
+
+    /// Sets who may see `user`'s presence; watchers who may no longer see it are told
+    /// `unknown`, those who now may are told the real presence.
+    async fn set_presence_visibility(&self, user: &UserId, visibility: PresenceVisibility) -> Result<(), ServiceError>;
 
     /// Registers a live session of `caller`'s device: from now on, messages for it are pushed.
     ///
@@ -292,7 +301,9 @@ pub trait ChatService: Send + Sync + 'static {
         status: MessageStatus,
     ) -> Result<Completion<()>, ServiceError>;
 
-    /// Makes `session` receive presence changes of `users`; returns their current presence.
+    /// Makes `session` receive presence changes of `users` (of those that share their
+    /// presence with the session's user); returns their current presence as that user may
+    /// see it.
     async fn subscribe_presence(
         &self,
         session: SessionId,

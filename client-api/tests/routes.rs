@@ -88,7 +88,13 @@ impl ChatService for FakeNode {
         ));
         Ok(HistoryPage { messages: Vec::new(), next_before: None })
     }
-    async fn presence(&self, who: &UserId) -> Result<PresenceView, ServiceError> {
+    async fn presence_visibility(&self, _: &UserId) -> Result<kith_proto::PresenceVisibility, ServiceError> {
+        Ok(kith_proto::PresenceVisibility::Contacts)
+    }
+    async fn set_presence_visibility(&self, _: &UserId, _: kith_proto::PresenceVisibility) -> Result<(), ServiceError> {
+        Ok(())
+    }
+    async fn presence(&self, _viewer: &UserId, who: &UserId) -> Result<PresenceView, ServiceError> {
         if *who == user("bob") {
             Ok(PresenceView { user_id: who.clone(), status: PresenceStatus::Online, last_seen: None })
         } else {

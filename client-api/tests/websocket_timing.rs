@@ -74,7 +74,13 @@ impl ChatService for FakeNode {
     async fn history(&self, _: &UserId, _: &UserId, _: Option<MessageId>, _: u32) -> Result<HistoryPage, ServiceError> {
         refused()
     }
-    async fn presence(&self, _: &UserId) -> Result<PresenceView, ServiceError> {
+    async fn presence(&self, _: &UserId, _: &UserId) -> Result<PresenceView, ServiceError> {
+        refused()
+    }
+    async fn presence_visibility(&self, _: &UserId) -> Result<kith_proto::PresenceVisibility, ServiceError> {
+        refused()
+    }
+    async fn set_presence_visibility(&self, _: &UserId, _: kith_proto::PresenceVisibility) -> Result<(), ServiceError> {
         refused()
     }
     async fn open_session(&self, _: &Caller) -> Result<Session, ServiceError> {

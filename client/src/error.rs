@@ -33,6 +33,10 @@ pub enum ClientError {
     /// timed out may still have been stored: send it again with the same `clientMessageId`.
     #[error("timed out: {0}")]
     TimedOut(String),
+    /// The TLS handshake with an `https://` node failed (most often: its certificate is not
+    /// signed by an authority this client trusts), or the trusted authorities cannot be read.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The WebSocket closed.
     #[error("connection closed by the server ({code}: {reason})")]
     Closed {
@@ -50,6 +54,8 @@ impl From<reqwest::Error> for ClientError {
         } else if e.is_timeout() {
             let request = e.url().map_or_else(|| "a request".to_owned(), |url| url.path().to_owned());
             Self::TimedOut(format!("no answer to {request} within the client's deadline"))
+        } else if let Some(refusal) = crate::tls::refusal(&e) {
+            Self::Tls(refusal)
         } else {
             Self::Transport(transport_reason(&e))
         }
@@ -100,8 +106,14 @@ impl From<tokio_tungstenite::tungstenite::Error> for ClientError {
                     }
                 }
             }
-            E::Io(e) => Self::Transport(io_reason(&e)),
-            other => Self::Transport(other.to_string()),
+            E::Io(e) => match crate::tls::refusal(&e) {
+                Some(refusal) => Self::Tls(refusal),
+                None => Self::Transport(io_reason(&e)),
+            },
+            other => match crate::tls::refusal(&other) {
+                Some(refusal) => Self::Tls(refusal),
+                None => Self::Transport(other.to_string()),
+            },
         }
     }
 }

@@ -2,12 +2,17 @@
 
 use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::rest::{AuthResponse, Credentials, HistoryPage, HistoryQuery, SendMessageRequest, SendMessageResponse};
-use kith_proto::{DeviceId, ErrorBody, ErrorCode, MessageId, PresenceView, UserId};
+use kith_proto::{
+    DeviceId, ErrorBody, ErrorCode, MessageId, PresenceSettings, PresenceView, PresenceVisibility, UserId,
+};
 use reqwest::{RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+
 use crate::error::ClientError;
 use crate::timeouts::Timeouts;
+use crate::tls::Trust;
 use crate::ws::Connection;
 
 /// A node's client API, before logging in.
@@ -20,31 +25,49 @@ pub struct Client {
     device: Option<DeviceId>,
     /// How long each kind of wait may take.
     timeouts: Timeouts,
+    /// For `https://`: the TLS configuration (whom it trusts), shared by REST and WebSocket.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Client {
-    /// A client of the node at `base_url` (`http://host:port`).
+    /// A client of the node at `base_url` (`http://host:port`, or `https://host:port`
+    /// trusting the system's certificate authorities).
     ///
     /// # Errors
-    /// [`ClientError::Url`] when the URL is not `http://…`.
+    /// [`ClientError::Url`] when the URL is neither `http://…` nor `https://…`;
+    /// [`ClientError::Tls`] for `https://` on a system without CA certificates.
     pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Self::with_trust(base_url, &Trust::System)
+    }
+
+    /// A client of the node at `base_url` that, for `https://`, trusts the authorities in
+    /// `trust` (ignored for `http://`).
+    ///
+    /// # Errors
+    /// [`ClientError::Url`] when the URL is neither `http://…` nor `https://…`;
+    /// [`ClientError::Tls`] when the authorities cannot be read.
+    pub fn with_trust(base_url: &str, trust: &Trust) -> Result<Self, ClientError> {
         let base = base_url.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") {
+        let tls = if base.starts_with("https://") {
+            Some(trust.client_config()?)
+        } else if base.starts_with("http://") {
+            None
+        } else {
             return Err(ClientError::Url {
                 url: base_url.into(),
-                reason: "must start with http:// (put TLS in front of the node with a reverse proxy)".into(),
+                reason: "must start with http:// or https://".into(),
             });
-        }
+        };
         let timeouts = Timeouts::default();
-        Ok(Self { http: http_client(&timeouts)?, base, device: None, timeouts })
+        Ok(Self { http: http_client(&timeouts, tls.as_ref())?, base, device: None, timeouts, tls })
     }
 
     /// The same client with other deadlines.
     ///
     /// # Errors
-    /// Only if the HTTP client cannot be built (no TLS is used, so in practice never).
+    /// Only if the HTTP client cannot be built (in practice never).
     pub fn timeouts(mut self, timeouts: Timeouts) -> Result<Self, ClientError> {
-        self.http = http_client(&timeouts)?;
+        self.http = http_client(&timeouts, self.tls.as_ref())?;
         self.timeouts = timeouts;
         Ok(self)
     }
@@ -189,6 +212,25 @@ impl Authed {
         decode(self.auth(self.client.http.get(url))).await
     }
 
+    /// Who may see this user's presence.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn presence_visibility(&self) -> Result<PresenceVisibility, ClientError> {
+        let url = self.client.url("/api/v1/settings/presence");
+        let settings: PresenceSettings = decode(self.auth(self.client.http.get(url))).await?;
+        Ok(settings.visibility)
+    }
+
+    /// Sets who may see this user's presence: everyone, contacts (the default) or nobody.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub async fn set_presence_visibility(&self, visibility: PresenceVisibility) -> Result<(), ClientError> {
+        let url = self.client.url("/api/v1/settings/presence");
+        send(self.auth(self.client.http.put(url)).json(&PresenceSettings { visibility })).await.map(drop)
+    }
+
     /// Publishes this device's public keys (identity, signed prekey, more one-time prekeys).
     ///
     /// # Errors
@@ -247,7 +289,7 @@ impl Authed {
     /// `401` for a bad token, [`ClientError::TimedOut`] when the handshake takes longer than
     /// [`Timeouts::connect`], transport errors.
     pub async fn connect(&self) -> Result<Connection, ClientError> {
-        Connection::open(&self.client.base, &self.token, self.client.timeouts).await
+        Connection::open(&self.client.base, &self.token, self.client.timeouts, self.client.tls.clone()).await
     }
 
     fn auth(&self, request: RequestBuilder) -> RequestBuilder {
@@ -255,13 +297,17 @@ impl Authed {
     }
 }
 
-/// The HTTP client: every request has a deadline.
-fn http_client(timeouts: &Timeouts) -> Result<reqwest::Client, ClientError> {
-    reqwest::Client::builder()
-        .connect_timeout(timeouts.connect)
-        .timeout(timeouts.request)
-        .build()
-        .map_err(ClientError::from)
+/// The HTTP client: every request has a deadline; `https://` with the given TLS configuration.
+fn http_client(timeouts: &Timeouts, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<reqwest::Client, ClientError> {
+    let builder = reqwest::Client::builder().connect_timeout(timeouts.connect).timeout(timeouts.request);
+    // Always a configuration of our own, with our crypto provider: for `http://` one that is
+    // never used, since reqwest would otherwise need a process-wide default provider.
+    let config = match tls {
+        Some(config) => rustls::ClientConfig::clone(config),
+        None => crate::tls::unused_config()?,
+    };
+    let builder = builder.tls_backend_preconfigured(config);
+    builder.build().map_err(ClientError::from)
 }
 
 /// Sends a request; a non-success answer becomes [`ClientError::Api`].

@@ -60,6 +60,7 @@ pub mod profile;
 pub mod sessions;
 mod state;
 mod timeouts;
+mod tls;
 mod vault;
 mod ws;
 
@@ -73,5 +74,6 @@ pub use profile::{Profile, ProfileError};
 pub use sessions::{IdentityStatus, KnownDevice, SessionError};
 pub use state::Account;
 pub use timeouts::Timeouts;
+pub use tls::Trust;
 pub use vault::VaultError;
 pub use ws::Connection;

@@ -33,6 +33,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::tls::Trust;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use kith_crypto::Zeroizing;
@@ -109,11 +110,17 @@ pub struct Profile {
     dir: PathBuf,
     passphrase: Option<Arc<Zeroizing<String>>>,
     vault: Arc<Mutex<Option<Arc<Vault>>>>,
+    /// Whom this device trusts when its node is `https://` (not stored: given per run).
+    trust: Trust,
 }
 
 impl std::fmt::Debug for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Profile").field("dir", &self.dir).field("passphrase", &self.passphrase.is_some()).finish()
+        f.debug_struct("Profile")
+            .field("dir", &self.dir)
+            .field("passphrase", &self.passphrase.is_some())
+            .field("trust", &self.trust)
+            .finish()
     }
 }
 
@@ -146,14 +153,27 @@ impl Profile {
     /// The profile in `dir` (which need not exist yet), without a passphrase: a new profile is
     /// not encrypted, an encrypted one cannot be opened ([`ProfileError::Locked`]).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), passphrase: None, vault: Arc::default() }
+        Self { dir: dir.into(), passphrase: None, vault: Arc::default(), trust: Trust::System }
     }
 
     /// The profile in `dir`, opened (or, when new, encrypted) with `passphrase`; an empty one
     /// means none.
     pub fn with_passphrase(dir: impl Into<PathBuf>, passphrase: Option<String>) -> Self {
         let passphrase = passphrase.filter(|p| !p.is_empty()).map(|p| Arc::new(Zeroizing::new(p)));
-        Self { dir: dir.into(), passphrase, vault: Arc::default() }
+        Self { dir: dir.into(), passphrase, vault: Arc::default(), trust: Trust::System }
+    }
+
+    /// The same profile, talking to an `https://` node trusting `trust` (the system's
+    /// authorities unless told otherwise).
+    #[must_use]
+    pub fn with_trust(mut self, trust: Trust) -> Self {
+        self.trust = trust;
+        self
+    }
+
+    /// Whom this profile's connections trust for `https://`.
+    pub fn trust(&self) -> &Trust {
+        &self.trust
     }
 
     /// Whether the profile on disk is encrypted at rest.

@@ -1,5 +1,7 @@
 //! The WebSocket side: send frames, read frames, every wait with a deadline.
 
+use std::sync::Arc;
+
 use futures_util::{SinkExt, StreamExt};
 use kith_proto::{ClientFrame, ServerFrame};
 use tokio::net::TcpStream;
@@ -27,16 +29,23 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub(crate) async fn open(base: &str, token: &str, timeouts: Timeouts) -> Result<Self, ClientError> {
+    pub(crate) async fn open(
+        base: &str,
+        token: &str,
+        timeouts: Timeouts,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, ClientError> {
         let url = format!("ws{}/api/v1/ws", base.trim_start_matches("http"));
         let mut request = url.as_str().into_client_request()?;
         let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|e| ClientError::Url { url: url.clone(), reason: e.to_string() })?;
         request.headers_mut().insert("authorization", bearer);
-        let (socket, _) =
-            tokio::time::timeout(timeouts.connect, tokio_tungstenite::connect_async(request)).await.map_err(
-                |_| ClientError::TimedOut(format!("no WebSocket handshake from {url} in {:?}", timeouts.connect)),
-            )??;
+        // `wss://` for an `https://` base; the same trust as the REST calls.
+        let connector = tls.map(tokio_tungstenite::Connector::Rustls);
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+        let (socket, _) = tokio::time::timeout(timeouts.connect, connecting).await.map_err(|_| {
+            ClientError::TimedOut(format!("no WebSocket handshake from {url} in {:?}", timeouts.connect))
+        })??;
         Ok(Self { socket, timeouts, last_heard: Instant::now(), pinged: false })
     }
 

@@ -105,6 +105,11 @@ pub struct PresenceBody {
     pub last_seen: Option<Timestamp>,
     /// When the origin observed this state: older news is ignored.
     pub at: Timestamp,
+    /// The users of the destination the user shares their presence with (their contacts
+    /// there, under the `contacts` setting; none under `nobody`); absent for everyone. The
+    /// destination shows the presence only to these and `unknown` to its other users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<Vec<UserId>>,
 }
 
 /// `presence.subscribe`: the origin has users watching these users of the destination.

@@ -32,9 +32,9 @@ async fn handle(state: &AppState, event: Incoming) {
                 state.telemetry.messages_pushed.inc_by(queued as u64);
             }
         }
-        Incoming::ToWatchers { user, event } => {
+        Incoming::ToWatchers { user, event, audience } => {
             if state.sessions.is_watched(&user) {
-                state.sessions.push_to_watchers(&user, &event);
+                state.sessions.push_to_watchers(&user, &event, &audience);
             } else {
                 // Its watchers here left: stop receiving these. A session that started watching
                 // meanwhile registered here before telling Redis, so looking again after
@@ -42,7 +42,7 @@ async fn handle(state: &AppState, event: Incoming) {
                 state.cluster.unwatch(&user).await;
                 if state.sessions.is_watched(&user) {
                     state.cluster.watch(std::slice::from_ref(&user)).await;
-                    state.sessions.push_to_watchers(&user, &event);
+                    state.sessions.push_to_watchers(&user, &event, &audience);
                 }
             }
         }

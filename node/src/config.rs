@@ -10,12 +10,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use kith_client_api::{Rate, RateLimitConfig, WsConfig};
+use kith_client_api::{Rate, RateLimitConfig, TrustedProxies, WsConfig};
 use kith_federation::{Multiaddr, PinnedPeer};
 use kith_proto::ServerName;
 use serde::Deserialize;
 
 use crate::store::{Location, StoreOptions};
+use crate::tls::TlsFiles;
 
 /// A duration written as `30s`, `10m`, `7d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +188,25 @@ pub struct ServeArgs {
     /// instances on one host behind one port, no proxy needed.
     #[arg(long, env = "KITH_REUSE_PORT")]
     pub reuse_port: bool,
+
+    /// Serve https:// and wss:// with this PEM certificate chain (leaf first); needs
+    /// --tls-key. Reloaded on SIGHUP. Off: plain http:// (for a TLS proxy in front).
+    #[arg(long, env = "KITH_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert. Reloaded on SIGHUP.
+    #[arg(long, env = "KITH_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How long a client has to finish the TLS handshake after connecting [default: 10s].
+    #[arg(long, env = "KITH_TLS_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub tls_handshake_timeout: Option<HumanDuration>,
+
+    /// A reverse proxy's network (CIDR or address; repeatable): requests from it are taken to
+    /// come from the rightmost address in X-Forwarded-For that is not such a proxy, for rate
+    /// limits and logs. Default: none (the TCP peer is the client).
+    #[arg(long = "trusted-proxy", env = "KITH_TRUSTED_PROXIES", value_name = "CIDR", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// A `[[peers]]` entry of the config file.
@@ -243,6 +263,11 @@ struct FileConfig {
     redis_prefix: Option<String>,
     instance_id: Option<String>,
     reuse_port: Option<bool>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_handshake_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -362,6 +387,10 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How this instance joins others, if it does.
     pub cluster: ClusterConfig,
+    /// The certificate and key to serve TLS with; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Running as one of several instances of a node.
@@ -459,7 +488,32 @@ impl Config {
             read_connections: args.db_readers.or(file.db_readers).unwrap_or(defaults_store.read_connections).max(1),
             ..defaults_store
         };
+        let tls = match (args.tls_cert.or_else(|| file.tls_cert.clone()), args.tls_key.or_else(|| file.tls_key.clone()))
+        {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert,
+                key,
+                handshake_timeout: args
+                    .tls_handshake_timeout
+                    .or(file.tls_handshake_timeout)
+                    .map_or(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0)
+                    .max(Duration::from_millis(1)),
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::Invalid("--tls-cert needs --tls-key".into())),
+            (None, Some(_)) => return Err(ConfigError::Invalid("--tls-key needs --tls-cert".into())),
+        };
+        // Like `--peer`, the flag (or its variable) replaces the file's list.
+        let (source, proxies) = if args.trusted_proxies.is_empty() {
+            ("trusted_proxies in the config file", file.trusted_proxies.clone())
+        } else {
+            ("--trusted-proxy", args.trusted_proxies.clone())
+        };
+        let trusted_proxies =
+            TrustedProxies::parse(&proxies).map_err(|e| ConfigError::Invalid(format!("{source}: {e}")))?;
         Ok(Self {
+            tls,
+            trusted_proxies,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             rate_limits,
@@ -633,6 +687,28 @@ mod tests {
         let args = ServeArgs { outbox_backoff_min: d("5m"), outbox_backoff_max: d("1m"), ..ServeArgs::default() };
         let e = Config::resolve(args).unwrap_err().to_string();
         assert!(e.contains("--outbox-backoff-min"), "{e}");
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        let path = |s: &str| Some(PathBuf::from(s));
+        let args = ServeArgs { tls_cert: path("cert.pem"), ..ServeArgs::default() };
+        let e = Config::resolve(args).unwrap_err().to_string();
+        assert!(e.contains("--tls-key"), "{e}");
+        let args = ServeArgs { tls_cert: path("c.pem"), tls_key: path("k.pem"), ..ServeArgs::default() };
+        let tls = Config::resolve(args).unwrap().tls.unwrap();
+        assert_eq!((tls.cert, tls.key), (PathBuf::from("c.pem"), PathBuf::from("k.pem")));
+        assert!(Config::resolve(ServeArgs::default()).unwrap().tls.is_none(), "plain HTTP by default");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_and_bad_ones_are_named() {
+        let args = ServeArgs { trusted_proxies: vec!["127.0.0.1".into(), "10.0.0.0/8".into()], ..ServeArgs::default() };
+        assert!(!Config::resolve(args).unwrap().trusted_proxies.is_empty());
+        assert!(Config::resolve(ServeArgs::default()).unwrap().trusted_proxies.is_empty(), "none by default");
+        let args = ServeArgs { trusted_proxies: vec!["10.0.0.0/40".into()], ..ServeArgs::default() };
+        let e = Config::resolve(args).unwrap_err().to_string();
+        assert!(e.starts_with("--trusted-proxy: ") && e.contains("10.0.0.0/40"), "{e}");
     }
 
     #[test]

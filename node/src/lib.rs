@@ -36,6 +36,7 @@ mod presence;
 mod push;
 
 // Below: durable state, queues and shared handles.
+pub mod audience;
 pub mod cache;
 pub mod cluster;
 pub mod outbox;
@@ -58,5 +59,6 @@ pub mod import;
 mod metrics;
 pub mod secrets;
 pub mod server;
+pub mod tls;
 
 pub use password::{HashError, Hasher, check_imported_hash};

@@ -16,11 +16,12 @@ use std::collections::HashMap;
 use kith_client_api::{ServiceError, SessionId};
 use kith_federation::PresenceBody;
 use kith_proto::limits::MAX_PRESENCE_SUBSCRIPTIONS;
-use kith_proto::{PresenceStatus, PresenceView, ServerName, Timestamp, UserId};
+use kith_proto::{PresenceStatus, PresenceView, PresenceVisibility, ServerName, Timestamp, UserId};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::audience::Audience;
 use crate::cache::Observed;
 use crate::push;
 use crate::state::AppState;
@@ -52,7 +53,8 @@ pub(crate) async fn refresh(state: &AppState, user: &UserId) {
 }
 
 /// A user of this node went online or offline at `at`: the store keeps it for after a
-/// restart, peers watching them and the sessions watching them hear it.
+/// restart, peers watching them and the sessions watching them hear it (those the user shares
+/// their presence with: see [`audience`]).
 async fn changed(state: &AppState, view: PresenceView, at: Timestamp) {
     let online = view.status == PresenceStatus::Online;
     match state.store.set_presence(&view.user_id, online, view.last_seen.unwrap_or(at)).await {
@@ -67,10 +69,94 @@ async fn changed(state: &AppState, view: PresenceView, at: Timestamp) {
     }
     // Recorded (by push) before the peers watching are read: a peer subscribing meanwhile
     // either is read here or reads the new state itself (see `watched_from`).
-    push::presence(state, view.clone(), at).await;
+    let audience = audience_or_nobody(state, &view.user_id).await;
+    push::presence(state, view.clone(), at, &audience).await;
     let peers = state.cluster.peer_watchers(&view.user_id).await;
-    let entries = peers.into_iter().filter_map(|peer| envelope(peer, &view, at));
+    let entries = peers.into_iter().filter_map(|peer| envelope(peer, &view, at, &audience));
     state.outbox.queue(entries.collect()).await;
+}
+
+/// Who may see `user`'s (a user of this node) presence now: their setting, and under
+/// `contacts` every user they have a conversation with (a message either way, on any node).
+///
+/// # Errors
+/// [`ServiceError::UnknownUser`], store errors.
+pub(crate) async fn audience(state: &AppState, user: &UserId) -> Result<Audience, ServiceError> {
+    let record = state.store.user(user).await?.ok_or_else(|| ServiceError::UnknownUser(user.clone()))?;
+    Ok(match record.presence_visibility {
+        PresenceVisibility::Everyone => Audience::Everyone,
+        PresenceVisibility::Nobody => Audience::only(user, []),
+        PresenceVisibility::Contacts => Audience::only(user, state.store.conversation_peers(user).await?),
+    })
+}
+
+/// [`audience`], or only the user when it cannot be read: a store failure must not make
+/// presence public.
+async fn audience_or_nobody(state: &AppState, user: &UserId) -> Audience {
+    audience(state, user).await.unwrap_or_else(|e| {
+        warn!(error = %e, "presence audience unknown, shown to no one");
+        Audience::only(user, [])
+    })
+}
+
+/// Whether `viewer` may see `user`'s presence: for a user of this node by their setting, for
+/// a remote user by what their node said.
+async fn admits(state: &AppState, viewer: &UserId, user: &UserId) -> Result<bool, ServiceError> {
+    if viewer == user {
+        return Ok(true);
+    }
+    if user.is_on(&state.server_name) {
+        Ok(audience(state, user).await?.admits(viewer))
+    } else {
+        Ok(state.remote_presence.audience(user).admits(viewer))
+    }
+}
+
+/// `user`'s presence as `viewer` may see it: the real one, or [`PresenceView::hidden`].
+///
+/// # Errors
+/// [`ServiceError::UnknownUser`] (or `UnknownServer`) as [`presence_of`].
+pub(crate) async fn presence_for(
+    state: &AppState,
+    viewer: &UserId,
+    user: &UserId,
+) -> Result<PresenceView, ServiceError> {
+    let view = presence_of(state, user).await?;
+    Ok(if admits(state, viewer, user).await? { view } else { PresenceView::hidden(user.clone()) })
+}
+
+/// Who may see `user`'s presence.
+///
+/// # Errors
+/// [`ServiceError::UnknownUser`], store errors.
+pub(crate) async fn visibility(state: &AppState, user: &UserId) -> Result<PresenceVisibility, ServiceError> {
+    let record = state.store.user(user).await?.ok_or_else(|| ServiceError::UnknownUser(user.clone()))?;
+    Ok(record.presence_visibility)
+}
+
+/// Stores who may see `user`'s presence, then tells the sessions watching them what they may
+/// see now (the real presence, or `unknown`), and the peers watching them whom of their users
+/// it is shown to.
+///
+/// # Errors
+/// [`ServiceError::UnknownUser`], store errors.
+pub(crate) async fn set_visibility(
+    state: &AppState,
+    user: &UserId,
+    visibility: PresenceVisibility,
+) -> Result<(), ServiceError> {
+    let _serialised = state.presence_lock.lock().await;
+    if !state.store.set_presence_visibility(user, visibility).await?.await? {
+        return Err(ServiceError::UnknownUser(user.clone()));
+    }
+    let now = observed(state, user).await?;
+    let audience = audience(state, user).await?;
+    push::presence_to(state, now.view.clone(), &audience).await;
+    push::presence_to(state, PresenceView::hidden(user.clone()), &audience.complement()).await;
+    let peers = state.cluster.peer_watchers(user).await;
+    let entries = peers.into_iter().filter_map(|peer| envelope(peer, &now.view, now.at, &audience));
+    state.outbox.queue(entries.collect()).await;
+    Ok(())
 }
 
 /// Another instance died holding `user`'s last session: they are offline since its last
@@ -93,8 +179,8 @@ pub(crate) async fn rejoin(state: &AppState) {
     }
 }
 
-fn envelope(peer: ServerName, view: &PresenceView, at: Timestamp) -> Option<OutboxEntry> {
-    envelopes::presence(peer, view, at).inspect_err(|e| warn!(error = %e, "cannot encode presence")).ok()
+fn envelope(peer: ServerName, view: &PresenceView, at: Timestamp, audience: &Audience) -> Option<OutboxEntry> {
+    envelopes::presence(peer, view, at, audience).inspect_err(|e| warn!(error = %e, "cannot encode presence")).ok()
 }
 
 /// `user`'s presence: from the cache, else offline with the `last_seen` the store kept. For a
@@ -121,12 +207,14 @@ async fn observed(state: &AppState, user: &UserId) -> Result<Observed, ServiceEr
     Ok(Observed { view, at: record.last_seen.unwrap_or(never) })
 }
 
-/// Makes `session` watch `users` and returns their presence now.
+/// Makes `session` watch `users` and returns their presence now, as the session's user may
+/// see it (changes they may not see never reach the session).
 pub(crate) async fn subscribe(
     state: &AppState,
     session: SessionId,
     users: Vec<UserId>,
 ) -> Result<Vec<PresenceView>, ServiceError> {
+    let viewer = state.sessions.user_of(session).ok_or_else(|| ServiceError::Unavailable("session closed".into()))?;
     let watching = state.sessions.watch_count(session);
     if watching + users.len() > MAX_PRESENCE_SUBSCRIPTIONS {
         return Err(ServiceError::InvalidRequest(format!(
@@ -154,7 +242,8 @@ pub(crate) async fn subscribe(
             // subscription limits.
             state.cache.set_presence(view.clone(), Timestamp::from_millis(0)).await;
         }
-        views.push(view);
+        let admitted = admits(state, &viewer, user).await?;
+        views.push(if admitted { view } else { PresenceView::hidden(user.clone()) });
     }
     // Ask the home nodes of remote users to send their changes here, unless this node asked
     // for that user recently.
@@ -176,10 +265,18 @@ fn subscription(server: ServerName, users: Vec<UserId>) -> Option<OutboxEntry> {
 /// Another node reports a user's presence: news (newer than what was heard, and different)
 /// reaches the watchers here.
 pub(crate) async fn heard(state: &AppState, body: PresenceBody) {
+    let audience = Audience::from_wire(&body.user_id, body.audience);
+    let before = state.remote_presence.set_audience(&body.user_id, audience.clone());
     let view = PresenceView { user_id: body.user_id, status: body.status, last_seen: body.last_seen };
     if state.cache.presence(&view.user_id).await.map(|o| o.view).as_ref() != Some(&view) {
         // Older than what was heard before: dropped there.
-        push::presence(state, view, body.at).await;
+        push::presence(state, view.clone(), body.at, &audience).await;
+    } else if before != audience {
+        // Only whom it is shown to changed: the newly admitted see it now.
+        push::presence_to(state, view.clone(), &audience).await;
+    }
+    if before != audience {
+        push::presence_to(state, PresenceView::hidden(view.user_id), &audience.complement()).await;
     }
 }
 
@@ -200,7 +297,8 @@ pub(crate) async fn watched_from(state: &AppState, origin: &ServerName, users: V
     let mut entries = Vec::new();
     for user in &watched {
         if let Ok(now) = observed(state, user).await {
-            entries.extend(envelope(origin.clone(), &now.view, now.at));
+            let audience = audience_or_nobody(state, user).await;
+            entries.extend(envelope(origin.clone(), &now.view, now.at, &audience));
         }
     }
     state.outbox.queue(entries).await;
@@ -257,7 +355,8 @@ pub(crate) async fn forget_lost_peers(state: AppState, shutdown: CancellationTok
             if online {
                 let view = PresenceView { user_id: user, status: PresenceStatus::Offline, last_seen: Some(now) };
                 // Dropped there if the peer's own news is newer.
-                push::presence(&state, view, now).await;
+                let audience = state.remote_presence.audience(&view.user_id);
+                push::presence(&state, view, now, &audience).await;
                 marked += 1;
             }
         }

@@ -13,6 +13,7 @@ use kith_proto::{
     DeviceId, IncomingMessage, MessageId, MessageStatus, MessageView, PresenceView, ServerFrame, Timestamp, UserId,
 };
 
+use crate::audience::Audience;
 use crate::state::AppState;
 
 /// A newly stored message: recorded as recent, then pushed to its receiver's sessions (if the
@@ -63,14 +64,20 @@ pub(crate) async fn receipt(
 
 /// A user's presence, as observed at `at`: recorded, then every session watching them hears
 /// it, unless newer news was recorded already.
-pub(crate) async fn presence(state: &AppState, view: PresenceView, at: Timestamp) {
+pub(crate) async fn presence(state: &AppState, view: PresenceView, at: Timestamp, audience: &Audience) {
     if !state.cache.set_presence(view.clone(), at).await {
         return;
     }
+    presence_to(state, view, audience).await;
+}
+
+/// `view` to the sessions watching its user that `audience` admits, here and on the other
+/// instances; not recorded (for telling watchers what they may see after a setting changed).
+pub(crate) async fn presence_to(state: &AppState, view: PresenceView, audience: &Audience) {
     let user = view.user_id.clone();
     let event = SessionEvent::frame(&ServerFrame::Presence(view));
-    state.sessions.push_to_watchers(&user, &event);
-    state.cluster.forward_to_watchers(&user, &event).await;
+    state.sessions.push_to_watchers(&user, &event, audience);
+    state.cluster.forward_to_watchers(&user, &event, audience).await;
 }
 
 /// Any other frame (`keys.changed`, an error about an earlier message) to every session of

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use kith_proto::UserId;
 
+use crate::audience::Audience;
+
 /// How long a presence subscription at another node is trusted before it is asked for again
 /// (the other node keeps subscriptions in memory and forgets them when it restarts).
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(600);
@@ -16,11 +18,15 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(600);
 /// Most remote users remembered as subscribed; past that, old entries are forgotten.
 const MAX_SUBSCRIBED: usize = 100_000;
 
-/// Remote users this instance subscribed to.
+/// Remote users this instance subscribed to, and whom of this node's users their home nodes
+/// said they share their presence with.
 #[derive(Debug, Default)]
 pub struct RemotePresence {
     /// Remote users this node asked to hear about, and when.
     subscribed: Mutex<HashMap<UserId, Instant>>,
+    /// The audience each remote user's last presence report named (bounded like
+    /// `subscribed`: reports come only for users this node subscribed to).
+    audiences: Mutex<HashMap<UserId, Audience>>,
 }
 
 impl RemotePresence {
@@ -39,6 +45,22 @@ impl RemotePresence {
             subscribed.insert(user.clone(), now);
         }
         true
+    }
+
+    /// Who of this node's users may see `user`'s presence, as their node last said; nobody
+    /// until it said anything.
+    pub fn audience(&self, user: &UserId) -> Audience {
+        let audiences = self.audiences.lock().unwrap_or_else(PoisonError::into_inner);
+        audiences.get(user).cloned().unwrap_or_else(|| Audience::only(user, []))
+    }
+
+    /// Records what `user`'s node said about their audience; returns the one it replaces.
+    pub fn set_audience(&self, user: &UserId, audience: Audience) -> Audience {
+        let mut audiences = self.audiences.lock().unwrap_or_else(PoisonError::into_inner);
+        if audiences.len() >= MAX_SUBSCRIBED && !audiences.contains_key(user) {
+            audiences.clear();
+        }
+        audiences.insert(user.clone(), audience).unwrap_or_else(|| Audience::only(user, []))
     }
 }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use kith_client_api::{ApiState, RateLimits, TokenKeys};
 use kith_proto::Timestamp;
 use tokio::net::TcpListener;
@@ -69,9 +70,19 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used (names the file).
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The HTTP server failed.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+}
+
+/// How the client listener speaks: plain HTTP (behind a TLS proxy, or on loopback), or TLS
+/// itself.
+enum ClientListener {
+    Plain(TcpListener),
+    Tls(crate::tls::TlsListener),
 }
 
 /// A node that is serving.
@@ -109,6 +120,8 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let data_dir = &config.node.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir { path: data_dir.clone(), source })?;
     let secret = secrets::token_secret(&config.node.token_secret_file)?;
+    // Read first: a bad certificate stops the node before anything else starts.
+    let certificates = config.tls.clone().map(crate::tls::Certificates::load).transpose()?;
 
     let instances = if config.cluster.redis_url.is_some() { Instances::Shared } else { Instances::Alone };
     let store = store::open(&config.node.location, &config.store, &config.node.server_name, instances).await?;
@@ -187,8 +200,20 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     let listener = bind(config.listen, config.cluster.reuse_port)
         .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+    let (listener, scheme) = match certificates {
+        None => (ClientListener::Plain(listener), "http"),
+        Some(certificates) => {
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| NodeError::Serve(std::io::Error::other(format!("listening for SIGHUP: {e}"))))?;
+            state.tasks.spawn(crate::tls::reload_on_hangup(certificates.clone(), hangup, shutdown.clone()));
+            let timeout = certificates.files().handshake_timeout;
+            let listener = crate::tls::TlsListener::new(listener, certificates.acceptor()?, timeout, shutdown.clone())
+                .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
+            (ClientListener::Tls(listener), "https")
+        }
+    };
     info!(
-        "kith {} listening on http://{addr} as {} (store: {}; instance {instance_id}, {})",
+        "kith {} listening on {scheme}://{addr} as {} (store: {}; instance {instance_id}, {})",
         env!("CARGO_PKG_VERSION"),
         config.node.server_name,
         state.store.describe(),
@@ -196,19 +221,28 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     );
 
     state.tasks.spawn(prune_rate_limits(api.limits.clone(), shutdown.clone()));
-    let task = tokio::spawn(serve(listener, api, state, shutdown.clone()));
+    let trusted = Arc::new(config.trusted_proxies.clone());
+    let task = tokio::spawn(serve(listener, api, trusted, state, shutdown.clone()));
     Ok(RunningNode { addr, shutdown, task })
 }
 
 async fn serve(
-    listener: TcpListener,
+    listener: ClientListener,
     api: ApiState,
+    trusted_proxies: Arc<kith_client_api::TrustedProxies>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     let connections = api.connections.clone();
-    let app = kith_client_api::router(api).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let app = kith_client_api::router(api)
+        .layer(axum::Extension(trusted_proxies))
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let stop = shutdown.clone().cancelled_owned();
+    let served = match listener {
+        ClientListener::Plain(listener) => axum::serve(listener, app).with_graceful_shutdown(stop).await,
+        // `tap_io` only for axum's connect info: it knows the peer address of any tapped listener.
+        ClientListener::Tls(listener) => axum::serve(listener.tap_io(|_| ()), app).with_graceful_shutdown(stop).await,
+    };
     // Reached on shutdown (or a listener failure): WebSockets were told to close by the same
     // token; wait for them, then for work they left behind, then close the store.
     shutdown.cancel();

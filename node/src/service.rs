@@ -7,7 +7,9 @@ use kith_client_api::{
 };
 use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::rest::HistoryPage;
-use kith_proto::{DeviceId, IncomingMessage, MessageId, MessageStatus, PresenceView, ServerName, UserId, Username};
+use kith_proto::{
+    DeviceId, IncomingMessage, MessageId, MessageStatus, PresenceView, PresenceVisibility, ServerName, UserId, Username,
+};
 
 use crate::state::AppState;
 use crate::{accounts, delivery, history, keys, presence};
@@ -53,8 +55,16 @@ impl ChatService for NodeService {
         history::page(&self.state, caller, peer, before, limit).await
     }
 
-    async fn presence(&self, user: &UserId) -> Result<PresenceView, ServiceError> {
-        presence::presence_of(&self.state, user).await
+    async fn presence(&self, viewer: &UserId, user: &UserId) -> Result<PresenceView, ServiceError> {
+        presence::presence_for(&self.state, viewer, user).await
+    }
+
+    async fn presence_visibility(&self, user: &UserId) -> Result<PresenceVisibility, ServiceError> {
+        presence::visibility(&self.state, user).await
+    }
+
+    async fn set_presence_visibility(&self, user: &UserId, visibility: PresenceVisibility) -> Result<(), ServiceError> {
+        presence::set_visibility(&self.state, user, visibility).await
     }
 
     async fn open_session(&self, caller: &Caller) -> Result<Session, ServiceError> {

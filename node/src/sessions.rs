@@ -17,6 +17,8 @@ use kith_proto::{DeviceId, ServerName, UserId};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tracing::debug;
 
+use crate::audience::Audience;
+
 /// A registered session.
 #[derive(Debug)]
 struct Entry {
@@ -218,12 +220,13 @@ impl Sessions {
 
     /// Pushes `event` to every session watching `user`'s presence; a session too slow to take
     /// it is closed.
-    pub fn push_to_watchers(&self, user: &UserId, event: &SessionEvent) {
+    pub fn push_to_watchers(&self, user: &UserId, event: &SessionEvent, audience: &Audience) {
         let mut registry = self.registry();
         let Registry { sessions, watchers, .. } = &mut *registry;
         let mut closed = Vec::new();
         for id in watchers.get(user).into_iter().flatten() {
             if let Some(entry) = sessions.get_mut(id)
+                && audience.admits(&entry.user)
                 && push(*id, entry, event) == Pushed::Closed
             {
                 closed.push(entry.user.clone());
@@ -246,6 +249,11 @@ impl Sessions {
             registry.watchers.entry(user).or_default().insert(id);
         }
         true
+    }
+
+    /// Whose session `id` is; `None` once it is gone.
+    pub fn user_of(&self, id: SessionId) -> Option<UserId> {
+        self.registry().sessions.get(&id).map(|e| e.user.clone())
     }
 
     /// How many users one session watches (to enforce the subscription cap).
@@ -357,10 +365,12 @@ mod tests {
         let (alice, bob) = (user("alice"), user("bob"));
         let (watcher, mut rx, _) = sessions.register(&alice, DeviceId(0)).unwrap();
         assert!(sessions.watch(watcher, std::slice::from_ref(&bob)));
-        sessions.push_to_watchers(&bob, &event(&bob));
+        sessions.push_to_watchers(&bob, &event(&bob), &Audience::only(&bob, []));
+        assert!(rx.try_recv().is_err(), "a watcher not admitted hears nothing");
+        sessions.push_to_watchers(&bob, &event(&bob), &Audience::only(&bob, [alice.clone()]));
         assert!(rx.try_recv().is_ok());
         sessions.unregister(watcher);
-        sessions.push_to_watchers(&bob, &event(&bob));
+        sessions.push_to_watchers(&bob, &event(&bob), &Audience::Everyone);
         assert!(sessions.registry().watchers.is_empty());
     }
 }

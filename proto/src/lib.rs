@@ -25,6 +25,6 @@ pub mod ws;
 
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{ClientMessageId, DeviceId, IdError, MessageId, ServerName, UserId, Username};
-pub use rest::{MessageStatus, MessageView, PresenceStatus, PresenceView};
+pub use rest::{MessageStatus, MessageView, PresenceSettings, PresenceStatus, PresenceView, PresenceVisibility};
 pub use time::Timestamp;
 pub use ws::{ClientFrame, IncomingMessage, ServerFrame};

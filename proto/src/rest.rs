@@ -175,6 +175,54 @@ pub enum PresenceStatus {
     Online,
     /// No live session.
     Offline,
+    /// The user does not share their presence with the asker (their setting is `contacts`
+    /// and the asker is not one, or `nobody`); `lastSeen` is then null. Changes of such a
+    /// user are not pushed to the asker.
+    Unknown,
+}
+
+/// Who may see a user's presence and `lastSeen`: `PUT /api/v1/settings/presence`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceVisibility {
+    /// Any user, of this node or another.
+    Everyone,
+    /// Only users the user has a conversation with (a message either way), on any node.
+    #[default]
+    Contacts,
+    /// No one but the user's own devices.
+    Nobody,
+}
+
+impl PresenceVisibility {
+    /// The stored form: `everyone`, `contacts`, `nobody`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Everyone => "everyone",
+            Self::Contacts => "contacts",
+            Self::Nobody => "nobody",
+        }
+    }
+
+    /// Reads the stored form back.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "everyone" => Some(Self::Everyone),
+            "contacts" => Some(Self::Contacts),
+            "nobody" => Some(Self::Nobody),
+            _ => None,
+        }
+    }
+}
+
+/// `GET` and `PUT /api/v1/settings/presence`: who may see the user's presence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// `everyone`, `contacts` (the default) or `nobody`.
+    pub visibility: PresenceVisibility,
 }
 
 /// A user's presence: `GET /api/v1/presence/{userId}` and the WebSocket `presence` frame.
@@ -184,10 +232,18 @@ pub enum PresenceStatus {
 pub struct PresenceView {
     /// Whose presence.
     pub user_id: UserId,
-    /// Online or offline.
+    /// Online, offline, or unknown (not shared with the asker).
     pub status: PresenceStatus,
-    /// When their last session closed; null if they were never seen or are online now.
+    /// When their last session closed; null if they were never seen, are online now, or do
+    /// not share their presence with the asker.
     pub last_seen: Option<Timestamp>,
+}
+
+impl PresenceView {
+    /// What someone the user does not share their presence with sees.
+    pub fn hidden(user_id: UserId) -> Self {
+        Self { user_id, status: PresenceStatus::Unknown, last_seen: None }
+    }
 }
 
 /// `GET /healthz` and `GET /readyz`.

@@ -29,7 +29,7 @@ pub(crate) async fn register(
     ClientAddr(addr): ClientAddr,
     Json(body): Json<Credentials>,
 ) -> Result<(StatusCode, axum::Json<AuthResponse>), ApiError> {
-    state.limits.check_account(addr)?;
+    limit(&state, addr)?;
     let device = body.device_id.unwrap_or_default();
     let (username, password) = parse_credentials(body)?;
     let user = state.service.register(username, password, device).await?;
@@ -55,12 +55,18 @@ pub(crate) async fn login(
     ClientAddr(addr): ClientAddr,
     Json(body): Json<Credentials>,
 ) -> Result<axum::Json<AuthResponse>, ApiError> {
-    state.limits.check_account(addr)?;
+    limit(&state, addr)?;
     // A malformed username cannot belong to anyone: answer as for a wrong password.
     let device = body.device_id.unwrap_or_default();
     let (username, password) = parse_credentials(body).map_err(|_| ServiceError::InvalidCredentials)?;
     let user = state.service.login(username, password, device).await?;
     respond(&state, Caller { user, device })
+}
+
+/// The per-address allowance of account requests; `addr` is the real client (behind a
+/// trusted proxy, the address it forwarded).
+fn limit(state: &ApiState, addr: std::net::IpAddr) -> Result<(), ApiError> {
+    state.limits.check_account(addr).inspect_err(|_| tracing::debug!(client = %addr, "account requests rate limited"))
 }
 
 fn respond(state: &ApiState, caller: Caller) -> Result<axum::Json<AuthResponse>, ApiError> {

@@ -8,11 +8,8 @@ pub(crate) mod openapi;
 mod presence;
 mod web;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post, put};
 
 use crate::error::ApiError;
@@ -26,6 +23,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/login", post(accounts::login))
         .route("/api/v1/messages", post(messages::send).get(messages::history))
         .route("/api/v1/presence/{user_id}", get(presence::presence))
+        .route("/api/v1/settings/presence", get(presence::settings).put(presence::set_settings))
         .route("/api/v1/keys", put(keys::publish))
         .route("/api/v1/keys/count", get(keys::count))
         .route("/api/v1/keys/removals", post(keys::publish_removal))
@@ -53,19 +51,5 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The client's IP address, for per-address rate limits. Served without connection info (as
-/// in handler tests) every client counts as `0.0.0.0`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientAddr(pub(crate) IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| addr.ip());
-        Ok(Self(addr))
-    }
-}
+/// The client's IP address (the TCP peer, or what a trusted proxy forwarded).
+pub(crate) use crate::client_addr::ClientAddr;

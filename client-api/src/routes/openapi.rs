@@ -7,8 +7,8 @@ use utoipa::{Modify, OpenApi};
 use kith_proto::DeviceId;
 use kith_proto::keys::{DeviceBundle, KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::rest::{
-    AuthResponse, Credentials, HealthResponse, HistoryPage, MessageStatus, MessageView, PresenceStatus, PresenceView,
-    SendMessageRequest, SendMessageResponse, SendStatus,
+    AuthResponse, Credentials, HealthResponse, HistoryPage, MessageStatus, MessageView, PresenceSettings,
+    PresenceStatus, PresenceView, PresenceVisibility, SendMessageRequest, SendMessageResponse, SendStatus,
 };
 use kith_proto::ws::{ClientFrame, IncomingMessage, ServerFrame};
 use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
@@ -28,6 +28,8 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
         super::messages::send,
         super::messages::history,
         super::presence::presence,
+        super::presence::settings,
+        super::presence::set_settings,
         super::keys::publish,
         super::keys::claim,
         super::keys::devices,
@@ -40,7 +42,8 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
     ),
     components(schemas(
         Credentials, AuthResponse, SendMessageRequest, SendMessageResponse, SendStatus, HistoryPage,
-        MessageView, MessageStatus, PresenceView, PresenceStatus, HealthResponse, ErrorBody, ErrorDetail,
+        MessageView, MessageStatus, PresenceView, PresenceStatus, PresenceSettings,
+        PresenceVisibility, HealthResponse, ErrorBody, ErrorDetail,
         ErrorCode, ClientFrame, ServerFrame, IncomingMessage, KeyUpload, KeyCount, KeyBundles, DeviceBundle,
         RemovalUpload, DeviceId,
     )),

@@ -30,6 +30,7 @@ use clap::{Parser, Subcommand};
 use kith_client::proto::{DeviceId, ErrorCode, ServerFrame, UserId};
 use kith_client::{
     Body, ClientError, Event, HistoryEntry, LINK_WAIT, Messenger, MessengerError, Profile, ProfileError, SessionError,
+    Trust,
 };
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -40,10 +41,15 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 #[derive(Debug, Parser)]
 #[command(name = "kith-chat", version, about, long_about = None)]
 struct Cli {
-    /// The node's URL (http:// only; TLS is not supported yet). Default: the profile's node,
-    /// or http://127.0.0.1:8080 for register, login and link accept.
+    /// The node's URL, http:// or https://. Default: the profile's node, or
+    /// http://127.0.0.1:8080 for register, login and link accept.
     #[arg(long, env = "KITH_SERVER", global = true, value_name = "URL")]
     server: Option<String>,
+
+    /// For an https:// node: trust only the CA certificates in this PEM file, instead of the
+    /// system's (for a private CA or a self-signed node).
+    #[arg(long, env = "KITH_CA_FILE", global = true, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 
     /// The profile directory: this device's keys, sessions and decrypted history.
     /// Default: $XDG_CONFIG_HOME/kith/default (or ~/.config/kith/default).
@@ -172,10 +178,11 @@ async fn run(cli: Cli) -> Result<()> {
         None => Profile::default_dir().context("no profile directory: pass --profile or set KITH_PROFILE")?,
     };
     let server = cli.server.as_deref();
+    let trust = cli.ca_file.map_or(Trust::System, Trust::CaFile);
     match cli.command {
         Command::Register { username, device } => {
             let password = password(&format!("New password for {username}: "), true)?;
-            let profile = new_profile(dir)?;
+            let profile = new_profile(dir, &trust)?;
             let server = server.unwrap_or(DEFAULT_SERVER);
             let m = Messenger::register(profile, server, &username, &password, device.map(DeviceId))
                 .await
@@ -191,7 +198,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Login { username, device, new_identity } => {
             let password = password(&format!("Password for {username}: "), false)?;
             let existing = Profile::new(&dir).exists();
-            let profile = if existing { existing_profile(dir)? } else { new_profile(dir)? };
+            let profile = if existing { existing_profile(dir, &trust)? } else { new_profile(dir, &trust)? };
             let account = profile.account().ok();
             let server = server.or(account.as_ref().map(|a| a.server.as_str())).unwrap_or(DEFAULT_SERVER).to_owned();
             let m = Messenger::login(profile, &server, &username, &password, device.map(DeviceId), new_identity)
@@ -212,7 +219,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Link { accept: None, wait } => {
-            let mut m = open(dir, server)?;
+            let mut m = open(dir, server, &trust)?;
             let offer = m.link_offer();
             eprintln!("On the new device, run:");
             println!("kith-chat link accept {}", offer.code().as_str());
@@ -223,7 +230,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Link { accept: Some(LinkCommand::Accept { code, device }), wait } => {
             let user = code.rsplit_once('/').map_or(code.as_str(), |(user, _)| user).to_owned();
             let password = password(&format!("Password for {user}: "), false)?;
-            let profile = new_profile(dir)?;
+            let profile = new_profile(dir, &trust)?;
             let server = server.unwrap_or(DEFAULT_SERVER);
             let m = Messenger::link(profile, server, &code, &password, device.map(DeviceId), Duration::from_secs(wait))
                 .await
@@ -237,7 +244,7 @@ async fn run(cli: Cli) -> Result<()> {
             warn_if_unencrypted(m.profile());
         }
         Command::Devices => {
-            let mut m = open(dir, server)?;
+            let mut m = open(dir, server, &trust)?;
             let (devices, events) = m.own_devices().await.map_err(|e| failed(e, m.server()))?;
             for event in &events {
                 print_event(event, false);
@@ -248,12 +255,12 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::RemoveDevice { device } => {
-            let mut m = open(dir, server)?;
+            let mut m = open(dir, server, &trust)?;
             m.remove_device(DeviceId(device)).await.map_err(|e| failed(e, m.server()))?;
             println!("removed device {device}; contacts stop writing to it");
         }
         Command::Send { user, text } => {
-            let mut m = open(dir, server)?;
+            let mut m = open(dir, server, &trust)?;
             let to = m.resolve(&user)?;
             let sent = m.send(&to, &text).await.map_err(|e| failed(e, m.server()))?;
             for event in &sent.events {
@@ -261,9 +268,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
             println!("sent {}", sent.entry.message_id);
         }
-        Command::Listen { json } => listen(open(dir, server)?, json).await?,
+        Command::Listen { json } => listen(open(dir, server, &trust)?, json).await?,
         Command::History { user, json } => {
-            let mut m = open(dir, server)?;
+            let mut m = open(dir, server, &trust)?;
             let peer = m.resolve(&user)?;
             let synced = m.sync().await;
             if let Ok(events) = &synced {
@@ -279,7 +286,7 @@ async fn run(cli: Cli) -> Result<()> {
             synced.map_err(|e| failed(e, m.server()))?;
         }
         Command::SafetyNumber { user, json } => {
-            let mut m = open(dir, server)?;
+            let mut m = open(dir, server, &trust)?;
             let peer = m.resolve(&user)?;
             let (number, _) = m.safety_number(&peer).await.map_err(|e| failed(e, m.server()))?;
             if json {
@@ -298,7 +305,7 @@ async fn run(cli: Cli) -> Result<()> {
             warn_if_changed(&m, &peer)?;
         }
         Command::Trust { user } => {
-            let mut m = open(dir, server)?;
+            let mut m = open(dir, server, &trust)?;
             let peer = m.resolve(&user)?;
             if m.trust(&peer).await.map_err(|e| failed(e, m.server()))? {
                 println!("accepted the new identity of {peer}; sending works again");
@@ -306,13 +313,13 @@ async fn run(cli: Cli) -> Result<()> {
                 println!("nothing to accept: the identity of {peer} did not change");
             }
         }
-        Command::Chat { user } => chat(open(dir, server)?, &user).await?,
+        Command::Chat { user } => chat(open(dir, server, &trust)?, &user).await?,
     }
     Ok(())
 }
 
-fn open(dir: PathBuf, server: Option<&str>) -> Result<Messenger> {
-    let profile = existing_profile(dir.clone())?;
+fn open(dir: PathBuf, server: Option<&str>, trust: &Trust) -> Result<Messenger> {
+    let profile = existing_profile(dir.clone(), trust)?;
     Messenger::open(profile, server).map_err(|e| match e {
         MessengerError::Profile(ProfileError::Missing(_)) => anyhow!(
             "no profile in {}: run `kith-chat register <name>`, or `kith-chat link accept <code>` to add this device to an account (or pass --profile)",
@@ -324,9 +331,9 @@ fn open(dir: PathBuf, server: Option<&str>) -> Result<Messenger> {
 
 /// The profile in `dir` as it is: with its passphrase (KITH_PASSPHRASE or a prompt) if it is
 /// encrypted.
-fn existing_profile(dir: PathBuf) -> Result<Profile> {
+fn existing_profile(dir: PathBuf, trust: &Trust) -> Result<Profile> {
     if !Profile::new(&dir).encrypted() {
-        return Ok(Profile::new(dir));
+        return Ok(Profile::new(dir).with_trust(trust.clone()));
     }
     let passphrase = match std::env::var("KITH_PASSPHRASE") {
         Ok(passphrase) => passphrase,
@@ -334,12 +341,12 @@ fn existing_profile(dir: PathBuf) -> Result<Profile> {
             .context("cannot ask for the passphrase; set KITH_PASSPHRASE")?,
         Err(_) => bail!("the profile in {} is encrypted: set KITH_PASSPHRASE", dir.display()),
     };
-    Ok(Profile::with_passphrase(dir, Some(passphrase)))
+    Ok(Profile::with_passphrase(dir, Some(passphrase)).with_trust(trust.clone()))
 }
 
 /// A profile about to be made, encrypted with a passphrase from KITH_PASSPHRASE or a prompt
 /// (empty for none).
-fn new_profile(dir: PathBuf) -> Result<Profile> {
+fn new_profile(dir: PathBuf, trust: &Trust) -> Result<Profile> {
     let passphrase = match std::env::var("KITH_PASSPHRASE") {
         Ok(passphrase) => passphrase,
         Err(_) if std::io::stdin().is_terminal() => {
@@ -355,7 +362,7 @@ fn new_profile(dir: PathBuf) -> Result<Profile> {
         }
         Err(_) => String::new(),
     };
-    Ok(Profile::with_passphrase(dir, Some(passphrase)))
+    Ok(Profile::with_passphrase(dir, Some(passphrase)).with_trust(trust.clone()))
 }
 
 /// The one warning about a profile kept in clear.
@@ -425,6 +432,7 @@ fn explain(e: &anyhow::Error, server_hint: Option<&str>) -> String {
 fn explain_client(e: &ClientError, server: &str) -> String {
     match e {
         ClientError::Transport(reason) => format!("cannot reach {server}: {reason}"),
+        ClientError::Tls(reason) => format!("no secure connection to {server}: {reason}"),
         ClientError::TimedOut(what) => format!("{server} did not answer in time: {what}"),
         ClientError::Api { code: ErrorCode::InvalidCredentials, .. } => "wrong username or password".into(),
         ClientError::Api { code: ErrorCode::TokenExpired | ErrorCode::InvalidToken, .. } => {

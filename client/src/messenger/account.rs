@@ -35,7 +35,7 @@ impl Messenger {
             }
             .into());
         }
-        let client = Client::new(server)?.device(device.unwrap_or_else(random_device_id));
+        let client = Client::with_trust(server, profile.trust())?.device(device.unwrap_or_else(random_device_id));
         let api = client.register(username, password).await?;
         Self::start(profile, api, false).await
     }
@@ -67,7 +67,7 @@ impl Messenger {
             Err(e) => return Err(e.into()),
         };
         let Some(account) = existing else {
-            let client = Client::new(server)?.device(device.unwrap_or_else(random_device_id));
+            let client = Client::with_trust(server, profile.trust())?.device(device.unwrap_or_else(random_device_id));
             let api = client.login(username, password).await?;
             if !new_identity {
                 return Err(MessengerError::NotLinked(api.user_id().clone()));
@@ -82,7 +82,8 @@ impl Messenger {
         if account.user_id.name() != username || device.is_some_and(|d| d != account.device_id) {
             return Err(taken().into());
         }
-        let api = Client::new(server)?.device(account.device_id).login(username, password).await?;
+        let api =
+            Client::with_trust(server, profile.trust())?.device(account.device_id).login(username, password).await?;
         if api.user_id() != &account.user_id {
             return Err(taken().into());
         }
@@ -137,7 +138,7 @@ impl Messenger {
     /// [`ProfileError::Missing`] and other profile errors; an invalid URL.
     pub fn open(profile: Profile, server: Option<&str>) -> Result<Self, MessengerError> {
         let account = profile.account()?;
-        let client = Client::new(server.unwrap_or(&account.server))?.device(account.device_id);
+        let client = Client::with_trust(server.unwrap_or(&account.server), profile.trust())?.device(account.device_id);
         let api = client.authed(kith_proto::rest::AuthResponse {
             user_id: account.user_id,
             device_id: account.device_id,

@@ -130,8 +130,10 @@ impl Messenger {
             }
             .into());
         }
-        let api =
-            Client::new(server)?.device(device.unwrap_or_else(random_device_id)).login(user.name(), password).await?;
+        let api = Client::with_trust(server, profile.trust())?
+            .device(device.unwrap_or_else(random_device_id))
+            .login(user.name(), password)
+            .await?;
         if api.user_id() != &user {
             return Err(link_failed(format!(
                 "the code is for {user}, but this server knows the account as {}",

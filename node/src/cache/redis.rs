@@ -272,6 +272,8 @@ impl Cache for RedisCache {
         let status = match presence.status {
             PresenceStatus::Online => "online",
             PresenceStatus::Offline => "offline",
+            // A remote user whose home node shares nothing with this node's users.
+            PresenceStatus::Unknown => "unknown",
         };
         let last_seen = presence.last_seen.map(|t| t.as_millis().to_string()).unwrap_or_default();
         // Local users' entries are kept by the instances' presence; other nodes' expire.

@@ -229,7 +229,11 @@ impl Membership {
         Ok(status.map(|status| Observed {
             view: PresenceView {
                 user_id: user.clone(),
-                status: if status == "online" { PresenceStatus::Online } else { PresenceStatus::Offline },
+                status: match status.as_str() {
+                    "online" => PresenceStatus::Online,
+                    "unknown" => PresenceStatus::Unknown,
+                    _ => PresenceStatus::Offline,
+                },
                 last_seen: (status != "online").then(|| last_seen.map(Timestamp::from_millis)).flatten(),
             },
             at: Timestamp::from_millis(at.unwrap_or(0)),

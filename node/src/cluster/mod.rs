@@ -37,6 +37,8 @@ pub use membership::Departed;
 use membership::{HEARTBEAT, Membership};
 use wire::Wire;
 
+use crate::audience::Audience;
+
 /// How many events from other instances may wait for delivery here.
 const INCOMING_QUEUE: usize = 4096;
 
@@ -65,6 +67,8 @@ pub enum Incoming {
         user: UserId,
         /// The frame.
         event: SessionEvent,
+        /// Which watchers may have it.
+        audience: Audience,
     },
     /// A device was removed on another instance.
     CloseDevice {
@@ -91,7 +95,11 @@ impl From<Wire> for Incoming {
             Wire::ToUser { user, except, message_id, text } => {
                 Self::ToUser { user, except: except.map(DeviceId), event: SessionEvent::encoded(text, message_id) }
             }
-            Wire::ToWatchers { user, text } => Self::ToWatchers { user, event: SessionEvent::encoded(text, None) },
+            Wire::ToWatchers { user, text, admitted, inverted } => Self::ToWatchers {
+                user,
+                event: SessionEvent::encoded(text, None),
+                audience: Audience::read_wire(admitted, inverted),
+            },
             Wire::CloseDevice { user, device } => Self::CloseDevice { user, device: DeviceId(device) },
             Wire::OutboxWake { destination } => match ServerName::parse(&destination) {
                 Ok(destination) => Self::OutboxWake(destination),
@@ -294,12 +302,12 @@ impl Cluster {
     }
 
     /// Hands a presence frame to the other instances with sessions watching `user`.
-    pub async fn forward_to_watchers(&self, user: &UserId, event: &SessionEvent) {
+    pub async fn forward_to_watchers(&self, user: &UserId, event: &SessionEvent, audience: &Audience) {
         let Some(shared) = &self.shared else {
             return;
         };
         let key = shared.link.key(&["user", user.as_str(), "watchers"]);
-        self.forward(shared, user, key, || Wire::to_watchers(user, event)).await;
+        self.forward(shared, user, key, || Wire::to_watchers(user, event, audience)).await;
     }
 
     async fn forward(&self, shared: &Shared, user: &UserId, set: String, wire: impl FnOnce() -> Wire) {

@@ -6,6 +6,8 @@ use kith_client_api::SessionEvent;
 use kith_proto::{DeviceId, MessageId, UserId};
 use serde::{Deserialize, Serialize};
 
+use crate::audience::Audience;
+
 /// The stream entry field holding the event.
 pub(crate) const FIELD: &str = "e";
 
@@ -18,7 +20,16 @@ pub(crate) enum Wire {
     ToUser { user: UserId, except: Option<u32>, message_id: Option<MessageId>, text: String },
     /// A presence frame for the sessions watching `user`.
     #[serde(rename_all = "camelCase")]
-    ToWatchers { user: UserId, text: String },
+    ToWatchers {
+        user: UserId,
+        text: String,
+        /// The watchers admitted ([`Audience`]): absent for everyone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        admitted: Option<Vec<UserId>>,
+        /// Whether `admitted` lists those excluded instead.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        inverted: bool,
+    },
     /// A device was removed: its sessions end, and its tokens stop working.
     #[serde(rename_all = "camelCase")]
     CloseDevice { user: UserId, device: u32 },
@@ -43,8 +54,9 @@ impl Wire {
     }
 
     /// The event carrying a presence frame to `user`'s watchers.
-    pub(crate) fn to_watchers(user: &UserId, event: &SessionEvent) -> Self {
-        Self::ToWatchers { user: user.clone(), text: event.text().to_owned() }
+    pub(crate) fn to_watchers(user: &UserId, event: &SessionEvent, audience: &Audience) -> Self {
+        let (admitted, inverted) = audience.to_wire();
+        Self::ToWatchers { user: user.clone(), text: event.text().to_owned(), admitted, inverted }
     }
 
     /// Encodes the event for a stream entry.
@@ -68,7 +80,13 @@ mod tests {
         let user = UserId::parse("bob@test").unwrap_or_else(|e| panic!("{e}"));
         for wire in [
             Wire::ToUser { user: user.clone(), except: Some(2), message_id: Some(MessageId::now()), text: "{}".into() },
-            Wire::ToWatchers { user: user.clone(), text: "{}".into() },
+            Wire::ToWatchers { user: user.clone(), text: "{}".into(), admitted: None, inverted: false },
+            Wire::ToWatchers {
+                user: user.clone(),
+                text: "{}".into(),
+                admitted: Some(vec![user.clone()]),
+                inverted: true,
+            },
             Wire::CloseDevice { user: user.clone(), device: 3 },
             Wire::Replay { users: Some(vec![user]) },
             Wire::Replay { users: None },

@@ -7,6 +7,8 @@ use kith_proto::{MessageId, MessageStatus, MessageView, PresenceView, ServerName
 
 use super::OutboxEntry;
 
+use crate::audience::Audience;
+
 fn entry(destination: ServerName, envelope_id: String, payload: &Payload) -> Result<OutboxEntry, FederationError> {
     Ok(OutboxEntry { destination, envelope_id, kind: payload.kind(), body: payload.encode()? })
 }
@@ -49,8 +51,15 @@ pub(crate) fn presence(
     destination: ServerName,
     view: &PresenceView,
     at: Timestamp,
+    audience: &Audience,
 ) -> Result<OutboxEntry, FederationError> {
-    let body = PresenceBody { user_id: view.user_id.clone(), status: view.status, last_seen: view.last_seen, at };
+    let body = PresenceBody {
+        user_id: view.user_id.clone(),
+        status: view.status,
+        last_seen: view.last_seen,
+        at,
+        audience: audience.on(&destination),
+    };
     entry(destination, MessageId::now().to_string(), &Payload::Presence(body))
 }
 

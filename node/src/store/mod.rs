@@ -36,7 +36,9 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 pub use kith_federation::Kind;
-use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, MessageView, ServerName, Timestamp, UserId};
+use kith_proto::{
+    ClientMessageId, DeviceId, MessageId, MessageStatus, MessageView, PresenceVisibility, ServerName, Timestamp, UserId,
+};
 use tokio::sync::oneshot;
 
 use postgres::open_postgres;
@@ -225,6 +227,8 @@ pub struct UserRecord {
     pub password_hash: String,
     /// When the user's last session closed.
     pub last_seen: Option<Timestamp>,
+    /// Who may see the user's presence.
+    pub presence_visibility: PresenceVisibility,
 }
 
 impl fmt::Debug for UserRecord {
@@ -232,6 +236,7 @@ impl fmt::Debug for UserRecord {
         f.debug_struct("UserRecord")
             .field("user_id", &self.user_id)
             .field("last_seen", &self.last_seen)
+            .field("presence_visibility", &self.presence_visibility)
             .finish_non_exhaustive()
     }
 }
@@ -551,6 +556,13 @@ pub trait Store: Send + Sync + 'static {
     /// Marks every user offline, with `last_seen = at` for those who were online: run at
     /// start-up, since no session survives a restart.
     async fn reset_presence(&self, at: Timestamp) -> Result<Committed<u64>, StoreError>;
+
+    /// Sets who may see `user_id`'s presence; commits `false` when there is no such user.
+    async fn set_presence_visibility(
+        &self,
+        user_id: &UserId,
+        visibility: PresenceVisibility,
+    ) -> Result<Committed<bool>, StoreError>;
 
     /// The newest `limit` messages of `owner`'s conversation with `peer` older than `before`,
     /// oldest first.

@@ -26,6 +26,9 @@ impl<DB> Writer<DB> {
                 slot.keep(Self::set_presence(tx, user_id, *online, *at).await)
             }
             Job::ResetPresence(at, slot) => slot.keep(Self::reset_presence(tx, *at).await),
+            Job::SetPresenceVisibility { user_id, visibility, slot } => {
+                slot.keep(Self::set_presence_visibility(tx, user_id, *visibility).await)
+            }
             Job::AddDevice { user, device, at, slot } => slot.keep(Self::add_device(tx, user, *device, *at).await),
             Job::RemoveDevice { user, device, slot } => slot.keep(Self::remove_device(tx, user, *device).await),
             Job::PublishKeys { user, device, keys, slot } => {
@@ -314,6 +317,19 @@ impl<DB> Writer<DB> {
             .execute(&mut **tx)
             .await?;
         Ok(())
+    }
+
+    async fn set_presence_visibility(
+        tx: &mut Tx<DB>,
+        user_id: &str,
+        visibility: kith_proto::PresenceVisibility,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query::<DB>("UPDATE users SET presence_visibility = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(visibility.as_str())
+            .execute(&mut **tx)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn reset_presence(tx: &mut Tx<DB>, at: Timestamp) -> Result<u64, StoreError> {

@@ -82,6 +82,7 @@ pub(crate) struct UserRow {
     user_id: String,
     password_hash: String,
     last_seen: Option<i64>,
+    presence_visibility: String,
 }
 
 impl UserRow {
@@ -90,6 +91,8 @@ impl UserRow {
             user_id: parse_user("users", &self.user_id)?,
             password_hash: self.password_hash,
             last_seen: self.last_seen.map(Timestamp::from_millis),
+            presence_visibility: kith_proto::PresenceVisibility::parse(&self.presence_visibility)
+                .ok_or_else(|| corrupt("users", format!("presence_visibility {:?}", self.presence_visibility)))?,
         })
     }
 }

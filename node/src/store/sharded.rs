@@ -399,6 +399,14 @@ impl Store for ShardedStore {
         self.shard(user_id).set_presence(user_id, online, at).await
     }
 
+    async fn set_presence_visibility(
+        &self,
+        user_id: &UserId,
+        visibility: kith_proto::PresenceVisibility,
+    ) -> Result<Committed<bool>, StoreError> {
+        self.shard(user_id).set_presence_visibility(user_id, visibility).await
+    }
+
     async fn reset_presence(&self, at: Timestamp) -> Result<Committed<u64>, StoreError> {
         let mut commits = Vec::new();
         for shard in &self.shards {

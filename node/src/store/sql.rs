@@ -218,7 +218,7 @@ impl<DB> Store for SqlStore<DB> {
     }
 
     async fn user(&self, user_id: &UserId) -> Result<Option<super::UserRecord>, StoreError> {
-        sqlx::query_as::<DB, UserRow>("SELECT user_id, password_hash, last_seen FROM users WHERE user_id = $1")
+        sqlx::query_as::<DB, UserRow>("SELECT user_id, password_hash, last_seen, presence_visibility FROM users WHERE user_id = $1")
             .bind(user_id.as_str())
             .fetch_optional(&self.read)
             .await.map_err(|e| self.failed(e))?
@@ -244,6 +244,16 @@ impl<DB> Store for SqlStore<DB> {
 
     async fn reset_presence(&self, at: Timestamp) -> Result<Committed<u64>, StoreError> {
         self.enqueue("presence", |slot| Job::ResetPresence(at, slot)).await
+    }
+
+    async fn set_presence_visibility(
+        &self,
+        user_id: &UserId,
+        visibility: kith_proto::PresenceVisibility,
+    ) -> Result<Committed<bool>, StoreError> {
+        let user_id = user_id.to_string();
+        let key = user_id.clone();
+        self.enqueue(&key, |slot| Job::SetPresenceVisibility { user_id, visibility, slot }).await
     }
 
     async fn history(

@@ -67,6 +67,11 @@ pub(crate) enum Job {
         slot: Slot<()>,
     },
     ResetPresence(Timestamp, Slot<u64>),
+    SetPresenceVisibility {
+        user_id: String,
+        visibility: kith_proto::PresenceVisibility,
+        slot: Slot<bool>,
+    },
     AddDevice {
         user: UserId,
         device: DeviceId,
@@ -125,6 +130,7 @@ impl Job {
             Self::RecordReceipt(_, slot) => settle(slot, failure),
             Self::SetPresence { slot, .. } => settle(slot, failure),
             Self::ResetPresence(_, slot) => settle(slot, failure),
+            Self::SetPresenceVisibility { slot, .. } => settle(slot, failure),
             Self::AddDevice { slot, .. } => settle(slot, failure),
             Self::RemoveDevice { slot, .. } => settle(slot, failure),
             Self::PublishKeys { slot, .. } => settle(slot, failure),

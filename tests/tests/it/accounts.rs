@@ -79,6 +79,7 @@ async fn account_requests_are_rate_limited_per_address_and_other_addresses_are_n
         assert!(matches!(alice, Err(ClientError::Api { status: 429, code: ErrorCode::RateLimited, .. })), "{alice:?}");
     }
     // Another address has its own allowance.
+    crate::harness::install_crypto();
     let other_address = reqwest::Client::builder()
         .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
         .timeout(crate::harness::PATIENCE)
@@ -89,6 +90,57 @@ async fn account_requests_are_rate_limited_per_address_and_other_addresses_are_n
         .send()
         .await?;
     assert_eq!(response.status(), 201, "{}", response.text().await?);
+    Ok(())
+}
+
+/// Registers `name` over a proxy at 127.0.0.1 that says the client is `forwarded_for`; returns
+/// whether the account allowance let it through.
+async fn register_via(node: &TestNode, forwarded_for: &str, name: &str) -> Result<Attempt> {
+    let response = crate::harness::http()
+        .post(node.url("/api/v1/register"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&serde_json::json!({"username": name, "password": "x"}))
+        .send()
+        .await?;
+    match response.status().as_u16() {
+        400 => Ok(Attempt::Accepted),
+        429 => Ok(Attempt::Limited),
+        other => anyhow::bail!("expected 400 or 429, got {other}: {}", response.text().await?),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_account_allowance() -> Result<()> {
+    let (rate, burst) = (1, 3);
+    let limits = ["--account-rate", "1", "--account-burst", "3"];
+    // The test is the proxy: 127.0.0.1, trusted; the clients are only names in the header.
+    let trusting = TestNode::start_with(
+        crate::harness::Backend::Sqlite,
+        &[&limits[..], &["--trusted-proxy", "127.0.0.1/32"]].concat(),
+    )
+    .await?;
+    // Checked against the start of the spending: no token can have come back before a second
+    // has passed since the first was taken.
+    let began = tokio::time::Instant::now();
+    spend_allowance(burst, rate, async |_| register_via(&trusting, "203.0.113.1", "Bad Name").await).await?;
+    // Another client behind the same proxy has its own allowance...
+    assert_eq!(register_via(&trusting, "203.0.113.2", "Bad Name").await?, Attempt::Accepted);
+    // ...and the first is still refused, whatever it claims to the left of the proxy's entry.
+    if !refilled_since(began, rate) {
+        assert_eq!(register_via(&trusting, "203.0.113.2, 203.0.113.1", "Bad Name").await?, Attempt::Limited);
+    }
+
+    // The same header from a peer that is not trusted is ignored: one allowance for all.
+    let untrusting = TestNode::start_with(
+        crate::harness::Backend::Sqlite,
+        &[&limits[..], &["--trusted-proxy", "10.0.0.0/8"]].concat(),
+    )
+    .await?;
+    let began = tokio::time::Instant::now();
+    spend_allowance(burst, rate, async |_| register_via(&untrusting, "203.0.113.1", "Bad Name").await).await?;
+    if !refilled_since(began, rate) {
+        assert_eq!(register_via(&untrusting, "203.0.113.2", "Bad Name").await?, Attempt::Limited);
+    }
     Ok(())
 }
 

@@ -23,6 +23,8 @@ pub const PASSPHRASE: &str = "a test passphrase, not a secret";
 pub struct ChatUser {
     server: String,
     profile: tempfile::TempDir,
+    /// `--ca-file` (as KITH_CA_FILE), for a node serving TLS with a test CA.
+    ca_file: Option<std::path::PathBuf>,
 }
 
 /// What a finished command printed.
@@ -79,11 +81,20 @@ impl ChatUser {
         Ok(user)
     }
 
-    fn new(node: &TestNode) -> Result<Self> {
+    /// A fresh profile for `node`, not registered yet.
+    pub fn new(node: &TestNode) -> Result<Self> {
         Ok(Self {
-            server: format!("http://{}", node.addr),
+            server: node.base(),
             profile: tempfile::Builder::new().prefix("kith-chat-").tempdir()?,
+            ca_file: None,
         })
+    }
+
+    /// The same user trusting only the CA certificates in `ca_file` (`--ca-file`).
+    #[must_use]
+    pub fn trusting(mut self, ca_file: &Path) -> Self {
+        self.ca_file = Some(ca_file.to_owned());
+        self
     }
 
     /// The profile directory.
@@ -110,8 +121,12 @@ impl ChatUser {
             .env("KITH_PASSWORD", PASSWORD)
             .env("KITH_PASSPHRASE", PASSPHRASE)
             .env_remove("KITH_LOG")
+            .env_remove("KITH_CA_FILE")
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(ca_file) = &self.ca_file {
+            command.env("KITH_CA_FILE", ca_file);
+        }
         command
     }
 

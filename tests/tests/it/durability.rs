@@ -204,6 +204,7 @@ async fn health_and_readiness_answer_and_the_openapi_document_lists_every_endpoi
         "/api/v1/login",
         "/api/v1/messages",
         "/api/v1/presence/{userId}",
+        "/api/v1/settings/presence",
         "/api/v1/ws",
         "/healthz",
         "/readyz",

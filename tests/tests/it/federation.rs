@@ -14,7 +14,7 @@ use kith_proto::{ClientFrame, MessageId, MessageStatus, PresenceStatus, ServerFr
 use crate::harness::{Backend, PASSWORD, PATIENCE, TestNode, eventually, frame_where, message, send, unique_loopback};
 
 /// Starts SQLite nodes with these names, each pinning all the others.
-async fn federation(names: &[&str], extra_args: &[&str]) -> Result<Vec<TestNode>> {
+pub(crate) async fn federation(names: &[&str], extra_args: &[&str]) -> Result<Vec<TestNode>> {
     let backends = names.iter().map(|_| Backend::Sqlite).collect();
     federation_on(names, backends, extra_args).await
 }
@@ -56,7 +56,8 @@ fn receipt(frame: ServerFrame) -> Option<(MessageId, MessageStatus)> {
 
 fn presence_of(user: &str) -> impl FnMut(ServerFrame) -> Option<PresenceStatus> + '_ {
     move |frame| match frame {
-        ServerFrame::Presence(p) if p.user_id.as_str() == user => Some(p.status),
+        // `unknown` until the user\'s node says whom it shows them to.
+        ServerFrame::Presence(p) if p.user_id.as_str() == user && p.status != PresenceStatus::Unknown => Some(p.status),
         _ => None,
     }
 }
@@ -110,6 +111,7 @@ async fn chat_both_ways(nodes: &[TestNode]) -> Result<()> {
     let (alpha, beta) = (&nodes[0], &nodes[1]);
     let alice = alpha.user("alice").await?;
     let bob = beta.user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
 
     let mut alice_ws = alice.connect().await?;
     alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob@beta".into()] }).await?;
@@ -144,7 +146,7 @@ async fn chat_both_ways(nodes: &[TestNode]) -> Result<()> {
 async fn presence_subscriptions_are_renewed_when_the_watched_node_restarts() -> Result<()> {
     let mut nodes = federation(&["alpha", "beta"], &[]).await?;
     let alice = nodes[0].user("alice").await?;
-    nodes[1].user("bob").await?;
+    nodes[1].user("bob").await?.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let mut alice_ws = alice.connect().await?;
     alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob@beta".into()] }).await?;
     assert_eq!(frame_where(&mut alice_ws, presence_of("bob@beta")).await?, PresenceStatus::Offline);
@@ -179,7 +181,7 @@ async fn a_server_nobody_pinned_is_refused_at_send_time() -> Result<()> {
 async fn messages_queued_while_the_peer_is_down_arrive_in_order_exactly_once() -> Result<()> {
     let mut nodes = federation(&["alpha", "beta"], &["--message-rate", "0"]).await?;
     let alice = nodes[0].user("alice").await?;
-    nodes[1].user("bob").await?;
+    nodes[1].user("bob").await?.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     nodes[1].kill().await?;
 
     let mut alice_ws = alice.connect().await?;
@@ -214,6 +216,7 @@ async fn a_message_acked_just_before_the_origin_crashed_still_arrives() -> Resul
     let mut nodes = federation(&["alpha", "beta"], &[]).await?;
     let alice = nodes[0].user("alice").await?;
     let bob = nodes[1].user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     // Beta is down at first, so the message can only be in alpha's outbox when alpha dies.
     nodes[1].kill().await?;
     let mut alice_ws = alice.connect().await?;
@@ -305,6 +308,7 @@ async fn forged_foreign_replayed_stale_and_oversized_envelopes_are_refused_and_t
     beta.pin_binding(format!("gamma={gamma_address}/p2p/{}", gamma_key.peer_id()));
     beta.launch().await?;
     let bob = beta.user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let alpha = FakePeer::start(alpha_name, alpha_key, &alpha_address, &beta).await?;
     let gamma = FakePeer::start(gamma_name, gamma_key, &gamma_address, &beta).await?;
     let now = Timestamp::now();
@@ -382,6 +386,7 @@ async fn key_bundles_of_a_remote_user_are_claimed_through_their_home_node() -> R
     let nodes = federation(&["alpha", "beta"], &[]).await?;
     let alice = nodes[0].user("alice").await?;
     let bob = nodes[1].user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let mut rng = UnwrapErr(getrandom::SysRng);
     let identity = DeviceIdentity::generate(&mut rng);
     let bob_user = UserIdentity::generate(&mut rng);
@@ -417,6 +422,7 @@ async fn a_read_receipt_given_while_the_senders_node_is_down_arrives_once_it_is_
     let mut nodes = federation(&["alpha", "beta"], &[]).await?;
     let alice = nodes[0].user("alice").await?;
     let bob = nodes[1].user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let mut bob_ws = bob.connect().await?;
     let (_, sent) = alice.send_message("bob@beta", "read me while alpha is away", None).await?;
     let got = frame_where(&mut bob_ws, message).await?;
@@ -454,6 +460,7 @@ async fn a_remote_user_shows_offline_when_their_node_crashes_and_online_again_af
     let mut nodes = federation(&["alpha", "beta"], &[]).await?;
     let alice = nodes[0].user("alice").await?;
     let bob = nodes[1].user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let mut alice_ws = alice.connect().await?;
     alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob@beta".into()] }).await?;
     assert_eq!(frame_where(&mut alice_ws, presence_of("bob@beta")).await?, PresenceStatus::Offline);

@@ -401,7 +401,7 @@ async fn an_operator_sees_the_outbox_and_makes_it_retry_now() -> Result<()> {
     let said = format!("{}{}", String::from_utf8_lossy(&unknown.stdout), String::from_utf8_lossy(&unknown.stderr));
     assert!(!unknown.status.success() && said.contains("nobody is not a pinned peer"), "{said}");
 
-    let metrics = reqwest::get(format!("http://{admin}/metrics")).await?.text().await?;
+    let metrics = crate::harness::http().get(format!("http://{admin}/metrics")).send().await?.text().await?;
     for gauge in [
         "kith_outbox_depth{destination=\"beta\"} 1",
         "kith_federation_connected{destination=\"beta\"} 0",

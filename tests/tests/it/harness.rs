@@ -165,8 +165,10 @@ impl Drop for PgSchema {
 struct Output {
     /// The last [`LOG_LINES`] lines.
     lines: VecDeque<String>,
-    /// From the "listening on http://…" line of the current run.
+    /// From the "listening on http://…" (or https://) line of the current run.
     listening: Option<SocketAddr>,
+    /// Whether that line said https://.
+    tls: bool,
     /// From the "metrics on http://…/metrics" line of the current run.
     metrics: Option<SocketAddr>,
     /// Whether the current run's output ended (the process exited).
@@ -407,7 +409,21 @@ impl TestNode {
 
     /// The base URL, for raw requests.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}{path}", self.base())
+    }
+
+    /// `http://addr`, or `https://addr` for a node serving TLS itself.
+    pub fn base(&self) -> String {
+        let scheme = if self.output.borrow().tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Sends `signal` to the node's process.
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        let child = self.child.as_ref().ok_or_else(|| anyhow!("not running"))?;
+        let pid = child.id().ok_or_else(|| anyhow!("no pid"))?;
+        kill(Pid::from_raw(i32::try_from(pid)?), signal)?;
+        Ok(())
     }
 
     /// Registers a user with [`PASSWORD`].
@@ -483,11 +499,14 @@ fn read_output(pipe: std::io::PipeReader, output: &watch::Sender<Output>, run: u
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buffer).trim_end().to_owned();
-        let listening = address_after(&line, "listening on http://");
+        let tls = line.contains("listening on https://");
+        let listening =
+            address_after(&line, "listening on http://").or_else(|| address_after(&line, "listening on https://"));
         let metrics = address_after(&line, "metrics on http://");
         output.send_modify(|output| {
             if output.run == run && listening.is_some() {
                 output.listening = listening;
+                output.tls = tls;
             }
             if output.run == run && metrics.is_some() {
                 output.metrics = metrics;
@@ -504,6 +523,13 @@ fn read_output(pipe: std::io::PipeReader, output: &watch::Sender<Output>, run: u
 fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
     let rest = line.split(marker).nth(1)?;
     rest.split(|c: char| c.is_whitespace() || c == '/').next()?.parse().ok()
+}
+
+/// Makes ring the process's rustls crypto provider: reqwest clients the tests build
+/// themselves (the SDK brings its own configuration) need one.
+pub fn install_crypto() {
+    // Already installed by an earlier call: fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Frames a failed wait lists, at most.
@@ -644,6 +670,7 @@ pub fn eventually<'a, T: 'a, S: std::fmt::Debug + 'a>(
 
 /// An HTTP client for raw requests, as patient as the tests.
 pub fn http() -> reqwest::Client {
+    install_crypto();
     reqwest::Client::builder().timeout(PATIENCE).build().unwrap_or_else(|e| panic!("HTTP client: {e}"))
 }
 

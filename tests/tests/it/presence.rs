@@ -18,6 +18,7 @@ async fn presence_flips_online_then_offline_with_last_seen() -> Result<()> {
     let node = TestNode::start().await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
 
     let before = alice.presence("bob").await?;
     assert_eq!(before.status, PresenceStatus::Offline);
@@ -54,6 +55,7 @@ async fn a_client_that_stops_answering_pings_goes_offline() -> Result<()> {
         TestNode::start_with(Backend::Sqlite, &["--ws-ping-interval", "200ms", "--ws-idle-timeout", "1s"]).await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     // Bob connects and then never reads again, so his client never answers a ping.
     let silent = bob.connect().await?;
     assert_eq!(alice.presence("bob").await?.status, PresenceStatus::Online);
@@ -72,6 +74,7 @@ async fn last_seen_survives_a_restart() -> Result<()> {
     let mut node = TestNode::start().await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let mut alice_ws = alice.connect().await?;
     alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
     frame_where(&mut alice_ws, presence).await?;
@@ -96,6 +99,7 @@ async fn everyone_is_offline_after_a_crash() -> Result<()> {
     let mut node = TestNode::start().await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let _bob_ws = bob.connect().await?;
     let mut alice_ws = alice.connect().await?;
     alice_ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;

@@ -40,7 +40,9 @@ async fn users_on_two_instances_chat_with_receipts_and_presence_both_ways() -> R
     let Some(cluster) = TestCluster::start("alpha", 2, 2).await? else { return Ok(()) };
     // Registered on one instance, used on the other: the instances share the token secret.
     let alice = cluster.user(0, "alice").await?;
+    alice.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let bob = cluster.user(0, "bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let bob = cluster.at(1, &bob)?;
     assert!(bob.base_url() != alice.base_url());
 
@@ -185,8 +187,11 @@ async fn a_killed_instances_clients_reconnect_through_nginx_and_its_users_go_off
         return Ok(());
     };
     let alice = cluster.user(0, "alice").await?;
+    alice.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let bob = cluster.user(0, "bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let dave = cluster.user(0, "dave").await?;
+    dave.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     // bob and dave are connected to instance 1 only; alice watches dave from instance 0.
     let bob_ws = cluster.at(1, &bob)?.connect().await?;
     let dave_ws = cluster.at(1, &dave)?.connect().await?;
@@ -229,7 +234,9 @@ async fn a_redis_restart_mid_chat_loses_nothing_and_pushes_resume_without_a_reco
     cluster.add_instance().await?;
     cluster.add_instance().await?;
     let alice = cluster.user(0, "alice").await?;
+    alice.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let bob = cluster.user(0, "bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let mut bob_ws = cluster.at(1, &bob)?.connect().await?;
     alice.send_message("bob", "before", None).await?;
     assert_eq!(frame_where(&mut bob_ws, message).await?.message, "before");
@@ -322,8 +329,13 @@ async fn a_second_instance_without_redis_is_refused() -> Result<()> {
 
 /// Which destinations instance at `metrics` pumps, from its status.
 async fn pumps_here(metrics: &str, destination: &str) -> Result<bool> {
-    let status: serde_json::Value =
-        reqwest::get(format!("http://{metrics}/federation/status")).await?.error_for_status()?.json().await?;
+    let status: serde_json::Value = crate::harness::http()
+        .get(format!("http://{metrics}/federation/status"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let destinations = status["destinations"].as_array().context("no destinations")?;
     Ok(destinations.iter().any(|d| d["destination"] == destination && d["pumpingHere"] == true))
 }
@@ -373,7 +385,7 @@ async fn a_node_of_two_instances_federates_and_another_instance_takes_over_a_dea
     let other = 1 - holder;
     // Each instance's /metrics says who it is, that Redis answers, and who pumps beta.
     for (i, address) in metrics.iter().enumerate() {
-        let text = reqwest::get(format!("http://{address}/metrics")).await?.text().await?;
+        let text = crate::harness::http().get(format!("http://{address}/metrics")).send().await?.text().await?;
         let held = u8::from(i == holder);
         for line in [
             format!("kith_instance_info{{instance=\"i{i}\"}} 1"),
@@ -387,7 +399,7 @@ async fn a_node_of_two_instances_federates_and_another_instance_takes_over_a_dea
     // alice's message counted where she sent it, bob's where beta delivered it: two in all.
     let mut stored = 0.0;
     for address in &metrics {
-        let text = reqwest::get(format!("http://{address}/metrics")).await?.text().await?;
+        let text = crate::harness::http().get(format!("http://{address}/metrics")).send().await?.text().await?;
         let line = text.lines().find_map(|l| l.strip_prefix("kith_messages_in_total ")).context("no count")?;
         stored += line.parse::<f64>()?;
     }

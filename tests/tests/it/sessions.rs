@@ -43,6 +43,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_others_carry_on_and_not
     let node = TestNode::start_with(Backend::Sqlite, &["--session-queue", "4", "--message-rate", "0"]).await?;
     let alice = node.user("alice").await?;
     let bob = node.user("bob").await?;
+    bob.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let carol = node.user("carol").await?;
     let mut carol_ws = carol.connect().await?;
     let mut bob_ws = bob.connect().await?;

@@ -7,7 +7,7 @@ use kith_node::store::{
     self, AppendOutcome, InboxKey, Kind, NewMessage, NewUser, OutboxEntry, PublishedKeys, Receipt, Recipient,
     RemoteReceipt, Source, Store, StoreError, StoreOptions, TrustOp, TrustOutcome,
 };
-use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, Timestamp, UserId};
+use kith_proto::{ClientMessageId, DeviceId, MessageId, MessageStatus, PresenceVisibility, Timestamp, UserId};
 
 /// Every test user's one device.
 const D0: DeviceId = DeviceId(0);
@@ -55,6 +55,7 @@ on_every_store!(
     history_pages_by_message_id,
     accounts_are_unique_and_imports_skip_existing_ones,
     presence_is_reset_after_a_restart,
+    presence_visibility_defaults_to_contacts_and_is_kept_per_user,
     concurrent_writes_commit_together_and_in_order,
     each_device_has_its_own_queue,
     a_user_has_at_most_five_devices,
@@ -252,6 +253,21 @@ async fn accounts_are_unique_and_imports_skip_existing_ones(store: Arc<dyn Store
     assert_eq!(erin.password_hash, "$argon2id$x");
     assert!(store.user(&user("zoe")).await?.is_none());
     assert_eq!(store.devices(&user("erin")).await?.iter().map(|d| d.device_id).collect::<Vec<_>>(), [D0]);
+    store.close().await;
+    Ok(())
+}
+
+async fn presence_visibility_defaults_to_contacts_and_is_kept_per_user(store: Arc<dyn Store>) -> Result<()> {
+    let visibility = async |name: &str| -> Result<PresenceVisibility> {
+        Ok(store.user(&user(name)).await?.map(|r| r.presence_visibility).unwrap_or_else(|| panic!("no {name}")))
+    };
+    assert_eq!(visibility("alice").await?, PresenceVisibility::Contacts, "the default");
+    assert!(store.set_presence_visibility(&user("alice"), PresenceVisibility::Nobody).await?.await?);
+    assert!(store.set_presence_visibility(&user("bob"), PresenceVisibility::Everyone).await?.await?);
+    assert_eq!(visibility("alice").await?, PresenceVisibility::Nobody);
+    assert_eq!(visibility("bob").await?, PresenceVisibility::Everyone);
+    assert_eq!(visibility("carol").await?, PresenceVisibility::Contacts, "others unchanged");
+    assert!(!store.set_presence_visibility(&user("nobody"), PresenceVisibility::Everyone).await?.await?);
     store.close().await;
     Ok(())
 }
