@@ -19,6 +19,7 @@
 //!     shutdown: Default::default(),
 //!     connections: Default::default(),
 //!     connection_slots: Arc::new(tokio::sync::Semaphore::new(1000)),
+//!     origins: Default::default(),
 //! };
 //! let app = router(state);
 //! # }
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod error;
 pub mod json;
 pub mod limits;
+pub mod origin;
 pub mod path;
 pub mod rate_limit;
 mod routes;
@@ -38,6 +40,7 @@ mod ws;
 
 pub use auth::{AuthUser, TokenKeys};
 pub use error::ApiError;
+pub use origin::AllowedOrigins;
 pub use rate_limit::{Rate, RateLimitConfig, RateLimits};
 pub use routes::openapi::ApiDoc;
 pub use routes::router;

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use kith_client_api::{Rate, RateLimitConfig, WsConfig};
+use kith_client_api::{AllowedOrigins, Rate, RateLimitConfig, WsConfig};
 use kith_federation::{Multiaddr, PinnedPeer};
 use kith_proto::ServerName;
 use serde::Deserialize;
@@ -177,6 +177,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_INSTANCE_ID", value_name = "ID")]
     pub instance_id: Option<String>,
 
+    /// A web origin (`https://chat.example`) whose pages may open a WebSocket to this node,
+    /// besides the node's own (repeatable). Handshakes without `Origin` (apps, the CLI) are
+    /// always allowed; any other origin gets 403.
+    #[arg(long = "allowed-origin", env = "KITH_ALLOWED_ORIGINS", value_name = "ORIGIN", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
     /// Share the client listen address with other processes (SO_REUSEPORT): several
     /// instances on one host behind one port, no proxy needed.
     #[arg(long, env = "KITH_REUSE_PORT")]
@@ -236,6 +242,8 @@ struct FileConfig {
     redis_prefix: Option<String>,
     instance_id: Option<String>,
     reuse_port: Option<bool>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -355,6 +363,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// How this instance joins others, if it does.
     pub cluster: ClusterConfig,
+    /// Web origins allowed to open a WebSocket besides the node's own.
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// Running as one of several instances of a node.
@@ -451,7 +461,14 @@ impl Config {
             writers: args.pg_writers.or(file.pg_writers).unwrap_or(defaults_store.writers).max(1),
             ..defaults_store
         };
+        let allowed_origins = AllowedOrigins::new(if args.allowed_origins.is_empty() {
+            file.allowed_origins.clone()
+        } else {
+            args.allowed_origins.clone()
+        })
+        .map_err(ConfigError::Invalid)?;
         Ok(Self {
+            allowed_origins,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             rate_limits,

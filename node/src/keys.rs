@@ -164,6 +164,8 @@ pub(crate) async fn remove_device(state: &AppState, caller: &Caller, device: Dev
         push::close_device(state, &caller.user, device).await;
         Ok(())
     } else {
-        Err(ServiceError::UnknownDevice(caller.user.clone(), device))
+        // The caller's own device exists (its token was checked): this is about the target,
+        // so the answer is 404, not the 401 that tells a client its token is dead.
+        Err(ServiceError::NoSuchDevice(caller.user.clone(), device))
     }
 }

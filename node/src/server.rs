@@ -183,6 +183,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+        origins: Arc::new(config.allowed_origins.clone()),
     };
     let listener = bind(config.listen, config.cluster.reuse_port)
         .map_err(|source| NodeError::Bind { addr: config.listen, source })?;

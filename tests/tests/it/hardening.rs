@@ -1,0 +1,228 @@
+//! Hostile input at the edge (issue 11): every refusal is a clear error, nobody else notices.
+
+use anyhow::Result;
+use jsonwebtoken::{EncodingKey, Header};
+use kith_client::ClientError;
+use kith_proto::limits::MAX_WS_FRAME_BYTES;
+use kith_proto::rest::AuthResponse;
+use kith_proto::{DeviceId, ErrorBody, ErrorCode, PresenceStatus, ServerFrame};
+use reqwest::StatusCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::harness::{
+    Backend, PASSWORD, PATIENCE, TestNode, closed, eventually, frame_where, http, message, next_any, send,
+};
+
+/// A raw response's status, error code and message.
+async fn error_of(response: reqwest::Response) -> Result<(StatusCode, ErrorCode, String)> {
+    let status = response.status();
+    let body: ErrorBody = response.json().await?;
+    Ok((status, body.error.code, body.error.message))
+}
+
+#[tokio::test]
+async fn removing_a_device_that_does_not_exist_is_404_and_the_token_still_works() -> Result<()> {
+    let node = TestNode::start().await?;
+    let alice = node.user("alice").await?;
+    let gone = http().delete(node.url("/api/v1/devices/77")).bearer_auth(alice.token()).send().await?;
+    let (status, code, message) = error_of(gone).await?;
+    assert_eq!((status, code), (StatusCode::NOT_FOUND, ErrorCode::NotFound), "{message}");
+    assert!(message.contains("device 77"), "{message}");
+    // Nothing told the client its own token is dead, and it is not.
+    alice.key_count().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn usernames_of_dots_alone_are_refused_with_a_clear_400() -> Result<()> {
+    let node = TestNode::start().await?;
+    for name in [".", "..", "..."] {
+        let response = http()
+            .post(node.url("/api/v1/register"))
+            .json(&serde_json::json!({"username": name, "password": "correct horse battery"}))
+            .send()
+            .await?;
+        let (status, code, message) = error_of(response).await?;
+        assert_eq!((status, code), (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest), "{name}: {message}");
+        assert!(message.contains("dots"), "{name}: {message}");
+    }
+    // A name with dots and more is still a name.
+    node.user("a.b").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_websocket_handshake_that_is_not_one_is_refused_with_the_json_error_body() -> Result<()> {
+    let node = TestNode::start().await?;
+    let alice = node.user("alice").await?;
+    let ws = node.url("/api/v1/ws");
+    let handshake = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    // Each case leaves out or spoils one header of an otherwise good handshake.
+    let cases: [(&str, Option<&str>, &str); 4] = [
+        ("upgrade", None, "Upgrade"),
+        ("connection", None, "Connection"),
+        ("sec-websocket-version", Some("8"), "Sec-WebSocket-Version"),
+        ("sec-websocket-key", None, "Sec-WebSocket-Key"),
+    ];
+    for (header, replacement, named) in cases {
+        let mut request = http().get(&ws).bearer_auth(alice.token());
+        for (name, value) in handshake {
+            match (name == header, replacement) {
+                (false, _) => request = request.header(name, value),
+                (true, Some(other)) => request = request.header(name, other),
+                (true, None) => {}
+            }
+        }
+        let (status, code, message) = error_of(request.send().await?).await?;
+        assert_eq!((status, code), (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest), "{header}: {message}");
+        assert!(message.contains(named), "{header}: {message}");
+    }
+    // The same handshake, whole, is accepted.
+    alice.connect().await?;
+    Ok(())
+}
+
+/// A raw WebSocket data frame (text or continuation), for what a well-behaved client never sends.
+fn raw_frame(payload: &[u8], opcode: Data, is_final: bool) -> Message {
+    Message::Frame(Frame::message(payload.to_vec(), OpCode::Data(opcode), is_final))
+}
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_that_socket_with_1007_and_a_reason() -> Result<()> {
+    let node = TestNode::start().await?;
+    let alice = node.user("alice").await?;
+    let bob = node.user("bob").await?;
+    let mut bob_ws = bob.connect().await?;
+    let mut ws = alice.connect().await?;
+    assert_eq!(next_any(&mut ws).await?, ServerFrame::Synced);
+    ws.send_message(raw_frame(b"{\"type\":\"ack\",\xff\xfe}", Data::Text, true)).await?;
+    let (code, reason) = closed(&mut ws).await?;
+    assert_eq!(code, 1007, "{reason}");
+    assert!(reason.contains("UTF-8"), "{reason}");
+
+    // The same in fragments: the invalid sequence is split over two of them.
+    let mut ws = alice.connect().await?;
+    assert_eq!(next_any(&mut ws).await?, ServerFrame::Synced);
+    ws.send_message(raw_frame(b"{\"type\":\"ack\",\"x\":\"\xe2\x82", Data::Text, false)).await?;
+    ws.send_message(raw_frame(b"\xff\"}", Data::Continue, true)).await?;
+    assert_eq!(closed(&mut ws).await?.0, 1007);
+
+    // Others are untouched, and alice reconnects.
+    let mut again = alice.connect().await?;
+    again.send(&send("after", "bob", "still here")).await?;
+    assert_eq!(frame_where(&mut bob_ws, message).await?.message, "still here");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_fragmented_text_frame_is_reassembled_and_handled_as_one() -> Result<()> {
+    let node = TestNode::start().await?;
+    let alice = node.user("alice").await?;
+    let bob = node.user("bob").await?;
+    let mut bob_ws = bob.connect().await?;
+    let mut ws = alice.connect().await?;
+    let frame = serde_json::to_vec(&send("frag-1", "bob", "in three pieces, é split too"))?;
+    // Cut inside the two bytes of "é", so that no fragment alone is valid UTF-8 at its end.
+    let cut = frame.windows(2).position(|w| w == "é".as_bytes()).map_or(frame.len() / 2, |at| at + 1);
+    ws.send_message(raw_frame(&frame[..5], Data::Text, false)).await?;
+    ws.send_message(raw_frame(&frame[5..cut], Data::Continue, false)).await?;
+    ws.send_message(raw_frame(&frame[cut..], Data::Continue, true)).await?;
+    let sent = frame_where(&mut ws, |f| match f {
+        ServerFrame::Sent { client_message_id, .. } => Some(client_message_id),
+        _ => None,
+    })
+    .await?;
+    assert_eq!(sent, "frag-1");
+    assert_eq!(frame_where(&mut bob_ws, message).await?.message, "in three pieces, é split too");
+
+    // Fragments adding up to more than the frame limit close the socket with 1009.
+    let mut ws = alice.connect().await?;
+    let piece = vec![b' '; MAX_WS_FRAME_BYTES / 2 + 1];
+    ws.send_message(raw_frame(&piece, Data::Text, false)).await?;
+    ws.send_message(raw_frame(&piece, Data::Continue, true)).await?;
+    assert_eq!(closed(&mut ws).await?.0, 1009);
+    Ok(())
+}
+
+/// A token signed with the node's own secret, for any subject and device.
+fn node_token(node: &TestNode, sub: &str, device: u32) -> Result<String> {
+    let secret = std::fs::read(node.data_dir().join("token-secret.key"))?;
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = serde_json::json!({"sub": sub, "iss": "test", "iat": now, "exp": now + 3600, "did": device});
+    Ok(jsonwebtoken::encode(&Header::default(), &claims, &EncodingKey::from_secret(&secret))?)
+}
+
+#[tokio::test]
+async fn a_refused_websocket_upgrade_moves_no_presence_and_a_ghost_has_none() -> Result<()> {
+    let node = TestNode::start().await?;
+    let alice = node.user("alice").await?;
+    let watcher = node.user("watcher").await?;
+    let second = node.client().device(DeviceId(1)).login("alice", PASSWORD).await?;
+    alice.remove_device(DeviceId(1)).await?;
+    let before = watcher.presence("alice").await?;
+    assert_eq!(before.status, PresenceStatus::Offline);
+
+    // The removed device's token, and a validly signed one for a user that does not exist.
+    let refused = second.connect().await;
+    assert!(matches!(refused, Err(ClientError::Api { status: 401, .. })), "{refused:?}");
+    let ghost = kith_client::Client::new(&node.url(""))?.authed(AuthResponse {
+        user_id: "ghost@test".parse()?,
+        device_id: DeviceId(0),
+        token: node_token(&node, "ghost@test", 0)?,
+    });
+    let refused = ghost.connect().await;
+    assert!(matches!(refused, Err(ClientError::Api { status: 401, .. })), "{refused:?}");
+
+    // Presence is as it was; the ghost has none.
+    assert_eq!(watcher.presence("alice").await?, before, "a refused upgrade moved alice's presence");
+    let ghostly = watcher.presence("ghost").await;
+    assert!(matches!(ghostly, Err(ClientError::Api { status: 404, code: ErrorCode::NotFound, .. })), "{ghostly:?}");
+    // And a real connect still moves it.
+    let _online = alice.connect().await?;
+    eventually("alice online", async || {
+        let seen = watcher.presence("alice").await?;
+        Ok(if seen.status == PresenceStatus::Online { Ok(()) } else { Err(seen) })
+    })
+    .await?;
+    Ok(())
+}
+
+/// Opens a WebSocket with `origin` (if any); the HTTP status of a refusal, and its error code.
+async fn handshake_with_origin(node: &TestNode, token: &str, origin: Option<&str>) -> Result<Option<(u16, ErrorCode)>> {
+    let mut request = format!("ws://{}/api/v1/ws?token={token}", node.addr).into_client_request()?;
+    if let Some(origin) = origin {
+        request.headers_mut().insert("origin", origin.parse()?);
+    }
+    match tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request)).await? {
+        Ok(_) => Ok(None),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body: ErrorBody = serde_json::from_slice(response.body().as_deref().unwrap_or_default())?;
+            Ok(Some((response.status().as_u16(), body.error.code)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_from_a_foreign_web_origin_is_refused_and_own_configured_or_none_pass() -> Result<()> {
+    let node = TestNode::start_with(Backend::Sqlite, &["--allowed-origin", "https://chat.example"]).await?;
+    let alice = node.user("alice").await?;
+    let own = format!("http://{}", node.addr);
+    for allowed in [None, Some(own.as_str()), Some("https://chat.example"), Some("https://CHAT.example/")] {
+        assert_eq!(handshake_with_origin(&node, alice.token(), allowed).await?, None, "{allowed:?}");
+    }
+    for foreign in ["https://evil.example", "null", "http://chat.example", "https://chat.example:444"] {
+        let refused = handshake_with_origin(&node, alice.token(), Some(foreign)).await?;
+        assert_eq!(refused, Some((403, ErrorCode::Forbidden)), "{foreign}");
+    }
+    Ok(())
+}
