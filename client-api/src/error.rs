@@ -48,6 +48,9 @@ pub enum ApiError {
         /// Which header is missing or wrong.
         reason: String,
     },
+    /// The request's body did not arrive within the body read timeout.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// A WebSocket handshake from a web page whose origin this node does not allow.
     #[error("origin {0:?} may not open a WebSocket to this node")]
     OriginNotAllowed(String),
@@ -88,6 +91,7 @@ impl ApiError {
             Self::NoRoute(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::NotWebSocket { status, .. } => (*status, ErrorCode::InvalidRequest),
             Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::InvalidRequest),
         };
         let message = match self {

@@ -127,6 +127,21 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
+    /// Plain HTTP connections open at once (WebSockets count against --max-connections
+    /// instead); one more gets 503 [default: 8192].
+    #[arg(long, env = "KITH_MAX_HTTP_CONNECTIONS", value_name = "N")]
+    pub max_http_connections: Option<usize>,
+
+    /// A client must send a request's headers within this long, or the connection is closed
+    /// (an idle keep-alive connection too) [default: 10s].
+    #[arg(long, env = "KITH_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub http_header_timeout: Option<HumanDuration>,
+
+    /// A client must send a request's body within this long once its headers came, or it gets
+    /// 408 and the connection is closed [default: 30s].
+    #[arg(long, env = "KITH_HTTP_BODY_TIMEOUT", value_name = "DURATION")]
+    pub http_body_timeout: Option<HumanDuration>,
+
     /// Memory for the recent-messages cache, in bytes [default: 64 MiB].
     #[arg(long, env = "KITH_CACHE_BYTES", value_name = "BYTES")]
     pub cache_bytes: Option<usize>,
@@ -228,6 +243,9 @@ struct FileConfig {
     session_queue: Option<usize>,
     max_sessions_per_user: Option<usize>,
     max_connections: Option<usize>,
+    max_http_connections: Option<usize>,
+    http_header_timeout: Option<HumanDuration>,
+    http_body_timeout: Option<HumanDuration>,
     cache_bytes: Option<usize>,
     max_batch: Option<usize>,
     pg_writers: Option<usize>,
@@ -353,6 +371,8 @@ pub struct Config {
     pub max_sessions_per_user: usize,
     /// Live WebSocket connections in all.
     pub max_connections: usize,
+    /// Timeouts and the connection cap of plain HTTP.
+    pub http: crate::http::HttpLimits,
     /// Recent-message cache budget in bytes.
     pub cache_bytes: usize,
     /// Store tuning.
@@ -461,6 +481,25 @@ impl Config {
             writers: args.pg_writers.or(file.pg_writers).unwrap_or(defaults_store.writers).max(1),
             ..defaults_store
         };
+        let default_http = crate::http::HttpLimits::default();
+        let http = crate::http::HttpLimits {
+            header_timeout: args
+                .http_header_timeout
+                .or(file.http_header_timeout)
+                .map_or(default_http.header_timeout, |d| d.0),
+            body_timeout: args.http_body_timeout.or(file.http_body_timeout).map_or(default_http.body_timeout, |d| d.0),
+            max_connections: args
+                .max_http_connections
+                .or(file.max_http_connections)
+                .unwrap_or(default_http.max_connections)
+                .max(1),
+        };
+        if http.header_timeout.is_zero() || http.body_timeout.is_zero() {
+            return Err(ConfigError::Invalid(format!(
+                "--http-header-timeout ({:?}) and --http-body-timeout ({:?}) must be above zero",
+                http.header_timeout, http.body_timeout
+            )));
+        }
         let allowed_origins = AllowedOrigins::new(if args.allowed_origins.is_empty() {
             file.allowed_origins.clone()
         } else {
@@ -469,6 +508,7 @@ impl Config {
         .map_err(ConfigError::Invalid)?;
         Ok(Self {
             allowed_origins,
+            http,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             rate_limits,

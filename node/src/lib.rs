@@ -54,6 +54,7 @@ pub mod cli;
 pub mod config;
 mod error;
 pub mod federation_ctl;
+pub mod http;
 pub mod import;
 mod metrics;
 pub mod secrets;

@@ -197,19 +197,20 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
     );
 
     state.tasks.spawn(prune_rate_limits(api.limits.clone(), shutdown.clone()));
-    let task = tokio::spawn(serve(listener, api, state, shutdown.clone()));
+    let task = tokio::spawn(serve(listener, config.http, api, state, shutdown.clone()));
     Ok(RunningNode { addr, shutdown, task })
 }
 
 async fn serve(
     listener: TcpListener,
+    http_limits: crate::http::HttpLimits,
     api: ApiState,
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     let connections = api.connections.clone();
-    let app = kith_client_api::router(api).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await;
+    let app = kith_client_api::router(api);
+    let served = crate::http::serve(listener, app, http_limits, shutdown.clone()).await;
     // Reached on shutdown (or a listener failure): WebSockets were told to close by the same
     // token; wait for them, then for work they left behind, then close the store.
     shutdown.cancel();

@@ -1,5 +1,7 @@
 //! Hostile input at the edge (issue 11): every refusal is a clear error, nobody else notices.
 
+use std::time::Duration;
+
 use anyhow::Result;
 use jsonwebtoken::{EncodingKey, Header};
 use kith_client::ClientError;
@@ -7,6 +9,9 @@ use kith_proto::limits::MAX_WS_FRAME_BYTES;
 use kith_proto::rest::AuthResponse;
 use kith_proto::{DeviceId, ErrorBody, ErrorCode, PresenceStatus, ServerFrame};
 use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -224,5 +229,124 @@ async fn a_websocket_from_a_foreign_web_origin_is_refused_and_own_configured_or_
         let refused = handshake_with_origin(&node, alice.token(), Some(foreign)).await?;
         assert_eq!(refused, Some((403, ErrorCode::Forbidden)), "{foreign}");
     }
+    Ok(())
+}
+
+/// How long the slowloris test gives clients to send headers and bodies.
+const STALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Reads until the node closes the socket (EOF or reset); what it sent before, and when.
+async fn until_closed(mut socket: TcpStream, deadline: Instant) -> Result<(Vec<u8>, Instant)> {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buffer)).await {
+            Err(_) => anyhow::bail!("still open at the deadline; got {:?}", String::from_utf8_lossy(&received)),
+            Ok(Ok(0) | Err(_)) => return Ok((received, Instant::now())),
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_stalled_sockets_are_closed_in_time_while_users_register_and_chat() -> Result<()> {
+    let timeout = format!("{}s", STALL_TIMEOUT.as_secs());
+    let node = TestNode::start_with(
+        Backend::Sqlite,
+        &["--http-header-timeout", &timeout, "--http-body-timeout", &timeout, "--account-rate", "0"],
+    )
+    .await?;
+    // Half stop in the middle of their headers, half in the middle of a body they announced.
+    let opened = Instant::now();
+    let mut stalled = Vec::new();
+    for n in 0..1000 {
+        let mut socket = TcpStream::connect(node.addr).await?;
+        let half: &[u8] = if n % 2 == 0 {
+            b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Wait: "
+        } else {
+            b"POST /api/v1/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"user"
+        };
+        socket.write_all(half).await?;
+        stalled.push(socket);
+    }
+    let deadline = opened + STALL_TIMEOUT + PATIENCE;
+    let closing = futures_util::future::join_all(stalled.into_iter().map(|socket| until_closed(socket, deadline)));
+
+    // Meanwhile, as if nothing were going on.
+    let users = async {
+        let health = http().get(node.url("/healthz")).send().await?;
+        assert_eq!(health.status(), StatusCode::OK);
+        let alice = node.user("alice").await?;
+        let bob = node.user("bob").await?;
+        let mut bob_ws = bob.connect().await?;
+        alice.send_message("bob", "despite them", None).await?;
+        assert_eq!(frame_where(&mut bob_ws, message).await?.message, "despite them");
+        anyhow::Ok(())
+    };
+    let (closed, chatted) = tokio::join!(closing, users);
+    chatted?;
+    let mut timed_out_bodies = 0;
+    for (n, outcome) in closed.into_iter().enumerate() {
+        let (received, at) = outcome.map_err(|e| anyhow::anyhow!("stalled socket {n}: {e}"))?;
+        assert!(at.duration_since(opened) >= STALL_TIMEOUT, "socket {n} closed before the timeout");
+        if n % 2 == 1 {
+            let answer = String::from_utf8_lossy(&received);
+            assert!(answer.starts_with("HTTP/1.1 408"), "socket {n}: {answer}");
+            assert!(answer.contains("request_timeout"), "socket {n}: {answer}");
+            timed_out_bodies += 1;
+        }
+    }
+    assert_eq!(timed_out_bodies, 500);
+    node.log_line("closed HTTP connections that stalled").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn plain_http_connections_over_the_cap_get_503_and_websockets_are_not_counted() -> Result<()> {
+    const CAP: usize = 4;
+    let node = TestNode::start_with(Backend::Sqlite, &["--max-http-connections", &CAP.to_string()]).await?;
+    // Registered over a connection that is closed after the answer, so it holds no slot.
+    let once = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(PATIENCE).build()?;
+    let registered = once
+        .post(node.url("/api/v1/register"))
+        .json(&serde_json::json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await?;
+    let token = registered.json::<AuthResponse>().await?.token;
+    // More WebSockets than HTTP slots, one after the other: upgraded, each frees its slot.
+    let mut sockets = Vec::new();
+    for n in 0..CAP + 2 {
+        let url = format!("ws://{}/api/v1/ws?token={token}", node.addr);
+        let opened = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url)).await?;
+        sockets.push(opened.map_err(|e| anyhow::anyhow!("WebSocket {n}: {e}"))?);
+    }
+    // Fill the slots with idle keep-alive connections, each having had one answer.
+    let mut idle = Vec::new();
+    eventually("every HTTP slot held", async || {
+        let mut socket = TcpStream::connect(node.addr).await?;
+        socket.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await?;
+        let mut buffer = [0u8; 512];
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut buffer)).await??;
+        if buffer[..n].starts_with(b"HTTP/1.1 200") {
+            idle.push(socket);
+        }
+        Ok(if idle.len() == CAP { Ok(()) } else { Err(idle.len()) })
+    })
+    .await?;
+    let over = TcpStream::connect(node.addr).await?;
+    let (answer, _) = until_closed(over, Instant::now() + PATIENCE).await?;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("\"unavailable\""), "{answer}");
+    // Freeing one makes room again.
+    idle.pop();
+    eventually("a freed HTTP slot is usable", async || {
+        Ok(match once.get(node.url("/healthz")).send().await {
+            Ok(response) if response.status() == StatusCode::OK => Ok(()),
+            Ok(response) => Err(response.status().to_string()),
+            Err(e) => Err(e.to_string()),
+        })
+    })
+    .await?;
     Ok(())
 }
