@@ -107,6 +107,16 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_KEY_CLAIM_BURST", value_name = "N")]
     pub key_claim_burst: Option<u32>,
 
+    /// Claims of one user's one-time prekeys allowed per --prekey-claim-window, by all
+    /// claimers together (peers' included); past it, claims get the signed prekey only.
+    /// 0 turns it off [default: 30].
+    #[arg(long, env = "KITH_PREKEY_CLAIM_BUDGET", value_name = "N")]
+    pub prekey_claim_budget: Option<u32>,
+
+    /// Over how long a user's one-time prekey budget refills [default: 1h].
+    #[arg(long, env = "KITH_PREKEY_CLAIM_WINDOW", value_name = "DURATION")]
+    pub prekey_claim_window: Option<HumanDuration>,
+
     /// How often to ping an idle WebSocket client [default: 10s].
     #[arg(long, env = "KITH_WS_PING_INTERVAL", value_name = "DURATION")]
     pub ws_ping_interval: Option<HumanDuration>,
@@ -238,6 +248,8 @@ struct FileConfig {
     account_burst: Option<u32>,
     key_claim_rate: Option<u32>,
     key_claim_burst: Option<u32>,
+    prekey_claim_budget: Option<u32>,
+    prekey_claim_window: Option<HumanDuration>,
     ws_ping_interval: Option<HumanDuration>,
     ws_idle_timeout: Option<HumanDuration>,
     session_queue: Option<usize>,
@@ -371,6 +383,8 @@ pub struct Config {
     pub max_sessions_per_user: usize,
     /// Live WebSocket connections in all.
     pub max_connections: usize,
+    /// How many of one user's one-time prekeys may be claimed per window.
+    pub prekey_budget: crate::prekey_budget::PrekeyBudgetConfig,
     /// Timeouts and the connection cap of plain HTTP.
     pub http: crate::http::HttpLimits,
     /// Recent-message cache budget in bytes.
@@ -500,6 +514,17 @@ impl Config {
                 http.header_timeout, http.body_timeout
             )));
         }
+        let default_budget = crate::prekey_budget::PrekeyBudgetConfig::default();
+        let prekey_budget = crate::prekey_budget::PrekeyBudgetConfig {
+            claims: args.prekey_claim_budget.or(file.prekey_claim_budget).unwrap_or(default_budget.claims),
+            window: args.prekey_claim_window.or(file.prekey_claim_window).map_or(default_budget.window, |d| d.0),
+        };
+        if prekey_budget.claims > 0 && prekey_budget.window < Duration::from_millis(u64::from(prekey_budget.claims)) {
+            return Err(ConfigError::Invalid(format!(
+                "--prekey-claim-window ({:?}) must be at least a millisecond per --prekey-claim-budget ({})",
+                prekey_budget.window, prekey_budget.claims
+            )));
+        }
         let allowed_origins = AllowedOrigins::new(if args.allowed_origins.is_empty() {
             file.allowed_origins.clone()
         } else {
@@ -509,6 +534,7 @@ impl Config {
         Ok(Self {
             allowed_origins,
             http,
+            prekey_budget,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             rate_limits,

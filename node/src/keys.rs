@@ -12,7 +12,7 @@ use kith_client_api::{Caller, ServiceError};
 use kith_crypto::{OneTimePreKeyPublic, PreKeyBundle, PublicIdentity, SignedPreKeyPublic};
 use kith_proto::keys::{DeviceBundle, KeyBundles, KeyCount, KeyUpload};
 use kith_proto::{DeviceId, ServerFrame, UserId};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::push;
 use crate::state::AppState;
@@ -130,6 +130,12 @@ pub(crate) async fn claim_local(state: &AppState, user: &UserId) -> Result<KeyBu
     }
     if !state.users.exists(user).await? {
         return Err(ServiceError::UnknownUser(user.clone()));
+    }
+    // Past the user's budget, whoever asks gets the signed prekey only, and the one-time
+    // prekeys stay for later.
+    if !state.prekey_budget.take(user) {
+        debug!(%user, "one-time prekey budget spent: serving signed prekeys only");
+        return devices_local(state, user).await;
     }
     let claimed = state.store.claim_keys(user).await?.await?;
     let devices = claimed.into_iter().map(bundle).collect::<Result<Vec<_>, ServiceError>>()?;

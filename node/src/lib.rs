@@ -41,6 +41,7 @@ pub mod cluster;
 pub mod outbox;
 mod password;
 pub mod peers;
+pub mod prekey_budget;
 pub mod remote_presence;
 pub mod sessions;
 pub mod state;

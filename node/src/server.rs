@@ -156,6 +156,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         peers: peers.clone(),
         cluster: cluster.clone(),
         telemetry: crate::telemetry::Telemetry::default(),
+        prekey_budget: crate::prekey_budget::PrekeyBudget::new(config.prekey_budget),
     });
 
     let shutdown = CancellationToken::new();
@@ -196,7 +197,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         if state.cluster.is_shared() { "one of several, through redis" } else { "alone" }
     );
 
-    state.tasks.spawn(prune_rate_limits(api.limits.clone(), shutdown.clone()));
+    state.tasks.spawn(prune_rate_limits(api.limits.clone(), state.clone(), shutdown.clone()));
     let task = tokio::spawn(serve(listener, config.http, api, state, shutdown.clone()));
     Ok(RunningNode { addr, shutdown, task })
 }
@@ -246,12 +247,15 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn prune_rate_limits(limits: Arc<RateLimits>, shutdown: CancellationToken) {
+async fn prune_rate_limits(limits: Arc<RateLimits>, state: AppState, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(PRUNE_INTERVAL);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => limits.prune(),
+            _ = tick.tick() => {
+                limits.prune();
+                state.prekey_budget.prune();
+            }
         }
     }
 }
