@@ -51,6 +51,9 @@ pub enum ApiError {
     /// The request's body did not arrive within the body read timeout.
     #[error("the request body did not arrive within {0:?}")]
     BodyTimeout(std::time::Duration),
+    /// The account has failed logins in a row; the next attempt must wait this long.
+    #[error("too many failed logins for this account: retry in {} s", .0.as_secs().max(1))]
+    LoginBackoff(std::time::Duration),
     /// A WebSocket handshake from a web page whose origin this node does not allow.
     #[error("origin {0:?} may not open a WebSocket to this node")]
     OriginNotAllowed(String),
@@ -91,6 +94,7 @@ impl ApiError {
             Self::NoRoute(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::NotWebSocket { status, .. } => (*status, ErrorCode::InvalidRequest),
             Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Self::LoginBackoff(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::InvalidRequest),
         };

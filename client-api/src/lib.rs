@@ -41,7 +41,7 @@ mod ws;
 pub use auth::{AuthUser, TokenKeys};
 pub use error::ApiError;
 pub use origin::AllowedOrigins;
-pub use rate_limit::{Rate, RateLimitConfig, RateLimits};
+pub use rate_limit::{LoginBackoffConfig, Rate, RateLimitConfig, RateLimits};
 pub use routes::openapi::ApiDoc;
 pub use routes::router;
 pub use service::{

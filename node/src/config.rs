@@ -107,6 +107,32 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_KEY_CLAIM_BURST", value_name = "N")]
     pub key_claim_burst: Option<u32>,
 
+    /// WebSocket connection attempts per second from one address; 0 turns the limit off
+    /// [default: 500].
+    #[arg(long, env = "KITH_WS_CONNECT_ADDRESS_RATE", value_name = "N")]
+    pub ws_connect_address_rate: Option<u32>,
+
+    /// WebSocket connection attempts one address may make in a burst [default: 5000].
+    #[arg(long, env = "KITH_WS_CONNECT_ADDRESS_BURST", value_name = "N")]
+    pub ws_connect_address_burst: Option<u32>,
+
+    /// WebSocket connection attempts per second by one user; 0 turns the limit off [default: 10].
+    #[arg(long, env = "KITH_WS_CONNECT_USER_RATE", value_name = "N")]
+    pub ws_connect_user_rate: Option<u32>,
+
+    /// WebSocket connection attempts one user may make in a burst [default: 30].
+    #[arg(long, env = "KITH_WS_CONNECT_USER_BURST", value_name = "N")]
+    pub ws_connect_user_burst: Option<u32>,
+
+    /// Failed logins in a row one account may have before each further attempt waits (1 s,
+    /// doubling); 0 turns the backoff off [default: 5].
+    #[arg(long, env = "KITH_LOGIN_FREE_FAILURES", value_name = "N")]
+    pub login_free_failures: Option<u32>,
+
+    /// The longest an account's failed logins make the next attempt wait [default: 5m].
+    #[arg(long, env = "KITH_LOGIN_BACKOFF_MAX", value_name = "DURATION")]
+    pub login_backoff_max: Option<HumanDuration>,
+
     /// Claims of one user's one-time prekeys allowed per --prekey-claim-window, by all
     /// claimers together (peers' included); past it, claims get the signed prekey only.
     /// 0 turns it off [default: 30].
@@ -248,6 +274,12 @@ struct FileConfig {
     account_burst: Option<u32>,
     key_claim_rate: Option<u32>,
     key_claim_burst: Option<u32>,
+    ws_connect_address_rate: Option<u32>,
+    ws_connect_address_burst: Option<u32>,
+    ws_connect_user_rate: Option<u32>,
+    ws_connect_user_burst: Option<u32>,
+    login_free_failures: Option<u32>,
+    login_backoff_max: Option<HumanDuration>,
     prekey_claim_budget: Option<u32>,
     prekey_claim_window: Option<HumanDuration>,
     ws_ping_interval: Option<HumanDuration>,
@@ -461,6 +493,36 @@ impl Config {
             key_claims: Rate {
                 per_second: args.key_claim_rate.or(file.key_claim_rate).unwrap_or(defaults_rates.key_claims.per_second),
                 burst: args.key_claim_burst.or(file.key_claim_burst).unwrap_or(defaults_rates.key_claims.burst),
+            },
+            ws_connects_per_address: Rate {
+                per_second: args
+                    .ws_connect_address_rate
+                    .or(file.ws_connect_address_rate)
+                    .unwrap_or(defaults_rates.ws_connects_per_address.per_second),
+                burst: args
+                    .ws_connect_address_burst
+                    .or(file.ws_connect_address_burst)
+                    .unwrap_or(defaults_rates.ws_connects_per_address.burst),
+            },
+            ws_connects_per_user: Rate {
+                per_second: args
+                    .ws_connect_user_rate
+                    .or(file.ws_connect_user_rate)
+                    .unwrap_or(defaults_rates.ws_connects_per_user.per_second),
+                burst: args
+                    .ws_connect_user_burst
+                    .or(file.ws_connect_user_burst)
+                    .unwrap_or(defaults_rates.ws_connects_per_user.burst),
+            },
+            login_backoff: kith_client_api::LoginBackoffConfig {
+                free_failures: args
+                    .login_free_failures
+                    .or(file.login_free_failures)
+                    .unwrap_or(defaults_rates.login_backoff.free_failures),
+                max_wait: args
+                    .login_backoff_max
+                    .or(file.login_backoff_max)
+                    .map_or(defaults_rates.login_backoff.max_wait, |d| d.0),
             },
         };
         let listen = args

@@ -19,7 +19,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::harness::{
-    Backend, PASSWORD, PATIENCE, TestNode, closed, eventually, frame_where, http, message, next_any, send,
+    Attempt, Backend, PASSWORD, PATIENCE, TestNode, closed, eventually, frame_where, http, message, next_any,
+    refilled_since, send, spend_allowance, unique_loopback,
 };
 
 /// A raw response's status, error code and message.
@@ -348,5 +349,95 @@ async fn plain_http_connections_over_the_cap_get_503_and_websockets_are_not_coun
         })
     })
     .await?;
+    Ok(())
+}
+
+/// A login from a source address of its own: its status, and its error code if refused.
+async fn login_from(
+    node: &TestNode,
+    source: std::net::Ipv4Addr,
+    password: &str,
+) -> Result<(StatusCode, Option<ErrorCode>)> {
+    let client = reqwest::Client::builder().local_address(std::net::IpAddr::V4(source)).timeout(PATIENCE).build()?;
+    let response = client
+        .post(node.url("/api/v1/login"))
+        .json(&serde_json::json!({"username": "bob", "password": password}))
+        .send()
+        .await?;
+    let status = response.status();
+    if status.is_success() { Ok((status, None)) } else { Ok((status, Some(error_of(response).await?.1))) }
+}
+
+#[tokio::test]
+async fn failed_logins_of_one_account_back_off_whatever_address_they_come_from() -> Result<()> {
+    let node = TestNode::start_with(
+        Backend::Sqlite,
+        &["--account-rate", "0", "--login-free-failures", "2", "--login-backoff-max", "1h"],
+    )
+    .await?;
+    node.user("bob").await?;
+    // Two wrong guesses from two addresses…
+    for _ in 0..2 {
+        assert_eq!(login_from(&node, unique_loopback(), "wrong password").await?.0, StatusCode::UNAUTHORIZED);
+    }
+    // …and a third address is held back, even with the right password, until the wait passed.
+    let held = login_from(&node, unique_loopback(), PASSWORD).await?;
+    assert_eq!(held, (StatusCode::TOO_MANY_REQUESTS, Some(ErrorCode::RateLimited)));
+    // Another account is not affected.
+    node.user("alice").await?;
+    node.client().login("alice", PASSWORD).await?;
+    // The wait is a second: then the right password works, and resets the count.
+    eventually("bob may log in again", async || {
+        let (status, code) = login_from(&node, unique_loopback(), PASSWORD).await?;
+        Ok(if status == StatusCode::OK { Ok(()) } else { Err((status, code)) })
+    })
+    .await?;
+    assert_eq!(login_from(&node, unique_loopback(), "wrong password").await?.0, StatusCode::UNAUTHORIZED);
+    Ok(())
+}
+
+/// A WebSocket connection attempt: through, refused as rate limited, or refused otherwise
+/// (an invalid token still counts against the address).
+async fn ws_attempt(node: &TestNode, token: &str) -> Result<Attempt> {
+    let url = format!("ws://{}/api/v1/ws?token={token}", node.addr);
+    match tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url)).await? {
+        Ok(_) => Ok(Attempt::Accepted),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 429 => Ok(Attempt::Limited),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) if response.status() == 401 => Ok(Attempt::Accepted),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[tokio::test]
+async fn websocket_connection_attempts_are_limited_per_user_and_per_address() -> Result<()> {
+    const RATE: u32 = 1;
+    const BURST: u32 = 4;
+    let node = TestNode::start_with(
+        Backend::Sqlite,
+        &["--ws-connect-user-rate", "1", "--ws-connect-user-burst", "4", "--ws-connect-address-rate", "0"],
+    )
+    .await?;
+    let alice = node.user("alice").await?;
+    let bob = node.user("bob").await?;
+    let refused = spend_allowance(BURST, RATE, async |_| ws_attempt(&node, alice.token()).await).await?;
+    // Bob has his own allowance.
+    if !refilled_since(refused, RATE) {
+        assert_eq!(ws_attempt(&node, alice.token()).await?, Attempt::Limited);
+    }
+    assert_eq!(ws_attempt(&node, bob.token()).await?, Attempt::Accepted);
+
+    // Per address: attempts with tokens that are no good count too, and then hold back a
+    // good one from the same address.
+    let node = TestNode::start_with(
+        Backend::Sqlite,
+        &["--ws-connect-user-rate", "0", "--ws-connect-address-rate", "1", "--ws-connect-address-burst", "4"],
+    )
+    .await?;
+    let carol = node.user("carol").await?;
+    let refused = spend_allowance(BURST, RATE, async |_| ws_attempt(&node, "not.a.token").await).await?;
+    let good = ws_attempt(&node, carol.token()).await?;
+    if !refilled_since(refused, RATE) {
+        assert_eq!(good, Attempt::Limited, "the address spent its allowance");
+    }
     Ok(())
 }
