@@ -199,6 +199,16 @@ pub struct ServeArgs {
     #[arg(long = "peer", env = "KITH_PEERS", value_name = "NAME=MULTIADDR", value_delimiter = ',')]
     pub peers: Vec<String>,
 
+    /// How long an inbound federation connection may take to finish its handshake; a socket
+    /// that stays silent is closed then [default: 3s].
+    #[arg(long, env = "KITH_P2P_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub p2p_handshake_timeout: Option<HumanDuration>,
+
+    /// Inbound federation connections in their handshake one address may have at once; 0
+    /// turns the cap off [default: 8].
+    #[arg(long, env = "KITH_P2P_MAX_PENDING_PER_IP", value_name = "N")]
+    pub p2p_max_pending_per_ip: Option<u32>,
+
     /// How far an envelope's sentAt may be from now [default: 10m].
     #[arg(long, env = "KITH_REPLAY_WINDOW", value_name = "DURATION")]
     pub replay_window: Option<HumanDuration>,
@@ -297,6 +307,8 @@ struct FileConfig {
     #[serde(default)]
     peers: Vec<FilePeer>,
     replay_window: Option<HumanDuration>,
+    p2p_handshake_timeout: Option<HumanDuration>,
+    p2p_max_pending_per_ip: Option<u32>,
     outbox_backoff_min: Option<HumanDuration>,
     outbox_backoff_max: Option<HumanDuration>,
     metrics_listen: Option<SocketAddr>,
@@ -457,6 +469,10 @@ pub struct FederationConfig {
     pub replay_window: Duration,
     /// How long outbox pumps wait between failed attempts.
     pub backoff: crate::outbox::BackoffPolicy,
+    /// How long an inbound connection may take to finish its handshake.
+    pub handshake_timeout: Duration,
+    /// Inbound connections in their handshake per remote address.
+    pub max_pending_per_ip: u32,
 }
 
 impl Config {
@@ -611,6 +627,12 @@ impl Config {
                 peers,
                 replay_window: args.replay_window.or(file.replay_window).map_or(Duration::from_secs(600), |d| d.0),
                 backoff,
+                handshake_timeout: args
+                    .p2p_handshake_timeout
+                    .or(file.p2p_handshake_timeout)
+                    .map_or(Duration::from_secs(3), |d| d.0)
+                    .max(Duration::from_millis(100)),
+                max_pending_per_ip: args.p2p_max_pending_per_ip.or(file.p2p_max_pending_per_ip).unwrap_or(8),
             },
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
             cluster: ClusterConfig {
