@@ -5,9 +5,9 @@ use std::time::Duration;
 use anyhow::Result;
 use jsonwebtoken::{EncodingKey, Header};
 use kith_client::ClientError;
-use kith_proto::limits::MAX_WS_FRAME_BYTES;
+use kith_proto::limits::{MAX_PRESENCE_SUBSCRIPTIONS, MAX_WS_FRAME_BYTES};
 use kith_proto::rest::AuthResponse;
-use kith_proto::{DeviceId, ErrorBody, ErrorCode, PresenceStatus, ServerFrame};
+use kith_proto::{ClientFrame, DeviceId, ErrorBody, ErrorCode, PresenceStatus, ServerFrame};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::harness::{
     Attempt, Backend, PASSWORD, PATIENCE, TestNode, closed, eventually, frame_where, http, message, next_any,
-    refilled_since, send, spend_allowance, unique_loopback,
+    next_frame, refilled_since, send, spend_allowance, unique_loopback,
 };
 
 /// A raw response's status, error code and message.
@@ -439,5 +439,101 @@ async fn websocket_connection_attempts_are_limited_per_user_and_per_address() ->
     if !refilled_since(refused, RATE) {
         assert_eq!(good, Attempt::Limited, "the address spent its allowance");
     }
+    Ok(())
+}
+
+/// A token with any header and claims, signed (HMAC-SHA256 over the node's secret, or
+/// whatever `sign` makes of the signing input).
+fn crafted_token(header: &serde_json::Value, claims: &serde_json::Value, sign: impl FnOnce(&str) -> String) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let input = format!("{}.{}", b64.encode(header.to_string()), b64.encode(claims.to_string()));
+    let signature = sign(&input);
+    format!("{input}.{signature}")
+}
+
+#[tokio::test]
+async fn tokens_are_hs256_from_this_node_with_every_required_claim_for_a_user_that_exists() -> Result<()> {
+    let node = TestNode::start().await?;
+    let alice = node.user("alice").await?;
+    let secret = std::fs::read(node.data_dir().join("token-secret.key"))?;
+    let now = jsonwebtoken::get_current_timestamp();
+    let good = serde_json::json!({"sub": "alice@test", "iss": "test", "iat": now, "exp": now + 3600, "did": 0});
+    let signed = |header: jsonwebtoken::Header, claims: &serde_json::Value| {
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&secret))
+    };
+    let without = |claim: &str| {
+        let mut claims = good.clone();
+        claims.as_object_mut().map(|c| c.remove(claim));
+        claims
+    };
+    let mut refused = vec![
+        // Algorithm pinning: no signature at all, another HMAC, a public-key algorithm.
+        (
+            "alg none",
+            crafted_token(&serde_json::json!({"alg": "none", "typ": "JWT"}), &good, |_| String::new()),
+            "HS256",
+        ),
+        ("HS512", signed(Header::new(jsonwebtoken::Algorithm::HS512), &good)?, "algorithm must be HS256"),
+        (
+            "RS256",
+            crafted_token(&serde_json::json!({"alg": "RS256", "typ": "JWT"}), &good, |_| "AAAA".into()),
+            "algorithm must be HS256",
+        ),
+    ];
+    // The issuer, and a user of this server that does not exist.
+    let mut other_issuer = good.clone();
+    other_issuer["iss"] = "elsewhere".into();
+    refused.push(("another issuer", signed(Header::default(), &other_issuer)?, "another server"));
+    let mut ghost = good.clone();
+    ghost["sub"] = "ghost@test".into();
+    refused.push(("a user that does not exist", signed(Header::default(), &ghost)?, "log in again"));
+    for claim in ["exp", "sub", "iss"] {
+        refused.push((claim, signed(Header::default(), &without(claim))?, claim));
+    }
+    for (what, token, says) in refused {
+        let response = http().get(node.url("/api/v1/keys/count")).bearer_auth(&token).send().await?;
+        let (status, code, message) = error_of(response).await?;
+        assert_eq!((status, code), (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken), "{what}: {message}");
+        assert!(message.contains(says), "{what}: {message}");
+    }
+    // The good one, signed the same way, works.
+    let response =
+        http().get(node.url("/api/v1/keys/count")).bearer_auth(signed(Header::default(), &good)?).send().await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(alice.key_count().await?.one_time_pre_keys, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_body_over_512_kib_is_413_and_presence_subscriptions_stop_at_1000() -> Result<()> {
+    let node = TestNode::start().await?;
+    let alice = node.user("alice").await?;
+    node.user("bob").await?;
+    let big = serde_json::json!({"senderId": "alice", "receiverId": "bob", "message": "x".repeat(600 * 1024)});
+    let response = http().post(node.url("/api/v1/messages")).bearer_auth(alice.token()).json(&big).send().await?;
+    let (status, code, message) = error_of(response).await?;
+    assert_eq!((status, code), (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge), "{message}");
+    assert!(message.contains("524288"), "{message}");
+    // A query value that does not parse is a 400 naming it, not a 500.
+    let response = http()
+        .get(node.url("/api/v1/messages?user1=alice&user2=bob&limit=many"))
+        .bearer_auth(alice.token())
+        .send()
+        .await?;
+    assert_eq!(error_of(response).await?.0, StatusCode::BAD_REQUEST);
+
+    let mut ws = alice.connect().await?;
+    let too_many: Vec<String> = (0..=MAX_PRESENCE_SUBSCRIPTIONS).map(|n| format!("user{n}")).collect();
+    ws.send(&ClientFrame::PresenceSubscribe { user_ids: too_many }).await?;
+    match next_frame(&mut ws).await? {
+        ServerFrame::Error { code: ErrorCode::InvalidRequest, message, .. } => {
+            assert!(message.contains("1000"), "{message}")
+        }
+        other => panic!("expected an error frame, got {other:?}"),
+    }
+    // The connection stays up and a subscription within the cap works.
+    ws.send(&ClientFrame::PresenceSubscribe { user_ids: vec!["bob".into()] }).await?;
+    assert!(matches!(next_frame(&mut ws).await?, ServerFrame::Presence(_)));
     Ok(())
 }
