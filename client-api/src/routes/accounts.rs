@@ -22,6 +22,7 @@ use crate::state::ApiState;
         (status = 400, description = "Invalid username or password", body = ErrorBody),
         (status = 409, description = "Username taken", body = ErrorBody),
         (status = 429, description = "Too many account requests from this address", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
     )
 )]
 pub(crate) async fn register(
@@ -48,6 +49,7 @@ pub(crate) async fn register(
         (status = 401, description = "Wrong username or password", body = ErrorBody),
         (status = 409, description = "A new device, but the user has five already", body = ErrorBody),
         (status = 429, description = "Too many account requests from this address, or too many failed logins of this account (retry after the wait the message names)", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
     )
 )]
 pub(crate) async fn login(
