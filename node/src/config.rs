@@ -795,6 +795,22 @@ mod tests {
     }
 
     #[test]
+    fn the_hostile_client_limits_have_defaults_and_bad_values_are_named() {
+        let config = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(config.http, crate::http::HttpLimits::default());
+        assert_eq!(config.prekey_budget, crate::prekey_budget::PrekeyBudgetConfig::default());
+        assert_eq!(config.rate_limits.login_backoff.free_failures, 5);
+        let d = |s: &str| Some(s.parse::<HumanDuration>().unwrap());
+        let zero = ServeArgs { http_header_timeout: d("0s"), ..ServeArgs::default() };
+        assert!(Config::resolve(zero).unwrap_err().to_string().contains("--http-header-timeout"));
+        let origin = ServeArgs { allowed_origins: vec!["chat.example".into()], ..ServeArgs::default() };
+        assert!(Config::resolve(origin).unwrap_err().to_string().contains("--allowed-origin"));
+        let window =
+            ServeArgs { prekey_claim_budget: Some(1000), prekey_claim_window: d("1ms"), ..ServeArgs::default() };
+        assert!(Config::resolve(window).unwrap_err().to_string().contains("--prekey-claim-window"));
+    }
+
+    #[test]
     fn passwords_never_reach_the_log() {
         assert_eq!(redact_url("postgres://kith:hunter2@db:5432/kith"), "postgres://kith:***@db:5432/kith");
         assert_eq!(redact_url("sqlite:kith-data/kith.db"), "sqlite:kith-data/kith.db");
