@@ -43,7 +43,7 @@ server=kith.instructions
 # The node under callgrind (slow to start: up to a minute).
 KITH_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
     "$kith" serve --listen "127.0.0.1:$port" --data-dir "$dir/node" --server-name "$server" \
-    --p2p-listen "/ip4/127.0.0.1/tcp/$((port + 2000))" --message-rate 0 --account-rate 0 \
+    --p2p-listen "/ip4/127.0.0.1/tcp/$((port + 2000))" --message-rate 0 --account-rate 0 --ws-connect-address-rate 0 \
     >"$dir/node.log" 2>&1 &
 node_pid=$!
 started_pids+=("$node_pid")

@@ -47,7 +47,8 @@ wait_quiet() {
 }
 
 # start_kith DIR PORT NAME [DATABASE_URL] [extra serve flags…]: starts a fresh node and sets
-# $node_pid. Benchmarks turn the per-user send limit off (--message-rate 0).
+# $node_pid. Benchmarks turn the per-user send limit, the account limit and the per-address
+# WebSocket handshake limit off (all load comes from a few loopback addresses).
 start_kith() {
     local dir="$1" port="$2" name="$3" url="${4:-}"
     shift 4 || shift $#
@@ -56,7 +57,8 @@ start_kith() {
     mkdir -p "$dir"
     # Federation listens on loopback too, at the client port + 2000.
     local args=(serve --listen "127.0.0.1:$port" --data-dir "$dir" --server-name "$name"
-        --p2p-listen "/ip4/127.0.0.1/tcp/$((port + 2000))" --message-rate 0 --account-rate 0)
+        --p2p-listen "/ip4/127.0.0.1/tcp/$((port + 2000))" --message-rate 0 --account-rate 0
+        --ws-connect-address-rate 0)
     [ -n "$url" ] && args+=(--database-url "$url")
     KITH_LOG=warn "$kith" "${args[@]}" "$@" >"$dir/node.log" 2>&1 &
     node_pid=$!

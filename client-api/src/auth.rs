@@ -97,6 +97,15 @@ impl TokenKeys {
     /// # Errors
     /// As [`TokenKeys::verify`].
     pub fn verify_until(&self, token: &str) -> Result<(Caller, SystemTime), ApiError> {
+        // The header first, so that `alg: none` or an unknown algorithm is named as such rather
+        // than as malformed claims.
+        match jsonwebtoken::decode_header(token) {
+            Ok(header) if header.alg == Algorithm::HS256 => {}
+            Ok(_) => return Err(ApiError::InvalidToken("algorithm must be HS256".into())),
+            Err(_) => {
+                return Err(ApiError::InvalidToken("malformed token: a JWT header with alg HS256 expected".into()));
+            }
+        }
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::TokenExpired,
@@ -104,6 +113,10 @@ impl TokenKeys {
                 ErrorKind::InvalidIssuer => ApiError::InvalidToken("issued by another server".into()),
                 ErrorKind::InvalidAlgorithm => ApiError::InvalidToken("algorithm must be HS256".into()),
                 ErrorKind::MissingRequiredClaim(claim) => ApiError::InvalidToken(format!("missing claim {claim}")),
+                // A claim the node needs (`sub`, `iss`, `exp`) missing or of the wrong type.
+                ErrorKind::Json(_) => {
+                    ApiError::InvalidToken("claims must have sub, iss and exp of a kith token".into())
+                }
                 _ => ApiError::InvalidToken("malformed token".into()),
             })?;
         let user = UserId::parse(&data.claims.sub).map_err(|_| ApiError::InvalidToken("bad subject".into()))?;

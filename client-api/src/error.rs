@@ -38,6 +38,25 @@ pub enum ApiError {
     /// Too many requests from this user or address.
     #[error("rate limit exceeded: slow down and retry")]
     RateLimited,
+    /// `GET /api/v1/ws` without a valid WebSocket handshake (no `Upgrade: websocket`, a
+    /// `Sec-WebSocket-Version` other than 13, no `Sec-WebSocket-Key`): the status the handshake
+    /// rules give (400, or 426 when the connection cannot be upgraded) and what is wrong.
+    #[error("not a WebSocket handshake: {reason}")]
+    NotWebSocket {
+        /// 400 or 426.
+        status: StatusCode,
+        /// Which header is missing or wrong.
+        reason: String,
+    },
+    /// The request's body did not arrive within the body read timeout.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    /// The account has failed logins in a row; the next attempt must wait this long.
+    #[error("too many failed logins for this account: retry in {} s", .0.as_secs().max(1))]
+    LoginBackoff(std::time::Duration),
+    /// A WebSocket handshake from a web page whose origin this node does not allow.
+    #[error("origin {0:?} may not open a WebSocket to this node")]
+    OriginNotAllowed(String),
     /// `GET /readyz`: the node cannot serve now, and which of its parts is why (words for an
     /// operator, naming a component, never a detail such as an address).
     #[error("not ready: {0}")]
@@ -58,6 +77,7 @@ impl ApiError {
             Self::Service(S::UnknownServer(_)) => (StatusCode::NOT_FOUND, ErrorCode::UnknownServer),
             Self::Service(S::Forbidden(_)) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             Self::Service(S::TooManyDevices(_)) => (StatusCode::CONFLICT, ErrorCode::TooManyDevices),
+            Self::Service(S::NoSuchDevice(..)) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::Service(S::UnknownDevice(..)) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken),
             Self::Service(S::InvalidKeys(_)) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
             Self::Service(S::UserIdentityConflict(_)) => (StatusCode::CONFLICT, ErrorCode::UserIdentityConflict),
@@ -72,6 +92,10 @@ impl ApiError {
             Self::RateLimited => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             Self::NoRoute(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            Self::NotWebSocket { status, .. } => (*status, ErrorCode::InvalidRequest),
+            Self::OriginNotAllowed(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Self::LoginBackoff(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::RequestTimeout),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::InvalidRequest),
         };
         let message = match self {

@@ -19,6 +19,7 @@
 //!     shutdown: Default::default(),
 //!     connections: Default::default(),
 //!     connection_slots: Arc::new(tokio::sync::Semaphore::new(1000)),
+//!     origins: Default::default(),
 //! };
 //! let app = router(state);
 //! # }
@@ -29,6 +30,7 @@ pub mod client_addr;
 pub mod error;
 pub mod json;
 pub mod limits;
+pub mod origin;
 pub mod path;
 pub mod rate_limit;
 mod routes;
@@ -40,7 +42,8 @@ mod ws;
 pub use auth::{AuthUser, TokenKeys};
 pub use client_addr::{ClientAddr, TrustedProxies};
 pub use error::ApiError;
-pub use rate_limit::{Rate, RateLimitConfig, RateLimits};
+pub use origin::AllowedOrigins;
+pub use rate_limit::{LoginBackoffConfig, Rate, RateLimitConfig, RateLimits};
 pub use routes::openapi::ApiDoc;
 pub use routes::router;
 pub use service::{

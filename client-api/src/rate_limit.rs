@@ -1,9 +1,13 @@
 //! Per-caller rate limits: sends per user, and account requests (register, login) per client
 //! address, since password hashing is slow on purpose and must not become a way to stall the
-//! node.
+//! node; failed logins per account, with a backoff, since guesses may come from many
+//! addresses; WebSocket connection attempts per address and per user.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
@@ -39,6 +43,30 @@ pub struct RateLimitConfig {
     pub accounts: Rate,
     /// Key bundle claims per caller, so nobody can drain another user's one-time prekeys.
     pub key_claims: Rate,
+    /// WebSocket connection attempts per client address (before the token is checked).
+    pub ws_connects_per_address: Rate,
+    /// WebSocket connection attempts per user (once the token is checked).
+    pub ws_connects_per_user: Rate,
+    /// Failed logins of one account before each further attempt waits (a backoff).
+    pub login_backoff: LoginBackoffConfig,
+}
+
+/// How failed logins of one account slow down further attempts at it, whatever address they
+/// come from: after `free_failures` failures in a row, the next attempt must wait one second
+/// from the last failure; each further failure doubles the wait, up to `max_wait`. A success
+/// resets it. (Refused attempts are not failures: they are not even checked.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginBackoffConfig {
+    /// Failures in a row allowed before the backoff starts; 0 turns the backoff off.
+    pub free_failures: u32,
+    /// The longest wait.
+    pub max_wait: Duration,
+}
+
+impl Default for LoginBackoffConfig {
+    fn default() -> Self {
+        Self { free_failures: 5, max_wait: Duration::from_secs(300) }
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -47,6 +75,9 @@ impl Default for RateLimitConfig {
             messages: Rate { per_second: 100, burst: 200 },
             accounts: Rate { per_second: 5, burst: 20 },
             key_claims: Rate { per_second: 2, burst: 30 },
+            ws_connects_per_address: Rate { per_second: 500, burst: 5000 },
+            ws_connects_per_user: Rate { per_second: 10, burst: 30 },
+            login_backoff: LoginBackoffConfig::default(),
         }
     }
 }
@@ -65,6 +96,9 @@ pub struct RateLimits<C: Clock = DefaultClock> {
     messages: Option<Limiter<UserId, C>>,
     accounts: Option<Limiter<IpAddr, C>>,
     key_claims: Option<Limiter<UserId, C>>,
+    ws_per_address: Option<Limiter<IpAddr, C>>,
+    ws_per_user: Option<Limiter<UserId, C>>,
+    logins: LoginBackoff,
 }
 
 impl RateLimits {
@@ -81,6 +115,9 @@ impl<C: Clock + Clone> RateLimits<C> {
             messages: limiter(config.messages, clock),
             accounts: limiter(config.accounts, clock),
             key_claims: limiter(config.key_claims, clock),
+            ws_per_address: limiter(config.ws_connects_per_address, clock),
+            ws_per_user: limiter(config.ws_connects_per_user, clock),
+            logins: LoginBackoff::new(config.login_backoff),
         }
     }
 
@@ -117,6 +154,46 @@ impl<C: Clock + Clone> RateLimits<C> {
         }
     }
 
+    /// Counts one WebSocket connection attempt from `addr`.
+    ///
+    /// # Errors
+    /// [`ApiError::RateLimited`] when over the limit.
+    pub fn check_ws_address(&self, addr: IpAddr) -> Result<(), ApiError> {
+        match &self.ws_per_address {
+            Some(limiter) => limiter.check_key(&addr).map_err(|_| ApiError::RateLimited),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts one WebSocket connection attempt by `user`.
+    ///
+    /// # Errors
+    /// [`ApiError::RateLimited`] when over the limit.
+    pub fn check_ws_user(&self, user: &UserId) -> Result<(), ApiError> {
+        match &self.ws_per_user {
+            Some(limiter) => limiter.check_key(user).map_err(|_| ApiError::RateLimited),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a login of `account` may be tried now.
+    ///
+    /// # Errors
+    /// [`ApiError::LoginBackoff`] with the wait left, while the account's backoff lasts.
+    pub fn check_login(&self, account: &str) -> Result<(), ApiError> {
+        self.logins.check(account, Instant::now())
+    }
+
+    /// Records how a login of `account` went: a failure lengthens its backoff, a success
+    /// ends it.
+    pub fn login_result(&self, account: &str, succeeded: bool) {
+        if succeeded {
+            self.logins.succeeded(account);
+        } else {
+            self.logins.failed(account, Instant::now());
+        }
+    }
+
     /// Forgets callers whose allowance is full again, so the state does not grow without bound.
     /// Run it now and then.
     pub fn prune(&self) {
@@ -129,6 +206,82 @@ impl<C: Clock + Clone> RateLimits<C> {
         if let Some(limiter) = &self.key_claims {
             limiter.retain_recent();
         }
+        if let Some(limiter) = &self.ws_per_address {
+            limiter.retain_recent();
+        }
+        if let Some(limiter) = &self.ws_per_user {
+            limiter.retain_recent();
+        }
+        self.logins.prune(Instant::now());
+    }
+}
+
+/// Accounts tracked at most by the login backoff; past it, new accounts are not tracked (their
+/// guesses are still limited per address) until old entries expire.
+const MAX_TRACKED_ACCOUNTS: usize = 100_000;
+
+/// Failed logins per account.
+#[derive(Debug)]
+struct LoginBackoff {
+    config: LoginBackoffConfig,
+    accounts: Mutex<HashMap<String, Failures>>,
+}
+
+/// An account's failures in a row, and when the last one was.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+impl LoginBackoff {
+    fn new(config: LoginBackoffConfig) -> Self {
+        Self { config, accounts: Mutex::new(HashMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
+        self.accounts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// How long after its last failure an account with `count` failures must wait.
+    fn wait(&self, count: u32) -> Duration {
+        match count.checked_sub(self.config.free_failures) {
+            None => Duration::ZERO,
+            Some(over) => Duration::from_secs(1u64 << over.min(30)).min(self.config.max_wait),
+        }
+    }
+
+    fn check(&self, account: &str, now: Instant) -> Result<(), ApiError> {
+        if self.config.free_failures == 0 {
+            return Ok(());
+        }
+        let Some(failures) = self.lock().get(account).copied() else {
+            return Ok(());
+        };
+        let until = failures.last + self.wait(failures.count);
+        if now < until { Err(ApiError::LoginBackoff(until - now)) } else { Ok(()) }
+    }
+
+    fn failed(&self, account: &str, now: Instant) {
+        if self.config.free_failures == 0 {
+            return;
+        }
+        let mut accounts = self.lock();
+        if let Some(failures) = accounts.get_mut(account) {
+            *failures = Failures { count: failures.count.saturating_add(1), last: now };
+        } else if accounts.len() < MAX_TRACKED_ACCOUNTS {
+            accounts.insert(account.to_owned(), Failures { count: 1, last: now });
+        }
+    }
+
+    fn succeeded(&self, account: &str) {
+        self.lock().remove(account);
+    }
+
+    /// Forgets accounts whose last failure is longer ago than the longest wait.
+    fn prune(&self, now: Instant) {
+        let max_wait = self.config.max_wait;
+        self.lock().retain(|_, failures| now.saturating_duration_since(failures.last) <= max_wait);
     }
 }
 
@@ -145,7 +298,17 @@ mod tests {
     }
 
     fn limits(messages: Rate, accounts: Rate, clock: &FakeRelativeClock) -> RateLimits<FakeRelativeClock> {
-        RateLimits::with_clock(RateLimitConfig { messages, accounts, key_claims: messages }, clock)
+        RateLimits::with_clock(
+            RateLimitConfig {
+                messages,
+                accounts,
+                key_claims: messages,
+                ws_connects_per_address: accounts,
+                ws_connects_per_user: messages,
+                login_backoff: LoginBackoffConfig::default(),
+            },
+            clock,
+        )
     }
 
     /// How many checks pass before the first refusal.
@@ -180,6 +343,33 @@ mod tests {
         assert_eq!(allowance(|| limits.check_account(there)), 2);
         clock.advance(Duration::from_secs(1));
         assert_eq!(allowance(|| limits.check_account(here)), 1);
+    }
+
+    #[test]
+    fn failed_logins_of_one_account_back_off_exponentially_up_to_the_cap_and_a_success_resets() {
+        let backoff = LoginBackoff::new(LoginBackoffConfig { free_failures: 2, max_wait: Duration::from_secs(5) });
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        backoff.failed("alice", at(0));
+        assert!(backoff.check("alice", at(0)).is_ok(), "the first failure is free");
+        backoff.failed("alice", at(0));
+        let refused = backoff.check("alice", at(0));
+        assert!(matches!(refused, Err(ApiError::LoginBackoff(wait)) if wait == Duration::from_secs(1)), "{refused:?}");
+        assert!(backoff.check("alice", at(1)).is_ok(), "one second after the second failure");
+        backoff.failed("alice", at(1));
+        assert!(backoff.check("alice", at(2)).is_err(), "two seconds after the third");
+        assert!(backoff.check("alice", at(3)).is_ok());
+        for _ in 0..10 {
+            backoff.failed("alice", at(3));
+        }
+        assert!(backoff.check("alice", at(7)).is_err());
+        assert!(backoff.check("alice", at(8)).is_ok(), "never more than the cap");
+        assert!(backoff.check("bob", at(3)).is_ok(), "per account");
+        backoff.succeeded("alice");
+        assert!(backoff.check("alice", at(3)).is_ok(), "a success resets");
+        backoff.failed("carol", at(0));
+        backoff.prune(at(6));
+        assert!(backoff.lock().is_empty(), "forgotten after the longest wait");
     }
 
     #[test]

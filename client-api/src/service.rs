@@ -51,6 +51,10 @@ pub enum ServiceError {
     /// The device does not exist (never added, or removed): log in again.
     #[error("device {1} of {0} does not exist; log in again")]
     UnknownDevice(UserId, DeviceId),
+    /// The device a request names (not the caller's own) is not one of the user's devices:
+    /// the caller's token is fine, the target is not there.
+    #[error("device {1} of {0} does not exist")]
+    NoSuchDevice(UserId, DeviceId),
     /// The user has as many live connections as one user may.
     #[error("{0}")]
     TooManySessions(String),
@@ -335,7 +339,7 @@ pub trait ChatService: Send + Sync + 'static {
     /// Removes one of the caller's devices, with its keys and its queue.
     ///
     /// # Errors
-    /// [`ServiceError::UnknownDevice`].
+    /// [`ServiceError::NoSuchDevice`] when the user has no such device.
     async fn remove_device(&self, caller: &Caller, device: DeviceId) -> Result<(), ServiceError>;
 
     /// Stores a removal of one of the caller's devices signed by the account's user identity,

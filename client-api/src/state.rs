@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::TokenKeys;
+use crate::origin::AllowedOrigins;
 use crate::rate_limit::RateLimits;
 use crate::service::ChatService;
 
@@ -27,6 +28,8 @@ pub struct ApiState {
     pub connections: TaskTracker,
     /// One permit per live WebSocket connection: beyond them, upgrades are refused (503).
     pub connection_slots: Arc<tokio::sync::Semaphore>,
+    /// Web origins allowed to open a WebSocket besides the node's own.
+    pub origins: Arc<AllowedOrigins>,
 }
 
 impl std::fmt::Debug for dyn ChatService {

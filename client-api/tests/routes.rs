@@ -168,6 +168,7 @@ impl Api {
             shutdown: Default::default(),
             connections: Default::default(),
             connection_slots: Arc::new(tokio::sync::Semaphore::new(10)),
+            origins: Default::default(),
         };
         Self { node, tokens, state }
     }

@@ -145,6 +145,7 @@ async fn serve(token_ttl: Duration) -> Served {
         shutdown: Default::default(),
         connections: Default::default(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(100)),
+        origins: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/api/v1/ws", listener.local_addr().unwrap());

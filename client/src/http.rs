@@ -297,9 +297,17 @@ impl Authed {
     }
 }
 
+/// How long an idle connection is kept for reuse: below the node's `--http-header-timeout`
+/// (10 s by default), after which the node closes it, so that a request is rarely sent on a
+/// connection the node is closing at that moment.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The HTTP client: every request has a deadline; `https://` with the given TLS configuration.
 fn http_client(timeouts: &Timeouts, tls: Option<&Arc<rustls::ClientConfig>>) -> Result<reqwest::Client, ClientError> {
-    let builder = reqwest::Client::builder().connect_timeout(timeouts.connect).timeout(timeouts.request);
+    let builder = reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT);
     // Always a configuration of our own, with our crypto provider: for `http://` one that is
     // never used, since reqwest would otherwise need a process-wide default provider.
     let config = match tls {

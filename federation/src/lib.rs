@@ -41,6 +41,7 @@ pub mod identity;
 mod liveness;
 pub mod network;
 pub mod peers;
+pub mod pending;
 pub mod protocol;
 pub mod record;
 mod requests;

@@ -65,6 +65,12 @@ pub struct NetworkConfig {
     pub dead_after: Duration,
     /// How long one dial (TCP connect, Noise, Yamux) may take.
     pub dial_timeout: Duration,
+    /// How long an inbound connection may take to finish its handshake (Noise, Yamux) once
+    /// accepted; a socket that stays silent is closed then.
+    pub inbound_handshake_timeout: Duration,
+    /// Inbound connections in their handshake one remote address may have at once (0: no
+    /// cap), so that one host cannot take every pending slot.
+    pub max_pending_per_ip: u32,
 }
 
 impl NetworkConfig {
@@ -82,6 +88,8 @@ impl NetworkConfig {
             ping_interval: Duration::from_secs(5),
             dead_after: Duration::from_secs(15),
             dial_timeout: Duration::from_secs(5),
+            inbound_handshake_timeout: Duration::from_secs(3),
+            max_pending_per_ip: 8,
         }
     }
 }

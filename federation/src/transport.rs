@@ -5,6 +5,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use libp2p::core::transport::timeout::TransportTimeout;
 use libp2p::core::upgrade::Version;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
@@ -17,11 +18,31 @@ use crate::protocol::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PROTOCOL, Request, 
 /// What the swarm runs on every connection.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// First, so that an address over its cap never takes one of the swarm's pending slots.
+    pub(crate) pending_per_ip: crate::pending::Behaviour,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
     pub(crate) requests: request_response::cbor::Behaviour<Request, Response>,
 }
+
+/// Inbound connections in their handshake, from all addresses together.
+const MAX_PENDING_INCOMING: u32 = 64;
+
+/// Timeouts on one direction of a transport's connections.
+trait DirectedTimeouts: Transport + Sized {
+    /// Inbound connections must finish their upgrade within `timeout`.
+    fn apply_inbound_timeout(self, timeout: Duration) -> TransportTimeout<Self> {
+        TransportTimeout::with_ingoing_timeout(self, timeout)
+    }
+
+    /// Dials must finish within `timeout`.
+    fn apply_outbound_timeout(self, timeout: Duration) -> TransportTimeout<Self> {
+        TransportTimeout::with_outgoing_timeout(self, timeout)
+    }
+}
+
+impl<T: Transport> DirectedTimeouts for T {}
 
 /// Builds the swarm of `config`.
 pub(crate) fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, FederationError> {
@@ -29,14 +50,15 @@ pub(crate) fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, Fe
     let limits = connection_limits::ConnectionLimits::default()
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
-        .with_max_pending_incoming(Some(64));
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
     let codec = request_response::cbor::codec::Codec::default()
         .set_request_size_maximum(MAX_REQUEST_BYTES)
         .set_response_size_maximum(MAX_RESPONSE_BYTES);
     let request_config = request_response::Config::default()
         .with_request_timeout(config.request_timeout)
         .with_max_concurrent_streams(config.max_streams_per_peer);
-    let (dial_timeout, give_up) = (config.dial_timeout, config.dead_after);
+    let (dial_timeout, inbound_timeout, give_up) =
+        (config.dial_timeout, config.inbound_handshake_timeout, config.dead_after);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(config.key.keypair().clone())
         .with_tokio()
         .with_other_transport(|key| {
@@ -49,13 +71,18 @@ pub(crate) fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, Fe
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise::Config::new(key)?)
                     .multiplex(yamux::Config::default())
-                    // Bounds a dial (TCP connect, Noise, Yamux) and an inbound handshake: a
-                    // black-holed address fails in seconds rather than when the kernel gives up.
-                    .timeout(dial_timeout),
+                    // Bounds an inbound handshake (Noise, Yamux) tighter than a dial: a socket
+                    // that never speaks gives its pending slot back soon.
+                    .map(|output, _| output)
+                    .apply_inbound_timeout(inbound_timeout)
+                    // Bounds a dial (TCP connect, Noise, Yamux): a black-holed address fails in
+                    // seconds rather than when the kernel gives up.
+                    .apply_outbound_timeout(dial_timeout),
             )
         })
         .map_err(|e| transport(&e))?
         .with_behaviour(|key| Behaviour {
+            pending_per_ip: crate::pending::Behaviour::new(config.max_pending_per_ip),
             limits: connection_limits::Behaviour::new(limits),
             identify: identify::Behaviour::new(
                 identify::Config::new("/kith/1".into(), key.public())

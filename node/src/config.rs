@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::Args;
-use kith_client_api::{Rate, RateLimitConfig, TrustedProxies, WsConfig};
+use kith_client_api::{AllowedOrigins, Rate, RateLimitConfig, TrustedProxies, WsConfig};
 use kith_federation::{Multiaddr, PinnedPeer};
 use kith_proto::ServerName;
 use serde::Deserialize;
@@ -108,6 +108,42 @@ pub struct ServeArgs {
     #[arg(long, env = "KITH_KEY_CLAIM_BURST", value_name = "N")]
     pub key_claim_burst: Option<u32>,
 
+    /// WebSocket connection attempts per second from one address; 0 turns the limit off
+    /// [default: 500].
+    #[arg(long, env = "KITH_WS_CONNECT_ADDRESS_RATE", value_name = "N")]
+    pub ws_connect_address_rate: Option<u32>,
+
+    /// WebSocket connection attempts one address may make in a burst [default: 5000].
+    #[arg(long, env = "KITH_WS_CONNECT_ADDRESS_BURST", value_name = "N")]
+    pub ws_connect_address_burst: Option<u32>,
+
+    /// WebSocket connection attempts per second by one user; 0 turns the limit off [default: 10].
+    #[arg(long, env = "KITH_WS_CONNECT_USER_RATE", value_name = "N")]
+    pub ws_connect_user_rate: Option<u32>,
+
+    /// WebSocket connection attempts one user may make in a burst [default: 30].
+    #[arg(long, env = "KITH_WS_CONNECT_USER_BURST", value_name = "N")]
+    pub ws_connect_user_burst: Option<u32>,
+
+    /// Failed logins in a row one account may have before each further attempt waits (1 s,
+    /// doubling); 0 turns the backoff off [default: 5].
+    #[arg(long, env = "KITH_LOGIN_FREE_FAILURES", value_name = "N")]
+    pub login_free_failures: Option<u32>,
+
+    /// The longest an account's failed logins make the next attempt wait [default: 5m].
+    #[arg(long, env = "KITH_LOGIN_BACKOFF_MAX", value_name = "DURATION")]
+    pub login_backoff_max: Option<HumanDuration>,
+
+    /// Claims of one user's one-time prekeys allowed per --prekey-claim-window, by all
+    /// claimers together (peers' included); past it, claims get the signed prekey only.
+    /// 0 turns it off [default: 30].
+    #[arg(long, env = "KITH_PREKEY_CLAIM_BUDGET", value_name = "N")]
+    pub prekey_claim_budget: Option<u32>,
+
+    /// Over how long a user's one-time prekey budget refills [default: 1h].
+    #[arg(long, env = "KITH_PREKEY_CLAIM_WINDOW", value_name = "DURATION")]
+    pub prekey_claim_window: Option<HumanDuration>,
+
     /// How often to ping an idle WebSocket client [default: 10s].
     #[arg(long, env = "KITH_WS_PING_INTERVAL", value_name = "DURATION")]
     pub ws_ping_interval: Option<HumanDuration>,
@@ -127,6 +163,21 @@ pub struct ServeArgs {
     /// Live WebSocket connections the node accepts in all [default: 50000].
     #[arg(long, env = "KITH_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Plain HTTP connections open at once (WebSockets count against --max-connections
+    /// instead); one more gets 503 [default: 8192].
+    #[arg(long, env = "KITH_MAX_HTTP_CONNECTIONS", value_name = "N")]
+    pub max_http_connections: Option<usize>,
+
+    /// A client must send a request's headers within this long, or the connection is closed
+    /// (an idle keep-alive connection too) [default: 10s].
+    #[arg(long, env = "KITH_HTTP_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub http_header_timeout: Option<HumanDuration>,
+
+    /// A client must send a request's body within this long once its headers came, or it gets
+    /// 408 and the connection is closed [default: 30s].
+    #[arg(long, env = "KITH_HTTP_BODY_TIMEOUT", value_name = "DURATION")]
+    pub http_body_timeout: Option<HumanDuration>,
 
     /// Memory for the recent-messages cache, in bytes [default: 64 MiB].
     #[arg(long, env = "KITH_CACHE_BYTES", value_name = "BYTES")]
@@ -154,6 +205,16 @@ pub struct ServeArgs {
     /// Replaces the config file's `[[peers]]`.
     #[arg(long = "peer", env = "KITH_PEERS", value_name = "NAME=MULTIADDR", value_delimiter = ',')]
     pub peers: Vec<String>,
+
+    /// How long an inbound federation connection may take to finish its handshake; a socket
+    /// that stays silent is closed then [default: 3s].
+    #[arg(long, env = "KITH_P2P_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
+    pub p2p_handshake_timeout: Option<HumanDuration>,
+
+    /// Inbound federation connections in their handshake one address may have at once; 0
+    /// turns the cap off [default: 8].
+    #[arg(long, env = "KITH_P2P_MAX_PENDING_PER_IP", value_name = "N")]
+    pub p2p_max_pending_per_ip: Option<u32>,
 
     /// How far an envelope's sentAt may be from now [default: 10m].
     #[arg(long, env = "KITH_REPLAY_WINDOW", value_name = "DURATION")]
@@ -183,6 +244,12 @@ pub struct ServeArgs {
     /// This instance's name among the node's instances [default: generated and logged].
     #[arg(long, env = "KITH_INSTANCE_ID", value_name = "ID")]
     pub instance_id: Option<String>,
+
+    /// A web origin (`https://chat.example`) whose pages may open a WebSocket to this node,
+    /// besides the node's own (repeatable). Handshakes without `Origin` (apps, the CLI) are
+    /// always allowed; any other origin gets 403.
+    #[arg(long = "allowed-origin", env = "KITH_ALLOWED_ORIGINS", value_name = "ORIGIN", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 
     /// Share the client listen address with other processes (SO_REUSEPORT): several
     /// instances on one host behind one port, no proxy needed.
@@ -243,11 +310,22 @@ struct FileConfig {
     account_burst: Option<u32>,
     key_claim_rate: Option<u32>,
     key_claim_burst: Option<u32>,
+    ws_connect_address_rate: Option<u32>,
+    ws_connect_address_burst: Option<u32>,
+    ws_connect_user_rate: Option<u32>,
+    ws_connect_user_burst: Option<u32>,
+    login_free_failures: Option<u32>,
+    login_backoff_max: Option<HumanDuration>,
+    prekey_claim_budget: Option<u32>,
+    prekey_claim_window: Option<HumanDuration>,
     ws_ping_interval: Option<HumanDuration>,
     ws_idle_timeout: Option<HumanDuration>,
     session_queue: Option<usize>,
     max_sessions_per_user: Option<usize>,
     max_connections: Option<usize>,
+    max_http_connections: Option<usize>,
+    http_header_timeout: Option<HumanDuration>,
+    http_body_timeout: Option<HumanDuration>,
     cache_bytes: Option<usize>,
     max_batch: Option<usize>,
     pg_writers: Option<usize>,
@@ -256,6 +334,8 @@ struct FileConfig {
     #[serde(default)]
     peers: Vec<FilePeer>,
     replay_window: Option<HumanDuration>,
+    p2p_handshake_timeout: Option<HumanDuration>,
+    p2p_max_pending_per_ip: Option<u32>,
     outbox_backoff_min: Option<HumanDuration>,
     outbox_backoff_max: Option<HumanDuration>,
     metrics_listen: Option<SocketAddr>,
@@ -268,6 +348,8 @@ struct FileConfig {
     tls_handshake_timeout: Option<HumanDuration>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
 }
 
 /// Why the configuration cannot be used.
@@ -377,6 +459,10 @@ pub struct Config {
     pub max_sessions_per_user: usize,
     /// Live WebSocket connections in all.
     pub max_connections: usize,
+    /// How many of one user's one-time prekeys may be claimed per window.
+    pub prekey_budget: crate::prekey_budget::PrekeyBudgetConfig,
+    /// Timeouts and the connection cap of plain HTTP.
+    pub http: crate::http::HttpLimits,
     /// Recent-message cache budget in bytes.
     pub cache_bytes: usize,
     /// Store tuning.
@@ -391,6 +477,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Web origins allowed to open a WebSocket besides the node's own.
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// Running as one of several instances of a node.
@@ -417,6 +505,10 @@ pub struct FederationConfig {
     pub replay_window: Duration,
     /// How long outbox pumps wait between failed attempts.
     pub backoff: crate::outbox::BackoffPolicy,
+    /// How long an inbound connection may take to finish its handshake.
+    pub handshake_timeout: Duration,
+    /// Inbound connections in their handshake per remote address.
+    pub max_pending_per_ip: u32,
 }
 
 impl Config {
@@ -453,6 +545,36 @@ impl Config {
             key_claims: Rate {
                 per_second: args.key_claim_rate.or(file.key_claim_rate).unwrap_or(defaults_rates.key_claims.per_second),
                 burst: args.key_claim_burst.or(file.key_claim_burst).unwrap_or(defaults_rates.key_claims.burst),
+            },
+            ws_connects_per_address: Rate {
+                per_second: args
+                    .ws_connect_address_rate
+                    .or(file.ws_connect_address_rate)
+                    .unwrap_or(defaults_rates.ws_connects_per_address.per_second),
+                burst: args
+                    .ws_connect_address_burst
+                    .or(file.ws_connect_address_burst)
+                    .unwrap_or(defaults_rates.ws_connects_per_address.burst),
+            },
+            ws_connects_per_user: Rate {
+                per_second: args
+                    .ws_connect_user_rate
+                    .or(file.ws_connect_user_rate)
+                    .unwrap_or(defaults_rates.ws_connects_per_user.per_second),
+                burst: args
+                    .ws_connect_user_burst
+                    .or(file.ws_connect_user_burst)
+                    .unwrap_or(defaults_rates.ws_connects_per_user.burst),
+            },
+            login_backoff: kith_client_api::LoginBackoffConfig {
+                free_failures: args
+                    .login_free_failures
+                    .or(file.login_free_failures)
+                    .unwrap_or(defaults_rates.login_backoff.free_failures),
+                max_wait: args
+                    .login_backoff_max
+                    .or(file.login_backoff_max)
+                    .map_or(defaults_rates.login_backoff.max_wait, |d| d.0),
             },
         };
         let listen = args
@@ -511,9 +633,48 @@ impl Config {
         };
         let trusted_proxies =
             TrustedProxies::parse(&proxies).map_err(|e| ConfigError::Invalid(format!("{source}: {e}")))?;
+        let default_http = crate::http::HttpLimits::default();
+        let http = crate::http::HttpLimits {
+            header_timeout: args
+                .http_header_timeout
+                .or(file.http_header_timeout)
+                .map_or(default_http.header_timeout, |d| d.0),
+            body_timeout: args.http_body_timeout.or(file.http_body_timeout).map_or(default_http.body_timeout, |d| d.0),
+            max_connections: args
+                .max_http_connections
+                .or(file.max_http_connections)
+                .unwrap_or(default_http.max_connections)
+                .max(1),
+        };
+        if http.header_timeout.is_zero() || http.body_timeout.is_zero() {
+            return Err(ConfigError::Invalid(format!(
+                "--http-header-timeout ({:?}) and --http-body-timeout ({:?}) must be above zero",
+                http.header_timeout, http.body_timeout
+            )));
+        }
+        let default_budget = crate::prekey_budget::PrekeyBudgetConfig::default();
+        let prekey_budget = crate::prekey_budget::PrekeyBudgetConfig {
+            claims: args.prekey_claim_budget.or(file.prekey_claim_budget).unwrap_or(default_budget.claims),
+            window: args.prekey_claim_window.or(file.prekey_claim_window).map_or(default_budget.window, |d| d.0),
+        };
+        if prekey_budget.claims > 0 && prekey_budget.window < Duration::from_millis(u64::from(prekey_budget.claims)) {
+            return Err(ConfigError::Invalid(format!(
+                "--prekey-claim-window ({:?}) must be at least a millisecond per --prekey-claim-budget ({})",
+                prekey_budget.window, prekey_budget.claims
+            )));
+        }
+        let allowed_origins = AllowedOrigins::new(if args.allowed_origins.is_empty() {
+            file.allowed_origins.clone()
+        } else {
+            args.allowed_origins.clone()
+        })
+        .map_err(ConfigError::Invalid)?;
         Ok(Self {
             tls,
             trusted_proxies,
+            allowed_origins,
+            http,
+            prekey_budget,
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             token_ttl: args.token_ttl.or(file.token_ttl).map_or(Duration::from_secs(7 * 24 * 3600), |d| d.0),
             rate_limits,
@@ -528,6 +689,12 @@ impl Config {
                 peers,
                 replay_window: args.replay_window.or(file.replay_window).map_or(Duration::from_secs(600), |d| d.0),
                 backoff,
+                handshake_timeout: args
+                    .p2p_handshake_timeout
+                    .or(file.p2p_handshake_timeout)
+                    .map_or(Duration::from_secs(3), |d| d.0)
+                    .max(Duration::from_millis(100)),
+                max_pending_per_ip: args.p2p_max_pending_per_ip.or(file.p2p_max_pending_per_ip).unwrap_or(8),
             },
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
             cluster: ClusterConfig {
@@ -709,6 +876,22 @@ mod tests {
         let args = ServeArgs { trusted_proxies: vec!["10.0.0.0/40".into()], ..ServeArgs::default() };
         let e = Config::resolve(args).unwrap_err().to_string();
         assert!(e.starts_with("--trusted-proxy: ") && e.contains("10.0.0.0/40"), "{e}");
+    }
+
+    #[test]
+    fn the_hostile_client_limits_have_defaults_and_bad_values_are_named() {
+        let config = Config::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(config.http, crate::http::HttpLimits::default());
+        assert_eq!(config.prekey_budget, crate::prekey_budget::PrekeyBudgetConfig::default());
+        assert_eq!(config.rate_limits.login_backoff.free_failures, 5);
+        let d = |s: &str| Some(s.parse::<HumanDuration>().unwrap());
+        let zero = ServeArgs { http_header_timeout: d("0s"), ..ServeArgs::default() };
+        assert!(Config::resolve(zero).unwrap_err().to_string().contains("--http-header-timeout"));
+        let origin = ServeArgs { allowed_origins: vec!["chat.example".into()], ..ServeArgs::default() };
+        assert!(Config::resolve(origin).unwrap_err().to_string().contains("--allowed-origin"));
+        let window =
+            ServeArgs { prekey_claim_budget: Some(1000), prekey_claim_window: d("1ms"), ..ServeArgs::default() };
+        assert!(Config::resolve(window).unwrap_err().to_string().contains("--prekey-claim-window"));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use kith_client_api::{Caller, ServiceError};
 use kith_crypto::{OneTimePreKeyPublic, PreKeyBundle, PublicIdentity, SignedPreKeyPublic};
 use kith_proto::keys::{DeviceBundle, KeyBundles, KeyCount, KeyUpload};
 use kith_proto::{DeviceId, ServerFrame, UserId};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::push;
 use crate::state::AppState;
@@ -131,6 +131,12 @@ pub(crate) async fn claim_local(state: &AppState, user: &UserId) -> Result<KeyBu
     if !state.users.exists(user).await? {
         return Err(ServiceError::UnknownUser(user.clone()));
     }
+    // Past the user's budget, whoever asks gets the signed prekey only, and the one-time
+    // prekeys stay for later.
+    if !state.prekey_budget.take(user) {
+        debug!(%user, "one-time prekey budget spent: serving signed prekeys only");
+        return devices_local(state, user).await;
+    }
     let claimed = state.store.claim_keys(user).await?.await?;
     let devices = claimed.into_iter().map(bundle).collect::<Result<Vec<_>, ServiceError>>()?;
     trust::attach(state, user, devices).await
@@ -164,6 +170,8 @@ pub(crate) async fn remove_device(state: &AppState, caller: &Caller, device: Dev
         push::close_device(state, &caller.user, device).await;
         Ok(())
     } else {
-        Err(ServiceError::UnknownDevice(caller.user.clone(), device))
+        // The caller's own device exists (its token was checked): this is about the target,
+        // so the answer is 404, not the 401 that tells a client its token is dead.
+        Err(ServiceError::NoSuchDevice(caller.user.clone(), device))
     }
 }

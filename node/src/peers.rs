@@ -48,8 +48,10 @@ impl Peers {
         rate_limits: RateLimitConfig,
     ) -> Result<(Self, tokio::sync::mpsc::Receiver<kith_federation::Inbound>), StartError> {
         let directory = Directory::new(config.peers.iter().cloned())?;
-        let network_config =
+        let mut network_config =
             NetworkConfig::new(key.clone(), server_name.clone(), vec![config.listen.clone()], directory.clone());
+        network_config.inbound_handshake_timeout = config.handshake_timeout;
+        network_config.max_pending_per_ip = config.max_pending_per_ip;
         let (network, inbound, _task) = kith_federation::start(network_config).await?;
         for peer in directory.peers() {
             let addresses: Vec<String> = peer.addresses().iter().map(ToString::to_string).collect();

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use kith_client_api::{ApiState, RateLimits, TokenKeys};
 use kith_proto::Timestamp;
 use tokio::net::TcpListener;
@@ -76,13 +75,6 @@ pub enum NodeError {
     /// The HTTP server failed.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
-}
-
-/// How the client listener speaks: plain HTTP (behind a TLS proxy, or on loopback), or TLS
-/// itself.
-enum ClientListener {
-    Plain(TcpListener),
-    Tls(crate::tls::TlsListener),
 }
 
 /// A node that is serving.
@@ -169,6 +161,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         peers: peers.clone(),
         cluster: cluster.clone(),
         telemetry: crate::telemetry::Telemetry::default(),
+        prekey_budget: crate::prekey_budget::PrekeyBudget::new(config.prekey_budget),
     });
 
     let shutdown = CancellationToken::new();
@@ -196,12 +189,13 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
+        origins: Arc::new(config.allowed_origins.clone()),
     };
     let listener = bind(config.listen, config.cluster.reuse_port)
         .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| NodeError::Bind { addr: config.listen, source })?;
     let (listener, scheme) = match certificates {
-        None => (ClientListener::Plain(listener), "http"),
+        None => (crate::http::ClientListener::Plain(listener), "http"),
         Some(certificates) => {
             let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
                 .map_err(|e| NodeError::Serve(std::io::Error::other(format!("listening for SIGHUP: {e}"))))?;
@@ -209,7 +203,7 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
             let timeout = certificates.files().handshake_timeout;
             let listener = crate::tls::TlsListener::new(listener, certificates.acceptor()?, timeout, shutdown.clone())
                 .map_err(|source| NodeError::Bind { addr: config.listen, source })?;
-            (ClientListener::Tls(listener), "https")
+            (crate::http::ClientListener::Tls(listener), "https")
         }
     };
     info!(
@@ -220,29 +214,23 @@ pub async fn start(config: Config) -> Result<RunningNode, NodeError> {
         if state.cluster.is_shared() { "one of several, through redis" } else { "alone" }
     );
 
-    state.tasks.spawn(prune_rate_limits(api.limits.clone(), shutdown.clone()));
+    state.tasks.spawn(prune_rate_limits(api.limits.clone(), state.clone(), shutdown.clone()));
     let trusted = Arc::new(config.trusted_proxies.clone());
-    let task = tokio::spawn(serve(listener, api, trusted, state, shutdown.clone()));
+    let task = tokio::spawn(serve(listener, config.http, api, trusted, state, shutdown.clone()));
     Ok(RunningNode { addr, shutdown, task })
 }
 
 async fn serve(
-    listener: ClientListener,
+    listener: crate::http::ClientListener,
+    http_limits: crate::http::HttpLimits,
     api: ApiState,
     trusted_proxies: Arc<kith_client_api::TrustedProxies>,
     state: AppState,
     shutdown: CancellationToken,
 ) -> Result<(), NodeError> {
     let connections = api.connections.clone();
-    let app = kith_client_api::router(api)
-        .layer(axum::Extension(trusted_proxies))
-        .into_make_service_with_connect_info::<SocketAddr>();
-    let stop = shutdown.clone().cancelled_owned();
-    let served = match listener {
-        ClientListener::Plain(listener) => axum::serve(listener, app).with_graceful_shutdown(stop).await,
-        // `tap_io` only for axum's connect info: it knows the peer address of any tapped listener.
-        ClientListener::Tls(listener) => axum::serve(listener.tap_io(|_| ()), app).with_graceful_shutdown(stop).await,
-    };
+    let app = kith_client_api::router(api).layer(axum::Extension(trusted_proxies));
+    let served = crate::http::serve(listener, app, http_limits, shutdown.clone()).await;
     // Reached on shutdown (or a listener failure): WebSockets were told to close by the same
     // token; wait for them, then for work they left behind, then close the store.
     shutdown.cancel();
@@ -278,12 +266,15 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-async fn prune_rate_limits(limits: Arc<RateLimits>, shutdown: CancellationToken) {
+async fn prune_rate_limits(limits: Arc<RateLimits>, state: AppState, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(PRUNE_INTERVAL);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => limits.prune(),
+            _ = tick.tick() => {
+                limits.prune();
+                state.prekey_budget.prune();
+            }
         }
     }
 }

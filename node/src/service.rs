@@ -68,6 +68,10 @@ impl ChatService for NodeService {
     }
 
     async fn open_session(&self, caller: &Caller) -> Result<Session, ServiceError> {
+        // A device that is gone (or a user that never was) is refused before anything is
+        // registered: a refused upgrade must not move anyone's presence, nor make a user that
+        // does not exist look like one that went offline just now.
+        self.check_device(caller).await?;
         let Some((id, events, first)) = self.state.sessions.register(&caller.user, caller.device) else {
             return Err(ServiceError::TooManySessions(format!(
                 "{} has as many live connections as one user may",
@@ -75,8 +79,9 @@ impl ChatService for NodeService {
             )));
         };
         let lease = Lease { state: self.state.clone(), user: caller.user.clone(), id };
-        // Checked once registered: a removal this check misses comes after it, and then ends
-        // this session with the device's others (dropping the lease unregisters it).
+        // Checked again once registered: a removal between the two checks is seen here; one
+        // after this check ends this session with the device's others (dropping the lease
+        // unregisters it).
         self.check_device(caller).await?;
         if first {
             presence::refresh(&self.state, &caller.user).await;

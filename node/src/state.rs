@@ -55,6 +55,8 @@ pub struct Handles {
     pub cluster: Arc<Cluster>,
     /// What this instance counts, for `/metrics`.
     pub telemetry: Telemetry,
+    /// How many of each user's one-time prekeys may still be claimed this window.
+    pub prekey_budget: crate::prekey_budget::PrekeyBudget,
 }
 
 impl AppState {

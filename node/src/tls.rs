@@ -226,6 +226,14 @@ impl TlsListener {
     }
 }
 
+impl TlsListener {
+    /// The next connection whose handshake succeeded; `None` once the accept loop has ended
+    /// (shutdown).
+    pub async fn next(&mut self) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
+        self.accepted.recv().await
+    }
+}
+
 impl axum::serve::Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
     type Addr = SocketAddr;

@@ -35,6 +35,9 @@ pub enum ErrorCode {
     UnknownServer,
     /// The message or frame is larger than the documented limit.
     PayloadTooLarge,
+    /// The request's body did not arrive in time (`--http-body-timeout`); the connection is
+    /// closed.
+    RequestTimeout,
     /// Too many requests; retry later.
     RateLimited,
     /// The node cannot serve the request right now (store unreachable, shutting down).

@@ -22,6 +22,9 @@ pub enum IdError {
         /// The maximum length.
         max: usize,
     },
+    /// A username made only of dots (`.`, `..`, …) reads as a path segment in URLs and files.
+    #[error("username must not be only dots (got {0:?})")]
+    OnlyDots(String),
     /// A server name is a lowercase DNS-like name, optionally with a port.
     #[error("server name must be 1 to {max} characters of a-z, 0-9, '.', '-', with an optional :port (got {got:?})")]
     ServerName {
@@ -59,12 +62,20 @@ impl Username {
     /// Validates `s` as a username.
     ///
     /// # Errors
-    /// [`IdError::Username`] when `s` is empty, too long or has other characters.
+    /// [`IdError::Username`] when `s` is empty, too long or has other characters;
+    /// [`IdError::OnlyDots`] for `.`, `..` and any other name of dots alone, which would read as
+    /// a path segment (`/api/v1/keys/..`) rather than a name.
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= USERNAME_MAX_BYTES
             && s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
-        if ok { Ok(Self(s.to_owned())) } else { Err(IdError::Username { got: excerpt(s), max: USERNAME_MAX_BYTES }) }
+        if !ok {
+            return Err(IdError::Username { got: excerpt(s), max: USERNAME_MAX_BYTES });
+        }
+        if s.bytes().all(|b| b == b'.') {
+            return Err(IdError::OnlyDots(s.to_owned()));
+        }
+        Ok(Self(s.to_owned()))
     }
 
     /// The username as text.
@@ -313,6 +324,10 @@ mod tests {
         for bad in ["", "Bob", "a b", "a@b", "é", &"x".repeat(33)] {
             assert!(matches!(Username::parse(bad), Err(IdError::Username { max: 32, .. })), "{bad}");
         }
+        for dots in [".", "..", "...", &".".repeat(32)] {
+            assert!(matches!(Username::parse(dots), Err(IdError::OnlyDots(_))), "{dots}");
+        }
+        assert!(Username::parse(".a.").is_ok(), "dots with something else are a name");
     }
 
     #[test]

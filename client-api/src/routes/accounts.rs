@@ -22,6 +22,7 @@ use crate::state::ApiState;
         (status = 400, description = "Invalid username or password", body = ErrorBody),
         (status = 409, description = "Username taken", body = ErrorBody),
         (status = 429, description = "Too many account requests from this address", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
     )
 )]
 pub(crate) async fn register(
@@ -47,7 +48,8 @@ pub(crate) async fn register(
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 401, description = "Wrong username or password", body = ErrorBody),
         (status = 409, description = "A new device, but the user has five already", body = ErrorBody),
-        (status = 429, description = "Too many account requests from this address", body = ErrorBody),
+        (status = 429, description = "Too many account requests from this address, or too many failed logins of this account (retry after the wait the message names)", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
     )
 )]
 pub(crate) async fn login(
@@ -59,8 +61,15 @@ pub(crate) async fn login(
     // A malformed username cannot belong to anyone: answer as for a wrong password.
     let device = body.device_id.unwrap_or_default();
     let (username, password) = parse_credentials(body).map_err(|_| ServiceError::InvalidCredentials)?;
-    let user = state.service.login(username, password, device).await?;
-    respond(&state, Caller { user, device })
+    // Guesses at one account slow down wherever they come from.
+    state.limits.check_login(username.as_str())?;
+    let result = state.service.login(username.clone(), password, device).await;
+    match &result {
+        Ok(_) => state.limits.login_result(username.as_str(), true),
+        Err(ServiceError::InvalidCredentials) => state.limits.login_result(username.as_str(), false),
+        Err(_) => {}
+    }
+    respond(&state, Caller { user: result?, device })
 }
 
 /// The per-address allowance of account requests; `addr` is the real client (behind a

@@ -30,6 +30,7 @@ use crate::validate;
         (status = 400, description = "Malformed keys or a signature that does not verify", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 409, description = "The certificate is by another user identity than the account's", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
     )
 )]
 pub(crate) async fn publish(
@@ -167,6 +168,7 @@ pub(crate) async fn remove_device(
         (status = 204, description = "Stored; the device is gone"),
         (status = 400, description = "Malformed, for another user, or not signed by the account's user identity", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
     )
 )]
 pub(crate) async fn publish_removal(

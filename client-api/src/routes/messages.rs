@@ -32,6 +32,7 @@ use crate::validate;
         (status = 404, description = "Unknown receiver or server", body = ErrorBody),
         (status = 413, description = "Message over 64 KiB", body = ErrorBody),
         (status = 429, description = "Sending too fast", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
     )
 )]
 pub(crate) async fn send(

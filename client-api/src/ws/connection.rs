@@ -27,6 +27,8 @@ use crate::validate;
 mod close_code {
     /// The server is shutting down.
     pub(super) const GOING_AWAY: u16 = 1001;
+    /// A text frame was not valid UTF-8 (RFC 6455 section 8.1: the connection must fail).
+    pub(super) const INVALID_PAYLOAD: u16 = 1007;
     /// A frame was over the size limit.
     pub(super) const TOO_BIG: u16 = 1009;
     /// The server failed.
@@ -363,11 +365,16 @@ fn error_frame(e: ApiError, client_message_id: Option<String>) -> ServerFrame {
     e.to_frame(client_message_id)
 }
 
-/// Classifies a read error: an oversized frame is answered with close code 1009.
+/// Classifies a read error: an oversized frame is answered with close code 1009, a text frame
+/// that is not UTF-8 with 1007 (RFC 6455 requires failing the connection; the close frame
+/// says why rather than a bare reset).
 fn socket_error(e: axum::Error) -> End {
     match e.into_inner().downcast::<tungstenite::Error>() {
         Ok(e) if matches!(*e, tungstenite::Error::Capacity(_)) => {
             End::ServerClosed(close_code::TOO_BIG, "frame too large")
+        }
+        Ok(e) if matches!(*e, tungstenite::Error::Utf8(_)) => {
+            End::ServerClosed(close_code::INVALID_PAYLOAD, "text frame is not valid UTF-8")
         }
         Ok(e) => End::SocketError(e.to_string()),
         Err(e) => End::SocketError(e.to_string()),

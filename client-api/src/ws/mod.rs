@@ -4,12 +4,15 @@ mod connection;
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use kith_proto::ErrorBody;
 use kith_proto::limits::MAX_WS_FRAME_BYTES;
 
 use crate::auth::WsAuthUser;
 use crate::error::ApiError;
+use crate::routes::ClientAddr;
 use crate::service::ServiceError;
 use crate::state::ApiState;
 
@@ -35,15 +38,28 @@ const WRITE_BUFFER_BYTES: usize = 2 * 1024;
     security(("bearer" = [])),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: ClientFrame and ServerFrame JSON text frames"),
+        (status = 400, description = "Not a WebSocket handshake (no Upgrade: websocket, Sec-WebSocket-Version not 13, no Sec-WebSocket-Key)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 429, description = "Too many connection attempts from this address or by this user, or the user holds as many connections as one may", body = ErrorBody),
+        (status = 503, description = "The node holds as many connections as it may", body = ErrorBody),
+        (status = 403, description = "An Origin header of a web page this node does not allow (--allowed-origin)", body = ErrorBody),
     )
 )]
 pub(crate) async fn upgrade(
     State(state): State<ApiState>,
-    auth: WsAuthUser,
-    upgrade: WebSocketUpgrade,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    auth: Result<WsAuthUser, ApiError>,
 ) -> Result<Response, ApiError> {
-    let (caller, until) = auth.into_parts();
+    // The handshake is checked before the token: it is cheaper, and a request that is no
+    // handshake gets the same JSON error body as every other refusal, not axum's plain text.
+    let upgrade = upgrade
+        .map_err(|rejection| ApiError::NotWebSocket { status: rejection.status(), reason: rejection.body_text() })?;
+    state.origins.check(&headers)?;
+    state.limits.check_ws_address(addr)?;
+    let (caller, until) = auth?.into_parts();
+    state.limits.check_ws_user(&caller.user)?;
     // The session opens before the upgrade, so a refusal (a removed device, a store that does
     // not answer) is an HTTP error the client can read, not a socket closed at once.
     let slot = state

@@ -278,3 +278,31 @@ async fn the_directory_keeps_one_user_identity_and_serves_it_with_certificates_a
     frame_where(&mut alice_ws, |f| matches!(f, ServerFrame::KeysChanged { .. }).then_some(())).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn past_a_users_prekey_budget_claims_get_the_signed_prekey_only_whoever_claims() -> Result<()> {
+    const BUDGET: usize = 3;
+    let node = TestNode::start_with(
+        Backend::Sqlite,
+        &["--key-claim-rate", "0", "--prekey-claim-budget", &BUDGET.to_string(), "--prekey-claim-window", "1h"],
+    )
+    .await?;
+    let bob = node.user("bob").await?;
+    bob.publish_keys(&keys(&bob, &UserIdentity::generate(&mut rng()), 0, 10)?).await?;
+    // Four fresh accounts, as in the drain that was reported: together they get the budget.
+    let mut claimers = Vec::new();
+    for n in 0..4 {
+        claimers.push(node.user(&format!("drain{n}")).await?);
+    }
+    let mut with_one_time = 0;
+    for round in 0..3 {
+        for claimer in &claimers {
+            let devices = claim(claimer, "bob").await?;
+            assert_eq!(devices.len(), 1, "round {round}: a bundle for bob's device all the same");
+            with_one_time += usize::from(devices[0].1.is_some());
+        }
+    }
+    assert_eq!(with_one_time, BUDGET, "one-time prekeys handed out past the budget");
+    assert_eq!(bob.key_count().await?.one_time_pre_keys, 10 - BUDGET as u32, "the rest stay for later");
+    Ok(())
+}

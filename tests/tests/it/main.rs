@@ -15,6 +15,7 @@ mod errors;
 mod fault_proxy;
 mod federation;
 mod federation_faults;
+mod hardening;
 mod history;
 mod keys;
 mod messaging;
