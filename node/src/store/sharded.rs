@@ -223,8 +223,11 @@ async fn apply(target: &Shard, handoff: Handoff) -> Result<Option<Resumed>, Stor
                 from: Source::OtherShard,
                 to: Recipient::User,
             };
-            target.append_message(message).await?.await?;
-            Ok(Some(Resumed::Message(view)))
+            // Pushed only if this sweep wrote it: a copy the relay wrote was pushed by the send.
+            match target.append_message(message).await?.await? {
+                AppendOutcome::Stored { .. } => Ok(Some(Resumed::Message(view))),
+                AppendOutcome::Duplicate { .. } => Ok(None),
+            }
         }
         Handoff::Status { message_id, sender_id, receiver_id, status, at } => {
             let moved = target.apply_status(&sender_id, message_id, status).await?.await?;

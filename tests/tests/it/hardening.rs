@@ -174,6 +174,8 @@ async fn a_refused_websocket_upgrade_moves_no_presence_and_a_ghost_has_none() ->
     let watcher = node.user("watcher").await?;
     let second = node.client().device(DeviceId(1)).login("alice", PASSWORD).await?;
     alice.remove_device(DeviceId(1)).await?;
+    // The watcher is no contact of alice's: she shows herself to everyone for this test.
+    alice.set_presence_visibility(kith_proto::PresenceVisibility::Everyone).await?;
     let before = watcher.presence("alice").await?;
     assert_eq!(before.status, PresenceStatus::Offline);
 
@@ -307,6 +309,7 @@ async fn plain_http_connections_over_the_cap_get_503_and_websockets_are_not_coun
     const CAP: usize = 4;
     let node = TestNode::start_with(Backend::Sqlite, &["--max-http-connections", &CAP.to_string()]).await?;
     // Registered over a connection that is closed after the answer, so it holds no slot.
+    crate::harness::install_crypto();
     let once = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(PATIENCE).build()?;
     let registered = once
         .post(node.url("/api/v1/register"))
@@ -358,6 +361,7 @@ async fn login_from(
     source: std::net::Ipv4Addr,
     password: &str,
 ) -> Result<(StatusCode, Option<ErrorCode>)> {
+    crate::harness::install_crypto();
     let client = reqwest::Client::builder().local_address(std::net::IpAddr::V4(source)).timeout(PATIENCE).build()?;
     let response = client
         .post(node.url("/api/v1/login"))

@@ -63,6 +63,7 @@ on_every_store!(
     the_user_identity_is_kept_until_reset_and_removals_are_bounded,
     a_message_to_another_node_is_queued_with_the_senders_copy,
     envelopes_from_another_node_apply_once,
+    a_receivers_copy_from_another_shard_applies_once,
     a_message_between_shards_is_in_both_mailboxes_and_its_receipts_reach_back,
 );
 
@@ -554,6 +555,24 @@ async fn envelopes_from_another_node_apply_once(store: Arc<dyn Store>) -> Result
     let queued = store.outbox_batch(&server("gamma"), 10).await?;
     let queued: Vec<_> = queued.iter().map(|r| (r.envelope_id.clone(), r.kind)).collect();
     assert_eq!(queued, [(format!("{id}:read"), Kind::Receipt)]);
+    store.close().await;
+    Ok(())
+}
+
+/// A hand-off applied twice (the relay, then a sweep that found its row not yet removed) stores
+/// the receiver's copy once, and says the second time that it was there: what keeps the sweep
+/// from pushing it again.
+async fn a_receivers_copy_from_another_shard_applies_once(store: Arc<dyn Store>) -> Result<()> {
+    let (alice, carol) = (user("alice"), user("carol"));
+    let mut copy = new_message(&alice, &carol, "across shards", None);
+    copy.from = Source::OtherShard;
+    let id = copy.message_id;
+    assert!(matches!(append(store.as_ref(), copy.clone()).await?, AppendOutcome::Stored { .. }));
+    assert!(
+        matches!(append(store.as_ref(), copy).await?, AppendOutcome::Duplicate { message_id, .. } if message_id == id)
+    );
+    let pending = store.pending(&carol, D0, 0, 10).await?;
+    assert_eq!(pending.iter().filter(|p| p.message.message_id == id).count(), 1, "{pending:?}");
     store.close().await;
     Ok(())
 }

@@ -28,6 +28,19 @@ struct MailboxRow<'a> {
 /// Each message's outcome as the steps decide it: `None` while it is still new.
 type Outcomes = Vec<Option<AppendOutcome>>;
 
+/// A receiver's copy from another shard whose row was there already (the relay and a sweep
+/// both applied one hand-off) is a repeat: saying so keeps the sweep from pushing it again.
+/// Other messages whose rows exist stay `Stored`: a retried send whose first commit answer was
+/// lost still answers `sent`.
+fn skip_applied_handoffs(messages: &[&NewMessage], fresh: &[(&MailboxRow<'_>, i64)], outcomes: &mut Outcomes) {
+    let written: HashSet<usize> = fresh.iter().map(|(row, _)| row.index).collect();
+    for (i, m) in messages.iter().enumerate() {
+        if matches!(m.from, Source::OtherShard) && outcomes[i].is_none() && !written.contains(&i) {
+            outcomes[i] = Some(duplicate_of(m));
+        }
+    }
+}
+
 fn duplicate_of(m: &NewMessage) -> AppendOutcome {
     AppendOutcome::Duplicate { message_id: m.message_id, timestamp: m.timestamp }
 }
@@ -70,6 +83,7 @@ impl<DB> Writer<DB> {
         Self::skip_repeated_client_ids(tx, placement, messages, &mut outcomes).await?;
         let Placed { rows, outbox, handoffs } = place(placement, messages, &outcomes);
         let fresh = Self::insert_mailbox_rows(tx, messages, &rows).await?;
+        skip_applied_handoffs(messages, &fresh, &mut outcomes);
         Self::queue_for_devices(tx, &fresh).await?;
         Self::insert_outbox_rows(tx, &outbox).await?;
         Self::insert_handoffs(tx, &handoffs).await?;
