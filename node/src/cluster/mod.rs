@@ -218,11 +218,28 @@ impl Cluster {
         let users: Vec<UserId> =
             std::mem::take(&mut *shared.missed.lock().unwrap_or_else(PoisonError::into_inner)).into_iter().collect();
         let everyone = shared.missed_everyone.swap(false, Ordering::Relaxed);
-        if everyone {
-            self.broadcast(Wire::Replay { users: None }).await;
-        } else if !users.is_empty() {
+        let told = if everyone {
+            self.broadcast(Wire::Replay { users: None }).await
+        } else if users.is_empty() {
+            true
+        } else {
             info!(users = users.len(), "asking the other instances to replay what could not be handed over");
-            self.broadcast(Wire::Replay { users: Some(users) }).await;
+            self.broadcast(Wire::Replay { users: Some(users.clone()) }).await
+        };
+        if !told {
+            // Redis failed again (an overloaded Redis answers some calls and times out others):
+            // kept for the next time it is back, so that no missed push is forgotten.
+            if everyone {
+                shared.missed_everyone.store(true, Ordering::Relaxed);
+            }
+            let mut missed = shared.missed.lock().unwrap_or_else(PoisonError::into_inner);
+            for user in users {
+                if missed.len() >= MAX_MISSED {
+                    shared.missed_everyone.store(true, Ordering::Relaxed);
+                    break;
+                }
+                missed.insert(user);
+            }
         }
     }
 
@@ -341,20 +358,26 @@ impl Cluster {
         }
     }
 
-    /// Tells every other live instance.
-    async fn broadcast(&self, wire: Wire) {
+    /// Tells every other live instance; false if some could not be told.
+    async fn broadcast(&self, wire: Wire) -> bool {
         let Some(shared) = &self.shared else {
-            return;
+            return true;
         };
         match shared.membership.live(&shared.link).await {
             Ok(instances) => {
+                let mut told = true;
                 for instance in instances.iter().filter(|i| **i != self.instance_id) {
                     if let Err(e) = stream::add(&shared.link, instance, &wire).await {
                         warn!(error = %e, %instance, "could not tell another instance");
+                        told = false;
                     }
                 }
+                told
             }
-            Err(e) => warn!(error = %e, "could not tell the other instances"),
+            Err(e) => {
+                warn!(error = %e, "could not tell the other instances");
+                false
+            }
         }
     }
 
