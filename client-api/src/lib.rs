@@ -40,7 +40,7 @@ pub use auth::{AuthUser, TokenKeys};
 pub use error::ApiError;
 pub use rate_limit::{Rate, RateLimitConfig, RateLimits};
 pub use routes::openapi::ApiDoc;
-pub use routes::router;
+pub use routes::{route_paths, router};
 pub use service::{
     Caller, ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session, SessionEvent,
     SessionId, SessionLease,
