@@ -49,6 +49,9 @@ const CHAOS_TIMEOUTS: Timeouts = Timeouts {
     close: Duration::from_secs(1),
 };
 
+/// How often a long soak says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
 /// How long everything may take to arrive once the chaos stops.
 const DRAIN: Duration = Duration::from_secs(60);
 
@@ -155,6 +158,7 @@ fn conversations() -> Vec<Conversation> {
         .collect()
 }
 
+#[allow(clippy::print_stderr, reason = "a long soak says how far it got")]
 async fn soak(plan: Plan) -> Result<()> {
     if !Path::new(LIBFAKETIME).exists() {
         skip(&format!("{LIBFAKETIME} is missing (apt-get install faketime): gamma's clock cannot be skewed"));
@@ -248,6 +252,7 @@ async fn soak(plan: Plan) -> Result<()> {
         let partition_start = started + plan.partition_at;
         let mut partition_end = None;
         let mut partitioned = false;
+        let mut last_progress = Instant::now();
         loop {
             let next_event = [Some(next_kill), (!partitioned).then_some(partition_start), partition_end]
                 .into_iter()
@@ -278,6 +283,17 @@ async fn soak(plan: Plan) -> Result<()> {
                 addrs[victim].send_replace(nodes[victim].addr);
                 victim = (victim + 1) % NODES.len();
                 next_kill = Instant::now() + plan.kill_every;
+                if last_progress.elapsed() >= PROGRESS_EVERY {
+                    last_progress = Instant::now();
+                    let r = record(&shared);
+                    eprintln!(
+                        "chaos soak after {:?}: {} acknowledged, {} arrived, {} restarts",
+                        started.elapsed(),
+                        r.acked.len(),
+                        arrived(&r),
+                        r.restarts.len()
+                    );
+                }
             }
         }
         (outcome, chaos_error)
