@@ -36,6 +36,8 @@ pub mod state;
 pub mod validate;
 mod ws;
 
+pub use ws::frame::{Command, Refused, parse_frame};
+
 pub use auth::{AuthUser, TokenKeys};
 pub use error::ApiError;
 pub use rate_limit::{Rate, RateLimitConfig, RateLimits};

@@ -1,6 +1,7 @@
 //! The WebSocket endpoint: authenticate, upgrade, then hand the socket to a [`connection`].
 
 mod connection;
+pub mod frame;
 mod handshake;
 
 use axum::extract::State;
