@@ -79,7 +79,9 @@ impl ApiError {
             Self::Service(S::TooManyDevices(_)) => (StatusCode::CONFLICT, ErrorCode::TooManyDevices),
             Self::Service(S::NoSuchDevice(..)) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
             Self::Service(S::UnknownDevice(..)) => (StatusCode::UNAUTHORIZED, ErrorCode::InvalidToken),
-            Self::Service(S::InvalidKeys(_)) => (StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest),
+            // Well formed by the schema, but the keys do not decode or verify: no schema can say
+            // that, so it is not the 400 of a malformed request.
+            Self::Service(S::InvalidKeys(_)) => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest),
             Self::Service(S::UserIdentityConflict(_)) => (StatusCode::CONFLICT, ErrorCode::UserIdentityConflict),
             Self::Service(S::TooManySessions(_)) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::Service(S::Unavailable(_)) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),

@@ -39,13 +39,15 @@ pub mod state;
 pub mod validate;
 mod ws;
 
+pub use ws::frame::{Command, Refused, parse_frame};
+
 pub use auth::{AuthUser, TokenKeys};
 pub use client_addr::{ClientAddr, TrustedProxies};
 pub use error::ApiError;
 pub use origin::AllowedOrigins;
 pub use rate_limit::{LoginBackoffConfig, Rate, RateLimitConfig, RateLimits};
 pub use routes::openapi::ApiDoc;
-pub use routes::router;
+pub use routes::{route_paths, router};
 pub use service::{
     Caller, ChatService, Completion, OutgoingMessage, Password, SendOutcome, ServiceError, Session, SessionEvent,
     SessionId, SessionLease,

@@ -2,6 +2,7 @@
 //! what a client sends, what the node is asked, and what the client gets back (status, JSON
 //! error body naming the problem), without sockets or a store.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use kith_client_api::{
     ApiState, Caller, ChatService, Completion, OutgoingMessage, Password, RateLimitConfig, RateLimits, SendOutcome,
-    ServiceError, Session, SessionId, TokenKeys, WsConfig, router,
+    ServiceError, Session, SessionId, TokenKeys, WsConfig, route_paths, router,
 };
 use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload};
 use kith_proto::rest::HistoryPage;
@@ -431,30 +432,120 @@ async fn health_readiness_routes_methods_and_body_limits_answer_in_json() {
     assert_eq!((status, error(&body).code), (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge));
 }
 
+/// A path with its parameters' names left out: `/keys/{userId}` and `/keys/{user_id}` are one.
+fn path_shape(path: &str) -> String {
+    let mut shape = String::new();
+    let mut in_param = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                shape.push_str("{}");
+            }
+            '}' => in_param = false,
+            c if !in_param => shape.push(c),
+            _ => {}
+        }
+    }
+    shape
+}
+
 #[tokio::test]
-async fn the_openapi_document_describes_every_route_the_router_serves() {
+async fn the_openapi_document_and_the_router_serve_the_same_routes_and_methods() {
     let api = Api::new();
     let (status, doc) = api.call(Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap_or_else(|| panic!("no paths: {doc}"));
-    for (path, method) in [
-        ("/api/v1/register", "post"),
-        ("/api/v1/login", "post"),
-        ("/api/v1/messages", "post"),
-        ("/api/v1/messages", "get"),
-        ("/api/v1/presence/{user_id}", "get"),
-        ("/api/v1/keys", "put"),
-        ("/api/v1/keys/count", "get"),
-        ("/api/v1/keys/{user_id}", "get"),
-        ("/api/v1/keys/{user_id}/devices", "get"),
-        ("/api/v1/devices/{device_id}", "delete"),
-        ("/api/v1/ws", "get"),
-        ("/healthz", "get"),
-        ("/readyz", "get"),
-    ] {
-        let documented = paths.iter().any(|(p, ops)| {
-            p.replace("{userId}", "{user_id}").replace("{deviceId}", "{device_id}") == path && ops.get(method).is_some()
-        });
-        assert!(documented, "{method} {path} is not in the OpenAPI document: {:?}", paths.keys().collect::<Vec<_>>());
+    let documented: BTreeSet<String> = paths.keys().map(|p| path_shape(p)).collect();
+    let routed: BTreeSet<String> = route_paths().into_iter().map(path_shape).collect();
+    assert_eq!(documented, routed, "every route documented, every documented route served");
+
+    // Each path answers exactly the methods the document lists: any other gets the router's 405.
+    let token = api.token("alice", 0);
+    for (path, operations) in paths {
+        let uri = path.replace("{userId}", "bob").replace("{deviceId}", "3");
+        for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            let (status, _) = api.call(method.clone(), &uri, Some(&token), None).await;
+            let documented = operations.get(method.as_str().to_lowercase()).is_some();
+            assert_eq!(status != StatusCode::METHOD_NOT_ALLOWED, documented, "{method} {path}: {status}");
+        }
     }
+}
+
+#[tokio::test]
+async fn every_operation_documents_its_refusals_with_the_error_body() {
+    let api = Api::new();
+    let (_, doc) = api.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let paths = doc["paths"].as_object().unwrap_or_else(|| panic!("no paths: {doc}"));
+    for (path, operations) in paths {
+        for (method, operation) in operations.as_object().unwrap_or_else(|| panic!("{path}")) {
+            let responses = operation["responses"].as_object().unwrap_or_else(|| panic!("{method} {path}"));
+            let has = |status: &str| responses.contains_key(status);
+            if operation.get("security").is_some() {
+                assert!(has("401"), "{method} {path}: a route behind a token documents 401");
+            }
+            if operation.get("requestBody").is_some() {
+                assert!(has("400") && has("413"), "{method} {path}: a JSON body documents 400 and 413");
+            }
+            if operation.get("parameters").is_some_and(|p| p.as_array().is_some_and(|p| !p.is_empty())) {
+                assert!(has("400"), "{method} {path}: parameters document 400");
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let body = &response["content"]["application/json"]["schema"]["$ref"];
+                    assert_eq!(body, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_openapi_document_states_the_protocol_limits() {
+    use kith_proto::limits::*;
+    use kith_proto::patterns;
+    let api = Api::new();
+    let (_, doc) = api.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let schemas = &doc["components"]["schemas"];
+    let field = |schema: &str, field: &str| schemas[schema]["properties"][field].clone();
+
+    let username = field("Credentials", "username");
+    assert_eq!(username["maxLength"], json!(USERNAME_MAX_BYTES));
+    assert_eq!(username["minLength"], json!(1));
+    assert_eq!(username["pattern"], json!(patterns::username()));
+    let password = field("Credentials", "password");
+    assert_eq!(
+        (password["minLength"].clone(), password["maxLength"].clone()),
+        (json!(PASSWORD_MIN_CHARS), json!(PASSWORD_MAX_CHARS))
+    );
+    assert_eq!(schemas["DeviceId"]["maximum"], json!(u32::MAX));
+    assert_eq!(schemas["DeviceId"]["minimum"], json!(0));
+
+    let message = field("SendMessageRequest", "message");
+    assert_eq!(message["maxLength"], json!(MAX_MESSAGE_BYTES));
+    assert_eq!(message["pattern"], json!(patterns::NO_NUL));
+    assert_eq!(field("SendMessageRequest", "clientMessageId")["maxLength"], json!(CLIENT_MESSAGE_ID_MAX_BYTES));
+    for side in ["senderId", "receiverId"] {
+        assert_eq!(field("SendMessageRequest", side)["pattern"], json!(patterns::user_ref()), "{side}");
+    }
+    assert_eq!(schemas["UserId"]["pattern"], json!(patterns::user_id()));
+    assert_eq!(schemas["MessageId"]["pattern"], json!(patterns::MESSAGE_ID));
+
+    let prekeys = field("KeyUpload", "oneTimePreKeys");
+    assert_eq!(prekeys["maxItems"], json!(MAX_PREKEYS_PER_UPLOAD));
+    assert_eq!(prekeys["items"]["maxLength"], json!(MAX_KEY_BYTES));
+    assert_eq!(field("KeyUpload", "identity")["maxLength"], json!(MAX_KEY_BYTES));
+    assert_eq!(field("KeyUpload", "signedPreKey")["maxLength"], json!(MAX_KEY_BYTES));
+    assert_eq!(field("KeyUpload", "certificate")["maxLength"], json!(MAX_CERTIFICATE_BYTES));
+    assert_eq!(field("RemovalUpload", "removal")["maxLength"], json!(MAX_CERTIFICATE_BYTES));
+
+    let params = doc["paths"]["/api/v1/messages"]["get"]["parameters"].as_array().cloned().unwrap_or_default();
+    let param = |name: &str| {
+        params.iter().find(|p| p["name"] == name).map(|p| p["schema"].clone()).unwrap_or_else(|| panic!("{name}"))
+    };
+    let limit = param("limit");
+    assert_eq!((limit["minimum"].clone(), limit["maximum"].clone()), (json!(1), json!(HISTORY_MAX_LIMIT)));
+    assert_eq!(limit["default"], json!(HISTORY_DEFAULT_LIMIT));
+    assert_eq!(param("before")["pattern"], json!(patterns::MESSAGE_ID));
+    assert_eq!(param("user1")["pattern"], json!(patterns::user_ref()));
 }

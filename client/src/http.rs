@@ -234,7 +234,7 @@ impl Authed {
     /// Publishes this device's public keys (identity, signed prekey, more one-time prekeys).
     ///
     /// # Errors
-    /// `400` when a key or signature does not verify, transport errors.
+    /// `422` when a key or signature does not verify (`400` for one over its size rules), transport errors.
     pub async fn publish_keys(&self, keys: &KeyUpload) -> Result<KeyCount, ClientError> {
         decode(self.auth(self.client.http.put(self.client.url("/api/v1/keys"))).json(keys)).await
     }
@@ -269,7 +269,7 @@ impl Authed {
     /// device.
     ///
     /// # Errors
-    /// `400` for a removal the node cannot check, transport errors.
+    /// `422` for a removal the node cannot check, transport errors.
     pub async fn publish_removal(&self, removal: &RemovalUpload) -> Result<(), ClientError> {
         send(self.auth(self.client.http.post(self.client.url("/api/v1/keys/removals"))).json(removal)).await.map(drop)
     }

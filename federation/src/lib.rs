@@ -35,6 +35,7 @@
 //! assert_eq!(envelope.kind.as_str(), "message");
 //! ```
 
+pub mod codec;
 pub mod envelope;
 pub mod error;
 pub mod identity;

@@ -13,7 +13,7 @@ use libp2p::{StreamProtocol, Swarm, Transport, connection_limits, identify, nois
 
 use crate::error::FederationError;
 use crate::network::NetworkConfig;
-use crate::protocol::{MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES, PROTOCOL, Request, Response};
+use crate::protocol::PROTOCOL;
 
 /// What the swarm runs on every connection.
 #[derive(NetworkBehaviour)]
@@ -23,7 +23,7 @@ pub(crate) struct Behaviour {
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
-    pub(crate) requests: request_response::cbor::Behaviour<Request, Response>,
+    pub(crate) requests: request_response::Behaviour<crate::codec::Codec>,
 }
 
 /// Inbound connections in their handshake, from all addresses together.
@@ -51,9 +51,7 @@ pub(crate) fn build_swarm(config: &NetworkConfig) -> Result<Swarm<Behaviour>, Fe
         .with_max_established(Some(config.max_connections))
         .with_max_established_per_peer(Some(config.max_connections_per_peer))
         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING));
-    let codec = request_response::cbor::codec::Codec::default()
-        .set_request_size_maximum(MAX_REQUEST_BYTES)
-        .set_response_size_maximum(MAX_RESPONSE_BYTES);
+    let codec = crate::codec::Codec;
     let request_config = request_response::Config::default()
         .with_request_timeout(config.request_timeout)
         .with_max_concurrent_streams(config.max_streams_per_peer);

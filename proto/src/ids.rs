@@ -9,7 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
-use crate::limits::{CLIENT_MESSAGE_ID_MAX_BYTES, SERVER_NAME_MAX_BYTES, USERNAME_MAX_BYTES};
+use crate::limits::{CLIENT_MESSAGE_ID_MAX_BYTES, HOST_MAX_BYTES, SERVER_NAME_MAX_BYTES, USERNAME_MAX_BYTES};
 
 /// Why a string is not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,8 +95,9 @@ impl fmt::Display for Username {
 pub struct ServerName(String);
 
 impl ServerName {
-    /// Validates `s` as a server name: lowercase letters, digits, dots and dashes, with an
-    /// optional `:port`.
+    /// Validates `s` as a server name: lowercase letters, digits, dots and dashes (at most 253,
+    /// neither first nor last a dot or dash), with an optional `:port` (1-65535, written
+    /// without a sign or leading zeros).
     ///
     /// # Errors
     /// [`IdError::ServerName`] for anything else.
@@ -106,11 +107,14 @@ impl ServerName {
             None => (s, None),
         };
         let host_ok = !host.is_empty()
+            && host.len() <= HOST_MAX_BYTES
             && host.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-'))
             && !host.starts_with(['.', '-'])
             && !host.ends_with(['.', '-']);
-        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
-        if host_ok && port_ok && s.len() <= SERVER_NAME_MAX_BYTES {
+        let port_ok = port.is_none_or(|p| {
+            p.bytes().all(|b| b.is_ascii_digit()) && !p.starts_with('0') && p.parse::<u16>().is_ok_and(|n| n > 0)
+        });
+        if host_ok && port_ok {
             Ok(Self(s.to_owned()))
         } else {
             Err(IdError::ServerName { got: excerpt(s), max: SERVER_NAME_MAX_BYTES })
@@ -228,11 +232,16 @@ impl MessageId {
         Self(Uuid::now_v7())
     }
 
-    /// Parses the hyphenated form.
+    /// Parses the hyphenated form (the only one a node writes; the braced, URN and bare-hex
+    /// forms are refused, so an id has one spelling).
     ///
     /// # Errors
-    /// [`IdError::MessageId`] when `s` is not a UUID.
+    /// [`IdError::MessageId`] when `s` is not a hyphenated UUID.
     pub fn parse(s: &str) -> Result<Self, IdError> {
+        const HYPHENATED_LEN: usize = 36;
+        if s.len() != HYPHENATED_LEN {
+            return Err(IdError::MessageId(excerpt(s)));
+        }
         Uuid::try_parse(s).map(Self).map_err(|_| IdError::MessageId(excerpt(s)))
     }
 
@@ -271,9 +280,8 @@ impl<'de> Deserialize<'de> for MessageId {
 /// One of a user's devices (phone, laptop …), chosen by the client when it logs in; each device
 /// has its own keys, its own sessions and its own queue of messages to receive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
-pub struct DeviceId(pub u32);
+pub struct DeviceId(#[serde(deserialize_with = "crate::number::u32_of")] pub u32);
 
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -349,6 +357,9 @@ mod tests {
             ("bob@alpha:0", "server name"),
             ("bob@alpha:x", "server name"),
             ("bob@-a", "server name"),
+            ("bob@alpha:+80", "server name"),
+            ("bob@alpha:080", "server name"),
+            ("bob@alpha:65536", "server name"),
         ] {
             let why = match UserId::parse(bad) {
                 Err(IdError::UserId(_)) => "user id",
@@ -368,6 +379,9 @@ mod tests {
         assert!(a.to_string() < b.to_string(), "text order matches creation order");
         assert_eq!(MessageId::parse(&a.to_string()).unwrap(), a);
         assert_eq!(MessageId::parse("not-a-uuid"), Err(IdError::MessageId("not-a-uuid".into())));
+        let simple = a.as_uuid().simple().to_string();
+        assert!(MessageId::parse(&simple).is_err(), "one spelling: hyphenated only");
+        assert!(MessageId::parse(&format!("{{{a}}}")).is_err());
     }
 
     #[test]

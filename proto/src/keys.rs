@@ -16,15 +16,19 @@ use crate::ids::{DeviceId, UserId};
 #[serde(rename_all = "camelCase")]
 pub struct KeyUpload {
     /// The device's `PublicIdentity` (identity keys and binding signature), base64.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::key))]
     pub identity: String,
     /// The device's current `SignedPreKeyPublic`, base64.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::key))]
     pub signed_pre_key: String,
     /// More `OneTimePreKeyPublic`s, base64 (at most 100 per upload).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::one_time_pre_keys))]
     pub one_time_pre_keys: Vec<String>,
     /// The device's `DeviceCertificate`, base64: the account's user identity vouching for
     /// `identity` as this device of this user. Its user key becomes the account's user
     /// identity when the account has none yet.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::certificate))]
     pub certificate: String,
     /// Replace the account's user identity with the certificate's, when they differ (a user
     /// who lost every device starts over; contacts are told loudly). Without it, a
@@ -86,5 +90,6 @@ pub struct KeyBundles {
 #[serde(rename_all = "camelCase")]
 pub struct RemovalUpload {
     /// The `DeviceRemoval`, base64, signed by the account's user identity.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::certificate))]
     pub removal: String,
 }

@@ -17,8 +17,10 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod limits;
+pub mod number;
 #[cfg(feature = "openapi")]
-mod openapi;
+pub mod openapi;
+pub mod patterns;
 pub mod rest;
 pub mod time;
 pub mod ws;

@@ -11,8 +11,11 @@ pub const MAX_WS_FRAME_BYTES: usize = 128 * 1024;
 /// Longest username, in bytes.
 pub const USERNAME_MAX_BYTES: usize = 32;
 
-/// Longest server name, in bytes (a DNS name plus a port).
-pub const SERVER_NAME_MAX_BYTES: usize = 253 + 6;
+/// Longest host part of a server name, in bytes (the longest DNS name).
+pub const HOST_MAX_BYTES: usize = 253;
+
+/// Longest server name, in bytes (a DNS name plus `:` and a port).
+pub const SERVER_NAME_MAX_BYTES: usize = HOST_MAX_BYTES + 6;
 
 /// Shortest password, in characters.
 pub const PASSWORD_MIN_CHARS: usize = 8;

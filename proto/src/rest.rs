@@ -13,9 +13,11 @@ use crate::time::Timestamp;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Credentials {
-    /// 1-32 characters of `a-z`, `0-9`, `.`, `_`, `-`.
+    /// 1-32 characters of `a-z`, `0-9`, `.`, `_`, `-`, not only dots.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::username))]
     pub username: String,
     /// 8-256 characters.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::password))]
     pub password: String,
     /// Which of the user's devices logs in (default 0). A user has at most 5; each has its own
     /// keys and its own queue of messages.
@@ -52,13 +54,17 @@ pub struct AuthResponse {
 #[serde(rename_all = "camelCase")]
 pub struct SendMessageRequest {
     /// Must be the token's user (a bare name means a user of this server).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::user_ref))]
     pub sender_id: String,
     /// Who receives it: `name@server`, or a bare name for a user of this server.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::user_ref))]
     pub receiver_id: String,
     /// The content, up to 64 KiB as sent; the server stores and relays it unchanged.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::message))]
     pub message: String,
     /// Makes a retry safe: the same id from the same sender returns the first answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::openapi::optional_client_message_id))]
     pub client_message_id: Option<String>,
 }
 
@@ -138,9 +144,9 @@ pub struct MessageView {
 }
 
 /// Query of `GET /api/v1/messages`.
+///
+/// Its OpenAPI parameters, with their rules, are in `crate::openapi`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
-#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryQuery {
     /// One side of the conversation (the caller must be one of the two).
@@ -151,7 +157,7 @@ pub struct HistoryQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before: Option<String>,
     /// Page size, 1-100 (default 50).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::number::optional_u32_of")]
     pub limit: Option<u32>,
 }
 

@@ -19,10 +19,12 @@ use crate::state::ApiState;
     request_body = Credentials,
     responses(
         (status = 201, description = "Account created", body = AuthResponse),
-        (status = 400, description = "Invalid username or password", body = ErrorBody),
+        (status = 400, description = "Not JSON of this shape, or a username or password outside its rules", body = ErrorBody),
         (status = 409, description = "Username taken", body = ErrorBody),
+        (status = 413, description = "Request body over 512 KiB", body = ErrorBody),
         (status = 429, description = "Too many account requests from this address", body = ErrorBody),
         (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn register(
@@ -45,11 +47,13 @@ pub(crate) async fn register(
     request_body = Credentials,
     responses(
         (status = 200, description = "Logged in", body = AuthResponse),
-        (status = 400, description = "Malformed request", body = ErrorBody),
-        (status = 401, description = "Wrong username or password", body = ErrorBody),
+        (status = 400, description = "Not JSON of this shape", body = ErrorBody),
+        (status = 401, description = "Wrong username or password (also for a username outside its rules: no account has it)", body = ErrorBody),
         (status = 409, description = "A new device, but the user has five already", body = ErrorBody),
-        (status = 429, description = "Too many account requests from this address, or too many failed logins of this account (retry after the wait the message names)", body = ErrorBody),
         (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
+        (status = 413, description = "Request body over 512 KiB", body = ErrorBody),
+        (status = 429, description = "Too many account requests from this address, or too many failed logins of this account (retry after the wait the message names)", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn login(

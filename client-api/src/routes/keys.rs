@@ -7,6 +7,7 @@ use crate::path::Path;
 use axum::http::StatusCode;
 use kith_proto::keys::{KeyBundles, KeyCount, KeyUpload, RemovalUpload};
 use kith_proto::limits::{MAX_CERTIFICATE_BYTES, MAX_KEY_BYTES, MAX_PREKEYS_PER_UPLOAD};
+use kith_proto::openapi::UserRef;
 use kith_proto::{DeviceId, ErrorBody};
 
 use crate::auth::AuthUser;
@@ -27,10 +28,13 @@ use crate::validate;
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Stored; how many one-time prekeys the device now has", body = KeyCount),
-        (status = 400, description = "Malformed keys or a signature that does not verify", body = ErrorBody),
+        (status = 400, description = "Not JSON of this shape, or a field outside its rules (length, count, base64 alphabet)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 409, description = "The certificate is by another user identity than the account's", body = ErrorBody),
         (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
+        (status = 413, description = "Request body over 512 KiB", body = ErrorBody),
+        (status = 422, description = "Well formed, but a key does not decode, a signature does not verify, or the device would hold more than 500 one-time prekeys", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn publish(
@@ -40,7 +44,7 @@ pub(crate) async fn publish(
 ) -> Result<axum::Json<KeyCount>, ApiError> {
     let caller = auth.into_caller();
     if body.one_time_pre_keys.len() > MAX_PREKEYS_PER_UPLOAD {
-        return Err(ServiceError::InvalidKeys(format!(
+        return Err(ServiceError::InvalidRequest(format!(
             "at most {MAX_PREKEYS_PER_UPLOAD} one-time prekeys per upload (got {})",
             body.one_time_pre_keys.len()
         ))
@@ -51,10 +55,10 @@ pub(crate) async fn publish(
         .chain(&body.one_time_pre_keys)
         .any(|key| key.len() > MAX_KEY_BYTES);
     if oversized {
-        return Err(ServiceError::InvalidKeys(format!("a key is longer than {MAX_KEY_BYTES} characters")).into());
+        return Err(ServiceError::InvalidRequest(format!("a key is longer than {MAX_KEY_BYTES} characters")).into());
     }
     if body.certificate.len() > MAX_CERTIFICATE_BYTES {
-        return Err(ServiceError::InvalidKeys(format!(
+        return Err(ServiceError::InvalidRequest(format!(
             "the certificate is longer than {MAX_CERTIFICATE_BYTES} characters"
         ))
         .into());
@@ -69,13 +73,15 @@ pub(crate) async fn publish(
     get,
     path = "/api/v1/keys/{userId}",
     tag = "keys",
-    params(("userId" = String, Path, description = "name@server, or a bare name for a user of this server")),
+    params(("userId" = inline(UserRef), Path, description = "name@server, or a bare name for a user of this server")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One bundle per device with keys", body = KeyBundles),
+        (status = 400, description = "Malformed user id", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 404, description = "No such user, or no such server", body = ErrorBody),
         (status = 429, description = "Claiming too fast", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn claim(
@@ -96,12 +102,14 @@ pub(crate) async fn claim(
     get,
     path = "/api/v1/keys/{userId}/devices",
     tag = "keys",
-    params(("userId" = String, Path, description = "name@server, or a bare name for a user of this server")),
+    params(("userId" = inline(UserRef), Path, description = "name@server, or a bare name for a user of this server")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One bundle per device with keys, without one-time prekeys", body = KeyBundles),
+        (status = 400, description = "Malformed user id", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 404, description = "No such user, or no such server", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn devices(
@@ -124,6 +132,7 @@ pub(crate) async fn devices(
     responses(
         (status = 200, description = "The count", body = KeyCount),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn count(State(state): State<ApiState>, auth: AuthUser) -> Result<axum::Json<KeyCount>, ApiError> {
@@ -137,21 +146,23 @@ pub(crate) async fn count(State(state): State<ApiState>, auth: AuthUser) -> Resu
     delete,
     path = "/api/v1/devices/{deviceId}",
     tag = "keys",
-    params(("deviceId" = u32, Path, description = "The device to remove")),
+    params(("deviceId" = DeviceId, Path, description = "The device to remove")),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Removed"),
+        (status = 400, description = "Not a device id (an integer 0 to 4294967295)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 404, description = "No such device", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn remove_device(
     State(state): State<ApiState>,
     auth: AuthUser,
-    Path(device): Path<u32>,
+    Path(device): Path<DeviceId>,
 ) -> Result<StatusCode, ApiError> {
     let caller = auth.into_caller();
-    state.service.remove_device(&caller, DeviceId(device)).await?;
+    state.service.remove_device(&caller, device).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -166,9 +177,12 @@ pub(crate) async fn remove_device(
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Stored; the device is gone"),
-        (status = 400, description = "Malformed, for another user, or not signed by the account's user identity", body = ErrorBody),
+        (status = 400, description = "Not JSON of this shape, or a field outside its rules (length, base64 alphabet)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
+        (status = 413, description = "Request body over 512 KiB", body = ErrorBody),
+        (status = 422, description = "Well formed, but the removal does not decode, is for another user, or is not signed by the account's user identity", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn publish_removal(
@@ -178,7 +192,7 @@ pub(crate) async fn publish_removal(
 ) -> Result<StatusCode, ApiError> {
     let caller = auth.into_caller();
     if body.removal.len() > MAX_CERTIFICATE_BYTES {
-        return Err(ServiceError::InvalidKeys(format!(
+        return Err(ServiceError::InvalidRequest(format!(
             "the removal is longer than {MAX_CERTIFICATE_BYTES} characters"
         ))
         .into());

@@ -26,13 +26,14 @@ use crate::validate;
     responses(
         (status = 201, description = "Stored", body = SendMessageResponse),
         (status = 200, description = "A repeat of an earlier clientMessageId; nothing new stored", body = SendMessageResponse),
-        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 400, description = "Not JSON of this shape, or a field outside its rules", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 403, description = "senderId is not the token's user", body = ErrorBody),
         (status = 404, description = "Unknown receiver or server", body = ErrorBody),
-        (status = 413, description = "Message over 64 KiB", body = ErrorBody),
+        (status = 413, description = "Message over 64 KiB, or the body over 512 KiB", body = ErrorBody),
         (status = 429, description = "Sending too fast", body = ErrorBody),
         (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn send(
@@ -71,9 +72,10 @@ pub(crate) async fn send(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of history", body = HistoryPage),
-        (status = 400, description = "Malformed query", body = ErrorBody),
+        (status = 400, description = "A query parameter missing or outside its rules", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
         (status = 404, description = "No such conversation for the caller", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn history(

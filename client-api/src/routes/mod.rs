@@ -9,8 +9,9 @@ mod presence;
 mod web;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::routing::{MethodRouter, delete, get, post, put};
 
 use crate::error::ApiError;
 use crate::limits::MAX_BODY_BYTES;
@@ -18,7 +19,36 @@ use crate::state::ApiState;
 
 /// Every route of the client API.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    routes()
+        .router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Every path the router serves, in axum's syntax (`/api/v1/keys/{user_id}`): the test that
+/// holds the OpenAPI document to the router compares the two.
+pub fn route_paths() -> Vec<&'static str> {
+    routes().paths
+}
+
+/// The routes, with the list of their paths, built together so neither can miss one.
+struct Routes {
+    router: Router<ApiState>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn route(mut self, path: &'static str, handlers: MethodRouter<ApiState>) -> Self {
+        self.router = self.router.route(path, handlers);
+        self.paths.push(path);
+        self
+    }
+}
+
+fn routes() -> Routes {
+    Routes { router: Router::new(), paths: Vec::new() }
         .route("/api/v1/register", post(accounts::register))
         .route("/api/v1/login", post(accounts::login))
         .route("/api/v1/messages", post(messages::send).get(messages::history))
@@ -37,10 +67,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/app.css", get(web::app_css))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

@@ -39,6 +39,7 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
         crate::ws::upgrade,
         super::health::healthz,
         super::health::readyz,
+        openapi_json,
     ),
     components(schemas(
         Credentials, AuthResponse, SendMessageRequest, SendMessageResponse, SendStatus, HistoryPage,
@@ -72,7 +73,13 @@ impl Modify for BearerAuth {
     }
 }
 
-/// `GET /api/v1/openapi.json`.
+/// `GET /api/v1/openapi.json`: this document.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "health",
+    responses((status = 200, description = "The OpenAPI document of this API", content_type = "application/json")),
+)]
 pub(crate) async fn openapi_json() -> impl IntoResponse {
     axum::Json(ApiDoc::openapi())
 }

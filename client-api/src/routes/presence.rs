@@ -3,6 +3,7 @@
 use axum::extract::State;
 
 use crate::path::Path;
+use kith_proto::openapi::UserRef;
 use kith_proto::{ErrorBody, PresenceSettings, PresenceView};
 
 use crate::auth::AuthUser;
@@ -16,13 +17,14 @@ use crate::validate;
     get,
     path = "/api/v1/presence/{userId}",
     tag = "presence",
-    params(("userId" = String, Path, description = "name@server, or a bare name for a user of this server")),
+    params(("userId" = inline(UserRef), Path, description = "name@server, or a bare name for a user of this server")),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The user's presence", body = PresenceView),
         (status = 400, description = "Malformed user id", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
-        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 404, description = "No such user, or no such server", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn presence(

@@ -13,15 +13,15 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use kith_proto::limits::{MAX_PRESENCE_SUBSCRIPTIONS, MAX_WS_FRAME_BYTES};
-use kith_proto::{ClientFrame, MessageId, MessageStatus, ServerFrame, UserId};
+use kith_proto::limits::MAX_WS_FRAME_BYTES;
+use kith_proto::{MessageId, MessageStatus, ServerFrame, UserId};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::debug;
 
+use super::frame::{self, Command, Refused};
 use crate::error::ApiError;
-use crate::service::{Caller, ServiceError, Session, SessionEvent};
+use crate::service::{Caller, OutgoingMessage, Session, SessionEvent};
 use crate::state::ApiState;
-use crate::validate;
 
 /// Close codes this loop uses (RFC 6455 section 7.4.1, and 4xxx for the application).
 mod close_code {
@@ -236,32 +236,24 @@ impl Connection {
     }
 
     async fn on_text(&mut self, text: &Utf8Bytes, session: &Session) -> Result<(), End> {
-        let frame = match serde_json::from_str::<ClientFrame>(text.as_str()) {
-            Ok(frame) => frame,
-            Err(e) => {
-                return self.send(error_frame(ApiError::InvalidJson(format!("malformed frame: {e}")), None)).await;
-            }
-        };
-        match frame {
-            ClientFrame::Send { client_message_id, receiver_id, message } => {
-                self.on_send(client_message_id, &receiver_id, message).await
-            }
-            ClientFrame::Ack { message_id } => {
+        match frame::parse_frame(text.as_str(), self.state.service.server_name()) {
+            Err(Refused { error, client_message_id }) => self.send(error_frame(error, client_message_id)).await,
+            Ok(Command::Send { client_message_id, message }) => self.on_send(client_message_id, message).await,
+            Ok(Command::Ack(message_id)) => {
                 self.sent.remove(&message_id);
                 self.on_receipt(message_id, MessageStatus::Delivered).await
             }
-            ClientFrame::Read { message_id } => {
+            Ok(Command::Read(message_id)) => {
                 self.sent.remove(&message_id);
                 self.on_receipt(message_id, MessageStatus::Read).await
             }
-            ClientFrame::PresenceSubscribe { user_ids } => self.on_subscribe(user_ids, session).await,
+            Ok(Command::Subscribe(users)) => self.on_subscribe(users, session).await,
         }
     }
 
-    async fn on_send(&mut self, client_message_id: String, receiver: &str, content: String) -> Result<(), End> {
+    async fn on_send(&mut self, client_message_id: String, message: OutgoingMessage) -> Result<(), End> {
         let service = self.state.service.clone();
         let accepted = async {
-            let message = validate::outgoing(receiver, content, Some(&client_message_id), service.server_name())?;
             self.state.limits.check_message(&self.caller.user)?;
             Ok::<_, ApiError>(service.send(&self.caller, message).await?)
         }
@@ -299,21 +291,8 @@ impl Connection {
         }
     }
 
-    async fn on_subscribe(&mut self, user_ids: Vec<String>, session: &Session) -> Result<(), End> {
-        if user_ids.len() > MAX_PRESENCE_SUBSCRIPTIONS {
-            let e = ServiceError::InvalidRequest(format!(
-                "at most {MAX_PRESENCE_SUBSCRIPTIONS} users per presence.subscribe (got {})",
-                user_ids.len()
-            ));
-            return self.send(error_frame(e.into(), None)).await;
-        }
-        let home = self.state.service.server_name().clone();
-        let users: Result<Vec<UserId>, ApiError> =
-            user_ids.iter().map(|id| validate::user_field("userIds", id, &home)).collect();
-        let result = match users {
-            Ok(users) => self.state.service.subscribe_presence(session.id, users).await.map_err(ApiError::from),
-            Err(e) => Err(e),
-        };
+    async fn on_subscribe(&mut self, users: Vec<UserId>, session: &Session) -> Result<(), End> {
+        let result = self.state.service.subscribe_presence(session.id, users).await.map_err(ApiError::from);
         match result {
             Ok(presences) => {
                 for presence in presences {

@@ -1,6 +1,8 @@
 //! The WebSocket endpoint: authenticate, upgrade, then hand the socket to a [`connection`].
 
 mod connection;
+pub mod frame;
+mod handshake;
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
@@ -34,15 +36,22 @@ const WRITE_BUFFER_BYTES: usize = 2 * 1024;
     get,
     path = "/api/v1/ws",
     tag = "websocket",
-    params(("token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers")),
+    params(
+        ("token" = Option<String>, Query, description = "The bearer token, for clients that cannot set headers"),
+        ("Connection" = inline(handshake::Connection), Header, description = "Must name `upgrade`"),
+        ("Upgrade" = inline(handshake::Upgrade), Header, description = "`websocket`"),
+        ("Sec-WebSocket-Version" = inline(handshake::Version), Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The client's handshake nonce (RFC 6455: base64 of 16 random bytes)"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol: ClientFrame and ServerFrame JSON text frames"),
         (status = 400, description = "Not a WebSocket handshake (no Upgrade: websocket, Sec-WebSocket-Version not 13, no Sec-WebSocket-Key)", body = ErrorBody),
-        (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
-        (status = 429, description = "Too many connection attempts from this address or by this user, or the user holds as many connections as one may", body = ErrorBody),
-        (status = 503, description = "The node holds as many connections as it may", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired token, or a device that does not exist", body = ErrorBody),
         (status = 403, description = "An Origin header of a web page this node does not allow (--allowed-origin)", body = ErrorBody),
+        (status = 426, description = "The connection cannot be upgraded (HTTP/1.0, or no Connection: upgrade)", body = ErrorBody),
+        (status = 429, description = "Too many connection attempts from this address or by this user, or the user holds as many connections as one may", body = ErrorBody),
+        (status = 503, description = "The node holds as many connections as it may, or the store does not answer", body = ErrorBody),
     )
 )]
 pub(crate) async fn upgrade(

@@ -110,18 +110,18 @@ async fn forged_or_malformed_keys_are_refused() -> Result<()> {
     forged.signed_pre_key = keys(&other, 0, 0)?.signed_pre_key;
     let refused = bob.publish_keys(&forged).await;
     assert!(
-        matches!(refused, Err(ClientError::Api { status: 400, code: ErrorCode::InvalidRequest, .. })),
+        matches!(refused, Err(ClientError::Api { status: 422, code: ErrorCode::InvalidRequest, .. })),
         "{refused:?}"
     );
 
     let mut garbage = keys(&mine, 0, 1)?;
     garbage.identity = "not base64!".into();
-    assert!(matches!(bob.publish_keys(&garbage).await, Err(ClientError::Api { status: 400, .. })));
+    assert!(matches!(bob.publish_keys(&garbage).await, Err(ClientError::Api { status: 422, .. })));
     let mut flipped = keys(&mine, 0, 1)?;
     let mut bytes = BASE64.decode(&flipped.identity)?;
     bytes[10] ^= 1;
     flipped.identity = BASE64.encode(bytes);
-    assert!(matches!(bob.publish_keys(&flipped).await, Err(ClientError::Api { status: 400, .. })));
+    assert!(matches!(bob.publish_keys(&flipped).await, Err(ClientError::Api { status: 422, .. })));
     let mut too_many = keys(&mine, 0, 101)?;
     too_many.one_time_pre_keys.truncate(101);
     assert!(matches!(bob.publish_keys(&too_many).await, Err(ClientError::Api { status: 400, .. })));
@@ -137,7 +137,7 @@ async fn forged_or_malformed_keys_are_refused() -> Result<()> {
     bad_signature.certificate = BASE64.encode(bytes);
     for upload in [wrong_identity, wrong_device, bad_signature] {
         let refused = bob.publish_keys(&upload).await;
-        assert!(matches!(refused, Err(ClientError::Api { status: 400, .. })), "{refused:?}");
+        assert!(matches!(refused, Err(ClientError::Api { status: 422, .. })), "{refused:?}");
     }
 
     // Nothing was stored by any of those.
@@ -259,7 +259,7 @@ async fn the_directory_keeps_one_user_identity_and_serves_it_with_certificates_a
     // is gone. A removal the node cannot tie to the account's identity is refused.
     let forged = intruder.remove("bob@test", 1, laptop_identity.public())?;
     let refused = bob_phone.publish_removal(&RemovalUpload { removal: BASE64.encode(forged.to_bytes()) }).await;
-    assert!(matches!(refused, Err(ClientError::Api { status: 400, .. })), "{refused:?}");
+    assert!(matches!(refused, Err(ClientError::Api { status: 422, .. })), "{refused:?}");
     let removal = bob_user.remove("bob@test", 1, laptop_identity.public())?;
     bob_phone.publish_removal(&RemovalUpload { removal: BASE64.encode(removal.to_bytes()) }).await?;
     let listed = alice.device_keys("bob").await?;

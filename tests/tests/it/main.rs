@@ -8,6 +8,7 @@ mod instances;
 
 mod accounts;
 mod bench_smoke;
+mod chaos;
 mod config;
 mod durability;
 mod e2ee;
