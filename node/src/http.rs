@@ -106,6 +106,7 @@ impl Shed {
 
 /// Where client connections come from: plain TCP (behind a TLS proxy, or on loopback), or a
 /// listener that completes TLS handshakes itself.
+#[derive(Debug)]
 pub enum ClientListener {
     /// Plain HTTP.
     Plain(TcpListener),
