@@ -40,6 +40,9 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
         super::health::healthz,
         super::health::readyz,
         openapi_json,
+        super::web::index,
+        super::web::app_js,
+        super::web::app_css,
     ),
     components(schemas(
         Credentials, AuthResponse, SendMessageRequest, SendMessageResponse, SendStatus, HistoryPage,
@@ -56,6 +59,7 @@ use kith_proto::{ErrorBody, ErrorCode, ErrorDetail};
         (name = "keys", description = "End-to-end encryption keys of devices"),
         (name = "websocket", description = "Real-time push, acks, receipts and presence"),
         (name = "health", description = "Probes for load balancers"),
+        (name = "web", description = "The browser client the node serves (not part of the API)"),
     )
 )]
 pub struct ApiDoc;

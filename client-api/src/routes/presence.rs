@@ -45,6 +45,7 @@ pub(crate) async fn presence(
     responses(
         (status = 200, description = "The caller's presence setting", body = PresenceSettings),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn settings(
@@ -66,8 +67,11 @@ pub(crate) async fn settings(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Stored", body = PresenceSettings),
-        (status = 400, description = "Not one of everyone, contacts, nobody", body = ErrorBody),
+        (status = 400, description = "Not JSON of this shape, or a visibility other than everyone, contacts, nobody", body = ErrorBody),
         (status = 401, description = "Missing, invalid or expired token", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within --http-body-timeout; the connection is closed", body = ErrorBody),
+        (status = 413, description = "Request body over 512 KiB", body = ErrorBody),
+        (status = 503, description = "The store (or a peer the request needs) does not answer; retry later", body = ErrorBody),
     )
 )]
 pub(crate) async fn set_settings(

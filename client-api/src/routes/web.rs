@@ -29,16 +29,19 @@ fn asset(body: &'static [u8], content_type: &'static str) -> Response {
 }
 
 /// `GET /`: the page.
+#[utoipa::path(get, path = "/", tag = "web", responses((status = 200, description = "The web client's page", content_type = "text/html")))]
 pub(crate) async fn index() -> Response {
     asset(INDEX_HTML, "text/html; charset=utf-8")
 }
 
 /// `GET /app.js`: the whole client, end-to-end encryption included.
+#[utoipa::path(get, path = "/app.js", tag = "web", responses((status = 200, description = "The web client's script", content_type = "text/javascript")))]
 pub(crate) async fn app_js() -> Response {
     asset(APP_JS, "text/javascript; charset=utf-8")
 }
 
 /// `GET /app.css`.
+#[utoipa::path(get, path = "/app.css", tag = "web", responses((status = 200, description = "The web client's style sheet", content_type = "text/css")))]
 pub(crate) async fn app_css() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8")
 }
