@@ -128,6 +128,8 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let shed = Arc::new(Shed::default());
     let connections = TaskTracker::new();
+    let accepting =
+        Accepting { app, limits, shed: shed.clone(), shutdown: shutdown.clone(), connections: connections.clone() };
     match listener {
         ClientListener::Plain(listener) => {
             let mut accept_errors = 0u64;
@@ -152,11 +154,7 @@ pub async fn serve(
                     shed.refused(&limits);
                     continue;
                 };
-                let (app, shed, shutdown) = (app.clone(), shed.clone(), shutdown.clone());
-                connections.spawn(async move {
-                    serve_connection(stream, addr, app, limits, shed, shutdown).await;
-                    drop(slot);
-                });
+                accepting.spawn(stream, addr, slot);
             }
         }
         // Handshakes happen in the TLS listener's own loop, each with its deadline; what comes
@@ -176,11 +174,7 @@ pub async fn serve(
                 shed.refused(&limits);
                 continue;
             };
-            let (app, shed, shutdown) = (app.clone(), shed.clone(), shutdown.clone());
-            connections.spawn(async move {
-                serve_connection(stream, addr, app, limits, shed, shutdown).await;
-                drop(slot);
-            });
+            accepting.spawn(stream, addr, slot);
         },
     }
     connections.close();
@@ -188,6 +182,31 @@ pub async fn serve(
         warn!(connections = connections.len(), "HTTP requests still in progress at shutdown");
     }
     Ok(())
+}
+
+/// What every accepted connection is served with.
+struct Accepting {
+    app: Router,
+    limits: HttpLimits,
+    shed: Arc<Shed>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl Accepting {
+    /// Serves one accepted connection (plain or TLS) on a task of its own, which holds the
+    /// connection's slot until it ends.
+    fn spawn<I>(&self, io: I, addr: SocketAddr, slot: tokio::sync::OwnedSemaphorePermit)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (app, shed, shutdown) = (self.app.clone(), self.shed.clone(), self.shutdown.clone());
+        let limits = self.limits;
+        self.connections.spawn(async move {
+            serve_connection(io, addr, app, limits, shed, shutdown).await;
+            drop(slot);
+        });
+    }
 }
 
 /// Answers a connection over the cap with `503` and closes it, without waiting on the client:
