@@ -232,6 +232,20 @@ impl Profile {
         Ok(self.read()?.account)
     }
 
+    /// The refusal for a profile that already belongs to `account`.
+    pub(crate) fn taken_by(&self, account: &Account) -> ProfileError {
+        ProfileError::Taken { path: self.dir.clone(), user: account.user_id.clone(), device: account.device_id }
+    }
+
+    /// Fails with [`ProfileError::Taken`] if the profile already holds an account (before
+    /// registering or linking into it).
+    pub(crate) fn ensure_unused(&self) -> Result<(), ProfileError> {
+        match self.account() {
+            Ok(existing) => Err(self.taken_by(&existing)),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Reads the state without locking (a reader always sees a whole state, as it is replaced
     /// atomically); for looking, not for changing.
     pub(crate) fn read(&self) -> Result<State, ProfileError> {
@@ -266,12 +280,7 @@ impl Profile {
         make_private_dir(&self.dir)?;
         let lock = self.lock_file().await?;
         if self.dir.join(STATE_FILE).exists() {
-            let existing = self.read()?;
-            return Err(ProfileError::Taken {
-                path: self.dir.clone(),
-                user: existing.account.user_id,
-                device: existing.account.device_id,
-            });
+            return Err(self.taken_by(&self.read()?.account));
         }
         if let Some(passphrase) = &self.passphrase {
             let key_path = self.dir.join(KEY_FILE);

@@ -27,14 +27,7 @@ impl Messenger {
         password: &str,
         device: Option<DeviceId>,
     ) -> Result<Self, MessengerError> {
-        if let Ok(existing) = profile.account() {
-            return Err(ProfileError::Taken {
-                path: profile.dir().to_owned(),
-                user: existing.user_id,
-                device: existing.device_id,
-            }
-            .into());
-        }
+        profile.ensure_unused()?;
         let client = Client::with_trust(server, profile.trust())?.device(device.unwrap_or_else(random_device_id));
         let api = client.register(username, password).await?;
         Self::start(profile, api, false).await
@@ -74,11 +67,7 @@ impl Messenger {
             }
             return Self::start(profile, api, true).await;
         };
-        let taken = || ProfileError::Taken {
-            path: profile.dir().to_owned(),
-            user: account.user_id.clone(),
-            device: account.device_id,
-        };
+        let taken = || profile.taken_by(&account);
         if account.user_id.name() != username || device.is_some_and(|d| d != account.device_id) {
             return Err(taken().into());
         }

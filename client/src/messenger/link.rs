@@ -13,7 +13,7 @@ use rand_core::UnwrapErr;
 
 use super::{Event, Messenger, MessengerError, random_device_id};
 use crate::envelope::{self, Content};
-use crate::profile::{Profile, ProfileError};
+use crate::profile::Profile;
 use crate::sessions::KeyStore;
 use crate::{Client, ClientError};
 
@@ -110,7 +110,7 @@ impl Messenger {
     ///
     /// # Errors
     /// [`MessengerError::Link`] for a malformed code, a code of another account, an answer
-    /// that does not fit or none in time; [`ProfileError::Taken`]; the node's refusals
+    /// that does not fit or none in time; [`crate::profile::ProfileError::Taken`]; the node's refusals
     /// (`invalid_credentials`, `too_many_devices`), transport errors.
     pub async fn link(
         profile: Profile,
@@ -122,14 +122,7 @@ impl Messenger {
     ) -> Result<Self, MessengerError> {
         let code = LinkCode::parse(code).map_err(link_failed)?;
         let user = UserId::parse(&code.user_id)?;
-        if let Ok(existing) = profile.account() {
-            return Err(ProfileError::Taken {
-                path: profile.dir().to_owned(),
-                user: existing.user_id,
-                device: existing.device_id,
-            }
-            .into());
-        }
+        profile.ensure_unused()?;
         let api = Client::with_trust(server, profile.trust())?
             .device(device.unwrap_or_else(random_device_id))
             .login(user.name(), password)
