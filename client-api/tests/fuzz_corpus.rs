@@ -4,26 +4,12 @@
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used, reason = "a test fails by panicking")]
 
-use std::path::PathBuf;
-
 #[path = "../../fuzz/entries/ws_frame.rs"]
 mod ws_frame;
 
-/// The files of `fuzz/corpus/<target>`, which must not be empty.
-fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
-    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap_or_else(|e| panic!("{e}")).path())
-        .map(|path| {
-            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            (path, bytes)
-        })
-        .collect();
-    inputs.sort();
-    assert!(!inputs.is_empty(), "the {target} corpus is empty");
-    inputs
-}
+#[path = "../../fuzz/entries/corpus.rs"]
+mod corpus;
+use corpus::corpus;
 
 #[test]
 fn the_ws_frame_corpus_replays_without_a_panic() {
