@@ -17,8 +17,10 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// slots).
 const SILENT: usize = 100;
 
-/// Keeps `SILENT` sockets from `source` open to `target`, re-opening each one the node closes.
-async fn keep_silent_sockets(source: Ipv4Addr, target: SocketAddr) {
+/// Keeps `SILENT` sockets from `source` open to `target`, re-opening each one the node closes;
+/// counts every connection made in `opened`.
+async fn keep_silent_sockets(source: Ipv4Addr, target: SocketAddr, opened: tokio::sync::watch::Sender<usize>) {
+    let opened = &opened;
     let one = move || async move {
         loop {
             let Ok(socket) = TcpSocket::new_v4() else { return };
@@ -26,6 +28,7 @@ async fn keep_silent_sockets(source: Ipv4Addr, target: SocketAddr) {
                 return;
             }
             if let Ok(mut stream) = socket.connect(target).await {
+                opened.send_modify(|n| *n += 1);
                 // Never a byte; just wait for the node to give up on it.
                 let mut buffer = [0u8; 64];
                 while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
@@ -56,9 +59,16 @@ async fn a_real_peer_connects_and_is_answered_while_silent_sockets_are_open() ->
         .ok_or("no tcp port")?;
 
     // An attacker on another address of the loopback fills beta's pending handshakes.
-    let attacker =
-        tokio::spawn(keep_silent_sockets(Ipv4Addr::new(127, 0, 0, 77), SocketAddr::from(([127, 0, 0, 1], port))));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (opened, mut open) = tokio::sync::watch::channel(0);
+    let attacker = tokio::spawn(keep_silent_sockets(
+        Ipv4Addr::new(127, 0, 0, 77),
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        opened,
+    ));
+    // Alpha starts only once all of them are open, so it meets a full pending queue.
+    tokio::time::timeout(PATIENCE, open.wait_for(|n| *n >= SILENT))
+        .await
+        .map_err(|_| "the silent sockets did not all open")??;
 
     let answering = tokio::spawn(async move {
         while let Some(inbound) = beta_inbound.recv().await {
