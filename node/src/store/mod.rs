@@ -21,6 +21,7 @@ mod rows;
 mod sharded;
 mod sql;
 mod sqlite;
+mod sqlite_writer;
 mod status;
 mod trust;
 mod writer;
@@ -191,6 +192,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite writer's own connection (messages and receipts) failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Schema migration failed.
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),

@@ -38,7 +38,7 @@ impl<DB> Writer<DB> {
             Job::ApplyRemoteReceipt(receipt, slot) => slot.keep(Self::apply_remote_receipt(tx, receipt).await),
             Job::EnqueueEnvelopes(entries, slot) => {
                 let entries: Vec<&OutboxEntry> = entries.iter().collect();
-                slot.keep(Self::insert_outbox_rows(tx, &entries).await)
+                slot.keep(super::bulk::insert_outbox_rows(tx, &entries).await)
             }
             Job::OutboxRemove { destination, seqs, slot } => slot.keep(Self::outbox_remove(tx, destination, seqs).await),
             Job::ApplyStatus { sender, message_id, status, slot } => {

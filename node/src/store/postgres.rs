@@ -11,6 +11,7 @@ use sqlx::{Postgres, migrate::Migrator};
 use super::leases::{Guard, Instances, PgLocks};
 use super::placement::Placement;
 use super::sql::SqlStore;
+use super::writer::Writer;
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -51,5 +52,5 @@ pub(crate) async fn open_postgres(
         connect.get_database().unwrap_or("")
     );
     let read = PgPoolOptions::new().max_connections(options.read_connections.max(1)).connect_with(connect).await?;
-    SqlStore::start(read, write, writers, options, local, placement, guard, description).await
+    SqlStore::start(read, write, writers, options, local, placement, guard, description, Writer::spawn).await
 }

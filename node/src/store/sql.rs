@@ -47,7 +47,7 @@ pub(crate) struct SqlStore<DB: Database> {
 engine! {
 impl<DB> SqlStore<DB> {
     /// Checks that the database is shard `placement` (recording it on first use), then starts
-    /// `writers` group-commit writers on `write` and serves reads from `read`.
+    /// `writers` group-commit writers with `spawn` and serves reads from `read`.
     #[allow(clippy::too_many_arguments, reason = "called from the two engines' open functions only")]
     pub(crate) async fn start(
         read: Pool<DB>,
@@ -58,22 +58,24 @@ impl<DB> SqlStore<DB> {
         placement: Placement,
         guard: Option<Guard>,
         description: String,
+        mut spawn: impl FnMut(Writer<DB>, mpsc::Receiver<Job>) -> Result<oneshot::Receiver<()>, StoreError>,
     ) -> Result<Self, StoreError> {
         check_placement(&write, placement, &description).await?;
         let errors = Arc::new(AtomicU64::new(0));
-        let (queues, tasks) = (0..writers.max(1))
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(options.queue_depth);
-                let writer = Writer {
-                    pool: write.clone(),
-                    max_batch: options.max_batch,
-                    local: local.clone(),
-                    placement,
-                    errors: errors.clone(),
-                };
-                (tx, Self::spawn_writer(writer, rx))
-            })
-            .unzip();
+        let mut queues = Vec::new();
+        let mut tasks = Vec::new();
+        for _ in 0..writers.max(1) {
+            let (tx, rx) = mpsc::channel(options.queue_depth);
+            let writer = Writer {
+                pool: write.clone(),
+                max_batch: options.max_batch,
+                local: local.clone(),
+                placement,
+                errors: errors.clone(),
+            };
+            queues.push(tx);
+            tasks.push(spawn(writer, rx)?);
+        }
         Ok(Self {
             read,
             write,
@@ -113,25 +115,6 @@ impl<DB> SqlStore<DB> {
     /// Removes hand-offs completed on their target shards.
     pub(crate) async fn remove_handoffs(&self, ids: Vec<String>) -> Result<Committed<()>, StoreError> {
         self.enqueue("handoffs", |slot| Job::RemoveHandoffs(ids, slot)).await
-    }
-
-    /// Runs a writer on a thread and runtime of its own. Each statement of a group commit is a
-    /// round trip (to SQLite's worker thread, or to PostgreSQL) after which the writer must run
-    /// again at once; on the shared runtime it would wait behind the WebSocket work, and profiles
-    /// showed that wait to be half of every commit. Returns what resolves when it has stopped.
-    fn spawn_writer(writer: Writer<DB>, queue: mpsc::Receiver<Job>) -> oneshot::Receiver<()> {
-        let (done, stopped) = oneshot::channel();
-        let spawned = std::thread::Builder::new().name("kith-writer".into()).spawn(move || {
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime.block_on(writer.run(queue)),
-                Err(e) => tracing::error!(error = %e, "cannot start a store writer runtime"),
-            }
-            let _ = done.send(());
-        });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a store writer thread");
-        }
-        stopped
     }
 
     /// Queues a job on the writer that owns `key` and returns its commit.

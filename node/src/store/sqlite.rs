@@ -1,5 +1,6 @@
 //! The embedded engine: one SQLite file in WAL mode with `synchronous=FULL` (read back at
-//! open), a single group-commit writer (SQLite has one writer anyway) and a pool of readers.
+//! open), a single group-commit writer (SQLite has one writer anyway; messages and receipts on
+//! a connection of its own, [`super::sqlite_writer`]) and a pool of readers.
 //! One process may open it (a lock file beside it says so).
 
 use std::str::FromStr;
@@ -12,6 +13,7 @@ use sqlx::{Sqlite, migrate::Migrator};
 use super::leases::{Guard, Instances};
 use super::placement::Placement;
 use super::sql::SqlStore;
+use super::sqlite_writer::SqliteWriter;
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -40,6 +42,7 @@ pub(crate) async fn open_sqlite(
         .pragma("cache_size", "-65536")
         .foreign_keys(true);
     let guard = Guard::sqlite(connect.get_filename(), instances)?;
+    let path = connect.get_filename().to_owned();
 
     // Checkpoint (copy the WAL into the database) every ~40 MB of WAL rather than SQLite's
     // default 4 MB: the checkpoint runs inside the commit that crosses the threshold, and the
@@ -53,5 +56,6 @@ pub(crate) async fn open_sqlite(
         .max_connections(options.read_connections.max(1))
         .connect_with(connect.read_only(true))
         .await?;
-    SqlStore::start(read, write, 1, options, local, Placement::SINGLE, guard, description).await
+    let spawn = move |writer, queue| SqliteWriter::open(&path, writer)?.spawn(queue);
+    SqlStore::start(read, write, 1, options, local, Placement::SINGLE, guard, description, spawn).await
 }

@@ -17,25 +17,23 @@ pub(crate) fn advances(current: MessageStatus, new: MessageStatus) -> bool {
     rank(new) > rank(current)
 }
 
-/// Appends the SQL guard "the row's `status` is one that moves to `new`", e.g.
+/// The SQL guard "the row's `status` is one that moves to `new`", e.g.
 /// `status IN ('sent', 'delivered')` for `read`, so that a statement never lowers a status
 /// even when the decision before it raced another writer.
-pub(crate) fn push_advances<DB: Database>(query: &mut QueryBuilder<DB>, new: MessageStatus) {
-    query.push("status IN (");
-    let mut first = true;
-    for from in ORDER.into_iter().filter(|from| advances(*from, new)) {
-        if !first {
-            query.push(", ");
-        }
-        first = false;
-        // Literals from a fixed set, not user input.
-        query.push("'").push(from.as_str()).push("'");
-    }
-    if first {
+pub(crate) fn advances_guard(new: MessageStatus) -> String {
+    // Literals from a fixed set, not user input.
+    let from: Vec<String> =
+        ORDER.into_iter().filter(|from| advances(*from, new)).map(|from| format!("'{}'", from.as_str())).collect();
+    if from.is_empty() {
         // Nothing moves to `sent`: a guard no row meets.
-        query.push("NULL");
+        return "status IN (NULL)".to_owned();
     }
-    query.push(")");
+    format!("status IN ({})", from.join(", "))
+}
+
+/// Appends [`advances_guard`] to a query.
+pub(crate) fn push_advances<DB: Database>(query: &mut QueryBuilder<DB>, new: MessageStatus) {
+    query.push(advances_guard(new));
 }
 
 #[cfg(test)]

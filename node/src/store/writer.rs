@@ -9,11 +9,15 @@
 //! The SQL lives elsewhere: the hot path (appends, receipts) in bulk runs ([`super::bulk`]),
 //! everything else one operation at a time ([`super::ops`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use kith_proto::{DeviceId, MessageId, MessageStatus, ServerName, Timestamp, UserId};
 use sqlx::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use super::bulk::{append_messages, record_receipts};
 use super::engine::engine;
 use super::placement::Placement;
 use super::{
@@ -145,7 +149,7 @@ impl Job {
     }
 
     /// Whether this is one of the hot-path kinds applied in bulk runs.
-    fn is_hot(&self) -> bool {
+    pub(super) fn is_hot(&self) -> bool {
         matches!(self, Self::AppendMessage(..) | Self::RecordReceipt(..))
     }
 }
@@ -153,11 +157,19 @@ impl Job {
 impl StoreError {
     /// Whether this error poisons the transaction it happened in.
     fn aborts_batch(&self) -> bool {
-        matches!(self, Self::Database(_) | Self::Migrate(_) | Self::Closed | Self::Config(_) | Self::WriteFailed(_))
+        matches!(
+            self,
+            Self::Database(_)
+                | Self::Sqlite(_)
+                | Self::Migrate(_)
+                | Self::Closed
+                | Self::Config(_)
+                | Self::WriteFailed(_)
+        )
     }
 }
 
-fn settle_all(batch: &mut [Job], failure: Option<&str>) {
+pub(super) fn settle_all(batch: &mut [Job], failure: Option<&str>) {
     for job in batch {
         job.settle(failure);
     }
@@ -176,59 +188,121 @@ pub(crate) struct Writer<DB: sqlx::Database> {
     /// on another shard becomes a hand-off.
     pub(crate) placement: Placement,
     /// Failed group commits, shared with the store for `/metrics`.
-    pub(crate) errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) errors: Arc<AtomicU64>,
+}
+
+/// What a writer loop drives: something that applies a batch of operations in one
+/// transaction.
+pub(crate) trait Commit {
+    /// Whether one transaction can hold operations of every kind. The SQLite writer applies
+    /// messages and receipts on a connection of its own and everything else through sqlx, so
+    /// the loop gives it each stretch of the two apart.
+    const MIXES_KINDS: bool;
+
+    /// Applies `batch` in one transaction and answers every job once it has committed. On
+    /// error nothing is answered and nothing is committed.
+    async fn commit(&mut self, batch: &mut [Job]) -> Result<(), StoreError>;
+}
+
+/// Runs one writer until its queue closes, then returns after the last commit. A batch that
+/// fails is retried one operation at a time, so one bad operation never fails its neighbours.
+pub(crate) async fn run<C: Commit>(
+    mut writer: C,
+    mut queue: mpsc::Receiver<Job>,
+    max_batch: usize,
+    errors: &AtomicU64,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    while queue.recv_many(&mut batch, max_batch).await > 0 {
+        debug!(ops = batch.len(), "group commit");
+        group_hot_path(&mut batch);
+        if C::MIXES_KINDS {
+            commit_or_retry(&mut writer, &mut batch, errors).await;
+        } else {
+            let mut start = 0;
+            while start < batch.len() {
+                let hot = batch[start].is_hot();
+                let end = batch[start..].iter().position(|job| job.is_hot() != hot).map_or(batch.len(), |n| start + n);
+                commit_or_retry(&mut writer, &mut batch[start..end], errors).await;
+                start = end;
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn commit_or_retry<C: Commit>(writer: &mut C, batch: &mut [Job], errors: &AtomicU64) {
+    let Err(e) = writer.commit(batch).await else { return };
+    errors.fetch_add(1, Ordering::Relaxed);
+    if batch.len() == 1 {
+        warn!(error = %e, "write failed");
+        settle_all(batch, Some(&e.to_string()));
+        return;
+    }
+    warn!(error = %e, ops = batch.len(), "group commit failed; retrying its operations one by one");
+    for job in batch {
+        let single = std::slice::from_mut(job);
+        if let Err(e) = writer.commit(single).await {
+            settle_all(single, Some(&e.to_string()));
+        }
+    }
+}
+
+/// Runs `writer` on a thread and runtime of its own (with an I/O driver when its connections
+/// need one). Each statement of a group commit is a round trip after which the writer must run
+/// again at once; on the shared runtime it would wait behind the WebSocket work, and profiles
+/// showed that wait to be half of every commit. Returns what resolves when it has stopped.
+pub(crate) fn spawn<C: Commit + Send + 'static>(
+    writer: C,
+    queue: mpsc::Receiver<Job>,
+    max_batch: usize,
+    errors: Arc<AtomicU64>,
+    io: bool,
+) -> Result<oneshot::Receiver<()>, StoreError> {
+    let (done, stopped) = oneshot::channel();
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
+    runtime.enable_time();
+    if io {
+        runtime.enable_io();
+    }
+    let runtime = runtime.build().map_err(|e| StoreError::Config(format!("cannot start a store writer: {e}")))?;
+    std::thread::Builder::new()
+        .name("kith-writer".into())
+        .spawn(move || {
+            runtime.block_on(run(writer, queue, max_batch, &errors));
+            let _ = done.send(());
+        })
+        .map_err(|e| StoreError::Config(format!("cannot start a store writer thread: {e}")))?;
+    Ok(stopped)
 }
 
 engine! {
 impl<DB> Writer<DB> {
-    /// Runs one writer until its queue closes, then returns after the last commit.
-    pub(crate) async fn run(self, mut queue: mpsc::Receiver<Job>) {
-        let mut batch = Vec::with_capacity(self.max_batch);
-        while queue.recv_many(&mut batch, self.max_batch).await > 0 {
-            debug!(ops = batch.len(), "group commit");
-            if let Err(e) = self.apply_batch(&mut batch).await {
-                self.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if batch.len() == 1 {
-                    warn!(error = %e, "write failed");
-                    settle_all(&mut batch, Some(&e.to_string()));
-                } else {
-                    warn!(error = %e, ops = batch.len(), "group commit failed; retrying its operations one by one");
-                    for job in &mut batch {
-                        let single = std::slice::from_mut(job);
-                        if let Err(e) = self.apply_batch(single).await {
-                            settle_all(single, Some(&e.to_string()));
-                        }
-                    }
-                }
-            }
-            batch.clear();
-        }
+    /// Runs this writer on its own thread (see [`spawn`]).
+    pub(crate) fn spawn(self, queue: mpsc::Receiver<Job>) -> Result<oneshot::Receiver<()>, StoreError> {
+        let (max_batch, errors) = (self.max_batch, self.errors.clone());
+        spawn(self, queue, max_batch, errors, true)
     }
+}
+}
 
-    /// Applies `batch` in one transaction and answers every job once it has committed. On error
-    /// nothing is answered and nothing is committed.
-    async fn apply_batch(&self, batch: &mut [Job]) -> Result<(), StoreError> {
+engine! {
+impl<DB> Commit for Writer<DB> {
+    const MIXES_KINDS: bool = true;
+
+    async fn commit(&mut self, batch: &mut [Job]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        group_hot_path(batch);
-        let mut start = 0;
-        while start < batch.len() {
-            // The longest run of operations of one kind from here.
-            let kind = std::mem::discriminant(&batch[start]);
-            let end = batch[start..]
-                .iter()
-                .position(|job| std::mem::discriminant(job) != kind)
-                .map_or(batch.len(), |n| start + n);
-            let run = &mut batch[start..end];
+        for range in runs_of_one_kind(batch) {
+            let run = &mut batch[range];
             match &run[0] {
-                Job::AppendMessage(..) => Self::append_messages(&mut tx, self.placement, run).await?,
-                Job::RecordReceipt(..) => Self::record_receipts(&mut tx, &self.local, self.placement, run).await?,
+                Job::AppendMessage(..) => append_messages(&mut tx, self.placement, run).await?,
+                Job::RecordReceipt(..) => record_receipts(&mut tx, &self.local, self.placement, run).await?,
                 _ => {
                     for job in run {
                         Self::apply_one(&mut tx, job).await?;
                     }
                 }
             }
-            start = end;
         }
         tx.commit().await?;
         settle_all(batch, None);
@@ -237,12 +311,28 @@ impl<DB> Writer<DB> {
 }
 }
 
+/// The longest runs of operations of one kind, in order: each applies as one bulk run.
+pub(super) fn runs_of_one_kind(batch: &[Job]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < batch.len() {
+        let kind = std::mem::discriminant(&batch[start]);
+        let end = batch[start..]
+            .iter()
+            .position(|job| std::mem::discriminant(job) != kind)
+            .map_or(batch.len(), |n| start + n);
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
 /// Reorders each stretch of appends and receipts so that its appends come first, then its
 /// receipts, each kind in its own order, so that they apply as two long bulk runs instead of
 /// many short ones. Safe because a receipt is only ever for a message committed in an earlier
 /// batch (it is pushed after its commit, and acked after that), and appends do not depend on
 /// receipts. Other operations stay where they are and bound the stretches.
-fn group_hot_path(batch: &mut [Job]) {
+pub(super) fn group_hot_path(batch: &mut [Job]) {
     let mut start = 0;
     while start < batch.len() {
         let end = batch[start..].iter().position(|job| !job.is_hot()).map_or(batch.len(), |n| start + n);

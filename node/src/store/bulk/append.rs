@@ -5,14 +5,13 @@
 use std::collections::{HashMap, HashSet};
 
 use kith_proto::{ClientMessageId, DeviceId, Timestamp};
-use sqlx::QueryBuilder;
 
+use super::statements::{ClientIdRow, HandoffRow, MailboxInsert, QueueRow, Statements};
 use super::{chunks, chunks_mut};
-use crate::store::engine::engine;
 use crate::store::handoff::{Handoff, NewHandoff};
 use crate::store::placement::{Placement, shard_of};
 use crate::store::rows::parse_message_id;
-use crate::store::writer::{Job, Tx, Writer};
+use crate::store::writer::Job;
 use crate::store::{AppendOutcome, InboxKey, NewMessage, OutboxEntry, Recipient, Source, StoreError};
 
 /// A mailbox row to insert for a new message.
@@ -45,263 +44,223 @@ fn duplicate_of(m: &NewMessage) -> AppendOutcome {
     AppendOutcome::Duplicate { message_id: m.message_id, timestamp: m.timestamp }
 }
 
-engine! {
-impl<DB> Writer<DB> {
-    /// Applies a run of `AppendMessage` jobs. Returns an error only when it aborts the batch.
-    pub(in crate::store) async fn append_messages(
-        tx: &mut Tx<DB>,
-        placement: Placement,
-        run: &mut [Job],
-    ) -> Result<(), StoreError> {
-        for chunk in chunks_mut(run) {
-            let messages: Vec<&NewMessage> = chunk
-                .iter()
-                .filter_map(|job| match job {
-                    Job::AppendMessage(message, _) => Some(message),
-                    _ => None,
-                })
-                .collect();
-            let outcomes = Self::append_chunk(tx, placement, &messages).await?;
-            let slots = chunk.iter_mut().filter_map(|job| match job {
-                Job::AppendMessage(_, slot) => Some(slot),
-                _ => None,
-            });
-            for (slot, outcome) in slots.zip(outcomes) {
-                slot.keep(Ok(outcome))?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn append_chunk(
-        tx: &mut Tx<DB>,
-        placement: Placement,
-        messages: &[&NewMessage],
-    ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let mut outcomes: Outcomes = vec![None; messages.len()];
-        Self::skip_repeated_envelopes(tx, messages, &mut outcomes).await?;
-        Self::skip_repeated_client_ids(tx, placement, messages, &mut outcomes).await?;
-        let Placed { rows, outbox, handoffs } = place(placement, messages, &outcomes);
-        let fresh = Self::insert_mailbox_rows(tx, messages, &rows).await?;
-        skip_applied_handoffs(messages, &fresh, &mut outcomes);
-        Self::queue_for_devices(tx, &fresh).await?;
-        Self::insert_outbox_rows(tx, &outbox).await?;
-        Self::insert_handoffs(tx, &handoffs).await?;
-        Ok(messages
+/// Applies a run of `AppendMessage` jobs. Returns an error only when it aborts the batch.
+pub(in crate::store) async fn append_messages<S: Statements>(
+    s: &mut S,
+    placement: Placement,
+    run: &mut [Job],
+) -> Result<(), StoreError> {
+    for chunk in chunks_mut(run) {
+        let messages: Vec<&NewMessage> = chunk
             .iter()
-            .zip(outcomes)
-            .map(|(m, outcome)| {
-                outcome.unwrap_or(AppendOutcome::Stored { message_id: m.message_id, timestamp: m.timestamp })
-            })
-            .collect())
-    }
-
-    /// Step 1. A message from another node stores nothing if its envelope came before (in the
-    /// store, or earlier in this chunk).
-    async fn skip_repeated_envelopes(
-        tx: &mut Tx<DB>,
-        messages: &[&NewMessage],
-        outcomes: &mut Outcomes,
-    ) -> Result<(), StoreError> {
-        let received: Vec<(usize, &InboxKey)> = messages
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| match &m.from {
-                Source::Peer(key) => Some((i, key)),
-                Source::Device { .. } | Source::OtherShard => None,
-            })
-            .collect();
-        if received.is_empty() {
-            return Ok(());
-        }
-        let now = Timestamp::now().as_millis();
-        let mut inserted: HashSet<(String, String)> = HashSet::new();
-        for chunk in chunks(&received) {
-            let mut query = QueryBuilder::<DB>::new("INSERT INTO inbox (origin, envelope_id, received_at) ");
-            query.push_values(chunk, |mut row, (_, key)| {
-                row.push_bind(key.origin.as_str()).push_bind(key.envelope_id.as_str()).push_bind(now);
-            });
-            query.push(" ON CONFLICT (origin, envelope_id) DO NOTHING RETURNING origin, envelope_id");
-            inserted.extend(query.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?);
-        }
-        let mut first = HashSet::new();
-        for (i, key) in received {
-            let key = (key.origin.to_string(), key.envelope_id.clone());
-            if !(inserted.contains(&key) && first.insert(key)) {
-                outcomes[i] = Some(duplicate_of(messages[i]));
-            }
-        }
-        Ok(())
-    }
-
-    /// Step 2. A `clientMessageId` the sender used before (in the store, or earlier in this
-    /// chunk) makes the message a repeat of the first one, answered with that one's id. The
-    /// keys live with the sender's copy, on the sender's shard.
-    async fn skip_repeated_client_ids(
-        tx: &mut Tx<DB>,
-        placement: Placement,
-        messages: &[&NewMessage],
-        outcomes: &mut Outcomes,
-    ) -> Result<(), StoreError> {
-        let keyed: Vec<(usize, &ClientMessageId, String)> = messages
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| outcomes[*i].is_none() && placement.holds(&m.sender))
-            .filter_map(|(i, m)| match &m.from {
-                Source::Device { client_message_id: Some(client_id), .. } => {
-                    Some((i, client_id, m.message_id.to_string()))
-                }
+            .filter_map(|job| match job {
+                Job::AppendMessage(message, _) => Some(message),
                 _ => None,
             })
             .collect();
-        if keyed.is_empty() {
-            return Ok(());
+        let outcomes = append_chunk(s, placement, &messages).await?;
+        let slots = chunk.iter_mut().filter_map(|job| match job {
+            Job::AppendMessage(_, slot) => Some(slot),
+            _ => None,
+        });
+        for (slot, outcome) in slots.zip(outcomes) {
+            slot.keep(Ok(outcome))?;
         }
-        let mut inserted: HashSet<(String, String)> = HashSet::new();
-        for chunk in chunks(&keyed) {
-            let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) ",
-            );
-            query.push_values(chunk, |mut row, (i, client_id, id)| {
-                let m = messages[*i];
-                row.push_bind(m.sender.as_str())
-                    .push_bind(client_id.as_str())
-                    .push_bind(id.as_str())
-                    .push_bind(m.timestamp.as_millis());
-            });
-            query.push(" ON CONFLICT (sender_id, client_message_id) DO NOTHING RETURNING sender_id, client_message_id");
-            inserted.extend(query.build_query_as::<(String, String)>().fetch_all(&mut **tx).await?);
-        }
-        let mut first: HashMap<(String, String), usize> = HashMap::new();
-        for (i, client_id, _) in keyed {
-            let key = (messages[i].sender.to_string(), client_id.to_string());
-            if let Some(&j) = first.get(&key) {
-                outcomes[i] = Some(duplicate_of(messages[j]));
-            } else if inserted.contains(&key) {
-                first.insert(key, i);
-            } else {
-                outcomes[i] = Some(Self::earlier_send(tx, &key.0, &key.1).await?);
-            }
-        }
-        Ok(())
     }
-
-    /// The message an earlier send with this idempotency key created.
-    async fn earlier_send(tx: &mut Tx<DB>, sender: &str, client_id: &str) -> Result<AppendOutcome, StoreError> {
-        let (first_id, first_ts) = sqlx::query_as::<DB, (String, i64)>(
-            "SELECT message_id, timestamp FROM client_message_ids WHERE sender_id = $1 AND client_message_id = $2",
-        )
-        .bind(sender)
-        .bind(client_id)
-        .fetch_one(&mut **tx)
-        .await?;
-        Ok(AppendOutcome::Duplicate {
-            message_id: parse_message_id("client_message_ids", &first_id)?,
-            timestamp: Timestamp::from_millis(first_ts),
-        })
-    }
-
-    /// Step 3. Inserts the mailbox rows and returns the ones that are new, with their `seq`. A
-    /// row that exists already was stored by an earlier attempt whose commit answer was lost (a
-    /// dropped connection after COMMIT): it stands, and its queue rows with it.
-    async fn insert_mailbox_rows<'a>(
-        tx: &mut Tx<DB>,
-        messages: &[&NewMessage],
-        rows: &'a [MailboxRow<'a>],
-    ) -> Result<Vec<(&'a MailboxRow<'a>, i64)>, StoreError> {
-        let ids: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
-        let mut seqs: HashMap<(String, String), i64> = HashMap::new();
-        for chunk in chunks(rows) {
-            let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO messages \
-                 (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) ",
-            );
-            query.push_values(chunk, |mut row, r| {
-                let m = messages[r.index];
-                row.push_bind(r.owner)
-                    .push_bind(ids[r.index].as_str())
-                    .push_bind(r.peer)
-                    .push_bind(m.sender.as_str())
-                    .push_bind(m.receiver.as_str())
-                    .push_bind(m.content.as_str())
-                    .push_bind(m.timestamp.as_millis())
-                    .push_bind("sent");
-            });
-            query.push(" ON CONFLICT (owner_id, message_id) DO NOTHING RETURNING seq, owner_id, message_id");
-            let returned = query.build_query_as::<(i64, String, String)>().fetch_all(&mut **tx).await?;
-            seqs.extend(returned.into_iter().map(|(seq, owner, id)| ((owner, id), seq)));
-        }
-        Ok(rows
-            .iter()
-            .filter_map(|r| seqs.get(&(r.owner.to_owned(), ids[r.index].clone())).map(|seq| (r, *seq)))
-            .collect())
-    }
-
-    /// Step 4. Each new row is pending for each of its owner's devices but the sending one.
-    async fn queue_for_devices(tx: &mut Tx<DB>, fresh: &[(&MailboxRow<'_>, i64)]) -> Result<(), StoreError> {
-        for chunk in chunks(fresh) {
-            let mut query = QueryBuilder::<DB>::new(
-                "INSERT INTO device_pending (owner_id, device_id, seq) \
-                 SELECT d.user_id, d.device_id, v.seq FROM devices d JOIN (",
-            );
-            for (n, (r, seq)) in chunk.iter().enumerate() {
-                query.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
-                query.push_bind(r.owner);
-                query.push(if n == 0 { " AS owner, " } else { ", " });
-                query.push_bind(*seq);
-                query.push(if n == 0 { " AS seq, " } else { ", " });
-                query.push_bind(r.except.map_or(-1, |d| i64::from(d.0)));
-                if n == 0 {
-                    query.push(" AS except_device");
-                }
-            }
-            query.push(") v ON d.user_id = v.owner WHERE d.device_id <> v.except_device");
-            query.build().execute(&mut **tx).await?;
-        }
-        Ok(())
-    }
-
-    /// Step 6 (also used for receipts). Records what belongs on other shards, with one
-    /// statement per chunk.
-    pub(in crate::store) async fn insert_handoffs(tx: &mut Tx<DB>, handoffs: &[NewHandoff]) -> Result<(), StoreError> {
-        let bodies = handoffs.iter().map(|h| Ok((h.handoff.id(), h.handoff.encode()?))).collect::<Result<Vec<_>, StoreError>>()?;
-        let rows: Vec<(&NewHandoff, &(String, Vec<u8>))> = handoffs.iter().zip(&bodies).collect();
-        for chunk in chunks(&rows) {
-            let now = Timestamp::now().as_millis();
-            let mut query =
-                QueryBuilder::<DB>::new("INSERT INTO handoffs (handoff_id, target_shard, body, created_at) ");
-            query.push_values(chunk, |mut row, (handoff, (id, body))| {
-                row.push_bind(id.as_str())
-                    .push_bind(i64::from(handoff.target_shard))
-                    .push_bind(body.as_slice())
-                    .push_bind(now);
-            });
-            // A repeat (an earlier attempt whose commit answer was lost) is the same hand-off.
-            query.push(" ON CONFLICT (handoff_id) DO NOTHING");
-            query.build().execute(&mut **tx).await?;
-        }
-        Ok(())
-    }
-
-    /// Step 5 (also used for receipts and presence). Queues envelopes for other nodes with one
-    /// statement per chunk.
-    pub(in crate::store) async fn insert_outbox_rows(tx: &mut Tx<DB>, entries: &[&OutboxEntry]) -> Result<(), StoreError> {
-        for chunk in chunks(entries) {
-            let now = Timestamp::now().as_millis();
-            let mut query =
-                QueryBuilder::<DB>::new("INSERT INTO outbox (destination, envelope_id, kind, body, created_at) ");
-            query.push_values(chunk, |mut row, entry| {
-                row.push_bind(entry.destination.as_str())
-                    .push_bind(entry.envelope_id.as_str())
-                    .push_bind(entry.kind.as_str())
-                    .push_bind(entry.body.as_slice())
-                    .push_bind(now);
-            });
-            query.build().execute(&mut **tx).await?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
+
+async fn append_chunk<S: Statements>(
+    s: &mut S,
+    placement: Placement,
+    messages: &[&NewMessage],
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    let mut outcomes: Outcomes = vec![None; messages.len()];
+    skip_repeated_envelopes(s, messages, &mut outcomes).await?;
+    skip_repeated_client_ids(s, placement, messages, &mut outcomes).await?;
+    let Placed { rows, outbox, handoffs } = place(placement, messages, &outcomes);
+    let fresh = insert_mailbox_rows(s, messages, &rows).await?;
+    skip_applied_handoffs(messages, &fresh, &mut outcomes);
+    queue_for_devices(s, &fresh).await?;
+    insert_outbox_rows(s, &outbox).await?;
+    insert_handoffs(s, &handoffs).await?;
+    Ok(messages
+        .iter()
+        .zip(outcomes)
+        .map(|(m, outcome)| {
+            outcome.unwrap_or(AppendOutcome::Stored { message_id: m.message_id, timestamp: m.timestamp })
+        })
+        .collect())
+}
+
+/// Step 1. A message from another node stores nothing if its envelope came before (in the
+/// store, or earlier in this chunk).
+async fn skip_repeated_envelopes<S: Statements>(
+    s: &mut S,
+    messages: &[&NewMessage],
+    outcomes: &mut Outcomes,
+) -> Result<(), StoreError> {
+    let received: Vec<(usize, &InboxKey)> = messages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match &m.from {
+            Source::Peer(key) => Some((i, key)),
+            Source::Device { .. } | Source::OtherShard => None,
+        })
+        .collect();
+    if received.is_empty() {
+        return Ok(());
+    }
+    let now = Timestamp::now().as_millis();
+    let mut inserted: HashSet<(String, String)> = HashSet::new();
+    for chunk in chunks(&received) {
+        let keys: Vec<(&str, &str)> =
+            chunk.iter().map(|(_, key)| (key.origin.as_str(), key.envelope_id.as_str())).collect();
+        inserted.extend(s.insert_inbox(&keys, now).await?);
+    }
+    let mut first = HashSet::new();
+    for (i, key) in received {
+        let key = (key.origin.to_string(), key.envelope_id.clone());
+        if !(inserted.contains(&key) && first.insert(key)) {
+            outcomes[i] = Some(duplicate_of(messages[i]));
+        }
+    }
+    Ok(())
+}
+
+/// Step 2. A `clientMessageId` the sender used before (in the store, or earlier in this
+/// chunk) makes the message a repeat of the first one, answered with that one's id. The
+/// keys live with the sender's copy, on the sender's shard.
+async fn skip_repeated_client_ids<S: Statements>(
+    s: &mut S,
+    placement: Placement,
+    messages: &[&NewMessage],
+    outcomes: &mut Outcomes,
+) -> Result<(), StoreError> {
+    let keyed: Vec<(usize, &ClientMessageId, String)> = messages
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| outcomes[*i].is_none() && placement.holds(&m.sender))
+        .filter_map(|(i, m)| match &m.from {
+            Source::Device { client_message_id: Some(client_id), .. } => Some((i, client_id, m.message_id.to_string())),
+            _ => None,
+        })
+        .collect();
+    if keyed.is_empty() {
+        return Ok(());
+    }
+    let mut inserted: HashSet<(String, String)> = HashSet::new();
+    for chunk in chunks(&keyed) {
+        let rows: Vec<ClientIdRow<'_>> = chunk
+            .iter()
+            .map(|(i, client_id, id)| ClientIdRow {
+                sender: messages[*i].sender.as_str(),
+                client_message_id: client_id.as_str(),
+                message_id: id.as_str(),
+                timestamp: messages[*i].timestamp.as_millis(),
+            })
+            .collect();
+        inserted.extend(s.insert_client_ids(&rows).await?);
+    }
+    let mut first: HashMap<(String, String), usize> = HashMap::new();
+    for (i, client_id, _) in keyed {
+        let key = (messages[i].sender.to_string(), client_id.to_string());
+        if let Some(&j) = first.get(&key) {
+            outcomes[i] = Some(duplicate_of(messages[j]));
+        } else if inserted.contains(&key) {
+            first.insert(key, i);
+        } else {
+            let (first_id, first_ts) = s.earlier_send(&key.0, &key.1).await?;
+            outcomes[i] = Some(AppendOutcome::Duplicate {
+                message_id: parse_message_id("client_message_ids", &first_id)?,
+                timestamp: Timestamp::from_millis(first_ts),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Step 3. Inserts the mailbox rows and returns the ones that are new, with their `seq`. A
+/// row that exists already was stored by an earlier attempt whose commit answer was lost (a
+/// dropped connection after COMMIT): it stands, and its queue rows with it.
+async fn insert_mailbox_rows<'a, S: Statements>(
+    s: &mut S,
+    messages: &[&NewMessage],
+    rows: &'a [MailboxRow<'a>],
+) -> Result<Vec<(&'a MailboxRow<'a>, i64)>, StoreError> {
+    let ids: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
+    let mut seqs: HashMap<(String, String), i64> = HashMap::new();
+    for chunk in chunks(rows) {
+        let inserts: Vec<MailboxInsert<'_>> = chunk
+            .iter()
+            .map(|r| {
+                let m = messages[r.index];
+                MailboxInsert {
+                    owner: r.owner,
+                    message_id: ids[r.index].as_str(),
+                    peer: r.peer,
+                    sender: m.sender.as_str(),
+                    receiver: m.receiver.as_str(),
+                    content: m.content.as_str(),
+                    timestamp: m.timestamp.as_millis(),
+                }
+            })
+            .collect();
+        let returned = s.insert_mailbox_rows(&inserts).await?;
+        seqs.extend(returned.into_iter().map(|(seq, owner, id)| ((owner, id), seq)));
+    }
+    Ok(rows.iter().filter_map(|r| seqs.get(&(r.owner.to_owned(), ids[r.index].clone())).map(|seq| (r, *seq))).collect())
+}
+
+/// Step 4. Each new row is pending for each of its owner's devices but the sending one.
+async fn queue_for_devices<S: Statements>(s: &mut S, fresh: &[(&MailboxRow<'_>, i64)]) -> Result<(), StoreError> {
+    for chunk in chunks(fresh) {
+        let rows: Vec<QueueRow<'_>> = chunk
+            .iter()
+            .map(|(r, seq)| QueueRow {
+                owner: r.owner,
+                seq: *seq,
+                except_device: r.except.map_or(-1, |d| i64::from(d.0)),
+            })
+            .collect();
+        s.queue_for_devices(&rows).await?;
+    }
+    Ok(())
+}
+
+/// Step 5 (also used for receipts and presence). Queues envelopes for other nodes with one
+/// statement per chunk.
+pub(in crate::store) async fn insert_outbox_rows<S: Statements>(
+    s: &mut S,
+    entries: &[&OutboxEntry],
+) -> Result<(), StoreError> {
+    for chunk in chunks(entries) {
+        s.insert_outbox(chunk, Timestamp::now().as_millis()).await?;
+    }
+    Ok(())
+}
+
+/// Step 6 (also used for receipts). Records what belongs on other shards, with one
+/// statement per chunk.
+pub(in crate::store) async fn insert_handoffs<S: Statements>(
+    s: &mut S,
+    handoffs: &[NewHandoff],
+) -> Result<(), StoreError> {
+    let bodies =
+        handoffs.iter().map(|h| Ok((h.handoff.id(), h.handoff.encode()?))).collect::<Result<Vec<_>, StoreError>>()?;
+    let rows: Vec<HandoffRow<'_>> = handoffs
+        .iter()
+        .zip(&bodies)
+        .map(|(h, (id, body))| HandoffRow {
+            id: id.as_str(),
+            target_shard: i64::from(h.target_shard),
+            body: body.as_slice(),
+        })
+        .collect();
+    for chunk in chunks(&rows) {
+        s.insert_handoffs(chunk, Timestamp::now().as_millis()).await?;
+    }
+    Ok(())
 }
 
 /// Where the new messages of a chunk go.

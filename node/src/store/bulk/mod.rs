@@ -10,6 +10,12 @@
 
 mod append;
 mod receipts;
+mod sqlite_statements;
+mod sqlx_statements;
+mod statements;
+
+pub(in crate::store) use append::{append_messages, insert_outbox_rows};
+pub(in crate::store) use receipts::record_receipts;
 
 /// The row counts a multi-row statement may have: a run is split into chunks of these sizes
 /// (largest first, as in binary), so that only a handful of distinct statement texts exist and

@@ -5,16 +5,16 @@
 use std::collections::HashMap;
 
 use kith_proto::{MessageStatus, ServerName};
-use sqlx::QueryBuilder;
 use tracing::warn;
 
+use super::append::{insert_handoffs, insert_outbox_rows};
+use super::statements::Statements;
 use super::{chunks, chunks_mut};
-use crate::store::engine::engine;
 use crate::store::handoff::{Handoff, NewHandoff};
 use crate::store::placement::{Placement, shard_of};
 use crate::store::rows::parse_user;
-use crate::store::status::{advances, push_advances};
-use crate::store::writer::{Job, Tx, Writer};
+use crate::store::status::advances;
+use crate::store::writer::Job;
 use crate::store::{OutboxEntry, Receipt, ReceiptOutcome, StoreError, envelopes};
 
 /// The reader's copy of a message a receipt is about.
@@ -42,136 +42,98 @@ struct Changes<'a> {
     handoffs: Vec<NewHandoff>,
 }
 
-engine! {
-impl<DB> Writer<DB> {
-    /// Applies a run of `RecordReceipt` jobs. Returns an error only when it aborts the batch.
-    pub(in crate::store) async fn record_receipts(
-        tx: &mut Tx<DB>,
-        local: &ServerName,
-        placement: Placement,
-        run: &mut [Job],
-    ) -> Result<(), StoreError> {
-        for chunk in chunks_mut(run) {
-            let receipts: Vec<&Receipt> = chunk
-                .iter()
-                .filter_map(|job| match job {
-                    Job::RecordReceipt(receipt, _) => Some(receipt),
-                    _ => None,
-                })
-                .collect();
-            let outcomes = Self::receipt_chunk(tx, local, placement, &receipts).await?;
-            let slots = chunk.iter_mut().filter_map(|job| match job {
-                Job::RecordReceipt(_, slot) => Some(slot),
+/// Applies a run of `RecordReceipt` jobs. Returns an error only when it aborts the batch.
+pub(in crate::store) async fn record_receipts<S: Statements>(
+    s: &mut S,
+    local: &ServerName,
+    placement: Placement,
+    run: &mut [Job],
+) -> Result<(), StoreError> {
+    for chunk in chunks_mut(run) {
+        let receipts: Vec<&Receipt> = chunk
+            .iter()
+            .filter_map(|job| match job {
+                Job::RecordReceipt(receipt, _) => Some(receipt),
                 _ => None,
-            });
-            for (slot, outcome) in slots.zip(outcomes) {
-                slot.keep(outcome)?;
-            }
+            })
+            .collect();
+        let outcomes = receipt_chunk(s, local, placement, &receipts).await?;
+        let slots = chunk.iter_mut().filter_map(|job| match job {
+            Job::RecordReceipt(_, slot) => Some(slot),
+            _ => None,
+        });
+        for (slot, outcome) in slots.zip(outcomes) {
+            slot.keep(outcome)?;
         }
-        Ok(())
     }
-
-    async fn receipt_chunk(
-        tx: &mut Tx<DB>,
-        local: &ServerName,
-        placement: Placement,
-        receipts: &[&Receipt],
-    ) -> Result<Vec<Result<ReceiptOutcome, StoreError>>, StoreError> {
-        let ids: Vec<String> = receipts.iter().map(|r| r.message_id.to_string()).collect();
-        let found = Self::find_readers_copies(tx, receipts, &ids).await?;
-        let mut changes = Changes::default();
-        let outcomes = decide(local, placement, receipts, &ids, &found, &mut changes)?;
-        Self::clear_pending(tx, &changes).await?;
-        Self::advance_statuses(tx, &changes).await?;
-        Self::insert_outbox_rows(tx, &changes.forwards.iter().collect::<Vec<_>>()).await?;
-        Self::insert_handoffs(tx, &changes.handoffs).await?;
-        Ok(outcomes)
-    }
-
-    /// Step 1. The rows the receipts are about, in their readers' mailboxes, by
-    /// `(owner, message id)`.
-    async fn find_readers_copies(
-        tx: &mut Tx<DB>,
-        receipts: &[&Receipt],
-        ids: &[String],
-    ) -> Result<HashMap<(String, String), Found>, StoreError> {
-        let mut query = QueryBuilder::<DB>::new(
-            "SELECT m.seq, m.owner_id, m.message_id, m.sender_id, m.receiver_id, m.status FROM messages m JOIN (",
-        );
-        for (n, (receipt, id)) in receipts.iter().zip(ids).enumerate() {
-            query.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
-            query.push_bind(receipt.reader.as_str());
-            query.push(if n == 0 { " AS owner, " } else { ", " });
-            query.push_bind(id.as_str());
-            if n == 0 {
-                query.push(" AS message_id");
-            }
-        }
-        query.push(") v ON m.owner_id = v.owner AND m.message_id = v.message_id");
-        Ok(query
-            .build_query_as::<(i64, String, String, String, String, String)>()
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .map(|(seq, owner, id, sender, receiver, status)| ((owner, id), Found { seq, sender, receiver, status }))
-            .collect())
-    }
-
-    /// Step 3. What stops being pending: one device's copy (an ack), or every device's (a read).
-    async fn clear_pending(tx: &mut Tx<DB>, changes: &Changes<'_>) -> Result<(), StoreError> {
-        for chunk in chunks(&changes.clear_device) {
-            let mut query = QueryBuilder::<DB>::new("DELETE FROM device_pending WHERE ");
-            for (n, (owner, device, seq)) in chunk.iter().enumerate() {
-                query.push(if n == 0 { "(owner_id = " } else { " OR (owner_id = " });
-                query.push_bind(*owner).push(" AND seq = ").push_bind(*seq);
-                query.push(" AND device_id = ").push_bind(*device).push(")");
-            }
-            query.build().execute(&mut **tx).await?;
-        }
-        for chunk in chunks(&changes.clear_all) {
-            let mut query = QueryBuilder::<DB>::new("DELETE FROM device_pending WHERE ");
-            for (n, (owner, seq)) in chunk.iter().enumerate() {
-                query.push(if n == 0 { "(owner_id = " } else { " OR (owner_id = " });
-                query.push_bind(*owner).push(" AND seq = ").push_bind(*seq).push(")");
-            }
-            query.build().execute(&mut **tx).await?;
-        }
-        Ok(())
-    }
-
-    /// Step 4. Statuses, forward only (the SQL guard repeats what was decided).
-    async fn advance_statuses(tx: &mut Tx<DB>, changes: &Changes<'_>) -> Result<(), StoreError> {
-        for status in [MessageStatus::Delivered, MessageStatus::Read] {
-            let seqs: Vec<i64> =
-                changes.receiver_status.iter().filter(|(_, s)| **s == status).map(|(seq, _)| *seq).collect();
-            for chunk in chunks(&seqs) {
-                let mut query = QueryBuilder::<DB>::new("UPDATE messages SET status = ");
-                query.push_bind(status.as_str()).push(" WHERE seq IN (");
-                let mut list = query.separated(", ");
-                for seq in chunk {
-                    list.push_bind(*seq);
-                }
-                query.push(") AND ");
-                push_advances(&mut query, status);
-                query.build().execute(&mut **tx).await?;
-            }
-            let copies: Vec<&(String, String)> =
-                changes.sender_status.iter().filter(|(_, s)| **s == status).map(|(key, _)| key).collect();
-            for chunk in chunks(&copies) {
-                let mut query = QueryBuilder::<DB>::new("UPDATE messages SET status = ");
-                query.push_bind(status.as_str()).push(" WHERE (");
-                for (n, (owner, id)) in chunk.iter().enumerate() {
-                    query.push(if n == 0 { "(owner_id = " } else { " OR (owner_id = " });
-                    query.push_bind(owner.as_str()).push(" AND message_id = ").push_bind(id.as_str()).push(")");
-                }
-                query.push(") AND ");
-                push_advances(&mut query, status);
-                query.build().execute(&mut **tx).await?;
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }
+
+async fn receipt_chunk<S: Statements>(
+    s: &mut S,
+    local: &ServerName,
+    placement: Placement,
+    receipts: &[&Receipt],
+) -> Result<Vec<Result<ReceiptOutcome, StoreError>>, StoreError> {
+    let ids: Vec<String> = receipts.iter().map(|r| r.message_id.to_string()).collect();
+    let found = find_readers_copies(s, receipts, &ids).await?;
+    let mut changes = Changes::default();
+    let outcomes = decide(local, placement, receipts, &ids, &found, &mut changes)?;
+    clear_pending(s, &changes).await?;
+    advance_statuses(s, &changes).await?;
+    insert_outbox_rows(s, &changes.forwards.iter().collect::<Vec<_>>()).await?;
+    insert_handoffs(s, &changes.handoffs).await?;
+    Ok(outcomes)
+}
+
+/// Step 1. The rows the receipts are about, in their readers' mailboxes, by
+/// `(owner, message id)`.
+async fn find_readers_copies<S: Statements>(
+    s: &mut S,
+    receipts: &[&Receipt],
+    ids: &[String],
+) -> Result<HashMap<(String, String), Found>, StoreError> {
+    let keys: Vec<(&str, &str)> = receipts.iter().zip(ids).map(|(r, id)| (r.reader.as_str(), id.as_str())).collect();
+    Ok(s.find_copies(&keys)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let found = Found { seq: row.seq, sender: row.sender, receiver: row.receiver, status: row.status };
+            ((row.owner, row.message_id), found)
+        })
+        .collect())
+}
+
+/// Step 3. What stops being pending: one device's copy (an ack), or every device's (a read).
+async fn clear_pending<S: Statements>(s: &mut S, changes: &Changes<'_>) -> Result<(), StoreError> {
+    for chunk in chunks(&changes.clear_device) {
+        s.clear_device_pending(chunk).await?;
+    }
+    for chunk in chunks(&changes.clear_all) {
+        s.clear_all_pending(chunk).await?;
+    }
+    Ok(())
+}
+
+/// Step 4. Statuses, forward only (the SQL guard repeats what was decided).
+async fn advance_statuses<S: Statements>(s: &mut S, changes: &Changes<'_>) -> Result<(), StoreError> {
+    for status in [MessageStatus::Delivered, MessageStatus::Read] {
+        let seqs: Vec<i64> =
+            changes.receiver_status.iter().filter(|(_, st)| **st == status).map(|(seq, _)| *seq).collect();
+        for chunk in chunks(&seqs) {
+            s.advance_by_seq(status, chunk).await?;
+        }
+        let copies: Vec<(&str, &str)> = changes
+            .sender_status
+            .iter()
+            .filter(|(_, st)| **st == status)
+            .map(|((owner, id), _)| (owner.as_str(), id.as_str()))
+            .collect();
+        for chunk in chunks(&copies) {
+            s.advance_by_id(status, chunk).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Step 2. Decides each receipt in order, as if applied one by one: only the receiver reads a

@@ -1,0 +1,230 @@
+//! The hot path's statements on the SQLite writer's own connection ([`crate::store::sqlite_writer`]):
+//! the same SQL as through sqlx, run directly on the writer's thread. Each statement text
+//! depends only on its row count (one of [`super::CHUNK_SIZES`]), so the prepared-statement
+//! cache holds every one of them.
+
+use kith_proto::MessageStatus;
+use rusqlite::types::ToSqlOutput;
+use rusqlite::{Transaction, params_from_iter};
+
+use super::statements::{ClientIdRow, CopyRow, HandoffRow, MailboxInsert, QueueRow, Statements};
+use crate::store::status::advances_guard;
+use crate::store::{OutboxEntry, StoreError};
+
+/// One bound value, borrowed where it can be.
+type Value<'a> = ToSqlOutput<'a>;
+
+/// `(?, ?, …), (?, ?, …)`: `rows` groups of `columns` placeholders.
+fn values(rows: usize, columns: usize) -> String {
+    let group = format!("({})", vec!["?"; columns].join(", "));
+    vec![group; rows].join(", ")
+}
+
+/// `SELECT ? AS a, ? AS b UNION ALL SELECT ?, ? …`: a derived table of `rows` rows.
+fn derived(rows: usize, names: &[&str]) -> String {
+    let first: Vec<String> = names.iter().map(|name| format!("? AS {name}")).collect();
+    let rest = vec!["?"; names.len()].join(", ");
+    let mut sql = format!("SELECT {}", first.join(", "));
+    for _ in 1..rows {
+        sql.push_str(" UNION ALL SELECT ");
+        sql.push_str(&rest);
+    }
+    sql
+}
+
+/// `(a = ? AND b = ?) OR (a = ? AND b = ?) …`: `rows` conjunctions of `columns`.
+fn any_of(rows: usize, columns: &[&str]) -> String {
+    let group = format!("({})", columns.iter().map(|c| format!("{c} = ?")).collect::<Vec<_>>().join(" AND "));
+    vec![group; rows].join(" OR ")
+}
+
+fn text(s: &str) -> Value<'_> {
+    ToSqlOutput::from(s)
+}
+
+fn int<'a>(n: i64) -> Value<'a> {
+    ToSqlOutput::from(n)
+}
+
+fn execute(tx: &Transaction<'_>, sql: &str, args: Vec<Value<'_>>) -> Result<(), StoreError> {
+    tx.prepare_cached(sql)?.execute(params_from_iter(args))?;
+    Ok(())
+}
+
+fn pairs(tx: &Transaction<'_>, sql: &str, args: Vec<Value<'_>>) -> Result<Vec<(String, String)>, StoreError> {
+    let mut statement = tx.prepare_cached(sql)?;
+    let rows = statement.query_map(params_from_iter(args), |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Statements for Transaction<'_> {
+    async fn insert_inbox(&mut self, keys: &[(&str, &str)], now: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = format!(
+            "INSERT INTO inbox (origin, envelope_id, received_at) VALUES {} \
+             ON CONFLICT (origin, envelope_id) DO NOTHING RETURNING origin, envelope_id",
+            values(keys.len(), 3)
+        );
+        let args = keys.iter().flat_map(|(origin, id)| [text(origin), text(id), int(now)]).collect();
+        pairs(self, &sql, args)
+    }
+
+    async fn insert_client_ids(&mut self, rows: &[ClientIdRow<'_>]) -> Result<Vec<(String, String)>, StoreError> {
+        let sql = format!(
+            "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) VALUES {} \
+             ON CONFLICT (sender_id, client_message_id) DO NOTHING RETURNING sender_id, client_message_id",
+            values(rows.len(), 4)
+        );
+        let args = rows
+            .iter()
+            .flat_map(|r| [text(r.sender), text(r.client_message_id), text(r.message_id), int(r.timestamp)])
+            .collect();
+        pairs(self, &sql, args)
+    }
+
+    async fn earlier_send(&mut self, sender: &str, client_message_id: &str) -> Result<(String, i64), StoreError> {
+        Ok(self
+            .prepare_cached(
+                "SELECT message_id, timestamp FROM client_message_ids WHERE sender_id = ? AND client_message_id = ?",
+            )?
+            .query_row([sender, client_message_id], |row| Ok((row.get(0)?, row.get(1)?)))?)
+    }
+
+    async fn insert_mailbox_rows(
+        &mut self,
+        rows: &[MailboxInsert<'_>],
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let sql = format!(
+            "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
+             VALUES {} ON CONFLICT (owner_id, message_id) DO NOTHING RETURNING seq, owner_id, message_id",
+            values(rows.len(), 8)
+        );
+        let args: Vec<Value<'_>> = rows
+            .iter()
+            .flat_map(|r| {
+                [
+                    text(r.owner),
+                    text(r.message_id),
+                    text(r.peer),
+                    text(r.sender),
+                    text(r.receiver),
+                    text(r.content),
+                    int(r.timestamp),
+                    text("sent"),
+                ]
+            })
+            .collect();
+        let mut statement = self.prepare_cached(&sql)?;
+        let returned =
+            statement.query_map(params_from_iter(args), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        Ok(returned.collect::<Result<_, _>>()?)
+    }
+
+    async fn queue_for_devices(&mut self, rows: &[QueueRow<'_>]) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO device_pending (owner_id, device_id, seq) \
+             SELECT d.user_id, d.device_id, v.seq FROM devices d JOIN ({}) v \
+             ON d.user_id = v.owner WHERE d.device_id <> v.except_device",
+            derived(rows.len(), &["owner", "seq", "except_device"])
+        );
+        let args = rows.iter().flat_map(|r| [text(r.owner), int(r.seq), int(r.except_device)]).collect();
+        execute(self, &sql, args)
+    }
+
+    async fn insert_outbox(&mut self, entries: &[&OutboxEntry], now: i64) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO outbox (destination, envelope_id, kind, body, created_at) VALUES {}",
+            values(entries.len(), 5)
+        );
+        let args = entries
+            .iter()
+            .flat_map(|e| {
+                [
+                    text(e.destination.as_str()),
+                    text(e.envelope_id.as_str()),
+                    text(e.kind.as_str()),
+                    ToSqlOutput::from(e.body.as_slice()),
+                    int(now),
+                ]
+            })
+            .collect();
+        execute(self, &sql, args)
+    }
+
+    async fn insert_handoffs(&mut self, rows: &[HandoffRow<'_>], now: i64) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO handoffs (handoff_id, target_shard, body, created_at) VALUES {} \
+             ON CONFLICT (handoff_id) DO NOTHING",
+            values(rows.len(), 4)
+        );
+        let args =
+            rows.iter().flat_map(|h| [text(h.id), int(h.target_shard), ToSqlOutput::from(h.body), int(now)]).collect();
+        execute(self, &sql, args)
+    }
+
+    async fn find_copies(&mut self, keys: &[(&str, &str)]) -> Result<Vec<CopyRow>, StoreError> {
+        let sql = format!(
+            "SELECT m.seq, m.owner_id, m.message_id, m.sender_id, m.receiver_id, m.status FROM messages m \
+             JOIN ({}) v ON m.owner_id = v.owner AND m.message_id = v.message_id",
+            derived(keys.len(), &["owner", "message_id"])
+        );
+        let args: Vec<Value<'_>> = keys.iter().flat_map(|(owner, id)| [text(owner), text(id)]).collect();
+        let mut statement = self.prepare_cached(&sql)?;
+        let rows = statement.query_map(params_from_iter(args), |row| {
+            Ok(CopyRow {
+                seq: row.get(0)?,
+                owner: row.get(1)?,
+                message_id: row.get(2)?,
+                sender: row.get(3)?,
+                receiver: row.get(4)?,
+                status: row.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    async fn clear_device_pending(&mut self, rows: &[(&str, i64, i64)]) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM device_pending WHERE {}", any_of(rows.len(), &["owner_id", "seq", "device_id"]));
+        let args = rows.iter().flat_map(|(owner, device, seq)| [text(owner), int(*seq), int(*device)]).collect();
+        execute(self, &sql, args)
+    }
+
+    async fn clear_all_pending(&mut self, rows: &[(&str, i64)]) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM device_pending WHERE {}", any_of(rows.len(), &["owner_id", "seq"]));
+        let args = rows.iter().flat_map(|(owner, seq)| [text(owner), int(*seq)]).collect();
+        execute(self, &sql, args)
+    }
+
+    async fn advance_by_seq(&mut self, status: MessageStatus, seqs: &[i64]) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE messages SET status = ? WHERE seq IN ({}) AND {}",
+            vec!["?"; seqs.len()].join(", "),
+            advances_guard(status)
+        );
+        let args = std::iter::once(text(status.as_str())).chain(seqs.iter().map(|seq| int(*seq))).collect();
+        execute(self, &sql, args)
+    }
+
+    async fn advance_by_id(&mut self, status: MessageStatus, copies: &[(&str, &str)]) -> Result<(), StoreError> {
+        let sql = format!(
+            "UPDATE messages SET status = ? WHERE ({}) AND {}",
+            any_of(copies.len(), &["owner_id", "message_id"]),
+            advances_guard(status)
+        );
+        let args = std::iter::once(text(status.as_str()))
+            .chain(copies.iter().flat_map(|(owner, id)| [text(owner), text(id)]))
+            .collect();
+        execute(self, &sql, args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_shapes() {
+        assert_eq!(values(2, 3), "(?, ?, ?), (?, ?, ?)");
+        assert_eq!(derived(2, &["a", "b"]), "SELECT ? AS a, ? AS b UNION ALL SELECT ?, ?");
+        assert_eq!(any_of(2, &["a", "b"]), "(a = ? AND b = ?) OR (a = ? AND b = ?)");
+    }
+}

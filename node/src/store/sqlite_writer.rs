@@ -1,0 +1,94 @@
+//! The SQLite writer: messages and receipts committed on a connection the writer's thread owns.
+//!
+//! Through sqlx, every statement of a group commit is a round trip to sqlx's worker thread for
+//! the connection, and every row it returns another hand-off: at low rates, where each
+//! message and each receipt is a commit of its own, those thread switches (about 70 per
+//! message) were most of a message's CPU (docs/benchmarks.md). Here the statements run on the
+//! writer's own thread, so a commit costs its SQLite work, its `fsync` and one hand-off in and
+//! one out. The rare operations (accounts, devices, keys, presence, the outbox's bookkeeping)
+//! still go through sqlx on the store's write pool; the loop gives this writer each stretch of
+//! the two kinds apart ([`Commit::MIXES_KINDS`]), and being one thread, it never has both
+//! connections in a transaction at once.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use sqlx::Sqlite;
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use super::bulk::{append_messages, record_receipts};
+use super::durability::NotDurable;
+use super::writer::{Commit, Job, Writer, runs_of_one_kind, settle_all, spawn};
+
+/// The one writer of an SQLite store.
+#[derive(Debug)]
+pub(crate) struct SqliteWriter {
+    /// Messages and receipts.
+    conn: Connection,
+    /// Everything else, and the writer's settings.
+    others: Writer<Sqlite>,
+}
+
+impl SqliteWriter {
+    /// Opens the writer's own connection to the (migrated) database at `path`, with the same
+    /// settings as the store's sqlx connections: WAL, `synchronous=FULL` (read back), a
+    /// checkpoint every ~40 MB of WAL.
+    ///
+    /// # Errors
+    /// When the file cannot be opened or would not be durable.
+    pub(crate) fn open(path: &Path, others: Writer<Sqlite>) -> Result<Self, StoreError> {
+        let conn =
+            Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(256);
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        conn.pragma_update(None, "cache_size", -65536)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 10000)?;
+        let journal: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+        if !journal.eq_ignore_ascii_case("wal") || synchronous < 2 {
+            return Err(StoreError::NotDurable(NotDurable {
+                engine: "SQLite",
+                setting: if synchronous < 2 { "synchronous" } else { "journal_mode" },
+                value: if synchronous < 2 { synchronous.to_string() } else { journal },
+                fix: "this is a bug: kith asks for WAL and FULL on every connection",
+            }));
+        }
+        Ok(Self { conn, others })
+    }
+
+    /// Runs the writer on a thread of its own (no I/O driver: nothing here waits on a socket).
+    pub(crate) fn spawn(self, queue: mpsc::Receiver<Job>) -> Result<oneshot::Receiver<()>, StoreError> {
+        let (max_batch, errors) = (self.others.max_batch, self.others.errors.clone());
+        spawn(self, queue, max_batch, errors, false)
+    }
+}
+
+impl Commit for SqliteWriter {
+    const MIXES_KINDS: bool = false;
+
+    async fn commit(&mut self, batch: &mut [Job]) -> Result<(), StoreError> {
+        if !batch.first().is_some_and(Job::is_hot) {
+            return self.others.commit(batch).await;
+        }
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for range in runs_of_one_kind(batch) {
+            let run = &mut batch[range];
+            match &run[0] {
+                Job::AppendMessage(..) => append_messages(&mut tx, self.others.placement, run).await?,
+                Job::RecordReceipt(..) => {
+                    record_receipts(&mut tx, &self.others.local, self.others.placement, run).await?;
+                }
+                // The loop hands this writer stretches of one side only.
+                _ => return Err(StoreError::WriteFailed("an operation reached the wrong connection".into())),
+            }
+        }
+        tx.commit()?;
+        settle_all(batch, None);
+        Ok(())
+    }
+}
