@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FederationError;
 use crate::identity::NodeKey;
-use crate::peers::Directory;
+use crate::peers::{Directory, PinnedPeer};
 
 /// Domain separation for envelope signatures.
 const SIGNATURE_CONTEXT: &[u8] = b"kith-envelope-v1\0";
@@ -397,15 +397,91 @@ impl Verifier {
         envelope: Envelope,
         now: Timestamp,
     ) -> Result<VerifiedEnvelope, Rejection> {
+        let (origin, pinned) = self.origin_of(directory, peer, &envelope)?;
+        if !pinned.public_key().verify(&envelope.signed_bytes(), &envelope.signature) {
+            return Err(Rejection::BadSignature(envelope.origin));
+        }
+        self.check_signed(envelope, origin, now)
+    }
+
+    /// Verifies the envelopes of one request from `peer`, each as [`Verifier::verify`] would,
+    /// with their signatures checked together in one batch (`ed25519-dalek`'s batch
+    /// verification, about half the work per signature). Only if the batch fails is each
+    /// signature checked alone, so a bad envelope is refused by itself and never takes its
+    /// neighbours with it. Returns each envelope's id and verdict, in order.
+    ///
+    /// A batch accepts what the one-by-one check accepts; it may also accept a signature the
+    /// one-by-one check would refuse for a non-canonical encoding that only the holder of the
+    /// origin's key can produce, so no one but the origin can get an envelope through this way.
+    pub fn verify_all(
+        &self,
+        directory: &Directory,
+        peer: &PeerId,
+        envelopes: Vec<Envelope>,
+        now: Timestamp,
+    ) -> Vec<(String, Result<VerifiedEnvelope, Rejection>)> {
+        let checked: Vec<_> = envelopes
+            .into_iter()
+            .map(|envelope| {
+                let origin = self.origin_of(directory, peer, &envelope);
+                let signed = envelope.signed_bytes();
+                (envelope, origin, signed)
+            })
+            .collect();
+        let mut messages: Vec<&[u8]> = Vec::new();
+        let mut signatures = Vec::new();
+        let mut keys = Vec::new();
+        for (envelope, origin, signed) in &checked {
+            if let (Ok((_, pinned)), Ok(signature)) =
+                (origin, ed25519_dalek::Signature::from_slice(&envelope.signature))
+            {
+                messages.push(signed.as_slice());
+                signatures.push(signature);
+                keys.push(*pinned.verifying_key());
+            }
+        }
+        let all_good = !messages.is_empty()
+            && messages.len() == checked.len()
+            && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
+        checked
+            .into_iter()
+            .map(|(envelope, origin, signed)| {
+                let id = envelope.id.clone();
+                let verdict = origin.and_then(|(name, pinned)| {
+                    if !all_good && !pinned.public_key().verify(&signed, &envelope.signature) {
+                        return Err(Rejection::BadSignature(envelope.origin));
+                    }
+                    self.check_signed(envelope, name, now)
+                });
+                (id, verdict)
+            })
+            .collect()
+    }
+
+    /// The envelope's origin and its pinned key, if it is a peer's and came over that peer's
+    /// connection.
+    fn origin_of<'d>(
+        &self,
+        directory: &'d Directory,
+        peer: &PeerId,
+        envelope: &Envelope,
+    ) -> Result<(ServerName, &'d PinnedPeer), Rejection> {
         let origin =
             ServerName::parse(&envelope.origin).map_err(|_| Rejection::UnknownOrigin(envelope.origin.clone()))?;
         let pinned = directory.by_name(&origin).ok_or_else(|| Rejection::UnknownOrigin(envelope.origin.clone()))?;
         if pinned.peer_id() != *peer {
-            return Err(Rejection::WrongPeer { origin: envelope.origin });
+            return Err(Rejection::WrongPeer { origin: envelope.origin.clone() });
         }
-        if !pinned.public_key().verify(&envelope.signed_bytes(), &envelope.signature) {
-            return Err(Rejection::BadSignature(envelope.origin));
-        }
+        Ok((origin, pinned))
+    }
+
+    /// Everything but the signature: destination, time window, body, parties.
+    fn check_signed(
+        &self,
+        envelope: Envelope,
+        origin: ServerName,
+        now: Timestamp,
+    ) -> Result<VerifiedEnvelope, Rejection> {
         if envelope.destination != self.local.as_str() {
             return Err(Rejection::WrongDestination(envelope.destination));
         }
@@ -489,6 +565,43 @@ mod tests {
         .unwrap();
         let verified = w.verifier.verify(&w.directory, &w.alpha.peer_id(), e, Timestamp::now()).unwrap();
         assert_eq!((verified.id(), verified.origin().as_str()), ("1", "alpha"));
+    }
+
+    #[test]
+    fn a_batch_refuses_only_its_bad_envelopes() {
+        let w = world();
+        let seal = |id: &str| {
+            Envelope::seal(&w.alpha, id, &name("alpha"), &name("beta"), &message("a@alpha", "b@beta"), Timestamp::now())
+                .unwrap()
+        };
+        let ids = |verdicts: &[(String, Result<VerifiedEnvelope, Rejection>)]| {
+            verdicts
+                .iter()
+                .map(|(id, v)| format!("{id}:{}", if v.is_ok() { "ok" } else { "refused" }))
+                .collect::<Vec<_>>()
+        };
+        let good: Vec<Envelope> = (1..=5).map(|n| seal(&n.to_string())).collect();
+        let verdicts = w.verifier.verify_all(&w.directory, &w.alpha.peer_id(), good.clone(), Timestamp::now());
+        assert_eq!(ids(&verdicts), ["1:ok", "2:ok", "3:ok", "4:ok", "5:ok"]);
+
+        let mut mixed = good;
+        mixed[1].body.push(b' '); // tampered after signing
+        mixed[3].signature = vec![0; 12]; // not a signature at all
+        let forged = Envelope::seal(
+            &w.gamma,
+            "6",
+            &name("alpha"),
+            &name("beta"),
+            &message("a@alpha", "b@beta"),
+            Timestamp::now(),
+        )
+        .unwrap(); // signed by another node's key
+        mixed.push(forged);
+        let verdicts = w.verifier.verify_all(&w.directory, &w.alpha.peer_id(), mixed, Timestamp::now());
+        assert_eq!(ids(&verdicts), ["1:ok", "2:refused", "3:ok", "4:refused", "5:ok", "6:refused"]);
+        assert!(matches!(verdicts[1].1, Err(Rejection::BadSignature(_))));
+        assert!(matches!(verdicts[3].1, Err(Rejection::BadSignature(_))));
+        assert!(matches!(verdicts[5].1, Err(Rejection::BadSignature(_))));
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct PinnedPeer {
     name: ServerName,
     peer_id: PeerId,
     public_key: PublicKey,
+    /// The same key, decoded once for batch verification.
+    verifying_key: ed25519_dalek::VerifyingKey,
     /// Where to dial it: one address per instance of the node.
     addresses: Vec<Multiaddr>,
 }
@@ -47,6 +49,11 @@ impl PinnedPeer {
         &self.addresses[0]
     }
 
+    /// Its key as batch verification takes it.
+    pub(crate) fn verifying_key(&self) -> &ed25519_dalek::VerifyingKey {
+        &self.verifying_key
+    }
+
     /// Every address pinned for it (one per instance of a node of several).
     pub fn addresses(&self) -> &[Multiaddr] {
         &self.addresses
@@ -68,7 +75,13 @@ impl FromStr for PinnedPeer {
             _ => return Err(invalid("the address must end in /p2p/<peer id>")),
         };
         let public_key = public_key_of(&peer_id).ok_or_else(|| invalid("the peer id must be an ed25519 key"))?;
-        Ok(Self { name, peer_id, public_key, addresses: vec![address] })
+        let verifying_key = public_key
+            .clone()
+            .try_into_ed25519()
+            .ok()
+            .and_then(|key| ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes()).ok())
+            .ok_or_else(|| invalid("the peer id must be an ed25519 key"))?;
+        Ok(Self { name, peer_id, public_key, verifying_key, addresses: vec![address] })
     }
 }
 

@@ -56,12 +56,10 @@ async fn verify(
 ) -> Option<Vec<(String, Result<VerifiedEnvelope, Rejection>)>> {
     let peers = state.peers.clone();
     let now = kith_proto::Timestamp::now();
-    tokio::task::spawn_blocking(move || {
-        envelopes.into_iter().map(|e| (e.id.clone(), peers.verifier.verify(&peers.directory, &peer, e, now))).collect()
-    })
-    .await
-    .inspect_err(|e| warn!(error = %e, "envelope verification did not run"))
-    .ok()
+    tokio::task::spawn_blocking(move || peers.verifier.verify_all(&peers.directory, &peer, envelopes, now))
+        .await
+        .inspect_err(|e| warn!(error = %e, "envelope verification did not run"))
+        .ok()
 }
 
 /// An envelope's effect, between enqueueing and commit.
