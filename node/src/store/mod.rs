@@ -21,6 +21,7 @@ mod rows;
 mod sharded;
 mod sql;
 mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_writer;
 mod status;
 mod trust;

@@ -44,10 +44,9 @@ pub(crate) async fn open_sqlite(
     let guard = Guard::sqlite(connect.get_filename(), instances)?;
     let path = connect.get_filename().to_owned();
 
-    // Checkpoint (copy the WAL into the database) every ~40 MB of WAL rather than SQLite's
-    // default 4 MB: the checkpoint runs inside the commit that crosses the threshold, and the
-    // hot index pages rewritten many times in between are copied once instead of ten times.
-    let writer = connect.clone().pragma("wal_autocheckpoint", "10000");
+    // The WAL is checkpointed in the background (`sqlite_checkpoint`); a writer's automatic
+    // checkpoint inside a commit is only the backstop.
+    let writer = connect.clone().pragma("wal_autocheckpoint", super::sqlite_checkpoint::BACKSTOP_PAGES.to_string());
     let write = SqlitePoolOptions::new().max_connections(1).min_connections(1).connect_with(writer).await?;
     MIGRATOR.run(&write).await?;
     let synchronous = super::durability::sqlite(&write).await?;

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::StoreError;
 use super::bulk::{append_messages, record_receipts};
 use super::durability::NotDurable;
+use super::sqlite_checkpoint::{BACKSTOP_PAGES, Checkpointer};
 use super::writer::{Commit, Job, Writer, runs_of_one_kind, settle_all, spawn};
 
 /// The one writer of an SQLite store.
@@ -29,12 +30,14 @@ pub(crate) struct SqliteWriter {
     conn: Connection,
     /// Everything else, and the writer's settings.
     others: Writer<Sqlite>,
+    /// Checkpoints the WAL while the writer runs; stops with it.
+    _checkpointer: Checkpointer,
 }
 
 impl SqliteWriter {
     /// Opens the writer's own connection to the (migrated) database at `path`, with the same
-    /// settings as the store's sqlx connections: WAL, `synchronous=FULL` (read back), a
-    /// checkpoint every ~40 MB of WAL.
+    /// settings as the store's sqlx connections: WAL, `synchronous=FULL` (read back), and
+    /// starts the WAL's background checkpoint.
     ///
     /// # Errors
     /// When the file cannot be opened or would not be durable.
@@ -47,7 +50,7 @@ impl SqliteWriter {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         conn.pragma_update(None, "cache_size", -65536)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 10000)?;
+        conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
         let journal: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
         let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
         if !journal.eq_ignore_ascii_case("wal") || synchronous < 2 {
@@ -58,7 +61,7 @@ impl SqliteWriter {
                 fix: "this is a bug: kith asks for WAL and FULL on every connection",
             }));
         }
-        Ok(Self { conn, others })
+        Ok(Self { conn, others, _checkpointer: Checkpointer::start(path)? })
     }
 
     /// Runs the writer on a thread of its own (no I/O driver: nothing here waits on a socket).

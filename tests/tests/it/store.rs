@@ -706,3 +706,35 @@ async fn a_shard_list_of_another_size_or_order_is_refused() -> Result<()> {
     assert!(matches!(alone, StoreError::ShardMismatch { recorded_index: 2, recorded_count: 3, .. }), "{alone}");
     Ok(())
 }
+
+/// SQLite's WAL is copied into the database file in the background, while the writer goes on
+/// (not inside a commit, and long before the writers' backstop of ~400 MB of WAL): the
+/// database file grows within seconds of a burst of messages, and every message reads back.
+#[tokio::test]
+async fn sqlite_checkpoints_its_wal_in_the_background() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("kith.db");
+    let store = open(&format!("sqlite:{}", db.display())).await?;
+    let size = || std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+    let before = size();
+    let (alice, bob) = (user("alice"), user("bob"));
+    let mut commits = Vec::new();
+    for n in 0..2_000 {
+        commits.push(store.append_message(new_message(&alice, &bob, &format!("burst {n}"), None)).await?);
+    }
+    for commit in commits {
+        commit.await?;
+    }
+    let deadline = std::time::Instant::now() + crate::harness::PATIENCE;
+    while size() <= before {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {before} bytes: the WAL ({} bytes) was never checkpointed",
+            std::fs::metadata(dir.path().join("kith.db-wal")).map(|m| m.len()).unwrap_or(0)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pending = store.pending(&bob, D0, 0, 5_000).await?;
+    anyhow::ensure!(pending.len() == 2_000, "bob has {} of 2,000 messages pending", pending.len());
+    Ok(())
+}
