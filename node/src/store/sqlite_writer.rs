@@ -21,7 +21,7 @@ use super::StoreError;
 use super::bulk::{append_messages, record_receipts};
 use super::durability::NotDurable;
 use super::sqlite_checkpoint::{BACKSTOP_PAGES, Checkpointer};
-use super::writer::{Commit, Job, Writer, runs_of_one_kind, settle_all, spawn};
+use super::writer::{Commit, Job, Writer, runs_by, settle_all, spawn};
 
 /// The one writer of an SQLite store.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl Commit for SqliteWriter {
             return self.others.commit(batch).await;
         }
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for range in runs_of_one_kind(batch) {
+        for range in runs_by(batch, std::mem::discriminant) {
             let run = &mut batch[range];
             match &run[0] {
                 Job::AppendMessage(..) => append_messages(&mut tx, self.others.placement, run).await?,

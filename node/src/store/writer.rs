@@ -219,12 +219,8 @@ pub(crate) async fn run<C: Commit>(
         if C::MIXES_KINDS {
             commit_or_retry(&mut writer, &mut batch, errors).await;
         } else {
-            let mut start = 0;
-            while start < batch.len() {
-                let hot = batch[start].is_hot();
-                let end = batch[start..].iter().position(|job| job.is_hot() != hot).map_or(batch.len(), |n| start + n);
-                commit_or_retry(&mut writer, &mut batch[start..end], errors).await;
-                start = end;
+            for stretch in runs_by(&batch, Job::is_hot) {
+                commit_or_retry(&mut writer, &mut batch[stretch], errors).await;
             }
         }
         batch.clear();
@@ -292,7 +288,7 @@ impl<DB> Commit for Writer<DB> {
 
     async fn commit(&mut self, batch: &mut [Job]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        for range in runs_of_one_kind(batch) {
+        for range in runs_by(batch, std::mem::discriminant) {
             let run = &mut batch[range];
             match &run[0] {
                 Job::AppendMessage(..) => append_messages(&mut tx, self.placement, run).await?,
@@ -311,16 +307,14 @@ impl<DB> Commit for Writer<DB> {
 }
 }
 
-/// The longest runs of operations of one kind, in order: each applies as one bulk run.
-pub(super) fn runs_of_one_kind(batch: &[Job]) -> Vec<std::ops::Range<usize>> {
+/// The longest runs of consecutive operations with the same `key`, in order (by kind: each
+/// applies as one bulk run).
+pub(super) fn runs_by<K: PartialEq>(batch: &[Job], key: impl Fn(&Job) -> K) -> Vec<std::ops::Range<usize>> {
     let mut runs = Vec::new();
     let mut start = 0;
     while start < batch.len() {
-        let kind = std::mem::discriminant(&batch[start]);
-        let end = batch[start..]
-            .iter()
-            .position(|job| std::mem::discriminant(job) != kind)
-            .map_or(batch.len(), |n| start + n);
+        let first = key(&batch[start]);
+        let end = batch[start..].iter().position(|job| key(job) != first).map_or(batch.len(), |n| start + n);
         runs.push(start..end);
         start = end;
     }
