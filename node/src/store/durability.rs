@@ -31,7 +31,14 @@ pub struct NotDurable {
 /// # Errors
 /// [`StoreError::NotDurable`] for `OFF` or `NORMAL`; database errors.
 pub(crate) async fn sqlite(write: &SqlitePool) -> Result<&'static str, StoreError> {
-    let level: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(write).await?;
+    sqlite_level(sqlx::query_scalar("PRAGMA synchronous").fetch_one(write).await?)
+}
+
+/// The name of a `PRAGMA synchronous` level as a connection reported it; `FULL` or `EXTRA`.
+///
+/// # Errors
+/// [`StoreError::NotDurable`] for `OFF` or `NORMAL`.
+pub(crate) fn sqlite_level(level: i64) -> Result<&'static str, StoreError> {
     let name = match level {
         0 => "OFF",
         1 => "NORMAL",

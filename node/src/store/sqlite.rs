@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use kith_proto::ServerName;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{Sqlite, migrate::Migrator};
 
 use super::leases::{Guard, Instances};
@@ -17,6 +17,21 @@ use super::sqlite_writer::SqliteWriter;
 use super::{StoreError, StoreOptions};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// The settings of every connection to the file, whichever driver opens it (sqlx here, rusqlite
+/// in [`super::sqlite_writer`] and [`super::sqlite_checkpoint`]).
+pub(super) const PRAGMAS: [(&str, &str); 4] = [
+    // Durable before acknowledged: a commit returns only after its WAL frames are synced.
+    ("synchronous", "FULL"),
+    ("foreign_keys", "ON"),
+    // Multi-row statements with RETURNING and derived tables build temporary B-trees: keep them
+    // in memory, and give the page cache room for the hot indexes.
+    ("temp_store", "MEMORY"),
+    ("cache_size", "-65536"),
+];
+
+/// How long a connection waits for another's lock before failing.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens (creating if needed) the SQLite database at `url` (`sqlite:PATH`) and migrates it.
 ///
@@ -29,18 +44,14 @@ pub(crate) async fn open_sqlite(
     local: &ServerName,
     instances: Instances,
 ) -> Result<SqlStore<Sqlite>, StoreError> {
-    let connect = SqliteConnectOptions::from_str(url)?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // Durable before acknowledged: a commit returns only after its WAL frames are synced.
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(10))
-        // Multi-row statements with RETURNING and derived tables build temporary B-trees: keep
-        // them in memory, and give the page cache room for the hot indexes.
-        .statement_cache_capacity(256)
-        .pragma("temp_store", "memory")
-        .pragma("cache_size", "-65536")
-        .foreign_keys(true);
+    let connect = PRAGMAS.iter().fold(
+        SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .statement_cache_capacity(256),
+        |connect, (name, value)| connect.pragma(*name, *value),
+    );
     let guard = Guard::sqlite(connect.get_filename(), instances)?;
     let path = connect.get_filename().to_owned();
 

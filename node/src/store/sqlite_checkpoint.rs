@@ -15,6 +15,7 @@ use rusqlite::{Connection, OpenFlags};
 use tracing::warn;
 
 use super::StoreError;
+use super::sqlite::{BUSY_TIMEOUT, PRAGMAS};
 
 /// How often the WAL is checkpointed.
 const EVERY: Duration = Duration::from_secs(1);
@@ -37,9 +38,12 @@ impl Checkpointer {
     pub(crate) fn start(path: &Path) -> Result<Self, StoreError> {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        // The checkpoint syncs the database file before the WAL may be reused.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // Among them `synchronous=FULL`: the checkpoint syncs the database file before the WAL
+        // may be reused.
+        for (name, value) in PRAGMAS {
+            conn.pragma_update(None, name, value)?;
+        }
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("kith-checkpoint".into())

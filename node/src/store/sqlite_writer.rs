@@ -11,7 +11,6 @@
 //! connections in a transaction at once.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use sqlx::Sqlite;
@@ -19,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::bulk::{append_messages, record_receipts};
-use super::durability::NotDurable;
+use super::durability::sqlite_level;
+use super::sqlite::{BUSY_TIMEOUT, PRAGMAS};
 use super::sqlite_checkpoint::{BACKSTOP_PAGES, Checkpointer};
 use super::writer::{Commit, Job, Writer, runs_by, settle_all, spawn};
 
@@ -36,31 +36,21 @@ pub(crate) struct SqliteWriter {
 
 impl SqliteWriter {
     /// Opens the writer's own connection to the (migrated) database at `path`, with the same
-    /// settings as the store's sqlx connections: WAL, `synchronous=FULL` (read back), and
-    /// starts the WAL's background checkpoint.
+    /// settings as the store's sqlx connections ([`PRAGMAS`]; `synchronous=FULL` read back),
+    /// and starts the WAL's background checkpoint.
     ///
     /// # Errors
     /// When the file cannot be opened or would not be durable.
     pub(crate) fn open(path: &Path, others: Writer<Sqlite>) -> Result<Self, StoreError> {
         let conn =
             Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.set_prepared_statement_cache_capacity(256);
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.pragma_update(None, "temp_store", "MEMORY")?;
-        conn.pragma_update(None, "cache_size", -65536)?;
-        conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
-        let journal: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
-        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
-        if !journal.eq_ignore_ascii_case("wal") || synchronous < 2 {
-            return Err(StoreError::NotDurable(NotDurable {
-                engine: "SQLite",
-                setting: if synchronous < 2 { "synchronous" } else { "journal_mode" },
-                value: if synchronous < 2 { synchronous.to_string() } else { journal },
-                fix: "this is a bug: kith asks for WAL and FULL on every connection",
-            }));
+        for (name, value) in PRAGMAS {
+            conn.pragma_update(None, name, value)?;
         }
+        conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
+        sqlite_level(conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?)?;
         Ok(Self { conn, others, _checkpointer: Checkpointer::start(path)? })
     }
 
