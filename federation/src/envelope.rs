@@ -260,7 +260,22 @@ impl Envelope {
         body: Vec<u8>,
         sent_at: Timestamp,
     ) -> Result<Self, FederationError> {
-        let mut envelope = Self {
+        let mut envelope = Self::unsigned(id, origin, destination, kind, body, sent_at);
+        envelope.signature = key.sign(&envelope.signed_bytes())?;
+        Ok(envelope)
+    }
+
+    /// Builds an envelope without a signature of its own, to travel in a
+    /// [`SealedBatch`](crate::batch::SealedBatch), whose one signature covers it.
+    pub fn unsigned(
+        id: &str,
+        origin: &ServerName,
+        destination: &ServerName,
+        kind: Kind,
+        body: Vec<u8>,
+        sent_at: Timestamp,
+    ) -> Self {
+        Self {
             id: id.to_owned(),
             origin: origin.to_string(),
             destination: destination.to_string(),
@@ -268,9 +283,7 @@ impl Envelope {
             body,
             sent_at: sent_at.as_millis(),
             signature: Vec::new(),
-        };
-        envelope.signature = key.sign(&envelope.signed_bytes())?;
-        Ok(envelope)
+        }
     }
 
     /// The canonical encoding the signature covers: a context string, then every field but
@@ -460,7 +473,7 @@ impl Verifier {
 
     /// The envelope's origin and its pinned key, if it is a peer's and came over that peer's
     /// connection.
-    fn origin_of<'d>(
+    pub(crate) fn origin_of<'d>(
         &self,
         directory: &'d Directory,
         peer: &PeerId,
@@ -476,7 +489,7 @@ impl Verifier {
     }
 
     /// Everything but the signature: destination, time window, body, parties.
-    fn check_signed(
+    pub(crate) fn check_signed(
         &self,
         envelope: Envelope,
         origin: ServerName,
@@ -517,11 +530,11 @@ impl Verifier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::peers::PinnedPeer;
 
-    fn name(s: &str) -> ServerName {
+    pub(crate) fn name(s: &str) -> ServerName {
         ServerName::parse(s).unwrap()
     }
 
@@ -535,14 +548,15 @@ mod tests {
         })
     }
 
-    struct World {
-        alpha: NodeKey,
-        gamma: NodeKey,
-        directory: Directory,
-        verifier: Verifier,
+    /// Two pinned peers, alpha and gamma, and beta's verifier.
+    pub(crate) struct World {
+        pub(crate) alpha: NodeKey,
+        pub(crate) gamma: NodeKey,
+        pub(crate) directory: Directory,
+        pub(crate) verifier: Verifier,
     }
 
-    fn world() -> World {
+    pub(crate) fn world() -> World {
         let (alpha, gamma) = (NodeKey::ephemeral(), NodeKey::ephemeral());
         let pin = |n: &str, k: &NodeKey| {
             format!("{n}=/ip4/127.0.0.1/tcp/1/p2p/{}", k.peer_id()).parse::<PinnedPeer>().unwrap()

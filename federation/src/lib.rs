@@ -35,6 +35,7 @@
 //! assert_eq!(envelope.kind.as_str(), "message");
 //! ```
 
+pub mod batch;
 pub mod codec;
 pub mod envelope;
 pub mod error;
@@ -48,6 +49,7 @@ pub mod record;
 mod requests;
 mod transport;
 
+pub use batch::SealedBatch;
 pub use envelope::{
     Envelope, KeysClaimBody, Kind, MessageBody, Payload, PresenceBody, PresenceSubscribeBody, ReceiptBody, Rejection,
     VerifiedEnvelope, Verifier,

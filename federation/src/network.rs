@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::batch::SealedBatch;
 use crate::envelope::Envelope;
 use crate::error::{FederationError, RequestFailure};
 use crate::identity::NodeKey;
@@ -110,10 +111,12 @@ pub struct Inbound {
 /// What a peer asks the node.
 #[derive(Debug)]
 pub enum InboundRequest {
-    /// Envelopes to apply.
+    /// Envelopes to apply, each signed alone.
     Deliver(Vec<Envelope>),
     /// An envelope that expects one back.
     Query(Envelope),
+    /// Envelopes to apply, signed together.
+    DeliverSealed(SealedBatch),
 }
 
 /// What a probe found.
@@ -196,7 +199,20 @@ impl NetworkHandle {
     /// As [`NetworkHandle::request`]; [`FederationError::Refused`] when the peer refused the
     /// whole batch.
     pub async fn deliver(&self, to: &ServerName, envelopes: Vec<Envelope>) -> Result<Vec<Ack>, FederationError> {
-        match self.request(to, Request::Deliver(envelopes)).await? {
+        self.acks(to, Request::Deliver(envelopes)).await
+    }
+
+    /// Delivers a sealed batch to `to`; returns one ack per envelope, in order.
+    ///
+    /// # Errors
+    /// As [`NetworkHandle::deliver`].
+    pub async fn deliver_sealed(&self, to: &ServerName, batch: SealedBatch) -> Result<Vec<Ack>, FederationError> {
+        self.acks(to, Request::DeliverSealed(batch)).await
+    }
+
+    /// Sends a delivery and reads its acks.
+    async fn acks(&self, to: &ServerName, request: Request) -> Result<Vec<Ack>, FederationError> {
+        match self.request(to, request).await? {
             Response::Acks(acks) => Ok(acks),
             Response::Refused(refusal) => Err(FederationError::Refused { server: to.clone(), refusal }),
             _ => Err(FederationError::UnexpectedAnswer(to.clone())),
@@ -647,6 +663,7 @@ impl EventLoop {
             }
             Request::Deliver(envelopes) => InboundRequest::Deliver(envelopes),
             Request::Query(envelope) => InboundRequest::Query(envelope),
+            Request::DeliverSealed(batch) => InboundRequest::DeliverSealed(batch),
         };
         let (reply, answer) = oneshot::channel();
         match self.inbound.try_send(Inbound { peer, from, request, reply }) {

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch::SealedBatch;
 use crate::envelope::Envelope;
 use crate::record::NodeRecord;
 
@@ -15,7 +16,7 @@ pub const MAX_REQUEST_BYTES: u64 = 8 * 1024 * 1024;
 /// Largest response accepted, in bytes.
 pub const MAX_RESPONSE_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Most envelopes in one `Deliver`.
+/// Most envelopes in one `Deliver` or `DeliverSealed`.
 pub const MAX_ENVELOPES_PER_REQUEST: usize = 1024;
 
 /// What one node asks another.
@@ -23,11 +24,13 @@ pub const MAX_ENVELOPES_PER_REQUEST: usize = 1024;
 pub enum Request {
     /// "This is who I am": answered by the peer's own record.
     Hello(NodeRecord),
-    /// Envelopes to apply, in order; answered by one ack each, sent only after their effects
-    /// are durably stored.
+    /// Envelopes to apply, in order, each signed alone; answered by one ack each, sent only
+    /// after their effects are durably stored. Still accepted from nodes that send it.
     Deliver(Vec<Envelope>),
     /// One envelope that expects an envelope back (`keys.claim` → `keys.bundles`).
     Query(Envelope),
+    /// As `Deliver`, with the envelopes signed together ([`SealedBatch`]): what outboxes send.
+    DeliverSealed(SealedBatch),
 }
 
 /// The answer.

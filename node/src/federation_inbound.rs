@@ -7,7 +7,7 @@ use kith_client_api::ServiceError;
 use kith_federation::protocol::MAX_ENVELOPES_PER_REQUEST;
 use kith_federation::{
     Ack, Envelope, Inbound, InboundRequest, Outcome, Payload, PeerId, Refusal, RefusalReason, Rejection, Response,
-    VerifiedEnvelope,
+    SealedBatch, VerifiedEnvelope,
 };
 use kith_proto::{MessageStatus, MessageView, ServerName};
 use tokio::sync::mpsc;
@@ -35,31 +35,55 @@ pub(crate) async fn serve(state: AppState, mut inbound: mpsc::Receiver<Inbound>,
 async fn handle(state: AppState, inbound: Inbound) {
     let Inbound { peer, from, request, reply } = inbound;
     let response = match request {
-        InboundRequest::Deliver(envelopes) if envelopes.len() > MAX_ENVELOPES_PER_REQUEST => {
-            Response::Refused(Refusal::new(
-                RefusalReason::Invalid,
-                format!("at most {MAX_ENVELOPES_PER_REQUEST} envelopes per request (got {})", envelopes.len()),
-            ))
-        }
-        InboundRequest::Deliver(envelopes) => Response::Acks(deliver(&state, peer, &from, envelopes).await),
+        InboundRequest::Deliver(envelopes) => delivery(&state, peer, &from, Delivery::Each(envelopes)).await,
+        InboundRequest::DeliverSealed(batch) => delivery(&state, peer, &from, Delivery::Sealed(batch)).await,
         InboundRequest::Query(envelope) => query(&state, peer, envelope).await,
     };
     let _ = reply.send(response);
 }
 
-/// Verifies a batch off the async runtime (ed25519 checks are CPU work). `None` if the check
-/// itself could not run: then nothing is acked and the origin sends the batch again later.
+/// Envelopes to apply, as they came: each signed alone, or sealed together.
+enum Delivery {
+    Each(Vec<Envelope>),
+    Sealed(SealedBatch),
+}
+
+impl Delivery {
+    fn len(&self) -> usize {
+        match self {
+            Self::Each(envelopes) => envelopes.len(),
+            Self::Sealed(batch) => batch.envelopes.len(),
+        }
+    }
+}
+
+/// Applies a delivery of at most [`MAX_ENVELOPES_PER_REQUEST`] envelopes; refuses a larger one.
+async fn delivery(state: &AppState, peer: PeerId, from: &ServerName, envelopes: Delivery) -> Response {
+    if envelopes.len() > MAX_ENVELOPES_PER_REQUEST {
+        return Response::Refused(Refusal::new(
+            RefusalReason::Invalid,
+            format!("at most {MAX_ENVELOPES_PER_REQUEST} envelopes per request (got {})", envelopes.len()),
+        ));
+    }
+    Response::Acks(deliver(state, peer, from, envelopes).await)
+}
+
+/// Verifies a delivery off the async runtime (ed25519 checks are CPU work). `None` if the
+/// check itself could not run: then nothing is acked and the origin sends the batch again later.
 async fn verify(
     state: &AppState,
     peer: PeerId,
-    envelopes: Vec<Envelope>,
+    envelopes: Delivery,
 ) -> Option<Vec<(String, Result<VerifiedEnvelope, Rejection>)>> {
     let peers = state.peers.clone();
     let now = kith_proto::Timestamp::now();
-    tokio::task::spawn_blocking(move || peers.verifier.verify_all(&peers.directory, &peer, envelopes, now))
-        .await
-        .inspect_err(|e| warn!(error = %e, "envelope verification did not run"))
-        .ok()
+    tokio::task::spawn_blocking(move || match envelopes {
+        Delivery::Each(envelopes) => peers.verifier.verify_all(&peers.directory, &peer, envelopes, now),
+        Delivery::Sealed(batch) => peers.verifier.verify_sealed(&peers.directory, &peer, batch, now),
+    })
+    .await
+    .inspect_err(|e| warn!(error = %e, "envelope verification did not run"))
+    .ok()
 }
 
 /// An envelope's effect, between enqueueing and commit.
@@ -71,7 +95,7 @@ enum Step {
     Unacked,
 }
 
-async fn deliver(state: &AppState, peer: PeerId, from: &ServerName, envelopes: Vec<Envelope>) -> Vec<Ack> {
+async fn deliver(state: &AppState, peer: PeerId, from: &ServerName, envelopes: Delivery) -> Vec<Ack> {
     let Some(verified) = verify(state, peer, envelopes).await else {
         return Vec::new();
     };
@@ -196,7 +220,8 @@ async fn enqueue(state: &AppState, envelope: VerifiedEnvelope) -> Step {
 /// requester.
 async fn query(state: &AppState, peer: PeerId, envelope: Envelope) -> Response {
     let refused = |reason, detail: String| Response::Refused(Refusal::new(reason, detail));
-    let Some((_, verified)) = verify(state, peer, vec![envelope]).await.and_then(|mut v| v.pop()) else {
+    let Some((_, verified)) = verify(state, peer, Delivery::Each(vec![envelope])).await.and_then(|mut v| v.pop())
+    else {
         return refused(RefusalReason::Unavailable, "the query could not be checked; try again".into());
     };
     let envelope = match verified {

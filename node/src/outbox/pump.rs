@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use kith_federation::{Envelope, Kind, MessageBody, Outcome, Probe};
+use kith_federation::{Envelope, Kind, MessageBody, Outcome, Probe, SealedBatch};
 use kith_proto::{ServerName, Timestamp};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
@@ -225,7 +225,7 @@ fn within_bytes(mut rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
     rows
 }
 
-/// Signs the rows (now, so `sentAt` is fresh on every attempt) and delivers them.
+/// Seals the rows as one batch (now, so `sentAt` is fresh on every attempt) and delivers it.
 async fn send(
     peers: &Peers,
     destination: &ServerName,
@@ -235,13 +235,10 @@ async fn send(
     let local = peers.local_name();
     let envelopes = rows
         .iter()
-        .filter_map(|row| {
-            Envelope::seal_encoded(&peers.key, &row.envelope_id, local, destination, row.kind, row.body.clone(), now)
-                .inspect_err(|e| warn!(error = %e, "cannot sign an envelope"))
-                .ok()
-        })
+        .map(|row| Envelope::unsigned(&row.envelope_id, local, destination, row.kind, row.body.clone(), now))
         .collect();
-    peers.network.deliver(destination, envelopes).await
+    let batch = SealedBatch::seal(&peers.key, local, envelopes)?;
+    peers.network.deliver_sealed(destination, batch).await
 }
 
 /// Removes acked rows; tells senders whose messages the peer refused. Returns how many rows
