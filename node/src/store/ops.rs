@@ -6,13 +6,12 @@ use kith_proto::limits::{MAX_DEVICES, MAX_PREKEYS_STORED};
 use kith_proto::{DeviceId, MessageId, MessageStatus, Timestamp, UserId};
 use sqlx::QueryBuilder;
 
+use super::bulk::chunks;
 use super::engine::engine;
 use super::rows::RowsAffected;
 use super::status::push_advances;
 use super::writer::{Job, Tx, Writer};
-use super::{
-    ClaimedKeys, ImportReport, InboxKey, NewUser, OutboxEntry, PublishOutcome, PublishedKeys, RemoteReceipt, StoreError,
-};
+use super::{ClaimedKeys, ImportReport, NewUser, OutboxEntry, PublishOutcome, PublishedKeys, StoreError};
 
 engine! {
 impl<DB> Writer<DB> {
@@ -35,7 +34,6 @@ impl<DB> Writer<DB> {
                 slot.keep(Self::publish_keys(tx, user, *device, keys).await)
             }
             Job::ClaimKeys { user, slot } => slot.keep(Self::claim_keys(tx, user).await),
-            Job::ApplyRemoteReceipt(receipt, slot) => slot.keep(Self::apply_remote_receipt(tx, receipt).await),
             Job::EnqueueEnvelopes(entries, slot) => {
                 let entries: Vec<&OutboxEntry> = entries.iter().collect();
                 slot.keep(super::bulk::insert_outbox_rows(tx, &entries).await)
@@ -47,7 +45,7 @@ impl<DB> Writer<DB> {
             Job::RemoveHandoffs(ids, slot) => slot.keep(Self::remove_handoffs(tx, ids).await),
             Job::Trust(op, slot) => slot.keep(Self::apply_trust(tx, op).await),
             // Applied in bulk runs by the writer, never one by one.
-            Job::AppendMessage(..) | Job::RecordReceipt(..) => Ok(()),
+            Job::AppendMessage(..) | Job::RecordReceipt(..) | Job::ApplyRemoteReceipt(..) => Ok(()),
         }
     }
 
@@ -99,51 +97,19 @@ impl<DB> Writer<DB> {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Records an envelope from another node; false if it was recorded before (a repeat).
-    pub(super) async fn first_receipt_of(tx: &mut Tx<DB>, received: &InboxKey) -> Result<bool, StoreError> {
-        let done = sqlx::query::<DB>(
-            "INSERT INTO inbox (origin, envelope_id, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (origin, envelope_id) DO NOTHING",
-        )
-        .bind(received.origin.as_str())
-        .bind(received.envelope_id.as_str())
-        .bind(Timestamp::now().as_millis())
-        .execute(&mut **tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
+    /// Removes acked envelopes: one statement per chunk of a batch's acks, not one per ack.
     async fn outbox_remove(tx: &mut Tx<DB>, destination: &str, seqs: &[i64]) -> Result<(), StoreError> {
-        for seq in seqs {
-            sqlx::query::<DB>("DELETE FROM outbox WHERE destination = $1 AND seq = $2")
-                .bind(destination)
-                .bind(*seq)
-                .execute(&mut **tx)
-                .await?;
+        for chunk in chunks(seqs) {
+            let mut query = QueryBuilder::<DB>::new("DELETE FROM outbox WHERE destination = ");
+            query.push_bind(destination).push(" AND seq IN (");
+            let mut list = query.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            query.push(")");
+            query.build().execute(&mut **tx).await?;
         }
         Ok(())
-    }
-
-    async fn apply_remote_receipt(
-        tx: &mut Tx<DB>,
-        receipt: &RemoteReceipt,
-    ) -> Result<Option<MessageStatus>, StoreError> {
-        if !Self::first_receipt_of(tx, &receipt.received).await? {
-            return Ok(None);
-        }
-        let status = match receipt.status {
-            MessageStatus::Sent => return Ok(None),
-            status => status,
-        };
-        // Only the message's receiver (a user of the receipt's origin) moves its status.
-        let message_id = receipt.message_id.to_string();
-        let mut query = QueryBuilder::<DB>::new("UPDATE messages SET status = ");
-        query.push_bind(status.as_str()).push(" WHERE owner_id = ").push_bind(receipt.sender.as_str());
-        query.push(" AND message_id = ").push_bind(message_id.as_str());
-        query.push(" AND receiver_id = ").push_bind(receipt.receiver.as_str()).push(" AND ");
-        push_advances(&mut query, status);
-        let advanced = query.build().execute(&mut **tx).await?.rows_affected() > 0;
-        Ok(advanced.then_some(status))
     }
 
     /// Moves the sender's copy forward to `status`; says whether it moved.

@@ -17,7 +17,7 @@ use sqlx::Sqlite;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::bulk::{append_messages, record_receipts};
+use super::bulk::{append_messages, apply_remote_receipts, record_receipts};
 use super::durability::sqlite_level;
 use super::sqlite::{BUSY_TIMEOUT, PRAGMAS};
 use super::sqlite_checkpoint::{BACKSTOP_PAGES, Checkpointer};
@@ -76,6 +76,7 @@ impl Commit for SqliteWriter {
                 Job::RecordReceipt(..) => {
                     record_receipts(&mut tx, &self.others.local, self.others.placement, run).await?;
                 }
+                Job::ApplyRemoteReceipt(..) => apply_remote_receipts(&mut tx, run).await?,
                 // The loop hands this writer stretches of one side only.
                 _ => return Err(StoreError::WriteFailed("an operation reached the wrong connection".into())),
             }

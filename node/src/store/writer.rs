@@ -17,7 +17,7 @@ use sqlx::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::bulk::{append_messages, record_receipts};
+use super::bulk::{append_messages, apply_remote_receipts, record_receipts};
 use super::engine::engine;
 use super::placement::Placement;
 use super::{
@@ -150,7 +150,7 @@ impl Job {
 
     /// Whether this is one of the hot-path kinds applied in bulk runs.
     pub(super) fn is_hot(&self) -> bool {
-        matches!(self, Self::AppendMessage(..) | Self::RecordReceipt(..))
+        matches!(self, Self::AppendMessage(..) | Self::RecordReceipt(..) | Self::ApplyRemoteReceipt(..))
     }
 }
 
@@ -293,6 +293,7 @@ impl<DB> Commit for Writer<DB> {
             match &run[0] {
                 Job::AppendMessage(..) => append_messages(&mut tx, self.placement, run).await?,
                 Job::RecordReceipt(..) => record_receipts(&mut tx, &self.local, self.placement, run).await?,
+                Job::ApplyRemoteReceipt(..) => apply_remote_receipts(&mut tx, run).await?,
                 _ => {
                     for job in run {
                         Self::apply_one(&mut tx, job).await?;
@@ -322,16 +323,23 @@ pub(super) fn runs_by<K: PartialEq>(batch: &[Job], key: impl Fn(&Job) -> K) -> V
 }
 
 /// Reorders each stretch of appends and receipts so that its appends come first, then its
-/// receipts, each kind in its own order, so that they apply as two long bulk runs instead of
-/// many short ones. Safe because a receipt is only ever for a message committed in an earlier
-/// batch (it is pushed after its commit, and acked after that), and appends do not depend on
-/// receipts. Other operations stay where they are and bound the stretches.
+/// local receipts, then receipts from other nodes, each kind in its own order, so that they
+/// apply as three long bulk runs instead of many short ones. Safe because a receipt is only
+/// ever for a message committed in an earlier batch (it is pushed, or sent to the other node,
+/// after its commit, and acked after that), appends do not depend on receipts, and the two
+/// kinds of receipt move different copies (a local receipt's sender copies are of messages to
+/// local users, a remote receipt's of messages to users of other nodes). Other operations
+/// stay where they are and bound the stretches.
 pub(super) fn group_hot_path(batch: &mut [Job]) {
     let mut start = 0;
     while start < batch.len() {
         let end = batch[start..].iter().position(|job| !job.is_hot()).map_or(batch.len(), |n| start + n);
         // Stable: the order within each kind is kept.
-        batch[start..end].sort_by_key(|job| matches!(job, Job::RecordReceipt(..)));
+        batch[start..end].sort_by_key(|job| match job {
+            Job::AppendMessage(..) => 0,
+            Job::RecordReceipt(..) => 1,
+            _ => 2,
+        });
         start = end + 1;
     }
 }

@@ -62,6 +62,7 @@ on_every_store!(
     one_time_prekeys_are_claimed_once,
     the_user_identity_is_kept_until_reset_and_removals_are_bounded,
     a_message_to_another_node_is_queued_with_the_senders_copy,
+    receipts_from_another_node_queued_together_apply_as_if_one_by_one,
     envelopes_from_another_node_apply_once,
     a_receivers_copy_from_another_shard_applies_once,
     a_message_between_shards_is_in_both_mailboxes_and_its_receipts_reach_back,
@@ -528,6 +529,64 @@ async fn a_message_to_another_node_is_queued_with_the_senders_copy(store: Arc<dy
     store.outbox_remove(&server("beta"), queued.iter().map(|r| r.key).collect()).await?.await?;
     assert!(store.outbox_batch(&server("beta"), 10).await?.is_empty());
     assert!(store.outbox_stats().await?.is_empty());
+    store.close().await;
+    Ok(())
+}
+
+/// Receipts from beta queued before any commits (so that they share group commits, as a
+/// peer's batch does) decide as if applied one at a time, in order; acks remove exactly the
+/// acked envelopes.
+async fn receipts_from_another_node_queued_together_apply_as_if_one_by_one(store: Arc<dyn Store>) -> Result<()> {
+    let (alice, remote) = (user("alice"), UserId::parse("bob@beta")?);
+    let mut ids = Vec::new();
+    for text in ["one", "two", "three"] {
+        let mut message = new_message(&alice, &remote, text, None);
+        message.to = Recipient::Peer(OutboxEntry {
+            destination: server("beta"),
+            envelope_id: message.message_id.to_string(),
+            kind: Kind::Message,
+            body: b"{}".to_vec(),
+        });
+        ids.push(message.message_id);
+        append(store.as_ref(), message).await?;
+    }
+    let receipt = |n: usize, status, envelope: &str, receiver: &UserId| RemoteReceipt {
+        sender: alice.clone(),
+        receiver: receiver.clone(),
+        message_id: ids[n],
+        status,
+        at: Timestamp::now(),
+        received: InboxKey { origin: server("beta"), envelope_id: envelope.into() },
+    };
+    let mallory = UserId::parse("mallory@beta")?;
+    let receipts = [
+        receipt(0, MessageStatus::Delivered, "e-1", &remote),
+        receipt(0, MessageStatus::Read, "e-2", &remote),
+        receipt(0, MessageStatus::Delivered, "e-3", &remote), // backwards
+        receipt(0, MessageStatus::Read, "e-2", &remote),      // a repeat of an envelope
+        receipt(1, MessageStatus::Read, "e-4", &mallory),     // not the receiver
+        receipt(2, MessageStatus::Sent, "e-5", &remote),      // no news
+        receipt(2, MessageStatus::Delivered, "e-6", &remote),
+    ];
+    let mut commits = Vec::new();
+    for r in receipts {
+        commits.push(store.apply_remote_receipt(r).await?);
+    }
+    let mut outcomes = Vec::new();
+    for commit in commits {
+        outcomes.push(commit.await?);
+    }
+    use MessageStatus::{Delivered, Read, Sent};
+    assert_eq!(outcomes, [Some(Delivered), Some(Read), None, None, None, None, Some(Delivered)]);
+    let history = store.history(&alice, &remote, None, 10).await?;
+    let status = |n: usize| history.iter().find(|m| m.message_id == ids[n]).map(|m| m.status);
+    assert_eq!((status(0), status(1), status(2)), (Some(Read), Some(Sent), Some(Delivered)));
+
+    let queued = store.outbox_batch(&server("beta"), 10).await?;
+    assert_eq!(queued.len(), 3);
+    store.outbox_remove(&server("beta"), vec![queued[0].key, queued[2].key]).await?.await?;
+    let left = store.outbox_batch(&server("beta"), 10).await?;
+    assert_eq!(left.iter().map(|r| r.envelope_id.clone()).collect::<Vec<_>>(), [queued[1].envelope_id.clone()]);
     store.close().await;
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! The hot path of the group commit: runs of message appends ([`append`]) and of receipts
-//! ([`receipts`]), each applied with a fixed number of multi-row statements per chunk instead
+//! The hot path of the group commit: runs of message appends ([`append`]), of receipts
+//! ([`receipts`]) and of receipts from other nodes ([`remote_receipts`]), each applied with a fixed number of multi-row statements per chunk instead
 //! of several statements per operation. Every statement is a round trip (to SQLite's worker
 //! thread, or to PostgreSQL), so the number of statements per commit, not per message, is what
 //! bounds throughput.
@@ -10,12 +10,14 @@
 
 mod append;
 mod receipts;
+mod remote_receipts;
 mod sqlite_statements;
 mod sqlx_statements;
 mod statements;
 
 pub(in crate::store) use append::{append_messages, insert_outbox_rows};
 pub(in crate::store) use receipts::record_receipts;
+pub(in crate::store) use remote_receipts::apply_remote_receipts;
 
 /// The row counts a multi-row statement may have: a run is split into chunks of these sizes
 /// (largest first, as in binary), so that only a handful of distinct statement texts exist and
@@ -30,7 +32,7 @@ fn next_chunk(total: usize) -> usize {
 }
 
 /// Splits `items` into chunks of the sizes in [`CHUNK_SIZES`].
-fn chunks<T>(mut items: &[T]) -> Vec<&[T]> {
+pub(in crate::store) fn chunks<T>(mut items: &[T]) -> Vec<&[T]> {
     let mut out = Vec::new();
     while !items.is_empty() {
         let (head, rest) = items.split_at(next_chunk(items.len()));
