@@ -1,10 +1,11 @@
 //! Fuzz entry `envelope`: an envelope from a peer, built from the input's fields (signed with
 //! the pinned origin's key when the input says so, so that the checks behind the signature are
-//! reached), through `Verifier::verify`. Shared by `fuzz_targets/envelope.rs` and the corpus
-//! replay test (`tests/tests/it/fuzz_corpus.rs`).
+//! reached), through `Verifier::verify` or, alone in a sealed batch, `Verifier::verify_sealed`. Shared by `fuzz_targets/envelope.rs` and the corpus
+//! replay test (`federation/tests/fuzz_corpus.rs`).
 //!
 //! Input: one flags byte (bit 0: sign with alpha's key; bit 1: origin is `alpha`; bit 2:
-//! destination is `beta`; bits 3-5: the kind), two bytes of clock offset (seconds, signed),
+//! destination is `beta`; bits 3-5: the kind; bit 6: travel in a sealed batch, through
+//! `Verifier::verify_sealed`, sealed by alpha when bit 0 says so), two bytes of clock offset (seconds, signed),
 //! then `id`, `origin`, `destination` and the body, separated by 0xFF.
 //!
 //! Checks: nothing panics; an envelope that verifies came from alpha over alpha's connection,
@@ -13,7 +14,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use kith_federation::NodeKey;
+use kith_federation::{NodeKey, SealedBatch};
 use kith_federation::envelope::{Envelope, Kind, Verifier};
 use kith_federation::peers::{Directory, PinnedPeer};
 use kith_proto::{ServerName, Timestamp};
@@ -66,10 +67,24 @@ pub fn run(data: &[u8]) {
         sent_at: NOW + offset_secs * 1000,
         signature: Vec::new(),
     };
-    if flags & 1 != 0 {
-        envelope.signature = f.alpha.sign(&envelope.signed_bytes()).unwrap_or_default();
-    }
-    let verified = f.verifier.verify(&f.directory, &f.alpha.peer_id(), envelope, Timestamp::from_millis(NOW));
+    let now = Timestamp::from_millis(NOW);
+    let verified = if flags & 0x40 != 0 {
+        // In a sealed batch: sealed by alpha, or an unsigned batch claiming to be alpha's.
+        let batch = if flags & 1 != 0 {
+            let alpha = ServerName::parse("alpha").unwrap_or_else(|e| panic!("{e}"));
+            SealedBatch::seal(&f.alpha, &alpha, vec![envelope]).unwrap_or_else(|e| panic!("seal: {e}"))
+        } else {
+            SealedBatch { origin: "alpha".into(), envelopes: vec![envelope], digests: Vec::new(), signature: Vec::new() }
+        };
+        let mut verdicts = f.verifier.verify_sealed(&f.directory, &f.alpha.peer_id(), batch, now);
+        assert_eq!(verdicts.len(), 1, "one verdict per envelope");
+        verdicts.pop().map_or_else(|| unreachable!(), |(_, verdict)| verdict)
+    } else {
+        if flags & 1 != 0 {
+            envelope.signature = f.alpha.sign(&envelope.signed_bytes()).unwrap_or_default();
+        }
+        f.verifier.verify(&f.directory, &f.alpha.peer_id(), envelope, now)
+    };
     if let Ok(verified) = verified {
         assert_eq!(verified.origin().as_str(), "alpha", "verified, so from the pinned origin");
         let _ = verified.payload().kind();
