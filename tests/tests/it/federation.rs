@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use kith_federation::{
-    Directory, Envelope, MessageBody, NetworkConfig, NodeKey, Outcome, Payload, PinnedPeer, Request,
+    Directory, Envelope, MessageBody, NetworkConfig, NodeKey, Outcome, Payload, PinnedPeer, Request, SealedBatch,
 };
 use kith_proto::limits::MAX_MESSAGE_BYTES;
 use kith_proto::{ClientFrame, MessageId, MessageStatus, PresenceStatus, ServerFrame, ServerName, Timestamp, UserId};
@@ -287,6 +287,50 @@ impl FakePeer {
         let beta = ServerName::parse("beta")?;
         Ok(self.network.deliver(&beta, envelopes).await?.into_iter().map(|ack| ack.outcome).collect())
     }
+
+    /// An envelope for a sealed batch (no signature of its own).
+    fn unsigned(&self, id: &str, payload: &Payload) -> Result<Envelope> {
+        let (origin, beta) = (self.name.clone(), ServerName::parse("beta")?);
+        Ok(Envelope::unsigned(id, &origin, &beta, payload.kind(), payload.encode()?, Timestamp::now()))
+    }
+
+    async fn deliver_sealed(&self, batch: SealedBatch) -> Result<Vec<Outcome>> {
+        let beta = ServerName::parse("beta")?;
+        Ok(self.network.deliver_sealed(&beta, batch).await?.into_iter().map(|ack| ack.outcome).collect())
+    }
+}
+
+#[tokio::test]
+async fn a_sealed_batch_is_stored_but_for_the_envelope_changed_after_sealing_and_a_forged_batch_is_refused()
+-> Result<()> {
+    let (alpha_name, alpha_key, alpha_address) = FakePeer::prepare("alpha");
+    let mut beta = TestNode::prepare("beta", Backend::Sqlite, &[])?;
+    beta.pin_binding(format!("alpha={alpha_address}/p2p/{}", alpha_key.peer_id()));
+    beta.launch().await?;
+    let bob = beta.user("bob").await?;
+    let alpha = FakePeer::start(alpha_name.clone(), alpha_key, &alpha_address, &beta).await?;
+
+    let envelopes = ["one", "two", "three"]
+        .iter()
+        .enumerate()
+        .map(|(n, text)| alpha.unsigned(&format!("s-{n}"), &to_bob("alice@alpha", text)?))
+        .collect::<Result<Vec<_>>>()?;
+    let mut batch = SealedBatch::seal(&alpha.key, &alpha_name, envelopes)?;
+    let changed = to_bob("alice@alpha", "changed on the way")?;
+    batch.envelopes[1].body = changed.encode()?;
+    let outcomes = alpha.deliver_sealed(batch).await?;
+    assert!(
+        matches!(&outcomes[..], [Outcome::Accepted, Outcome::Rejected(r), Outcome::Accepted] if r.contains("signature")),
+        "{outcomes:?}"
+    );
+    // Sealed by another key in alpha's name: nothing of it is stored.
+    let stranger = NodeKey::ephemeral();
+    let forged =
+        SealedBatch::seal(&stranger, &alpha_name, vec![alpha.unsigned("s-9", &to_bob("alice@alpha", "forged")?)?])?;
+    assert!(matches!(&alpha.deliver_sealed(forged).await?[..], [Outcome::Rejected(_)]));
+    let history = bob.history("alice@alpha", None, None).await?;
+    assert_eq!(history.messages.iter().map(|m| m.message.as_str()).collect::<Vec<_>>(), ["one", "three"]);
+    Ok(())
 }
 
 fn to_bob(from: &str, text: &str) -> Result<Payload> {
