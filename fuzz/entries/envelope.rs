@@ -14,9 +14,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use kith_federation::{NodeKey, SealedBatch};
 use kith_federation::envelope::{Envelope, Kind, Verifier};
 use kith_federation::peers::{Directory, PinnedPeer};
+use kith_federation::{NodeKey, SealedBatch};
 use kith_proto::{ServerName, Timestamp};
 
 const KINDS: [Kind; 6] =
@@ -74,7 +74,12 @@ pub fn run(data: &[u8]) {
             let alpha = ServerName::parse("alpha").unwrap_or_else(|e| panic!("{e}"));
             SealedBatch::seal(&f.alpha, &alpha, vec![envelope]).unwrap_or_else(|e| panic!("seal: {e}"))
         } else {
-            SealedBatch { origin: "alpha".into(), envelopes: vec![envelope], digests: Vec::new(), signature: Vec::new() }
+            SealedBatch {
+                origin: "alpha".into(),
+                envelopes: vec![envelope],
+                digests: Vec::new(),
+                signature: Vec::new(),
+            }
         };
         let mut verdicts = f.verifier.verify_sealed(&f.directory, &f.alpha.peer_id(), batch, now);
         assert_eq!(verdicts.len(), 1, "one verdict per envelope");
