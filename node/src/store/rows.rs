@@ -34,6 +34,10 @@ pub(crate) fn parse_message_id(table: &'static str, s: &str) -> Result<MessageId
     MessageId::parse(s).map_err(|e| corrupt(table, e))
 }
 
+pub(crate) fn parse_status(table: &'static str, s: &str) -> Result<MessageStatus, StoreError> {
+    MessageStatus::parse(s).ok_or_else(|| corrupt(table, format!("status {s:?}")))
+}
+
 /// The columns every message query selects, as a literal for `concat!`.
 macro_rules! message_columns {
     () => {
@@ -60,8 +64,7 @@ impl MessageRow {
     }
 
     pub(crate) fn into_pending(self) -> Result<PendingMessage, StoreError> {
-        let status = MessageStatus::parse(&self.status)
-            .ok_or_else(|| corrupt("messages", format!("status {:?}", self.status)))?;
+        let status = parse_status("messages", &self.status)?;
         Ok(PendingMessage {
             seq: self.seq,
             message: MessageView {

@@ -12,7 +12,7 @@ use super::statements::Statements;
 use super::{chunks, chunks_mut};
 use crate::store::handoff::{Handoff, NewHandoff};
 use crate::store::placement::{Placement, shard_of};
-use crate::store::rows::parse_user;
+use crate::store::rows::{parse_status, parse_user};
 use crate::store::status::advances;
 use crate::store::writer::Job;
 use crate::store::{OutboxEntry, Receipt, ReceiptOutcome, StoreError, envelopes};
@@ -177,8 +177,7 @@ fn decide<'a>(
         }
         let current = match status_now.get(&row.seq) {
             Some(current) => *current,
-            None => MessageStatus::parse(&row.status)
-                .ok_or_else(|| StoreError::Corrupt { table: "messages", detail: format!("status {:?}", row.status) })?,
+            None => parse_status("messages", &row.status)?,
         };
         let advanced = advances(current, status);
         if advanced {

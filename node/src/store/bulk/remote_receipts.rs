@@ -9,6 +9,7 @@ use kith_proto::{MessageStatus, Timestamp};
 
 use super::statements::{CopyRow, Statements};
 use super::{chunks, chunks_mut};
+use crate::store::rows::parse_status;
 use crate::store::status::advances;
 use crate::store::writer::Job;
 use crate::store::{RemoteReceipt, StoreError};
@@ -52,12 +53,12 @@ async fn remote_chunk<S: Statements>(
         .filter(|(_, first)| **first)
         .map(|((r, id), _)| (r.sender.as_str(), id.as_str()))
         .collect();
-    let mut copies: HashMap<(String, String), CopyRow> = HashMap::new();
+    let mut rows: Vec<CopyRow> = Vec::new();
     for chunk in chunks(&keys) {
-        copies.extend(
-            s.find_copies(chunk).await?.into_iter().map(|row| ((row.owner.clone(), row.message_id.clone()), row)),
-        );
+        rows.extend(s.find_copies(chunk).await?);
     }
+    let copies: HashMap<(&str, &str), &CopyRow> =
+        rows.iter().map(|row| ((row.owner.as_str(), row.message_id.as_str()), row)).collect();
     let mut status_now: HashMap<i64, MessageStatus> = HashMap::new();
     let mut moved: Vec<(i64, MessageStatus)> = Vec::new();
     let mut outcomes = Vec::with_capacity(receipts.len());
@@ -78,12 +79,13 @@ async fn remote_chunk<S: Statements>(
 async fn first_receipts<S: Statements>(s: &mut S, receipts: &[&RemoteReceipt]) -> Result<Vec<bool>, StoreError> {
     let keys: Vec<(&str, &str)> =
         receipts.iter().map(|r| (r.received.origin.as_str(), r.received.envelope_id.as_str())).collect();
-    let mut new: HashSet<(String, String)> = HashSet::new();
+    let mut inserted: Vec<(String, String)> = Vec::new();
     let now = Timestamp::now().as_millis();
     for chunk in chunks(&keys) {
-        new.extend(s.insert_inbox(chunk, now).await?);
+        inserted.extend(s.insert_inbox(chunk, now).await?);
     }
-    Ok(keys.iter().map(|(origin, id)| new.remove(&((*origin).to_owned(), (*id).to_owned()))).collect())
+    let mut new: HashSet<(&str, &str)> = inserted.iter().map(|(origin, id)| (origin.as_str(), id.as_str())).collect();
+    Ok(keys.iter().map(|key| new.remove(key)).collect())
 }
 
 /// Step 2. One receipt, seeing what earlier ones of the run left: it moves the sender's copy
@@ -93,14 +95,14 @@ fn decide(
     receipt: &RemoteReceipt,
     id: &str,
     first: bool,
-    copies: &HashMap<(String, String), CopyRow>,
+    copies: &HashMap<(&str, &str), &CopyRow>,
     status_now: &mut HashMap<i64, MessageStatus>,
     moved: &mut Vec<(i64, MessageStatus)>,
 ) -> Result<Option<MessageStatus>, StoreError> {
     if !first || receipt.status == MessageStatus::Sent {
         return Ok(None);
     }
-    let Some(row) = copies.get(&(receipt.sender.as_str().to_owned(), id.to_owned())) else {
+    let Some(row) = copies.get(&(receipt.sender.as_str(), id)) else {
         return Ok(None);
     };
     if row.receiver != receipt.receiver.as_str() {
@@ -108,8 +110,7 @@ fn decide(
     }
     let current = match status_now.get(&row.seq) {
         Some(current) => *current,
-        None => MessageStatus::parse(&row.status)
-            .ok_or_else(|| StoreError::Corrupt { table: "messages", detail: format!("status {:?}", row.status) })?,
+        None => parse_status("messages", &row.status)?,
     };
     if !advances(current, receipt.status) {
         return Ok(None);
