@@ -16,6 +16,9 @@ use super::{StoreError, StoreOptions};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
+/// Lets the transaction it runs in commit without waiting for the WAL flush.
+const RELAXED_COMMIT: &str = "SET LOCAL synchronous_commit = off";
+
 /// Connects to the PostgreSQL database at `url`, migrates it and checks that it is shard
 /// `placement`; with `instances`, also takes the instance lock (on shard 0 of a node).
 ///
@@ -52,5 +55,11 @@ pub(crate) async fn open_postgres(
         connect.get_database().unwrap_or("")
     );
     let read = PgPoolOptions::new().max_connections(options.read_connections.max(1)).connect_with(connect).await?;
-    SqlStore::start(read, write, writers, options, local, placement, guard, description, Writer::spawn).await
+    // A commit of local receipts alone does not wait for its WAL flush (`Job::must_reach_disk`
+    // says why that is safe); the next commit that waits flushes it too, WAL being in order.
+    let spawn = |mut writer: Writer<Postgres>, queue| {
+        writer.relaxed_commit = Some(RELAXED_COMMIT);
+        writer.spawn(queue)
+    };
+    SqlStore::start(read, write, writers, options, local, placement, guard, description, spawn).await
 }

@@ -72,6 +72,7 @@ impl<DB> SqlStore<DB> {
                 local: local.clone(),
                 placement,
                 errors: errors.clone(),
+                relaxed_commit: None,
             };
             queues.push(tx);
             tasks.push(spawn(writer, rx)?);

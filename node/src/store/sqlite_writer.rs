@@ -21,7 +21,7 @@ use super::bulk::{append_messages, apply_remote_receipts, record_receipts};
 use super::durability::sqlite_level;
 use super::sqlite::{BUSY_TIMEOUT, PRAGMAS};
 use super::sqlite_checkpoint::{BACKSTOP_PAGES, Checkpointer};
-use super::writer::{Commit, Job, Writer, runs_by, settle_all, spawn};
+use super::writer::{Commit, Job, Writer, must_reach_disk, runs_by, settle_all, spawn};
 
 /// The one writer of an SQLite store.
 #[derive(Debug)]
@@ -32,6 +32,9 @@ pub(crate) struct SqliteWriter {
     others: Writer<Sqlite>,
     /// Checkpoints the WAL while the writer runs; stops with it.
     _checkpointer: Checkpointer,
+    /// Whether `conn` is at `synchronous=FULL` (each commit waits for its `fsync`) rather than
+    /// `NORMAL` (set for a commit of local receipts alone: see [`Job::must_reach_disk`]).
+    synchronous_full: bool,
 }
 
 impl SqliteWriter {
@@ -51,7 +54,18 @@ impl SqliteWriter {
         }
         conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
         sqlite_level(conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?)?;
-        Ok(Self { conn, others, _checkpointer: Checkpointer::start(path)? })
+        Ok(Self { conn, others, _checkpointer: Checkpointer::start(path)?, synchronous_full: true })
+    }
+
+    /// Sets how the next commit reaches the disk: `FULL` waits for the WAL's `fsync`;
+    /// `NORMAL` leaves the WAL to the kernel until the next `FULL` commit or checkpoint syncs
+    /// it (in WAL mode a commit never survives without the ones before it).
+    fn synchronous(&mut self, full: bool) -> Result<(), StoreError> {
+        if full != self.synchronous_full {
+            self.conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.synchronous_full = full;
+        }
+        Ok(())
     }
 
     /// Runs the writer on a thread of its own (no I/O driver: nothing here waits on a socket).
@@ -68,6 +82,7 @@ impl Commit for SqliteWriter {
         if !batch.first().is_some_and(Job::is_hot) {
             return self.others.commit(batch).await;
         }
+        self.synchronous(must_reach_disk(batch))?;
         let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for range in runs_by(batch, std::mem::discriminant) {
             let run = &mut batch[range];
