@@ -127,9 +127,16 @@ impl<DB> Writer<DB> {
         Ok(query.build().execute(&mut **tx).await?.rows_affected() > 0)
     }
 
+    /// One `DELETE … IN (…)` per chunk: a sweep completes hand-offs by the hundred.
     async fn remove_handoffs(tx: &mut Tx<DB>, ids: &[String]) -> Result<(), StoreError> {
-        for id in ids {
-            sqlx::query::<DB>("DELETE FROM handoffs WHERE handoff_id = $1").bind(id.as_str()).execute(&mut **tx).await?;
+        for chunk in chunks(ids) {
+            let mut query = QueryBuilder::<DB>::new("DELETE FROM handoffs WHERE handoff_id IN (");
+            let mut list = query.separated(", ");
+            for id in chunk {
+                list.push_bind(id.as_str());
+            }
+            query.push(")");
+            query.build().execute(&mut **tx).await?;
         }
         Ok(())
     }

@@ -685,45 +685,61 @@ async fn hand_offs_a_crash_left_are_completed_once() -> Result<()> {
     let Some((urls, _schemas)) = shards(4).await else { return Ok(()) };
     let store = open_at(store::Location::Shards(urls.clone())).await?;
     let (alice, carol) = (user("alice"), user("carol"));
-    let id = MessageId::now();
+    let mut ids = [MessageId::now(), MessageId::now()];
+    ids.sort();
     let now = Timestamp::now();
-    let body = serde_json::json!({
-        "kind": "message", "messageId": id, "senderId": alice, "receiverId": carol,
-        "content": "left half done", "timestamp": now,
-    });
     // alice is on shard 3, carol on shard 0.
     let alice_shard = sqlx::PgPool::connect(&urls[3]).await?;
-    let leave_handoff = || async {
-        sqlx::query("INSERT INTO handoffs (handoff_id, target_shard, body, created_at) VALUES ($1, 0, $2, $3)")
-            .bind(format!("m:{id}"))
-            .bind(serde_json::to_vec(&body)?)
-            .bind(now.as_millis() - 60_000)
-            .execute(&alice_shard)
-            .await?;
-        anyhow::Ok(())
+    let leave_handoff = |id: MessageId| {
+        let body = serde_json::json!({
+            "kind": "message", "messageId": id, "senderId": alice, "receiverId": carol,
+            "content": "left half done", "timestamp": now,
+        });
+        let alice_shard = &alice_shard;
+        async move {
+            sqlx::query("INSERT INTO handoffs (handoff_id, target_shard, body, created_at) VALUES ($1, 0, $2, $3)")
+                .bind(format!("m:{id}"))
+                .bind(serde_json::to_vec(&body)?)
+                .bind(now.as_millis() - 60_000)
+                .execute(alice_shard)
+                .await?;
+            anyhow::Ok(())
+        }
     };
-    sqlx::query(
-        "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
-         VALUES ($1, $2, $3, $1, $3, 'left half done', $4, 'sent')",
-    )
-    .bind(alice.as_str())
-    .bind(id.to_string())
-    .bind(carol.as_str())
-    .bind(now.as_millis())
-    .execute(&alice_shard)
-    .await?;
-    leave_handoff().await?;
+    for id in ids {
+        sqlx::query(
+            "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
+             VALUES ($1, $2, $3, $1, $3, 'left half done', $4, 'sent')",
+        )
+        .bind(alice.as_str())
+        .bind(id.to_string())
+        .bind(carol.as_str())
+        .bind(now.as_millis())
+        .execute(&alice_shard)
+        .await?;
+        leave_handoff(id).await?;
+    }
     assert!(store.history(&carol, &alice, None, 10).await?.is_empty(), "not on carol's shard yet");
 
     let resumed = store.resume_handoffs(std::time::Duration::from_secs(5)).await?;
-    assert!(matches!(resumed.as_slice(), [store::Resumed::Message(m)] if m.message_id == id), "{resumed:?}");
-    assert!(store.resume_handoffs(std::time::Duration::ZERO).await?.is_empty(), "done once");
-    // The same hand-off again (a sweep that died after applying, before removing it): no copy.
-    leave_handoff().await?;
+    let mut resumed_ids: Vec<MessageId> = resumed
+        .iter()
+        .map(|r| match r {
+            store::Resumed::Message(m) => Ok(m.message_id),
+            other => Err(anyhow::anyhow!("not a message: {other:?}")),
+        })
+        .collect::<Result<_>>()?;
+    resumed_ids.sort();
+    assert_eq!(resumed_ids, ids, "both completed");
+    assert!(store.resume_handoffs(std::time::Duration::ZERO).await?.is_empty(), "each done once, both removed");
+    // One hand-off again (a sweep that died after applying, before removing it): no copy.
+    leave_handoff(ids[0]).await?;
     store.resume_handoffs(std::time::Duration::ZERO).await?;
-    let copies = store.history(&carol, &alice, None, 10).await?;
-    assert_eq!(copies.iter().map(|m| m.message_id).collect::<Vec<_>>(), [id], "exactly one copy");
-    assert_eq!(store.pending(&carol, D0, 0, 10).await?.len(), 1, "pending once for carol's device");
+    let mut copies: Vec<MessageId> =
+        store.history(&carol, &alice, None, 10).await?.iter().map(|m| m.message_id).collect();
+    copies.sort();
+    assert_eq!(copies, ids, "exactly one copy of each");
+    assert_eq!(store.pending(&carol, D0, 0, 10).await?.len(), 2, "each pending once for carol's device");
     alice_shard.close().await;
     store.close().await;
     Ok(())
