@@ -25,9 +25,16 @@ pub(super) const PRAGMAS: [(&str, &str); 4] = [
     ("synchronous", "FULL"),
     ("foreign_keys", "ON"),
     // Multi-row statements with RETURNING and derived tables build temporary B-trees: keep them
-    // in memory, and give the page cache room for the hot indexes.
+    // in memory, and give the page cache room for the hot indexes: 16 MiB, not more. A B-tree
+    // split that reorders its new pages renumbers one through the lock-byte page (page 262,145
+    // at 4 KiB, 1 GiB into the file), and while the database is smaller than that, the end of
+    // every write transaction that split a page scans the whole page cache's hash table for
+    // pages past the end of the file, a table that grows with the cache (to 32,768 buckets at
+    // 64 MiB, 8,192 at 16 MiB). At 5,000 messages/s that scan was a fifth of the writer's
+    // time; at full speed, with a database of ~900 MB, 16 MiB moves 7 % more messages than
+    // 64 MiB did (docs/benchmarks.md).
     ("temp_store", "MEMORY"),
-    ("cache_size", "-65536"),
+    ("cache_size", "-16384"),
 ];
 
 /// How long a connection waits for another's lock before failing.
