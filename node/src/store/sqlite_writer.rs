@@ -62,6 +62,8 @@ impl SqliteWriter {
     /// it (in WAL mode a commit never survives without the ones before it).
     fn synchronous(&mut self, full: bool) -> Result<(), StoreError> {
         if full != self.synchronous_full {
+            // Prepared anew each time: SQLite applies this pragma when it compiles it, so a
+            // cached statement would not set it again. Outside a transaction, as SQLite asks.
             self.conn.pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
             self.synchronous_full = full;
         }
