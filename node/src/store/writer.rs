@@ -148,16 +148,17 @@ impl Job {
         }
     }
 
-    /// Whether its commit must be on disk before it is answered. All must but a local user's
-    /// receipt: what a power cut can take from a receipt's commit (never a crash, which leaves
-    /// the page cache to the kernel) is the ack itself, and then the message it acked is still
-    /// queued for the device and comes again, which every client drops by its id and acks
-    /// again. A send answered `sent`, an envelope or a receipt acked to another node, an
-    /// account, a key: each promises something to someone who will not ask again, so each
-    /// waits for the disk. At low rates, where every message and every receipt is a commit of
-    /// its own, this halves the `fsync`s per message.
+    /// Whether its commit must be on disk before it is answered. All must but a local device's
+    /// ack (a `delivered` receipt): what a power cut can take from its commit (never a crash,
+    /// which leaves the page cache to the kernel) is the ack itself, and then the message is
+    /// still queued for the device and comes again, which every client drops by its id and
+    /// acks again. A `read` waits: a client does not say it again, so losing it would leave
+    /// the sender's copy at `delivered` for good. A send answered `sent`, an envelope or a
+    /// receipt acked to another node, an account, a key: each promises something to someone
+    /// who will not ask again, so each waits for the disk. At low rates, where every message
+    /// and every ack is a commit of its own, this halves the `fsync`s per message.
     pub(super) fn must_reach_disk(&self) -> bool {
-        !matches!(self, Self::RecordReceipt(..))
+        !matches!(self, Self::RecordReceipt(receipt, _) if receipt.status == MessageStatus::Delivered)
     }
 
     /// Whether this is one of the hot-path kinds applied in bulk runs.
@@ -385,15 +386,19 @@ mod tests {
         Slot::new(oneshot::channel().0)
     }
 
-    fn local_receipt() -> Job {
+    fn local_receipt_of(status: MessageStatus) -> Job {
         let receipt = Receipt {
             reader: user("bob@here"),
             device: DeviceId(0),
             message_id: MessageId::now(),
-            status: MessageStatus::Delivered,
+            status,
             at: Timestamp::now(),
         };
         Job::RecordReceipt(receipt, slot())
+    }
+
+    fn local_receipt() -> Job {
+        local_receipt_of(MessageStatus::Delivered)
     }
 
     fn message() -> Job {
@@ -423,9 +428,12 @@ mod tests {
     }
 
     #[test]
-    fn only_a_commit_of_local_receipts_alone_may_skip_waiting_for_the_disk() {
+    fn only_a_commit_of_local_acks_alone_may_skip_waiting_for_the_disk() {
         assert!(!must_reach_disk(&[local_receipt()]));
         assert!(!must_reach_disk(&[local_receipt(), local_receipt()]));
+        // A client says `read` once: losing it would leave the sender's copy behind.
+        assert!(must_reach_disk(&[local_receipt_of(MessageStatus::Read)]));
+        assert!(must_reach_disk(&[local_receipt(), local_receipt_of(MessageStatus::Read)]));
         // A send is answered `sent` only once it is on disk, whatever shares its commit.
         assert!(must_reach_disk(&[message()]));
         assert!(must_reach_disk(&[local_receipt(), message(), local_receipt()]));
