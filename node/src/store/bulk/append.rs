@@ -7,11 +7,11 @@ use std::collections::{HashMap, HashSet};
 use kith_proto::{ClientMessageId, DeviceId, Timestamp};
 
 use super::statements::{ClientIdRow, HandoffRow, MailboxInsert, QueueRow, Statements};
-use super::{chunks, chunks_mut};
+use super::{apply_in_chunks, chunks};
 use crate::store::handoff::{Handoff, NewHandoff};
 use crate::store::placement::{Placement, shard_of};
 use crate::store::rows::parse_message_id;
-use crate::store::writer::Job;
+use crate::store::writer::{Job, Slot};
 use crate::store::{AppendOutcome, InboxKey, NewMessage, OutboxEntry, Recipient, Source, StoreError};
 
 /// A mailbox row to insert for a new message.
@@ -50,24 +50,16 @@ pub(in crate::store) async fn append_messages<S: Statements>(
     placement: Placement,
     run: &mut [Job],
 ) -> Result<(), StoreError> {
-    for chunk in chunks_mut(run) {
-        let messages: Vec<&NewMessage> = chunk
-            .iter()
-            .filter_map(|job| match job {
-                Job::AppendMessage(message, _) => Some(message),
-                _ => None,
-            })
-            .collect();
-        let outcomes = append_chunk(s, placement, &messages).await?;
-        let slots = chunk.iter_mut().filter_map(|job| match job {
-            Job::AppendMessage(_, slot) => Some(slot),
+    fn parts(job: &mut Job) -> Option<(&NewMessage, &mut Slot<AppendOutcome>)> {
+        match job {
+            Job::AppendMessage(message, slot) => Some((message, slot)),
             _ => None,
-        });
-        for (slot, outcome) in slots.zip(outcomes) {
-            slot.keep(Ok(outcome))?;
         }
     }
-    Ok(())
+    apply_in_chunks(run, parts, async |messages: &[&NewMessage]| {
+        Ok(append_chunk(s, placement, messages).await?.into_iter().map(Ok).collect())
+    })
+    .await
 }
 
 async fn append_chunk<S: Statements>(

@@ -19,6 +19,9 @@ pub(in crate::store) use append::{append_messages, insert_outbox_rows};
 pub(in crate::store) use receipts::record_receipts;
 pub(in crate::store) use remote_receipts::apply_remote_receipts;
 
+use super::StoreError;
+use super::writer::{Job, Slot};
+
 /// The row counts a multi-row statement may have: a run is split into chunks of these sizes
 /// (largest first, as in binary), so that only a handful of distinct statement texts exist and
 /// every one stays in the connection's prepared-statement cache. Preparing a statement of a
@@ -51,6 +54,25 @@ fn chunks_mut<T>(mut items: &mut [T]) -> Vec<&mut [T]> {
         items = rest;
     }
     out
+}
+
+/// Applies a run of one kind of job chunk by chunk, the way each hot-path kind is applied:
+/// `parts` lends a job's operation and answer slot (`None` for another kind, which the writer
+/// never puts in the run), `apply` turns a chunk's operations into their outcomes in order,
+/// and each outcome is kept in its job's slot. Returns an error only when it aborts the batch.
+async fn apply_in_chunks<Op, T>(
+    run: &mut [Job],
+    parts: impl Fn(&mut Job) -> Option<(&Op, &mut Slot<T>)>,
+    mut apply: impl AsyncFnMut(&[&Op]) -> Result<Vec<Result<T, StoreError>>, StoreError>,
+) -> Result<(), StoreError> {
+    for chunk in chunks_mut(run) {
+        let (ops, slots): (Vec<&Op>, Vec<&mut Slot<T>>) = chunk.iter_mut().filter_map(&parts).unzip();
+        let outcomes = apply(&ops).await?;
+        for (slot, outcome) in slots.into_iter().zip(outcomes) {
+            slot.keep(outcome)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

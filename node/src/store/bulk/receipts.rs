@@ -9,12 +9,12 @@ use tracing::warn;
 
 use super::append::{insert_handoffs, insert_outbox_rows};
 use super::statements::Statements;
-use super::{chunks, chunks_mut};
+use super::{apply_in_chunks, chunks};
 use crate::store::handoff::{Handoff, NewHandoff};
 use crate::store::placement::{Placement, shard_of};
 use crate::store::rows::{parse_status, parse_user};
 use crate::store::status::advances;
-use crate::store::writer::Job;
+use crate::store::writer::{Job, Slot};
 use crate::store::{OutboxEntry, Receipt, ReceiptOutcome, StoreError, envelopes};
 
 /// The reader's copy of a message a receipt is about.
@@ -49,24 +49,13 @@ pub(in crate::store) async fn record_receipts<S: Statements>(
     placement: Placement,
     run: &mut [Job],
 ) -> Result<(), StoreError> {
-    for chunk in chunks_mut(run) {
-        let receipts: Vec<&Receipt> = chunk
-            .iter()
-            .filter_map(|job| match job {
-                Job::RecordReceipt(receipt, _) => Some(receipt),
-                _ => None,
-            })
-            .collect();
-        let outcomes = receipt_chunk(s, local, placement, &receipts).await?;
-        let slots = chunk.iter_mut().filter_map(|job| match job {
-            Job::RecordReceipt(_, slot) => Some(slot),
+    fn parts(job: &mut Job) -> Option<(&Receipt, &mut Slot<ReceiptOutcome>)> {
+        match job {
+            Job::RecordReceipt(receipt, slot) => Some((receipt, slot)),
             _ => None,
-        });
-        for (slot, outcome) in slots.zip(outcomes) {
-            slot.keep(outcome)?;
         }
     }
-    Ok(())
+    apply_in_chunks(run, parts, async |receipts: &[&Receipt]| receipt_chunk(s, local, placement, receipts).await).await
 }
 
 async fn receipt_chunk<S: Statements>(

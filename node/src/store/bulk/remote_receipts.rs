@@ -8,10 +8,10 @@ use std::collections::{HashMap, HashSet};
 use kith_proto::{MessageStatus, Timestamp};
 
 use super::statements::{CopyRow, Statements};
-use super::{chunks, chunks_mut};
+use super::{apply_in_chunks, chunks};
 use crate::store::rows::parse_status;
 use crate::store::status::advances;
-use crate::store::writer::Job;
+use crate::store::writer::{Job, Slot};
 use crate::store::{RemoteReceipt, StoreError};
 
 /// Applies a run of `ApplyRemoteReceipt` jobs; each learns the status its copy moved to, if it
@@ -20,24 +20,13 @@ pub(in crate::store) async fn apply_remote_receipts<S: Statements>(
     s: &mut S,
     run: &mut [Job],
 ) -> Result<(), StoreError> {
-    for chunk in chunks_mut(run) {
-        let receipts: Vec<&RemoteReceipt> = chunk
-            .iter()
-            .filter_map(|job| match job {
-                Job::ApplyRemoteReceipt(receipt, _) => Some(receipt),
-                _ => None,
-            })
-            .collect();
-        let outcomes = remote_chunk(s, &receipts).await?;
-        let slots = chunk.iter_mut().filter_map(|job| match job {
-            Job::ApplyRemoteReceipt(_, slot) => Some(slot),
+    fn parts(job: &mut Job) -> Option<(&RemoteReceipt, &mut Slot<Option<MessageStatus>>)> {
+        match job {
+            Job::ApplyRemoteReceipt(receipt, slot) => Some((receipt, slot)),
             _ => None,
-        });
-        for (slot, outcome) in slots.zip(outcomes) {
-            slot.keep(outcome)?;
         }
     }
-    Ok(())
+    apply_in_chunks(run, parts, async |receipts: &[&RemoteReceipt]| remote_chunk(s, receipts).await).await
 }
 
 async fn remote_chunk<S: Statements>(
