@@ -9,6 +9,7 @@
 #   throughput  one SQLite node, 50 pairs at full speed for 10 s: messages/s, CPU per 1,000
 #   paced       one SQLite node, 2,000 clients, 100 pairs at 200/s for 20 s: CPU per 1,000, p50/p99/p99.9
 #   federation  two SQLite nodes, alice@alpha → bob@beta at full speed for 10 s: messages/s
+#   federation-paced  the same two nodes at a set 5,000/s (FEDERATION_RATE) for 20 s: p50/p99/p99.9
 # kith-load is this tree's (built if needed). Results: $KITH_BENCH_DIR/ab/*.json and a table.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -39,7 +40,9 @@ one() {
         "$load" latency --target "http://127.0.0.1:$port" --data-dir "$work/ab-node" --server-name kith.ab \
             --connections 2000 --pairs 100 --rate 200 --duration 20 --pid "$node_pid" --quiet --json-out "$json" >/dev/null
         ;;
-    federation)
+    federation | federation-paced)
+        local paced=(--duration 10)
+        [ "$scenario" = federation-paced ] && paced=(--rate "${FEDERATION_RATE:-5000}" --duration 20)
         rm -rf "$work/ab-alpha" "$work/ab-beta"
         local alpha_id beta_id alpha
         alpha_id="$("$kith" id --data-dir "$work/ab-alpha")"
@@ -49,7 +52,7 @@ one() {
         KEEP_DIR=1 start_kith "$work/ab-beta" $((port + 1)) beta "" --peer "alpha=/ip4/127.0.0.1/tcp/$((port + 2000))/p2p/$alpha_id"
         "$load" federation --target "http://127.0.0.1:$port" --data-dir "$work/ab-alpha" --server-name alpha \
             --receiver-target "http://127.0.0.1:$((port + 1))" --receiver-data-dir "$work/ab-beta" \
-            --receiver-server-name beta --pid "$alpha" --pid "$node_pid" --duration 10 --drain-timeout 5 \
+            --receiver-server-name beta --pid "$alpha" --pid "$node_pid" --drain-timeout 5 "${paced[@]}" \
             --quiet --json-out "$json" >/dev/null
         ;;
     *) echo "unknown scenario $scenario" >&2; exit 2 ;;
@@ -75,6 +78,7 @@ fields = {
     "throughput": ["throughput", "server.cpuSecondsPer1000Messages"],
     "paced": ["server.cpuSecondsPer1000Messages", "latencyMs.p50", "latencyMs.p99", "latencyMs.p999"],
     "federation": ["throughput", "server.cpuSecondsPer1000Messages", "latencyMs.p99"],
+    "federation-paced": ["throughput", "server.cpuSecondsPer1000Messages", "latencyMs.p50", "latencyMs.p99", "latencyMs.p999"],
 }
 def find(d, path):
     for key in path.split("."):

@@ -5,6 +5,7 @@
 //! says `kith federation retry`, and, while the peer is unreachable, as soon as a probe (a
 //! dial every [`PROBE_INTERVAL`]) finds it back.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -250,9 +251,10 @@ async fn settle(
     rows: &[OutboxRow],
     acks: Vec<kith_federation::Ack>,
 ) -> usize {
+    let outcomes: HashMap<&str, &Outcome> = acks.iter().map(|ack| (ack.id.as_str(), &ack.outcome)).collect();
     let mut done = Vec::with_capacity(rows.len());
     for row in rows {
-        match acks.iter().find(|ack| ack.id == row.envelope_id).map(|ack| &ack.outcome) {
+        match outcomes.get(row.envelope_id.as_str()).copied() {
             Some(Outcome::Accepted) => done.push(row.key),
             Some(Outcome::Rejected(reason)) => {
                 warn!(%destination, envelope = %row.envelope_id, kind = row.kind.as_str(), %reason, "peer refused an envelope");

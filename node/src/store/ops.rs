@@ -38,14 +38,15 @@ impl<DB> Writer<DB> {
                 let entries: Vec<&OutboxEntry> = entries.iter().collect();
                 slot.keep(super::bulk::insert_outbox_rows(tx, &entries).await)
             }
-            Job::OutboxRemove { destination, seqs, slot } => slot.keep(Self::outbox_remove(tx, destination, seqs).await),
             Job::ApplyStatus { sender, message_id, status, slot } => {
                 slot.keep(Self::apply_status(tx, sender, *message_id, *status).await)
             }
             Job::RemoveHandoffs(ids, slot) => slot.keep(Self::remove_handoffs(tx, ids).await),
             Job::Trust(op, slot) => slot.keep(Self::apply_trust(tx, op).await),
             // Applied in bulk runs by the writer, never one by one.
-            Job::AppendMessage(..) | Job::RecordReceipt(..) | Job::ApplyRemoteReceipt(..) => Ok(()),
+            Job::AppendMessage(..) | Job::RecordReceipt(..) | Job::ApplyRemoteReceipt(..) | Job::OutboxRemove { .. } => {
+                Ok(())
+            }
         }
     }
 
@@ -95,21 +96,6 @@ impl<DB> Writer<DB> {
         .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Removes acked envelopes: one statement per chunk of a batch's acks, not one per ack.
-    async fn outbox_remove(tx: &mut Tx<DB>, destination: &str, seqs: &[i64]) -> Result<(), StoreError> {
-        for chunk in chunks(seqs) {
-            let mut query = QueryBuilder::<DB>::new("DELETE FROM outbox WHERE destination = ");
-            query.push_bind(destination).push(" AND seq IN (");
-            let mut list = query.separated(", ");
-            for seq in chunk {
-                list.push_bind(*seq);
-            }
-            query.push(")");
-            query.build().execute(&mut **tx).await?;
-        }
-        Ok(())
     }
 
     /// Moves the sender's copy forward to `status`; says whether it moved.

@@ -5,7 +5,8 @@
 //! message and each receipt is a commit of its own, those thread switches (about 70 per
 //! message) were most of a message's CPU (docs/benchmarks.md). Here the statements run on the
 //! writer's own thread, so a commit costs its SQLite work, its `fsync` and one hand-off in and
-//! one out. The rare operations (accounts, devices, keys, presence, the outbox's bookkeeping)
+//! one out (the outbox's removals of acked envelopes ride along). The rare operations
+//! (accounts, devices, keys, presence, the rest of the outbox's bookkeeping)
 //! still go through sqlx on the store's write pool; the loop gives this writer each stretch of
 //! the two kinds apart ([`Commit::MIXES_KINDS`]), and being one thread, it never has both
 //! connections in a transaction at once.
@@ -17,7 +18,7 @@ use sqlx::Sqlite;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::bulk::{append_messages, apply_remote_receipts, record_receipts};
+use super::bulk::{append_messages, apply_remote_receipts, record_receipts, remove_outbox_rows};
 use super::durability::sqlite_level;
 use super::sqlite::{BUSY_TIMEOUT, PRAGMAS};
 use super::sqlite_checkpoint::{BACKSTOP_PAGES, Checkpointer};
@@ -94,6 +95,7 @@ impl Commit for SqliteWriter {
                     record_receipts(&mut tx, &self.others.local, self.others.placement, run).await?;
                 }
                 Job::ApplyRemoteReceipt(..) => apply_remote_receipts(&mut tx, run).await?,
+                Job::OutboxRemove { .. } => remove_outbox_rows(&mut tx, run).await?,
                 // The loop hands this writer stretches of one side only.
                 _ => return Err(StoreError::WriteFailed("an operation reached the wrong connection".into())),
             }

@@ -17,7 +17,7 @@ use sqlx::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
-use super::bulk::{append_messages, apply_remote_receipts, record_receipts};
+use super::bulk::{append_messages, apply_remote_receipts, record_receipts, remove_outbox_rows};
 use super::engine::engine;
 use super::placement::Placement;
 use super::{
@@ -148,22 +148,31 @@ impl Job {
         }
     }
 
-    /// Whether its commit must be on disk before it is answered. All must but a local device's
-    /// ack (a `delivered` receipt): what a power cut can take from its commit (never a crash,
-    /// which leaves the page cache to the kernel) is the ack itself, and then the message is
-    /// still queued for the device and comes again, which every client drops by its id and
-    /// acks again. A `read` waits: a client does not say it again, so losing it would leave
+    /// Whether its commit must be on disk before it is answered. All must but two, whose loss
+    /// in a power cut (never in a crash, which leaves the page cache to the kernel) only makes
+    /// something come again that its receiver drops as a repeat. A local device's ack (a
+    /// `delivered` receipt): the message is still queued for the device and comes again, which
+    /// every client drops by its id and acks again. The removal of envelopes a peer acked: they
+    /// are sent again, and the peer acks them again without applying them twice (its inbox
+    /// keeps `(origin, id)`). A `read` waits: a client does not say it again, so losing it would leave
     /// the sender's copy at `delivered` for good. A send answered `sent`, an envelope or a
     /// receipt acked to another node, an account, a key: each promises something to someone
     /// who will not ask again, so each waits for the disk. At low rates, where every message
     /// and every ack is a commit of its own, this halves the `fsync`s per message.
     pub(super) fn must_reach_disk(&self) -> bool {
         !matches!(self, Self::RecordReceipt(receipt, _) if receipt.status == MessageStatus::Delivered)
+            && !matches!(self, Self::OutboxRemove { .. })
     }
 
     /// Whether this is one of the hot-path kinds applied in bulk runs.
     pub(super) fn is_hot(&self) -> bool {
-        matches!(self, Self::AppendMessage(..) | Self::RecordReceipt(..) | Self::ApplyRemoteReceipt(..))
+        matches!(
+            self,
+            Self::AppendMessage(..)
+                | Self::RecordReceipt(..)
+                | Self::ApplyRemoteReceipt(..)
+                | Self::OutboxRemove { .. }
+        )
     }
 }
 
@@ -320,6 +329,7 @@ impl<DB> Commit for Writer<DB> {
                 Job::AppendMessage(..) => append_messages(&mut tx, self.placement, run).await?,
                 Job::RecordReceipt(..) => record_receipts(&mut tx, &self.local, self.placement, run).await?,
                 Job::ApplyRemoteReceipt(..) => apply_remote_receipts(&mut tx, run).await?,
+                Job::OutboxRemove { .. } => remove_outbox_rows(&mut tx, run).await?,
                 _ => {
                     for job in run {
                         Self::apply_one(&mut tx, job).await?;
@@ -364,7 +374,8 @@ pub(super) fn group_hot_path(batch: &mut [Job]) {
         batch[start..end].sort_by_key(|job| match job {
             Job::AppendMessage(..) => 0,
             Job::RecordReceipt(..) => 1,
-            _ => 2,
+            Job::ApplyRemoteReceipt(..) => 2,
+            _ => 3,
         });
         start = end + 1;
     }
@@ -428,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_commit_of_local_acks_alone_may_skip_waiting_for_the_disk() {
+    fn only_a_commit_of_local_acks_and_outbox_removals_alone_may_skip_waiting_for_the_disk() {
         assert!(!must_reach_disk(&[local_receipt()]));
         assert!(!must_reach_disk(&[local_receipt(), local_receipt()]));
         // A client says `read` once: losing it would leave the sender's copy behind.
@@ -441,7 +452,12 @@ mod tests {
         // it again.
         assert!(must_reach_disk(&[remote_receipt()]));
         assert!(must_reach_disk(&[local_receipt(), remote_receipt()]));
-        let bookkeeping = Job::OutboxRemove { destination: "there".into(), seqs: vec![1], slot: slot() };
+        // A peer's acked envelopes, lost from the outbox's removal, are sent again and deduplicated.
+        let removal = || Job::OutboxRemove { destination: "there".into(), seqs: vec![1], slot: slot() };
+        assert!(!must_reach_disk(&[removal()]));
+        assert!(!must_reach_disk(&[local_receipt(), removal(), local_receipt()]));
+        assert!(must_reach_disk(&[removal(), message()]));
+        let bookkeeping = Job::RemoveHandoffs(vec!["h1".into()], slot());
         assert!(must_reach_disk(&[local_receipt(), bookkeeping]));
     }
 }

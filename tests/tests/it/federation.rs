@@ -211,6 +211,59 @@ async fn messages_queued_while_the_peer_is_down_arrive_in_order_exactly_once() -
     Ok(())
 }
 
+/// Several of alpha's users send to bob at once, as fast as alpha takes them, so the pump's
+/// requests carry their conversations interleaved while bob's acks come back as receipts and
+/// removals of acked envelopes share commits with new sends: each conversation arrives in
+/// order, each message once, and every message ends `delivered` at its sender.
+#[tokio::test]
+async fn conversations_sent_at_once_arrive_each_in_order_and_once() -> Result<()> {
+    const SENDERS: usize = 4;
+    const EACH: usize = 150;
+    let nodes = federation(&["alpha", "beta"], &["--message-rate", "0"]).await?;
+    let bob = nodes[1].user("bob").await?;
+    let mut bob_ws = bob.connect().await?;
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let user = nodes[0].user(&format!("sender{s}")).await?;
+        let ws = user.connect().await?;
+        senders.push((user, ws));
+    }
+    let sending = futures_util::future::try_join_all(senders.iter_mut().enumerate().map(|(s, (_, ws))| async move {
+        for i in 0..EACH {
+            ws.send(&send(&format!("c-{s}-{i}"), "bob@beta", &format!("{s} {i:03}"))).await?;
+        }
+        for _ in 0..EACH {
+            frame_where(ws, sent_id).await?;
+        }
+        anyhow::Ok(())
+    }));
+    let receiving = async {
+        let mut next = [0usize; SENDERS];
+        let mut seen = HashSet::new();
+        while next.iter().sum::<usize>() < SENDERS * EACH {
+            let got = frame_where(&mut bob_ws, message).await?;
+            let Some((s, i)) = got.message.split_once(' ') else { bail!("unexpected message {:?}", got.message) };
+            let (s, i): (usize, usize) = (s.parse()?, i.parse()?);
+            assert!(seen.insert(got.message_id), "{} came twice", got.message);
+            assert_eq!(i, next[s], "sender{s}'s conversation out of order");
+            next[s] += 1;
+            bob_ws.send(&ClientFrame::Ack { message_id: got.message_id }).await?;
+        }
+        anyhow::Ok(())
+    };
+    tokio::try_join!(sending, receiving)?;
+    outbox_drains(&nodes[0]).await?;
+    for (user, _) in &senders {
+        eventually("every message delivered at its sender", async || {
+            let history = user.history("bob@beta", None, Some(100)).await?;
+            let behind = history.messages.iter().filter(|m| m.status == MessageStatus::Sent).count();
+            Ok(if behind == 0 { Ok(()) } else { Err(behind) })
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_message_acked_just_before_the_origin_crashed_still_arrives() -> Result<()> {
     let mut nodes = federation(&["alpha", "beta"], &[]).await?;

@@ -535,7 +535,7 @@ async fn a_message_to_another_node_is_queued_with_the_senders_copy(store: Arc<dy
 
 /// Receipts from beta queued before any commits (so that they share group commits, as a
 /// peer's batch does) decide as if applied one at a time, in order; acks remove exactly the
-/// acked envelopes.
+/// acked envelopes, also beside a send in the same commit.
 async fn receipts_from_another_node_queued_together_apply_as_if_one_by_one(store: Arc<dyn Store>) -> Result<()> {
     let (alice, remote) = (user("alice"), UserId::parse("bob@beta")?);
     let mut ids = Vec::new();
@@ -584,9 +584,24 @@ async fn receipts_from_another_node_queued_together_apply_as_if_one_by_one(store
 
     let queued = store.outbox_batch(&server("beta"), 10).await?;
     assert_eq!(queued.len(), 3);
-    store.outbox_remove(&server("beta"), vec![queued[0].key, queued[2].key]).await?.await?;
+    // The removal is queued with a send that queues a new envelope, so that they may share a
+    // commit (removals ride in the hot path's): each takes effect, the new one queued last.
+    let mut later = new_message(&alice, &remote, "four", None);
+    later.to = Recipient::Peer(OutboxEntry {
+        destination: server("beta"),
+        envelope_id: later.message_id.to_string(),
+        kind: Kind::Message,
+        body: b"{}".to_vec(),
+    });
+    let removed = store.outbox_remove(&server("beta"), vec![queued[0].key, queued[2].key]).await?;
+    let sent = store.append_message(later.clone()).await?;
+    removed.await?;
+    sent.await?;
     let left = store.outbox_batch(&server("beta"), 10).await?;
-    assert_eq!(left.iter().map(|r| r.envelope_id.clone()).collect::<Vec<_>>(), [queued[1].envelope_id.clone()]);
+    assert_eq!(
+        left.iter().map(|r| r.envelope_id.clone()).collect::<Vec<_>>(),
+        [queued[1].envelope_id.clone(), later.message_id.to_string()]
+    );
     store.close().await;
     Ok(())
 }

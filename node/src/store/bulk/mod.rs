@@ -1,5 +1,6 @@
 //! The hot path of the group commit: runs of message appends ([`append`]), of receipts
-//! ([`receipts`]) and of receipts from other nodes ([`remote_receipts`]), each applied with a fixed number of multi-row statements per chunk instead
+//! ([`receipts`]), of receipts from other nodes ([`remote_receipts`]) and of outbox removals
+//! ([`outbox`]), each applied with a fixed number of multi-row statements per chunk instead
 //! of several statements per operation. Every statement is a round trip (to SQLite's worker
 //! thread, or to PostgreSQL), so the number of statements per commit, not per message, is what
 //! bounds throughput.
@@ -9,6 +10,7 @@
 //! a receipt sees the status an earlier receipt of the run left.
 
 mod append;
+mod outbox;
 mod receipts;
 mod remote_receipts;
 mod sqlite_statements;
@@ -16,6 +18,7 @@ mod sqlx_statements;
 mod statements;
 
 pub(in crate::store) use append::{append_messages, insert_outbox_rows};
+pub(in crate::store) use outbox::remove_outbox_rows;
 pub(in crate::store) use receipts::record_receipts;
 pub(in crate::store) use remote_receipts::apply_remote_receipts;
 

@@ -130,6 +130,12 @@ impl Statements for Transaction<'_> {
         execute(self, &sql, args)
     }
 
+    async fn delete_outbox(&mut self, destination: &str, seqs: &[i64]) -> Result<(), StoreError> {
+        let sql = format!("DELETE FROM outbox WHERE destination = ? AND seq IN ({})", vec!["?"; seqs.len()].join(", "));
+        let args = std::iter::once(text(destination)).chain(seqs.iter().map(|seq| int(*seq))).collect();
+        execute(self, &sql, args)
+    }
+
     async fn insert_outbox(&mut self, entries: &[&OutboxEntry], now: i64) -> Result<(), StoreError> {
         let sql = format!(
             "INSERT INTO outbox (destination, envelope_id, kind, body, created_at) VALUES {}",

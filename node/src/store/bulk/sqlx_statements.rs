@@ -81,6 +81,18 @@ impl<DB> Statements for Tx<DB> {
         Ok(())
     }
 
+    async fn delete_outbox(&mut self, destination: &str, seqs: &[i64]) -> Result<(), StoreError> {
+        let mut query = QueryBuilder::<DB>::new("DELETE FROM outbox WHERE destination = ");
+        query.push_bind(destination).push(" AND seq IN (");
+        let mut list = query.separated(", ");
+        for seq in seqs {
+            list.push_bind(*seq);
+        }
+        query.push(")");
+        query.build().execute(&mut **self).await?;
+        Ok(())
+    }
+
     async fn insert_outbox(&mut self, entries: &[&OutboxEntry], now: i64) -> Result<(), StoreError> {
         let mut query =
             QueryBuilder::<DB>::new("INSERT INTO outbox (destination, envelope_id, kind, body, created_at) ");

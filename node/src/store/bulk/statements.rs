@@ -77,6 +77,9 @@ pub(in crate::store) trait Statements {
     /// Queues new mailbox rows for their owners' devices.
     async fn queue_for_devices(&mut self, rows: &[QueueRow<'_>]) -> Result<(), StoreError>;
 
+    /// Removes acked envelopes of `destination` by their queue positions.
+    async fn delete_outbox(&mut self, destination: &str, seqs: &[i64]) -> Result<(), StoreError>;
+
     /// Queues envelopes for other nodes.
     async fn insert_outbox(&mut self, entries: &[&OutboxEntry], now: i64) -> Result<(), StoreError>;
 
