@@ -65,6 +65,7 @@ on_every_store!(
     receipts_from_another_node_queued_together_apply_as_if_one_by_one,
     envelopes_from_another_node_apply_once,
     a_receivers_copy_from_another_shard_applies_once,
+    a_message_whose_receivers_copy_exists_stores_only_the_senders,
     a_message_between_shards_is_in_both_mailboxes_and_its_receipts_reach_back,
 );
 
@@ -647,6 +648,31 @@ async fn a_receivers_copy_from_another_shard_applies_once(store: Arc<dyn Store>)
     );
     let pending = store.pending(&carol, D0, 0, 10).await?;
     assert_eq!(pending.iter().filter(|p| p.message.message_id == id).count(), 1, "{pending:?}");
+    store.close().await;
+    Ok(())
+}
+
+/// A message one of whose copies is stored already (its receiver's, handed over from another
+/// shard, then the sender's send arriving): the missing copy is stored, the existing one is
+/// not doubled, and the receiver's device has the message queued once.
+async fn a_message_whose_receivers_copy_exists_stores_only_the_senders(store: Arc<dyn Store>) -> Result<()> {
+    let (alice, carol) = (user("alice"), user("carol"));
+    let earlier = new_message(&alice, &carol, "before", None);
+    assert!(matches!(append(store.as_ref(), earlier).await?, AppendOutcome::Stored { .. }));
+    let sent = new_message(&alice, &carol, "half there", None);
+    let id = sent.message_id;
+    let mut copy = sent.clone();
+    copy.from = Source::OtherShard;
+    append(store.as_ref(), copy).await?;
+    append(store.as_ref(), sent).await?;
+    let ids_of = |rows: Vec<kith_proto::MessageView>| rows.into_iter().map(|m| m.message_id).collect::<Vec<_>>();
+    for (owner, peer) in [(&alice, &carol), (&carol, &alice)] {
+        let history = ids_of(store.history(owner, peer, None, 10).await?);
+        assert_eq!(history.iter().filter(|m| **m == id).count(), 1, "{owner}'s mailbox: {history:?}");
+    }
+    let pending: Vec<_> = store.pending(&carol, D0, 0, 10).await?.into_iter().map(|p| p.message.message_id).collect();
+    assert_eq!(pending.iter().filter(|m| **m == id).count(), 1, "{pending:?}");
+    assert_eq!(pending.len(), 2, "the earlier message and this one: {pending:?}");
     store.close().await;
     Ok(())
 }

@@ -51,6 +51,11 @@ fn execute(tx: &Transaction<'_>, sql: &str, args: Vec<Value<'_>>) -> Result<(), 
     Ok(())
 }
 
+/// Runs a statement and returns how many rows it changed.
+fn changed(tx: &Transaction<'_>, sql: &str, args: Vec<Value<'_>>) -> Result<usize, StoreError> {
+    Ok(tx.prepare_cached(sql)?.execute(params_from_iter(args))?)
+}
+
 fn pairs(tx: &Transaction<'_>, sql: &str, args: Vec<Value<'_>>) -> Result<Vec<(String, String)>, StoreError> {
     let mut statement = tx.prepare_cached(sql)?;
     let rows = statement.query_map(params_from_iter(args), |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -59,25 +64,39 @@ fn pairs(tx: &Transaction<'_>, sql: &str, args: Vec<Value<'_>>) -> Result<Vec<(S
 
 impl Statements for Transaction<'_> {
     async fn insert_inbox(&mut self, keys: &[(&str, &str)], now: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let args = keys.iter().flat_map(|(origin, id)| [text(origin), text(id), int(now)]).collect();
+        let insert = "INSERT INTO inbox (origin, envelope_id, received_at) VALUES";
+        if let [(origin, id)] = keys {
+            // One row: whether it was new is the count of rows changed, without `RETURNING`'s
+            // ephemeral table (see `insert_mailbox_rows`).
+            let new = changed(self, &format!("{insert} (?, ?, ?) ON CONFLICT (origin, envelope_id) DO NOTHING"), args)?;
+            return Ok(if new == 1 { vec![((*origin).to_owned(), (*id).to_owned())] } else { Vec::new() });
+        }
         let sql = format!(
-            "INSERT INTO inbox (origin, envelope_id, received_at) VALUES {} \
-             ON CONFLICT (origin, envelope_id) DO NOTHING RETURNING origin, envelope_id",
+            "{insert} {} ON CONFLICT (origin, envelope_id) DO NOTHING RETURNING origin, envelope_id",
             values(keys.len(), 3)
         );
-        let args = keys.iter().flat_map(|(origin, id)| [text(origin), text(id), int(now)]).collect();
         pairs(self, &sql, args)
     }
 
     async fn insert_client_ids(&mut self, rows: &[ClientIdRow<'_>]) -> Result<Vec<(String, String)>, StoreError> {
-        let sql = format!(
-            "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) VALUES {} \
-             ON CONFLICT (sender_id, client_message_id) DO NOTHING RETURNING sender_id, client_message_id",
-            values(rows.len(), 4)
-        );
         let args = rows
             .iter()
             .flat_map(|r| [text(r.sender), text(r.client_message_id), text(r.message_id), int(r.timestamp)])
             .collect();
+        let insert = "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) VALUES";
+        let conflict = "ON CONFLICT (sender_id, client_message_id) DO NOTHING";
+        if let [row] = rows {
+            // One row: whether it was new is the count of rows changed, without `RETURNING`'s
+            // ephemeral table (see `insert_mailbox_rows`).
+            let new = changed(self, &format!("{insert} (?, ?, ?, ?) {conflict}"), args)?;
+            return Ok(if new == 1 {
+                vec![(row.sender.to_owned(), row.client_message_id.to_owned())]
+            } else {
+                Vec::new()
+            });
+        }
+        let sql = format!("{insert} {} {conflict} RETURNING sender_id, client_message_id", values(rows.len(), 4));
         pairs(self, &sql, args)
     }
 
@@ -95,7 +114,7 @@ impl Statements for Transaction<'_> {
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
         let sql = format!(
             "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
-             VALUES {} ON CONFLICT (owner_id, message_id) DO NOTHING RETURNING seq, owner_id, message_id",
+             VALUES {} ON CONFLICT (owner_id, message_id) DO NOTHING",
             values(rows.len(), 8)
         );
         let args: Vec<Value<'_>> = rows
@@ -113,10 +132,34 @@ impl Statements for Transaction<'_> {
                 ]
             })
             .collect();
+        // No `RETURNING`: SQLite keeps a returning statement's rows in an ephemeral table, and
+        // with the other two inserts that return rows that was a quarter of a message's
+        // instructions at low rates. `seq` is `AUTOINCREMENT` on the writer's one connection,
+        // so the rows of one statement take consecutive values in their order, above every
+        // row there was before.
+        let new = changed(self, &sql, args)?;
+        if new == 0 {
+            return Ok(Vec::new());
+        }
+        if new == rows.len() {
+            let first = self.last_insert_rowid() - i64::try_from(new).unwrap_or(i64::MAX) + 1;
+            return Ok(rows
+                .iter()
+                .zip(first..)
+                .map(|(r, seq)| (seq, r.owner.to_owned(), r.message_id.to_owned()))
+                .collect());
+        }
+        // Some were there already (stored by an attempt whose answer was lost): the new ones are
+        // the `new` rows of these keys with the highest `seq`.
+        let sql = format!(
+            "SELECT seq, owner_id, message_id FROM messages WHERE {} ORDER BY seq DESC LIMIT ?",
+            any_of(rows.len(), &["owner_id", "message_id"])
+        );
+        let limit = i64::try_from(new).unwrap_or(i64::MAX);
+        let args = rows.iter().flat_map(|r| [text(r.owner), text(r.message_id)]).chain([int(limit)]);
         let mut statement = self.prepare_cached(&sql)?;
-        let returned =
-            statement.query_map(params_from_iter(args), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-        Ok(returned.collect::<Result<_, _>>()?)
+        let found = statement.query_map(params_from_iter(args), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        Ok(found.collect::<Result<_, _>>()?)
     }
 
     async fn queue_for_devices(&mut self, rows: &[QueueRow<'_>]) -> Result<(), StoreError> {
