@@ -3,6 +3,10 @@
 //! depends only on its row count (one of [`super::CHUNK_SIZES`]), so the prepared-statement
 //! cache holds every one of them.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
 use kith_proto::MessageStatus;
 use rusqlite::types::ToSqlOutput;
 use rusqlite::{Transaction, params_from_iter};
@@ -10,6 +14,28 @@ use rusqlite::{Transaction, params_from_iter};
 use super::statements::{ClientIdRow, CopyRow, HandoffRow, MailboxInsert, QueueRow, Statements};
 use crate::store::status::advances_guard;
 use crate::store::{OutboxEntry, StoreError};
+
+/// Which statement text: the call site's line, the row count, a variant (a status) or "".
+type TextKey = (u32, usize, &'static str);
+
+thread_local! {
+    /// Statement texts, built once per call site, row count and variant: a chunk has one of a
+    /// few sizes, and building a text anew for every statement (with its `?` lists) cost more
+    /// than the lookup.
+    static TEXTS: RefCell<HashMap<TextKey, Rc<str>>> = RefCell::new(HashMap::new());
+}
+
+/// The text `build` makes for this call site (its line), `rows` and `variant`, built the first
+/// time only.
+macro_rules! sql {
+    ($rows:expr, $variant:expr, $build:expr) => {
+        TEXTS
+            .with(|texts| texts.borrow_mut().entry((line!(), $rows, $variant)).or_insert_with(|| $build.into()).clone())
+    };
+    ($rows:expr, $build:expr) => {
+        sql!($rows, "", $build)
+    };
+}
 
 /// One bound value, borrowed where it can be.
 type Value<'a> = ToSqlOutput<'a>;
@@ -69,12 +95,16 @@ impl Statements for Transaction<'_> {
         if let [(origin, id)] = keys {
             // One row: whether it was new is the count of rows changed, without `RETURNING`'s
             // ephemeral table (see `insert_mailbox_rows`).
-            let new = changed(self, &format!("{insert} (?, ?, ?) ON CONFLICT (origin, envelope_id) DO NOTHING"), args)?;
+            let sql = sql!(1, format!("{insert} (?, ?, ?) ON CONFLICT (origin, envelope_id) DO NOTHING"));
+            let new = changed(self, &sql, args)?;
             return Ok(if new == 1 { vec![((*origin).to_owned(), (*id).to_owned())] } else { Vec::new() });
         }
-        let sql = format!(
-            "{insert} {} ON CONFLICT (origin, envelope_id) DO NOTHING RETURNING origin, envelope_id",
-            values(keys.len(), 3)
+        let sql = sql!(
+            keys.len(),
+            format!(
+                "{insert} {} ON CONFLICT (origin, envelope_id) DO NOTHING RETURNING origin, envelope_id",
+                values(keys.len(), 3)
+            )
         );
         pairs(self, &sql, args)
     }
@@ -89,14 +119,17 @@ impl Statements for Transaction<'_> {
         if let [row] = rows {
             // One row: whether it was new is the count of rows changed, without `RETURNING`'s
             // ephemeral table (see `insert_mailbox_rows`).
-            let new = changed(self, &format!("{insert} (?, ?, ?, ?) {conflict}"), args)?;
+            let new = changed(self, &sql!(1, format!("{insert} (?, ?, ?, ?) {conflict}")), args)?;
             return Ok(if new == 1 {
                 vec![(row.sender.to_owned(), row.client_message_id.to_owned())]
             } else {
                 Vec::new()
             });
         }
-        let sql = format!("{insert} {} {conflict} RETURNING sender_id, client_message_id", values(rows.len(), 4));
+        let sql = sql!(
+            rows.len(),
+            format!("{insert} {} {conflict} RETURNING sender_id, client_message_id", values(rows.len(), 4))
+        );
         pairs(self, &sql, args)
     }
 
@@ -112,10 +145,13 @@ impl Statements for Transaction<'_> {
         &mut self,
         rows: &[MailboxInsert<'_>],
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
-        let sql = format!(
-            "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
+        let sql = sql!(
+            rows.len(),
+            format!(
+                "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
              VALUES {} ON CONFLICT (owner_id, message_id) DO NOTHING",
-            values(rows.len(), 8)
+                values(rows.len(), 8)
+            )
         );
         let args: Vec<Value<'_>> = rows
             .iter()
@@ -151,9 +187,12 @@ impl Statements for Transaction<'_> {
         }
         // Some were there already (stored by an attempt whose answer was lost): the new ones are
         // the `new` rows of these keys with the highest `seq`.
-        let sql = format!(
-            "SELECT seq, owner_id, message_id FROM messages WHERE {} ORDER BY seq DESC LIMIT ?",
-            any_of(rows.len(), &["owner_id", "message_id"])
+        let sql = sql!(
+            rows.len(),
+            format!(
+                "SELECT seq, owner_id, message_id FROM messages WHERE {} ORDER BY seq DESC LIMIT ?",
+                any_of(rows.len(), &["owner_id", "message_id"])
+            )
         );
         let limit = i64::try_from(new).unwrap_or(i64::MAX);
         let args = rows.iter().flat_map(|r| [text(r.owner), text(r.message_id)]).chain([int(limit)]);
@@ -163,26 +202,35 @@ impl Statements for Transaction<'_> {
     }
 
     async fn queue_for_devices(&mut self, rows: &[QueueRow<'_>]) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO device_pending (owner_id, device_id, seq) \
+        let sql = sql!(
+            rows.len(),
+            format!(
+                "INSERT INTO device_pending (owner_id, device_id, seq) \
              SELECT d.user_id, d.device_id, v.seq FROM devices d JOIN ({}) v \
              ON d.user_id = v.owner WHERE d.device_id <> v.except_device",
-            derived(rows.len(), &["owner", "seq", "except_device"])
+                derived(rows.len(), &["owner", "seq", "except_device"])
+            )
         );
         let args = rows.iter().flat_map(|r| [text(r.owner), int(r.seq), int(r.except_device)]).collect();
         execute(self, &sql, args)
     }
 
     async fn delete_outbox(&mut self, destination: &str, seqs: &[i64]) -> Result<(), StoreError> {
-        let sql = format!("DELETE FROM outbox WHERE destination = ? AND seq IN ({})", vec!["?"; seqs.len()].join(", "));
+        let sql = sql!(
+            seqs.len(),
+            format!("DELETE FROM outbox WHERE destination = ? AND seq IN ({})", vec!["?"; seqs.len()].join(", "))
+        );
         let args = std::iter::once(text(destination)).chain(seqs.iter().map(|seq| int(*seq))).collect();
         execute(self, &sql, args)
     }
 
     async fn insert_outbox(&mut self, entries: &[&OutboxEntry], now: i64) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO outbox (destination, envelope_id, kind, body, created_at) VALUES {}",
-            values(entries.len(), 5)
+        let sql = sql!(
+            entries.len(),
+            format!(
+                "INSERT INTO outbox (destination, envelope_id, kind, body, created_at) VALUES {}",
+                values(entries.len(), 5)
+            )
         );
         let args = entries
             .iter()
@@ -200,10 +248,13 @@ impl Statements for Transaction<'_> {
     }
 
     async fn insert_handoffs(&mut self, rows: &[HandoffRow<'_>], now: i64) -> Result<(), StoreError> {
-        let sql = format!(
-            "INSERT INTO handoffs (handoff_id, target_shard, body, created_at) VALUES {} \
+        let sql = sql!(
+            rows.len(),
+            format!(
+                "INSERT INTO handoffs (handoff_id, target_shard, body, created_at) VALUES {} \
              ON CONFLICT (handoff_id) DO NOTHING",
-            values(rows.len(), 4)
+                values(rows.len(), 4)
+            )
         );
         let args =
             rows.iter().flat_map(|h| [text(h.id), int(h.target_shard), ToSqlOutput::from(h.body), int(now)]).collect();
@@ -211,10 +262,13 @@ impl Statements for Transaction<'_> {
     }
 
     async fn find_copies(&mut self, keys: &[(&str, &str)]) -> Result<Vec<CopyRow>, StoreError> {
-        let sql = format!(
-            "SELECT m.seq, m.owner_id, m.message_id, m.sender_id, m.receiver_id, m.status FROM messages m \
+        let sql = sql!(
+            keys.len(),
+            format!(
+                "SELECT m.seq, m.owner_id, m.message_id, m.sender_id, m.receiver_id, m.status FROM messages m \
              JOIN ({}) v ON m.owner_id = v.owner AND m.message_id = v.message_id",
-            derived(keys.len(), &["owner", "message_id"])
+                derived(keys.len(), &["owner", "message_id"])
+            )
         );
         let args: Vec<Value<'_>> = keys.iter().flat_map(|(owner, id)| [text(owner), text(id)]).collect();
         let mut statement = self.prepare_cached(&sql)?;
@@ -232,32 +286,44 @@ impl Statements for Transaction<'_> {
     }
 
     async fn clear_device_pending(&mut self, rows: &[(&str, i64, i64)]) -> Result<(), StoreError> {
-        let sql = format!("DELETE FROM device_pending WHERE {}", any_of(rows.len(), &["owner_id", "seq", "device_id"]));
+        let sql = sql!(
+            rows.len(),
+            format!("DELETE FROM device_pending WHERE {}", any_of(rows.len(), &["owner_id", "seq", "device_id"]))
+        );
         let args = rows.iter().flat_map(|(owner, device, seq)| [text(owner), int(*seq), int(*device)]).collect();
         execute(self, &sql, args)
     }
 
     async fn clear_all_pending(&mut self, rows: &[(&str, i64)]) -> Result<(), StoreError> {
-        let sql = format!("DELETE FROM device_pending WHERE {}", any_of(rows.len(), &["owner_id", "seq"]));
+        let sql =
+            sql!(rows.len(), format!("DELETE FROM device_pending WHERE {}", any_of(rows.len(), &["owner_id", "seq"])));
         let args = rows.iter().flat_map(|(owner, seq)| [text(owner), int(*seq)]).collect();
         execute(self, &sql, args)
     }
 
     async fn advance_by_seq(&mut self, status: MessageStatus, seqs: &[i64]) -> Result<(), StoreError> {
-        let sql = format!(
-            "UPDATE messages SET status = ? WHERE seq IN ({}) AND {}",
-            vec!["?"; seqs.len()].join(", "),
-            advances_guard(status)
+        let sql = sql!(
+            seqs.len(),
+            status.as_str(),
+            format!(
+                "UPDATE messages SET status = ? WHERE seq IN ({}) AND {}",
+                vec!["?"; seqs.len()].join(", "),
+                advances_guard(status)
+            )
         );
         let args = std::iter::once(text(status.as_str())).chain(seqs.iter().map(|seq| int(*seq))).collect();
         execute(self, &sql, args)
     }
 
     async fn advance_by_id(&mut self, status: MessageStatus, copies: &[(&str, &str)]) -> Result<(), StoreError> {
-        let sql = format!(
-            "UPDATE messages SET status = ? WHERE ({}) AND {}",
-            any_of(copies.len(), &["owner_id", "message_id"]),
-            advances_guard(status)
+        let sql = sql!(
+            copies.len(),
+            status.as_str(),
+            format!(
+                "UPDATE messages SET status = ? WHERE ({}) AND {}",
+                any_of(copies.len(), &["owner_id", "message_id"]),
+                advances_guard(status)
+            )
         );
         let args = std::iter::once(text(status.as_str()))
             .chain(copies.iter().flat_map(|(owner, id)| [text(owner), text(id)]))
