@@ -55,8 +55,9 @@ pub(crate) async fn open_postgres(
         connect.get_database().unwrap_or("")
     );
     let read = PgPoolOptions::new().max_connections(options.read_connections.max(1)).connect_with(connect).await?;
-    // A commit of local devices' acks alone does not wait for its WAL flush (`Job::must_reach_disk`
-    // says why that is safe); the next commit that waits flushes it too, WAL being in order.
+    // A commit of local devices' acks and outbox removals alone does not wait for its WAL flush
+    // (`Job::must_reach_disk` says why that is safe); the next commit that waits flushes it too,
+    // WAL being in order.
     let spawn = |mut writer: Writer<Postgres>, queue| {
         writer.relaxed_commit = Some(RELAXED_COMMIT);
         writer.spawn(queue)

@@ -34,7 +34,8 @@ pub(crate) struct SqliteWriter {
     /// Checkpoints the WAL while the writer runs; stops with it.
     _checkpointer: Checkpointer,
     /// Whether `conn` is at `synchronous=FULL` (each commit waits for its `fsync`) rather than
-    /// `NORMAL` (set for a commit of local devices' acks alone: see [`Job::must_reach_disk`]).
+    /// `NORMAL` (set for a commit of local devices' acks and outbox removals alone: see
+    /// [`Job::must_reach_disk`]).
     synchronous_full: bool,
 }
 

@@ -154,8 +154,8 @@ impl Job {
     /// `delivered` receipt): the message is still queued for the device and comes again, which
     /// every client drops by its id and acks again. The removal of envelopes a peer acked: they
     /// are sent again, and the peer acks them again without applying them twice (its inbox
-    /// keeps `(origin, id)`). A `read` waits: a client does not say it again, so losing it would leave
-    /// the sender's copy at `delivered` for good. A send answered `sent`, an envelope or a
+    /// keeps `(origin, id)`). A `read` waits: a client does not say it again, so losing it
+    /// would leave the sender's copy at `delivered` for good. A send answered `sent`, an envelope or a
     /// receipt acked to another node, an account, a key: each promises something to someone
     /// who will not ask again, so each waits for the disk. At low rates, where every message
     /// and every ack is a commit of its own, this halves the `fsync`s per message.
