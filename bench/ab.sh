@@ -7,10 +7,12 @@
 #
 # Scenarios (SCENARIOS, default "throughput paced federation"):
 #   throughput  one SQLite node, 50 pairs at full speed for 10 s: messages/s, CPU per 1,000
+#   throughput-pg  the same on PostgreSQL (a fresh schema each run; KITH_BENCH_POSTGRES_URL)
 #   paced       one SQLite node, 2,000 clients, 100 pairs at 200/s for 20 s: CPU per 1,000, p50/p99/p99.9
 #   federation  two SQLite nodes, alice@alpha → bob@beta at full speed for 10 s: messages/s
 #   federation-paced  the same two nodes at a set 5,000/s (FEDERATION_RATE) for 20 s: p50/p99/p99.9
-# kith-load is this tree's (built if needed). Results: $KITH_BENCH_DIR/ab/*.json and a table.
+# kith-load is this tree's (built if needed); it provisions users with the binary under test, so
+# each side's own migrations make its schema. Results: $KITH_BENCH_DIR/ab/*.json and a table.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 trap stop_all EXIT
@@ -32,12 +34,19 @@ one() {
     case "$scenario" in
     throughput)
         start_kith "$work/ab-node" "$port" kith.ab ""
-        "$load" throughput --target "http://127.0.0.1:$port" --data-dir "$work/ab-node" --server-name kith.ab \
+        "$load" throughput --kith-bin "$kith" --target "http://127.0.0.1:$port" --data-dir "$work/ab-node" --server-name kith.ab \
             --pairs 50 --duration 10 --pid "$node_pid" --quiet --json-out "$json" >/dev/null
+        ;;
+    throughput-pg)
+        local url
+        url="$(fresh_pg_schema ab)"
+        start_kith "$work/ab-node" "$port" kith.ab "$url"
+        "$load" throughput --kith-bin "$kith" --target "http://127.0.0.1:$port" --data-dir "$work/ab-node" --server-name kith.ab \
+            --database-url "$url" --pairs 50 --duration 10 --pid "$node_pid" --quiet --json-out "$json" >/dev/null
         ;;
     paced)
         start_kith "$work/ab-node" "$port" kith.ab ""
-        "$load" latency --target "http://127.0.0.1:$port" --data-dir "$work/ab-node" --server-name kith.ab \
+        "$load" latency --kith-bin "$kith" --target "http://127.0.0.1:$port" --data-dir "$work/ab-node" --server-name kith.ab \
             --connections 2000 --pairs 100 --rate 200 --duration 20 --pid "$node_pid" --quiet --json-out "$json" >/dev/null
         ;;
     federation | federation-paced)
@@ -50,7 +59,7 @@ one() {
         KEEP_DIR=1 start_kith "$work/ab-alpha" "$port" alpha "" --peer "beta=/ip4/127.0.0.1/tcp/$((port + 2001))/p2p/$beta_id"
         alpha="$node_pid"
         KEEP_DIR=1 start_kith "$work/ab-beta" $((port + 1)) beta "" --peer "alpha=/ip4/127.0.0.1/tcp/$((port + 2000))/p2p/$alpha_id"
-        "$load" federation --target "http://127.0.0.1:$port" --data-dir "$work/ab-alpha" --server-name alpha \
+        "$load" federation --kith-bin "$kith" --target "http://127.0.0.1:$port" --data-dir "$work/ab-alpha" --server-name alpha \
             --receiver-target "http://127.0.0.1:$((port + 1))" --receiver-data-dir "$work/ab-beta" \
             --receiver-server-name beta --pid "$alpha" --pid "$node_pid" --drain-timeout 5 "${paced[@]}" \
             --quiet --json-out "$json" >/dev/null
@@ -76,6 +85,7 @@ import json, sys, glob, statistics
 out, scenarios = sys.argv[1], sys.argv[2:]
 fields = {
     "throughput": ["throughput", "server.cpuSecondsPer1000Messages"],
+    "throughput-pg": ["throughput", "server.cpuSecondsPer1000Messages"],
     "paced": ["server.cpuSecondsPer1000Messages", "latencyMs.p50", "latencyMs.p99", "latencyMs.p999"],
     "federation": ["throughput", "server.cpuSecondsPer1000Messages", "latencyMs.p99"],
     "federation-paced": ["throughput", "server.cpuSecondsPer1000Messages", "latencyMs.p50", "latencyMs.p99", "latencyMs.p999"],
