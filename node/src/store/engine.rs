@@ -28,6 +28,7 @@ macro_rules! engine {
             for<'r> Vec<u8>: ::sqlx::Decode<'r, $db> + ::sqlx::Type<$db>,
             usize: ::sqlx::ColumnIndex<$db::Row>,
             for<'a> &'a str: ::sqlx::ColumnIndex<$db::Row>,
+            ::sqlx::Transaction<'static, $db>: $crate::store::bulk::Statements,
         {
             $($body)*
         }

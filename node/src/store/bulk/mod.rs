@@ -11,6 +11,7 @@
 
 mod append;
 mod outbox;
+mod pg_statements;
 mod receipts;
 mod remote_receipts;
 mod sqlite_statements;
@@ -21,6 +22,7 @@ pub(in crate::store) use append::{append_messages, insert_outbox_rows};
 pub(in crate::store) use outbox::remove_outbox_rows;
 pub(in crate::store) use receipts::record_receipts;
 pub(in crate::store) use remote_receipts::apply_remote_receipts;
+pub(in crate::store) use statements::Statements;
 
 use super::StoreError;
 use super::writer::{Job, Slot};

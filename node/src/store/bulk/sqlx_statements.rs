@@ -1,19 +1,20 @@
-//! The hot path's statements through sqlx, for PostgreSQL (and any sqlx engine): each one
-//! statement built with `QueryBuilder`, bound and sent in one round trip.
+//! The hot path's statements on SQLite through sqlx: each one statement built with
+//! `QueryBuilder`, bound and sent in one round trip. The SQLite writer applies the hot path on
+//! a connection of its own ([`super::sqlite_statements`]); its sqlx writer, which applies
+//! everything else, reaches only [`Statements::insert_outbox`] here (federation's envelopes),
+//! and the rest keeps that writer's generic commit whole.
 
 use kith_proto::MessageStatus;
-use sqlx::QueryBuilder;
+use sqlx::{QueryBuilder, Sqlite};
 
-use super::statements::{ClientIdRow, CopyRow, HandoffRow, MailboxInsert, QueueRow, Statements};
-use crate::store::engine::engine;
+use super::statements::{ClientIdRow, CopyColumns, CopyRow, HandoffRow, MailboxInsert, QueueRow, Statements};
 use crate::store::status::push_advances;
 use crate::store::writer::Tx;
 use crate::store::{OutboxEntry, StoreError};
 
-engine! {
-impl<DB> Statements for Tx<DB> {
+impl Statements for Tx<Sqlite> {
     async fn insert_inbox(&mut self, keys: &[(&str, &str)], now: i64) -> Result<Vec<(String, String)>, StoreError> {
-        let mut query = QueryBuilder::<DB>::new("INSERT INTO inbox (origin, envelope_id, received_at) ");
+        let mut query = QueryBuilder::<Sqlite>::new("INSERT INTO inbox (origin, envelope_id, received_at) ");
         query.push_values(keys, |mut row, (origin, envelope_id)| {
             row.push_bind(*origin).push_bind(*envelope_id).push_bind(now);
         });
@@ -22,7 +23,7 @@ impl<DB> Statements for Tx<DB> {
     }
 
     async fn insert_client_ids(&mut self, rows: &[ClientIdRow<'_>]) -> Result<Vec<(String, String)>, StoreError> {
-        let mut query = QueryBuilder::<DB>::new(
+        let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) ",
         );
         query.push_values(rows, |mut row, r| {
@@ -33,7 +34,7 @@ impl<DB> Statements for Tx<DB> {
     }
 
     async fn earlier_send(&mut self, sender: &str, client_message_id: &str) -> Result<(String, i64), StoreError> {
-        Ok(sqlx::query_as::<DB, (String, i64)>(
+        Ok(sqlx::query_as::<Sqlite, (String, i64)>(
             "SELECT message_id, timestamp FROM client_message_ids WHERE sender_id = $1 AND client_message_id = $2",
         )
         .bind(sender)
@@ -42,8 +43,11 @@ impl<DB> Statements for Tx<DB> {
         .await?)
     }
 
-    async fn insert_mailbox_rows(&mut self, rows: &[MailboxInsert<'_>]) -> Result<Vec<(i64, String, String)>, StoreError> {
-        let mut query = QueryBuilder::<DB>::new(
+    async fn insert_mailbox_rows(
+        &mut self,
+        rows: &[MailboxInsert<'_>],
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) ",
         );
         query.push_values(rows, |mut row, r| {
@@ -61,7 +65,7 @@ impl<DB> Statements for Tx<DB> {
     }
 
     async fn queue_for_devices(&mut self, rows: &[QueueRow<'_>]) -> Result<(), StoreError> {
-        let mut query = QueryBuilder::<DB>::new(
+        let mut query = QueryBuilder::<Sqlite>::new(
             "INSERT INTO device_pending (owner_id, device_id, seq) \
              SELECT d.user_id, d.device_id, v.seq FROM devices d JOIN (",
         );
@@ -82,7 +86,7 @@ impl<DB> Statements for Tx<DB> {
     }
 
     async fn delete_outbox(&mut self, destination: &str, seqs: &[i64]) -> Result<(), StoreError> {
-        let mut query = QueryBuilder::<DB>::new("DELETE FROM outbox WHERE destination = ");
+        let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM outbox WHERE destination = ");
         query.push_bind(destination).push(" AND seq IN (");
         let mut list = query.separated(", ");
         for seq in seqs {
@@ -95,7 +99,7 @@ impl<DB> Statements for Tx<DB> {
 
     async fn insert_outbox(&mut self, entries: &[&OutboxEntry], now: i64) -> Result<(), StoreError> {
         let mut query =
-            QueryBuilder::<DB>::new("INSERT INTO outbox (destination, envelope_id, kind, body, created_at) ");
+            QueryBuilder::<Sqlite>::new("INSERT INTO outbox (destination, envelope_id, kind, body, created_at) ");
         query.push_values(entries, |mut row, entry| {
             row.push_bind(entry.destination.as_str())
                 .push_bind(entry.envelope_id.as_str())
@@ -108,7 +112,8 @@ impl<DB> Statements for Tx<DB> {
     }
 
     async fn insert_handoffs(&mut self, rows: &[HandoffRow<'_>], now: i64) -> Result<(), StoreError> {
-        let mut query = QueryBuilder::<DB>::new("INSERT INTO handoffs (handoff_id, target_shard, body, created_at) ");
+        let mut query =
+            QueryBuilder::<Sqlite>::new("INSERT INTO handoffs (handoff_id, target_shard, body, created_at) ");
         query.push_values(rows, |mut row, h| {
             row.push_bind(h.id).push_bind(h.target_shard).push_bind(h.body).push_bind(now);
         });
@@ -118,7 +123,7 @@ impl<DB> Statements for Tx<DB> {
     }
 
     async fn find_copies(&mut self, keys: &[(&str, &str)]) -> Result<Vec<CopyRow>, StoreError> {
-        let mut query = QueryBuilder::<DB>::new(
+        let mut query = QueryBuilder::<Sqlite>::new(
             "SELECT m.seq, m.owner_id, m.message_id, m.sender_id, m.receiver_id, m.status FROM messages m JOIN (",
         );
         for (n, (owner, id)) in keys.iter().enumerate() {
@@ -131,24 +136,12 @@ impl<DB> Statements for Tx<DB> {
             }
         }
         query.push(") v ON m.owner_id = v.owner AND m.message_id = v.message_id");
-        Ok(query
-            .build_query_as::<(i64, String, String, String, String, String)>()
-            .fetch_all(&mut **self)
-            .await?
-            .into_iter()
-            .map(|(seq, owner, message_id, sender, receiver, status)| CopyRow {
-                seq,
-                owner,
-                message_id,
-                sender,
-                receiver,
-                status,
-            })
-            .collect())
+        let rows = query.build_query_as::<CopyColumns>().fetch_all(&mut **self).await?;
+        Ok(rows.into_iter().map(CopyRow::from).collect())
     }
 
     async fn clear_device_pending(&mut self, rows: &[(&str, i64, i64)]) -> Result<(), StoreError> {
-        let mut query = QueryBuilder::<DB>::new("DELETE FROM device_pending WHERE ");
+        let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM device_pending WHERE ");
         for (n, (owner, device, seq)) in rows.iter().enumerate() {
             query.push(if n == 0 { "(owner_id = " } else { " OR (owner_id = " });
             query.push_bind(*owner).push(" AND seq = ").push_bind(*seq);
@@ -159,7 +152,7 @@ impl<DB> Statements for Tx<DB> {
     }
 
     async fn clear_all_pending(&mut self, rows: &[(&str, i64)]) -> Result<(), StoreError> {
-        let mut query = QueryBuilder::<DB>::new("DELETE FROM device_pending WHERE ");
+        let mut query = QueryBuilder::<Sqlite>::new("DELETE FROM device_pending WHERE ");
         for (n, (owner, seq)) in rows.iter().enumerate() {
             query.push(if n == 0 { "(owner_id = " } else { " OR (owner_id = " });
             query.push_bind(*owner).push(" AND seq = ").push_bind(*seq).push(")");
@@ -169,7 +162,7 @@ impl<DB> Statements for Tx<DB> {
     }
 
     async fn advance_by_seq(&mut self, status: MessageStatus, seqs: &[i64]) -> Result<(), StoreError> {
-        let mut query = QueryBuilder::<DB>::new("UPDATE messages SET status = ");
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE messages SET status = ");
         query.push_bind(status.as_str()).push(" WHERE seq IN (");
         let mut list = query.separated(", ");
         for seq in seqs {
@@ -182,7 +175,7 @@ impl<DB> Statements for Tx<DB> {
     }
 
     async fn advance_by_id(&mut self, status: MessageStatus, copies: &[(&str, &str)]) -> Result<(), StoreError> {
-        let mut query = QueryBuilder::<DB>::new("UPDATE messages SET status = ");
+        let mut query = QueryBuilder::<Sqlite>::new("UPDATE messages SET status = ");
         query.push_bind(status.as_str()).push(" WHERE (");
         for (n, (owner, id)) in copies.iter().enumerate() {
             query.push(if n == 0 { "(owner_id = " } else { " OR (owner_id = " });
@@ -193,5 +186,4 @@ impl<DB> Statements for Tx<DB> {
         query.build().execute(&mut **self).await?;
         Ok(())
     }
-}
 }

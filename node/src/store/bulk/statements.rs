@@ -54,6 +54,15 @@ pub(in crate::store) struct CopyRow {
     pub status: String,
 }
 
+/// A [`CopyRow`] as sqlx decodes it: `(seq, owner, message id, sender, receiver, status)`.
+pub(in crate::store) type CopyColumns = (i64, String, String, String, String, String);
+
+impl From<CopyColumns> for CopyRow {
+    fn from((seq, owner, message_id, sender, receiver, status): CopyColumns) -> Self {
+        Self { seq, owner, message_id, sender, receiver, status }
+    }
+}
+
 /// The hot path's statements. `async` because sqlx's are; the SQLite writer's own connection
 /// answers at once.
 pub(in crate::store) trait Statements {
