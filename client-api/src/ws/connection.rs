@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use kith_proto::limits::MAX_WS_FRAME_BYTES;
 use kith_proto::{MessageId, MessageStatus, ServerFrame, UserId};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -46,6 +46,10 @@ const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 /// How many pending messages one replay query fetches.
 const REPLAY_PAGE: u32 = 256;
+
+/// At most how many frames that were ready at once are written before a flush, so that a
+/// stream of pushes cannot hold back the frames already written.
+const BURST_FRAMES: usize = 64;
 
 /// A frame to send once an in-flight operation completes, if it needs an answer.
 type Answer = Option<ServerFrame>;
@@ -85,6 +89,18 @@ struct Connection {
     last_heard: Instant,
     /// When the token the connection was opened with stops being accepted.
     token_until: std::time::SystemTime,
+    /// Whether frames were written since the last flush.
+    unflushed: bool,
+}
+
+/// Runs a write to the socket, failing the connection when the client has not taken the
+/// bytes within `timeout`.
+async fn in_time(timeout: Duration, write: impl Future<Output = Result<(), axum::Error>>) -> Result<(), End> {
+    match tokio::time::timeout(timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(End::SocketError(e.to_string())),
+        Err(_) => Err(End::ServerClosed(close_code::TRY_AGAIN_LATER, "client is not reading")),
+    }
 }
 
 /// Serves one authenticated WebSocket until it closes.
@@ -103,6 +119,7 @@ pub(crate) async fn serve(
         in_flight: FuturesUnordered::new(),
         last_heard: Instant::now(),
         token_until,
+        unflushed: false,
     };
     let end = conn.run(session).await;
     debug!(user = %conn.caller.user, device = %conn.caller.device, %end, "websocket closed");
@@ -111,7 +128,10 @@ pub(crate) async fn serve(
 impl Connection {
     async fn run(&mut self, mut session: Session) -> End {
         let replayed = match self.replay().await {
-            Ok(()) => self.send(ServerFrame::Synced).await,
+            Ok(()) => match self.send(ServerFrame::Synced).await {
+                Ok(()) => self.flush().await,
+                Err(end) => Err(end),
+            },
             Err(end) => Err(end),
         };
         let end = match replayed {
@@ -191,7 +211,33 @@ impl Connection {
             if let Err(end) = step {
                 return end;
             }
+            if let Err(end) = self.write_ready(session).await {
+                return end;
+            }
         }
+    }
+
+    /// After a step: writes whatever else is ready to go (pushes, answers to sends) behind what
+    /// the step wrote, then flushes them together. Under load many frames then leave in one
+    /// write to the socket rather than one system call each; when nothing else is ready, this is
+    /// the step's own flush.
+    async fn write_ready(&mut self, session: &mut Session) -> Result<(), End> {
+        for _ in 0..BURST_FRAMES {
+            if !self.unflushed {
+                // The step wrote nothing (an ack, a pong): nothing waits to go out.
+                return Ok(());
+            }
+            if let Ok(event) = session.events.try_recv() {
+                self.push(event).await?;
+            } else if let Some(Some(answer)) = self.in_flight.next().now_or_never() {
+                if let Some(frame) = answer {
+                    self.send(frame).await?;
+                }
+            } else {
+                break;
+            }
+        }
+        self.flush().await
     }
 
     /// Forwards a push from the node, or replays what is pending when asked to.
@@ -311,12 +357,21 @@ impl Connection {
         }
     }
 
+    /// Writes `message` into the socket's buffer; [`Self::flush`] sends what is buffered (a full
+    /// buffer is written out at once).
     async fn send_raw(&mut self, message: Message) -> Result<(), End> {
-        match tokio::time::timeout(self.state.ws.send_timeout, self.socket.send(message)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(End::SocketError(e.to_string())),
-            Err(_) => Err(End::ServerClosed(close_code::TRY_AGAIN_LATER, "client is not reading")),
+        in_time(self.state.ws.send_timeout, self.socket.feed(message)).await?;
+        self.unflushed = true;
+        Ok(())
+    }
+
+    /// Sends every frame written since the last flush.
+    async fn flush(&mut self) -> Result<(), End> {
+        if self.unflushed {
+            in_time(self.state.ws.send_timeout, self.socket.flush()).await?;
+            self.unflushed = false;
         }
+        Ok(())
     }
 
     /// When the server ends the connection: sends a close frame, then reads until the client's
