@@ -2,14 +2,16 @@
 //! with the envelope that carries it to another node), then pushed; receipts move its status
 //! forward and reach its sender.
 //!
-//! What happens after a commit runs in a task of its own, so it happens even if the client
-//! that sent the message is gone by then.
+//! What happens after a commit runs in the caller's answer, and in a task of its own if the
+//! caller drops that answer first ([`crate::detach`]), so it happens even if the client that
+//! sent the message is gone by then.
 
 use kith_client_api::{Caller, Completion, OutgoingMessage, SendOutcome, ServiceError};
 use kith_proto::{ErrorCode, MessageId, MessageStatus, MessageView, ServerFrame, Timestamp};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::detach::finish_even_if_dropped;
 use crate::outbox::RefusedMessage;
 use crate::push;
 use crate::state::AppState;
@@ -59,11 +61,10 @@ pub(crate) async fn send(
         })
         .await?;
 
-    let (answer, answered) = oneshot::channel();
     let task_state = state.clone();
     let from_device = caller.device;
-    state.tasks.spawn(async move {
-        let outcome = match committed.await {
+    Ok(Box::pin(finish_even_if_dropped(&state.tasks, async move {
+        match committed.await {
             Ok(AppendOutcome::Stored { message_id, timestamp }) => {
                 let committed_at = std::time::Instant::now();
                 task_state.telemetry.messages_in.inc();
@@ -78,13 +79,8 @@ pub(crate) async fn send(
                 Ok(SendOutcome { message_id, timestamp, duplicate: true })
             }
             Err(e) => Err(ServiceError::from(e)),
-        };
-        // The sender may have gone; the message is stored and delivered regardless.
-        let _ = answer.send(outcome);
-    });
-    Ok(Box::pin(async move {
-        answered.await.unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
-    }))
+        }
+    })))
 }
 
 /// Records that `caller` has (`Delivered`) or has read (`Read`) a message addressed to them;
@@ -100,27 +96,18 @@ pub(crate) async fn receipt(
     let reader = caller.user.clone();
     let receipt = Receipt { reader: reader.clone(), device: caller.device, message_id, status, at };
     let committed = state.store.record_receipt(receipt).await?;
-    let (answer, answered) = oneshot::channel();
     let task_state = state.clone();
-    state.tasks.spawn(async move {
-        let result = match committed.await {
-            Ok(outcome) => {
-                task_state.telemetry.receipts.inc();
-                if let Some(status) = outcome.advanced_to {
-                    if !outcome.sender.is_on(&task_state.server_name) {
-                        task_state.outbox.committed(&outcome.sender.server_name());
-                    }
-                    push::receipt(&task_state, &outcome.sender, &reader, message_id, status, at).await;
-                }
-                Ok(())
+    Ok(Box::pin(finish_even_if_dropped(&state.tasks, async move {
+        let outcome = committed.await.map_err(ServiceError::from)?;
+        task_state.telemetry.receipts.inc();
+        if let Some(status) = outcome.advanced_to {
+            if !outcome.sender.is_on(&task_state.server_name) {
+                task_state.outbox.committed(&outcome.sender.server_name());
             }
-            Err(e) => Err(ServiceError::from(e)),
-        };
-        let _ = answer.send(result);
-    });
-    Ok(Box::pin(async move {
-        answered.await.unwrap_or_else(|_| Err(ServiceError::Unavailable("node shutting down".into())))
-    }))
+            push::receipt(&task_state, &outcome.sender, &reader, message_id, status, at).await;
+        }
+        Ok::<(), ServiceError>(())
+    })))
 }
 
 /// Tells senders whose messages another node refused for good (they were stored as `sent` and

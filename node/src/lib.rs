@@ -39,6 +39,7 @@ mod push;
 pub mod audience;
 pub mod cache;
 pub mod cluster;
+mod detach;
 pub mod outbox;
 mod password;
 pub mod peers;
