@@ -1,7 +1,7 @@
-//! The statements of the hot path, one multi-row statement each, as a contract two drivers
-//! meet: sqlx (PostgreSQL, and SQLite's connections elsewhere in the store) in
-//! [`super::sqlx_statements`], and the SQLite writer's own connection in
-//! [`super::sqlite_statements`]. The decisions around them (what is new, what is a repeat, which
+//! The statements of the hot path, one multi-row statement each, as a contract three drivers
+//! meet: PostgreSQL through sqlx in [`super::pg_statements`], the SQLite writer's own connection
+//! in [`super::sqlite_statements`], and SQLite's sqlx connection (which the writer uses for
+//! everything else) in [`super::sqlx_statements`]. The decisions around them (what is new, what is a repeat, which
 //! shard or node gets what) are written once, in [`super::append`] and [`super::receipts`].
 //!
 //! Each method runs one statement over at most [`super::CHUNK_SIZES`]`[0]` rows, inside the
