@@ -31,8 +31,9 @@ pub(crate) struct SqliteWriter {
     conn: Connection,
     /// Everything else, and the writer's settings.
     others: Writer<Sqlite>,
-    /// Checkpoints the WAL while the writer runs; stops with it.
-    _checkpointer: Checkpointer,
+    /// Checkpoints the WAL while the writer runs, and says when the writer should finish a
+    /// checkpoint so that the WAL starts over; stops with it.
+    checkpointer: Checkpointer,
     /// Whether `conn` is at `synchronous=FULL` (each commit waits for its `fsync`) rather than
     /// `NORMAL` (set for a commit of local devices' acks and outbox removals alone: see
     /// [`Job::must_reach_disk`]).
@@ -56,7 +57,7 @@ impl SqliteWriter {
         }
         conn.pragma_update(None, "wal_autocheckpoint", BACKSTOP_PAGES)?;
         sqlite_level(conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?)?;
-        Ok(Self { conn, others, _checkpointer: Checkpointer::start(path)?, synchronous_full: true })
+        Ok(Self { conn, others, checkpointer: Checkpointer::start(path)?, synchronous_full: true })
     }
 
     /// Sets how the next commit reaches the disk: `FULL` waits for the WAL's `fsync`;
@@ -103,6 +104,8 @@ impl Commit for SqliteWriter {
         }
         tx.commit()?;
         settle_all(batch, None);
+        // After the replies: only the next commit waits for the last few pages' sync.
+        self.checkpointer.finish_if_drained(&self.conn);
         Ok(())
     }
 }
