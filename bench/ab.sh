@@ -9,6 +9,7 @@
 #   throughput  one SQLite node, 50 pairs at full speed for 10 s: messages/s, CPU per 1,000
 #   throughput-pg  the same on PostgreSQL (a fresh schema each run; KITH_BENCH_POSTGRES_URL)
 #   paced       one SQLite node, 2,000 clients, 100 pairs at 200/s for 20 s: CPU per 1,000, p50/p99/p99.9
+#   sustained   one SQLite node, 10,000 clients, 1,000 pairs at 5,000/s for 20 s: the same figures
 #   federation  two SQLite nodes, alice@alpha → bob@beta at full speed for 10 s: messages/s
 #   federation-paced  the same two nodes at a set 5,000/s (FEDERATION_RATE) for 20 s: p50/p99/p99.9
 # kith-load is this tree's (built if needed); it provisions users with the binary under test, so
@@ -49,6 +50,11 @@ one() {
         "$load" latency --kith-bin "$kith" --target "http://127.0.0.1:$port" --data-dir "$work/ab-node" --server-name kith.ab \
             --connections 2000 --pairs 100 --rate 200 --duration 20 --pid "$node_pid" --quiet --json-out "$json" >/dev/null
         ;;
+    sustained)
+        start_kith "$work/ab-node" "$port" kith.ab ""
+        "$load" latency --kith-bin "$kith" --target "http://127.0.0.1:$port" --data-dir "$work/ab-node" --server-name kith.ab \
+            --connections 10000 --pairs 1000 --rate 5000 --duration 20 --pid "$node_pid" --quiet --json-out "$json" >/dev/null
+        ;;
     federation | federation-paced)
         local paced=(--duration 10)
         [ "$scenario" = federation-paced ] && paced=(--rate "${FEDERATION_RATE:-5000}" --duration 20)
@@ -84,11 +90,12 @@ python3 - "$out" "${scenarios[@]}" <<'EOF'
 import json, sys, glob, statistics
 out, scenarios = sys.argv[1], sys.argv[2:]
 fields = {
-    "throughput": ["throughput", "server.cpuSecondsPer1000Messages"],
+    "throughput": ["throughput", "server.cpuSecondsPer1000Messages", "server.storageBytesPerMessage"],
     "throughput-pg": ["throughput", "server.cpuSecondsPer1000Messages"],
-    "paced": ["server.cpuSecondsPer1000Messages", "latencyMs.p50", "latencyMs.p99", "latencyMs.p999"],
-    "federation": ["throughput", "server.cpuSecondsPer1000Messages", "latencyMs.p99"],
-    "federation-paced": ["throughput", "server.cpuSecondsPer1000Messages", "latencyMs.p50", "latencyMs.p99", "latencyMs.p999"],
+    "paced": ["server.cpuSecondsPer1000Messages", "server.storageBytesPerMessage", "latencyMs.p50", "latencyMs.p99", "latencyMs.p999"],
+    "sustained": ["throughput", "server.cpuSecondsPer1000Messages", "server.storageBytesPerMessage", "latencyMs.p50", "latencyMs.p90", "latencyMs.p99", "latencyMs.p999"],
+    "federation": ["throughput", "server.cpuSecondsPer1000Messages", "server.storageBytesPerMessage", "latencyMs.p99"],
+    "federation-paced": ["throughput", "server.cpuSecondsPer1000Messages", "server.storageBytesPerMessage", "latencyMs.p50", "latencyMs.p99", "latencyMs.p999"],
 }
 def find(d, path):
     for key in path.split("."):

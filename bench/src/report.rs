@@ -45,6 +45,9 @@ pub struct ServerUsage {
     pub cpu_cores: f64,
     /// CPU seconds per 1,000 received messages.
     pub cpu_seconds_per_1000_messages: Option<f64>,
+    /// Bytes written to storage during the traffic phase per received message (WAL frames,
+    /// checkpoints, logs): like instructions, a figure the machine's load does not move.
+    pub storage_bytes_per_message: Option<f64>,
 }
 
 /// The outcome of a run.
@@ -165,10 +168,11 @@ impl fmt::Display for Report {
             if self.pairs > 0 {
                 writeln!(
                     f,
-                    "               CPU {:.2} s ({:.2} cores), {} s per 1,000 messages",
+                    "               CPU {:.2} s ({:.2} cores), {} s per 1,000 messages; {} written to storage per message",
                     s.cpu_seconds,
                     s.cpu_cores,
-                    opt(s.cpu_seconds_per_1000_messages, "")
+                    opt(s.cpu_seconds_per_1000_messages, ""),
+                    opt(s.storage_bytes_per_message.map(|b| b / 1024.0), " KiB")
                 )?;
             }
         }

@@ -660,6 +660,11 @@ fn usage(
         usage.cpu_cores = if wall > 0.0 { usage.cpu_seconds / wall } else { 0.0 };
         usage.cpu_seconds_per_1000_messages =
             (report.received > 0).then(|| usage.cpu_seconds / (report.received as f64 / 1000.0));
+        usage.storage_bytes_per_message = start
+            .write_bytes
+            .zip(stop.write_bytes)
+            .filter(|_| report.received > 0)
+            .map(|(a, b)| b.saturating_sub(a) as f64 / report.received as f64);
     }
     usage
 }

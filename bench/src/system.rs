@@ -48,6 +48,9 @@ pub struct ProcSample {
     pub rss_bytes: u64,
     /// User plus system CPU time, in clock ticks.
     pub cpu_ticks: u64,
+    /// Bytes the process caused to be written to storage (`write_bytes` of `/proc/PID/io`:
+    /// page-cache pages it dirtied, counted once until written back), if readable.
+    pub write_bytes: Option<u64>,
 }
 
 /// Reads RSS and CPU time of processes from `/proc`.
@@ -84,11 +87,13 @@ impl ProcWatch {
     /// # Errors
     /// [`BenchError::Io`] when a process's `/proc` files cannot be read (it has exited).
     pub fn sample(&self) -> Result<ProcSample, BenchError> {
-        let mut total = ProcSample::default();
+        let mut total = ProcSample { write_bytes: Some(0), ..ProcSample::default() };
         for pid in &self.pids {
             let one = sample_pid(*pid)?;
             total.rss_bytes += one.rss_bytes;
             total.cpu_ticks += one.cpu_ticks;
+            // A sum only if every process's figure could be read.
+            total.write_bytes = total.write_bytes.zip(one.write_bytes).map(|(sum, bytes)| sum + bytes);
         }
         Ok(total)
     }
@@ -110,7 +115,13 @@ fn sample_pid(pid: u32) -> Result<ProcSample, BenchError> {
         .unwrap_or(0);
     let stat_path = PathBuf::from(format!("/proc/{pid}/stat"));
     let stat = std::fs::read_to_string(&stat_path).map_err(BenchError::io(&stat_path))?;
-    Ok(ProcSample { rss_bytes: rss_kib * 1024, cpu_ticks: parse_cpu_ticks(&stat).unwrap_or(0) })
+    let write_bytes = std::fs::read_to_string(format!("/proc/{pid}/io")).ok().and_then(|io| parse_write_bytes(&io));
+    Ok(ProcSample { rss_bytes: rss_kib * 1024, cpu_ticks: parse_cpu_ticks(&stat).unwrap_or(0), write_bytes })
+}
+
+/// `write_bytes` from a `/proc/PID/io` file.
+fn parse_write_bytes(io: &str) -> Option<u64> {
+    io.lines().find_map(|line| line.strip_prefix("write_bytes:"))?.trim().parse().ok()
 }
 
 /// `utime + stime` from a `/proc/PID/stat` line (fields 14 and 15; the command name, field 2,
@@ -131,6 +142,13 @@ pub fn load_average() -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn write_bytes_are_read_from_their_own_line() {
+        let io = "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 4096\nwrite_bytes: 81920\ncancelled_write_bytes: 0\n";
+        assert_eq!(parse_write_bytes(io), Some(81920));
+        assert_eq!(parse_write_bytes("rchar: 10\n"), None);
+    }
 
     #[test]
     fn cpu_ticks_skip_a_command_name_with_spaces() {
