@@ -76,3 +76,64 @@ pub(crate) async fn open_sqlite(
     let spawn = move |writer, queue| SqliteWriter::open(&path, writer)?.spawn(queue);
     SqlStore::start(read, write, 1, options, local, Placement::SINGLE, guard, description, spawn).await
 }
+
+#[cfg(test)]
+mod tests {
+    use sqlx::Row;
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::MIGRATOR;
+
+    /// The last migration before the mailbox rows' uniqueness was keyed by message id first.
+    const BEFORE_UNIQUE_BY_MESSAGE_ID: i64 = 20261215000001;
+
+    /// An existing database keeps every mailbox row, their `seq`, and AUTOINCREMENT's high-water
+    /// mark across the table rebuild, and the new key still refuses a second copy of a row.
+    #[tokio::test]
+    async fn upgrading_keeps_mailbox_rows_their_order_and_uniqueness() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let connect = SqliteConnectOptions::new().filename(dir.path().join("kith.db")).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(connect).await?;
+        MIGRATOR.run_to(BEFORE_UNIQUE_BY_MESSAGE_ID, &pool).await?;
+        let insert = "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
+                      VALUES (?, ?, 'bob@a', 'alice@a', 'bob@a', 'ciphertext', 1, 'sent')";
+        for (owner, id) in [("alice@a", "m1"), ("bob@a", "m1"), ("alice@a", "m2"), ("bob@a", "m2")] {
+            sqlx::query(insert).bind(owner).bind(id).execute(&pool).await?;
+        }
+        // The newest row is gone (seq 4): a new row must still not reuse its seq.
+        sqlx::query("DELETE FROM messages WHERE seq = 4").execute(&pool).await?;
+
+        MIGRATOR.run(&pool).await?;
+
+        let rows: Vec<(i64, String, String)> =
+            sqlx::query_as("SELECT seq, owner_id, message_id FROM messages ORDER BY seq").fetch_all(&pool).await?;
+        let expected = [(1, "alice@a", "m1"), (2, "bob@a", "m1"), (3, "alice@a", "m2")];
+        assert_eq!(rows.len(), expected.len());
+        for (row, (seq, owner, id)) in rows.iter().zip(expected) {
+            assert_eq!((row.0, row.1.as_str(), row.2.as_str()), (seq, owner, id));
+        }
+        let next = sqlx::query(insert).bind("bob@a").bind("m3").execute(&pool).await?.last_insert_rowid();
+        assert_eq!(next, 5, "AUTOINCREMENT reused a deleted seq");
+        let again = sqlx::query(insert).bind("alice@a").bind("m1").execute(&pool).await;
+        assert!(again.is_err(), "a second copy of alice's m1 was accepted");
+
+        // A lookup by owner and id uses the new key, and the conversation index is back.
+        let plan: Vec<String> =
+            sqlx::query("EXPLAIN QUERY PLAN SELECT seq FROM messages WHERE owner_id = ? AND message_id = ?")
+                .bind("alice@a")
+                .bind("m1")
+                .fetch_all(&pool)
+                .await?
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+        assert!(plan.iter().any(|step| step.contains("(message_id=? AND owner_id=?)")), "{plan:?}");
+        let conversation: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'messages_conversation'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        assert_eq!(conversation, 1);
+        Ok(())
+    }
+}
