@@ -76,7 +76,7 @@ impl Checkpointer {
             .name("kith-checkpoint".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
-                    if let Err(e) = drain(&conn, &signal) {
+                    if let Err(e) = drain(&conn, &signal, RESTART_AFTER_FRAMES) {
                         warn!(error = %e, "WAL checkpoint failed; the writers' automatic checkpoint stands in");
                     }
                 }
@@ -98,13 +98,14 @@ impl Checkpointer {
     }
 }
 
-/// One round of the thread: a passive checkpoint, and while the WAL is long, more passes until
-/// one finds almost nothing new, which it signals through `drained`.
-fn drain(conn: &Connection, drained: &AtomicBool) -> rusqlite::Result<()> {
+/// One round of the thread: a passive checkpoint, and while the WAL is at least `restart_after`
+/// frames long, more passes until one finds almost nothing new, which it signals through
+/// `drained`.
+fn drain(conn: &Connection, drained: &AtomicBool, restart_after: i64) -> rusqlite::Result<()> {
     let (mut log, mut copied) = passive(conn)?;
     for _ in 0..MAX_PASSES {
         // Not long enough to be worth restarting, or held back by a reader: the next round.
-        if log < RESTART_AFTER_FRAMES || copied < log {
+        if log < restart_after || copied < log {
             return Ok(());
         }
         let before = log;
@@ -124,4 +125,49 @@ fn drain(conn: &Connection, drained: &AtomicBool) -> rusqlite::Result<()> {
 /// the frames in the WAL and how many of them are now in the database.
 fn passive(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| Ok((row.get(1)?, row.get(2)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that commits `commits` transactions of a few pages each.
+    fn write(conn: &Connection, commits: usize) -> rusqlite::Result<()> {
+        for i in 0..commits {
+            conn.execute("INSERT INTO t (v) VALUES (?1)", [format!("{i:0>2000}")])?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_long_wal_is_drained_and_the_writer_starts_it_over() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("kith.db");
+        let writer = Connection::open(&path)?;
+        writer.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?; // no restart but ours
+        writer.execute("CREATE TABLE t (v TEXT)", [])?;
+        let thread = Connection::open(&path)?;
+        let (_stop, _) = mpsc::channel();
+        let checkpointer = Checkpointer { _stop, drained: Arc::new(AtomicBool::new(false)) };
+
+        // Single-threaded, the first pass copies everything and the second finds nothing new.
+        write(&writer, 100)?;
+        drain(&thread, &checkpointer.drained, i64::MAX)?;
+        assert!(!checkpointer.drained.load(Ordering::Acquire), "a WAL below the threshold is left alone");
+        write(&writer, 100)?;
+        let long = std::fs::metadata(dir.path().join("kith.db-wal"))?.len() / 4096;
+        drain(&thread, &checkpointer.drained, 50)?;
+        assert!(checkpointer.drained.load(Ordering::Acquire), "a copied WAL past the threshold is signalled");
+
+        checkpointer.finish_if_drained(&writer);
+        assert!(!checkpointer.drained.load(Ordering::Acquire), "the signal is taken once");
+        write(&writer, 1)?;
+        let (after, copied) = passive(&thread)?;
+        assert!(after < 10, "the writer's next commit starts the WAL over: {after} frames, ~{long} pages before");
+        assert_eq!(copied, after);
+        let rows: i64 = writer.query_row("SELECT count(*) FROM t", [], |row| row.get(0))?;
+        assert_eq!(rows, 201, "nothing lost across the restarts");
+        Ok(())
+    }
 }
