@@ -13,8 +13,8 @@
 //! that last handful of pages itself between two commits (a database `fsync` of a few pages:
 //! 6–12 ms on the benchmark machine, against 25–44 ms when the backstop copied and synced
 //! seconds of backlog inside a commit, docs/benchmarks.md) so that its next transaction starts
-//! the WAL over. The writers keep an automatic
-//! checkpoint only as a backstop ([`BACKSTOP_PAGES`]) should this thread fall behind.
+//! the WAL over. The writers keep an automatic checkpoint only as a backstop
+//! ([`BACKSTOP_PAGES`]) should this thread fall behind.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -89,7 +89,7 @@ impl Checkpointer {
     /// last few frames, so that the writer's next transaction starts the WAL over. Called by
     /// the writer between commits; a no-op (one atomic load) otherwise.
     pub(crate) fn finish_if_drained(&self, writer: &Connection) {
-        if self.drained.swap(false, Ordering::AcqRel) {
+        if self.drained.load(Ordering::Relaxed) && self.drained.swap(false, Ordering::AcqRel) {
             match passive(writer) {
                 Ok((log, copied)) => debug!(log, copied, "the writer finished the WAL checkpoint"),
                 Err(e) => warn!(error = %e, "the writer's WAL checkpoint failed; the WAL goes on growing"),
@@ -151,7 +151,10 @@ mod tests {
         let (_stop, _) = mpsc::channel();
         let checkpointer = Checkpointer { _stop, drained: Arc::new(AtomicBool::new(false)) };
 
-        // Single-threaded, the first pass copies everything and the second finds nothing new.
+        // Single-threaded, the first pass copies everything and the second finds nothing new;
+        // and the next commit would start the WAL over after the thread's copy alone. What
+        // this pins is the signal (none below the threshold, once past it) and that the
+        // restart loses nothing; the race it exists for is measured (docs/benchmarks.md §2).
         write(&writer, 100)?;
         drain(&thread, &checkpointer.drained, i64::MAX)?;
         assert!(!checkpointer.drained.load(Ordering::Acquire), "a WAL below the threshold is left alone");
