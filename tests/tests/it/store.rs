@@ -854,3 +854,49 @@ async fn sqlite_checkpoints_its_wal_in_the_background() -> Result<()> {
     anyhow::ensure!(pending.len() == 2_000, "bob has {} of 2,000 messages pending", pending.len());
     Ok(())
 }
+
+/// A statement of SQLite's hot path that fails part-way (here a trigger raising `FAIL` on
+/// one message of a group commit, standing in for a full disk or an I/O error) leaves nothing
+/// of its batch: the rows it wrote before it stopped are rolled back with the transaction, and
+/// each operation is retried alone, so the bad message fails, every other one is stored once
+/// and queued for its receiver, in order. (The writer runs those statements `OR FAIL`, without
+/// SQLite's statement journal, because it never keeps a transaction a statement failed in.)
+#[tokio::test]
+async fn sqlite_a_statement_failing_part_way_leaves_nothing_of_its_batch() -> Result<()> {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("kith.db");
+    let store = open(&format!("sqlite:{}", db.display())).await?;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", db.display())).await?;
+    sqlx::query(
+        "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.content = 'poison' \
+         BEGIN SELECT RAISE(FAIL, 'poisoned'); END",
+    )
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+    let (alice, bob) = (user("alice"), user("bob"));
+    let (mut commits, mut stored) = (Vec::new(), Vec::new());
+    for i in 0..200 {
+        let text = if i == 150 { "poison".to_owned() } else { format!("m{i}") };
+        let message = new_message(&alice, &bob, &text, Some(&format!("c{i}")));
+        if i != 150 {
+            stored.push(message.message_id);
+        }
+        commits.push((i, store.append_message(message).await?));
+    }
+    for (i, commit) in commits {
+        let outcome = commit.await;
+        if i == 150 {
+            anyhow::ensure!(outcome.is_err(), "the poisoned message was answered {outcome:?}");
+        } else {
+            anyhow::ensure!(matches!(outcome, Ok(AppendOutcome::Stored { .. })), "message {i}: {outcome:?}");
+        }
+    }
+    let pending: Vec<_> = store.pending(&bob, D0, 0, 1000).await?.into_iter().map(|p| p.message.message_id).collect();
+    assert_eq!(pending, stored, "bob's queue holds every stored message once, in order");
+    let history = store.history(&alice, &bob, None, 1000).await?;
+    assert_eq!(history.len(), stored.len(), "alice's copies: one per stored message");
+    store.close().await;
+    Ok(())
+}

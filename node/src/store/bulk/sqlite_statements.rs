@@ -1,7 +1,17 @@
 //! The hot path's statements on the SQLite writer's own connection ([`crate::store::sqlite_writer`]):
-//! the same SQL as through sqlx, run directly on the writer's thread. Each statement text
-//! depends only on its row count (one of [`super::CHUNK_SIZES`]), so the prepared-statement
-//! cache holds every one of them.
+//! the same SQL as through sqlx (but for `OR FAIL`, below), run directly on the writer's
+//! thread. Each statement text depends only on its row count (one of [`super::CHUNK_SIZES`]),
+//! so the prepared-statement cache holds every one of them.
+//!
+//! Every insert and update here is `OR FAIL`. Under SQLite's default (`ABORT`) a statement
+//! that writes several rows and could break a constraint (a `NOT NULL`, the `status` check,
+//! a key without an upsert) opens a statement journal, so that a failure can undo its own rows
+//! and leave the transaction's earlier statements: every page the statement touches first is
+//! copied there before it changes (`subjournalPageIfRequired` was 6 % of the writer's time
+//! with two federating nodes at 10,000 messages/s, docs/benchmarks.md). This writer never
+//! needs that undo: any database error fails the whole transaction ([`crate::store::writer`]
+//! rolls it back and retries each operation alone), so a statement may stop where it failed
+//! (`FAIL`) and no journal is kept. An upsert's `DO NOTHING` still decides its own conflict.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -91,7 +101,7 @@ fn pairs(tx: &Transaction<'_>, sql: &str, args: Vec<Value<'_>>) -> Result<Vec<(S
 impl Statements for Transaction<'_> {
     async fn insert_inbox(&mut self, keys: &[(&str, &str)], now: i64) -> Result<Vec<(String, String)>, StoreError> {
         let args = keys.iter().flat_map(|(origin, id)| [text(origin), text(id), int(now)]).collect();
-        let insert = "INSERT INTO inbox (origin, envelope_id, received_at) VALUES";
+        let insert = "INSERT OR FAIL INTO inbox (origin, envelope_id, received_at) VALUES";
         if let [(origin, id)] = keys {
             // One row: whether it was new is the count of rows changed, without `RETURNING`'s
             // ephemeral table (see `insert_mailbox_rows`).
@@ -114,7 +124,8 @@ impl Statements for Transaction<'_> {
             .iter()
             .flat_map(|r| [text(r.sender), text(r.client_message_id), text(r.message_id), int(r.timestamp)])
             .collect();
-        let insert = "INSERT INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) VALUES";
+        let insert =
+            "INSERT OR FAIL INTO client_message_ids (sender_id, client_message_id, message_id, timestamp) VALUES";
         let conflict = "ON CONFLICT (sender_id, client_message_id) DO NOTHING";
         if let [row] = rows {
             // One row: whether it was new is the count of rows changed, without `RETURNING`'s
@@ -148,7 +159,7 @@ impl Statements for Transaction<'_> {
         let sql = sql!(
             rows.len(),
             format!(
-                "INSERT INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
+                "INSERT OR FAIL INTO messages (owner_id, message_id, peer_id, sender_id, receiver_id, content, timestamp, status) \
              VALUES {} ON CONFLICT (owner_id, message_id) DO NOTHING",
                 values(rows.len(), 8)
             )
@@ -205,7 +216,7 @@ impl Statements for Transaction<'_> {
         let sql = sql!(
             rows.len(),
             format!(
-                "INSERT INTO device_pending (owner_id, device_id, seq) \
+                "INSERT OR FAIL INTO device_pending (owner_id, device_id, seq) \
              SELECT d.user_id, d.device_id, v.seq FROM devices d JOIN ({}) v \
              ON d.user_id = v.owner WHERE d.device_id <> v.except_device",
                 derived(rows.len(), &["owner", "seq", "except_device"])
@@ -228,7 +239,7 @@ impl Statements for Transaction<'_> {
         let sql = sql!(
             entries.len(),
             format!(
-                "INSERT INTO outbox (destination, envelope_id, kind, body, created_at) VALUES {}",
+                "INSERT OR FAIL INTO outbox (destination, envelope_id, kind, body, created_at) VALUES {}",
                 values(entries.len(), 5)
             )
         );
@@ -251,7 +262,7 @@ impl Statements for Transaction<'_> {
         let sql = sql!(
             rows.len(),
             format!(
-                "INSERT INTO handoffs (handoff_id, target_shard, body, created_at) VALUES {} \
+                "INSERT OR FAIL INTO handoffs (handoff_id, target_shard, body, created_at) VALUES {} \
              ON CONFLICT (handoff_id) DO NOTHING",
                 values(rows.len(), 4)
             )
@@ -306,7 +317,7 @@ impl Statements for Transaction<'_> {
             seqs.len(),
             status.as_str(),
             format!(
-                "UPDATE messages SET status = ? WHERE seq IN ({}) AND {}",
+                "UPDATE OR FAIL messages SET status = ? WHERE seq IN ({}) AND {}",
                 vec!["?"; seqs.len()].join(", "),
                 advances_guard(status)
             )
@@ -320,7 +331,7 @@ impl Statements for Transaction<'_> {
             copies.len(),
             status.as_str(),
             format!(
-                "UPDATE messages SET status = ? WHERE ({}) AND {}",
+                "UPDATE OR FAIL messages SET status = ? WHERE ({}) AND {}",
                 any_of(copies.len(), &["owner_id", "message_id"]),
                 advances_guard(status)
             )
