@@ -42,7 +42,9 @@ impl Connection {
         request.headers_mut().insert("authorization", bearer);
         // `wss://` for an `https://` base; the same trust as the REST calls.
         let connector = tls.map(tokio_tungstenite::Connector::Rustls);
-        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, None, false, connector);
+        // Nagle off (`true`): an ack written while the frame before is unacknowledged would
+        // otherwise wait for the node's delayed ACK.
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector);
         let (socket, _) = tokio::time::timeout(timeouts.connect, connecting).await.map_err(|_| {
             ClientError::TimedOut(format!("no WebSocket handshake from {url} in {:?}", timeouts.connect))
         })??;

@@ -278,6 +278,7 @@ async fn accept_loop(
                 }
             },
         };
+        crate::http::send_without_delay(&socket);
         let acceptor = acceptor.clone();
         let hand_over = hand_over.clone();
         tokio::spawn(async move {
