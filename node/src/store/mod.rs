@@ -8,6 +8,7 @@
 //! Many operations share one transaction, so fsyncs per second, not messages per second, bound
 //! throughput, and nothing is acknowledged before it is durable.
 
+mod ack_hold;
 mod bulk;
 pub mod durability;
 mod engine;

@@ -17,6 +17,7 @@ use sqlx::{Pool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
+use super::ack_hold::{Busy, hold_acks};
 use super::bulk::{append_messages, apply_remote_receipts, record_receipts, remove_outbox_rows};
 use super::engine::engine;
 use super::placement::Placement;
@@ -164,6 +165,14 @@ impl Job {
             && !matches!(self, Self::OutboxRemove { .. })
     }
 
+    /// Whether this may wait for the next commit ([`super::ack_hold`]): a local device's `delivered`
+    /// ack. Nobody waits on its commit but the sender's `delivered` tick, it does not wait for
+    /// the disk anyway ([`Self::must_reach_disk`]), and should it be lost, the message is only
+    /// delivered again (the client drops the repeat by its id).
+    pub(super) fn may_wait(&self) -> bool {
+        matches!(self, Self::RecordReceipt(receipt, _) if receipt.status == MessageStatus::Delivered)
+    }
+
     /// Whether this is one of the hot-path kinds applied in bulk runs.
     pub(super) fn is_hot(&self) -> bool {
         matches!(
@@ -245,7 +254,12 @@ pub(crate) async fn run<C: Commit>(
     errors: &AtomicU64,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    let mut busy = Busy::default();
     while queue.recv_many(&mut batch, max_batch).await > 0 {
+        if busy.has_time_to_spare() {
+            hold_acks(&mut queue, &mut batch, max_batch).await;
+        }
+        let started = tokio::time::Instant::now();
         debug!(ops = batch.len(), "group commit");
         group_hot_path(&mut batch);
         if C::MIXES_KINDS {
@@ -255,6 +269,7 @@ pub(crate) async fn run<C: Commit>(
                 commit_or_retry(&mut writer, &mut batch[stretch], errors).await;
             }
         }
+        busy.record(started);
         batch.clear();
     }
 }
@@ -382,7 +397,7 @@ pub(super) fn group_hot_path(batch: &mut [Job]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use kith_proto::{DeviceId, MessageId, MessageStatus, ServerName, Timestamp, UserId};
     use tokio::sync::oneshot;
 
@@ -397,7 +412,7 @@ mod tests {
         Slot::new(oneshot::channel().0)
     }
 
-    fn local_receipt_of(status: MessageStatus) -> Job {
+    pub(in crate::store) fn local_receipt_of(status: MessageStatus) -> Job {
         let receipt = Receipt {
             reader: user("bob@here"),
             device: DeviceId(0),
@@ -408,11 +423,11 @@ mod tests {
         Job::RecordReceipt(receipt, slot())
     }
 
-    fn local_receipt() -> Job {
+    pub(in crate::store) fn local_receipt() -> Job {
         local_receipt_of(MessageStatus::Delivered)
     }
 
-    fn message() -> Job {
+    pub(in crate::store) fn message() -> Job {
         let message = NewMessage {
             message_id: MessageId::now(),
             sender: user("alice@here"),
