@@ -1,4 +1,5 @@
 //! Local devices' `delivered` acks wait a moment for company when the writer has time to spare.
+//! Which jobs may wait is the writer's to say (`Job::may_wait`); this module only holds them.
 //!
 //! At low rates every message is a commit of its own, and so is the receiver's ack that comes a
 //! moment after it: two wake-ups of the writer and two transactions per message. An ack held
@@ -13,8 +14,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-use super::writer::Job;
 
 /// How long a batch of nothing but local devices' `delivered` acks waits for company.
 pub(super) const ACK_HOLD: Duration = Duration::from_millis(10);
@@ -58,11 +57,16 @@ impl Busy {
     }
 }
 
-/// Lets a batch of nothing but acks that may wait ([`Job::may_wait`]) wait for more jobs: until
-/// one that may not wait arrives, the batch is full, [`ACK_HOLD`] has passed, or the queue
-/// closes (shutdown commits what is held).
-pub(super) async fn hold_acks(queue: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max_batch: usize) {
-    if !batch.iter().all(Job::may_wait) {
+/// Lets a batch of nothing but jobs that `may_wait` wait for more: until one that may not wait
+/// arrives, the batch is full, [`ACK_HOLD`] has passed, or the queue closes (shutdown commits
+/// what is held).
+pub(super) async fn hold_acks<J>(
+    queue: &mut mpsc::Receiver<J>,
+    batch: &mut Vec<J>,
+    max_batch: usize,
+    may_wait: fn(&J) -> bool,
+) {
+    if !batch.iter().all(may_wait) {
         return;
     }
     let deadline = Instant::now() + ACK_HOLD;
@@ -70,7 +74,7 @@ pub(super) async fn hold_acks(queue: &mut mpsc::Receiver<Job>, batch: &mut Vec<J
         let before = batch.len();
         match tokio::time::timeout_at(deadline, queue.recv_many(batch, max_batch - before)).await {
             Ok(0) | Err(_) => return,
-            Ok(_) if !batch[before..].iter().all(Job::may_wait) => return,
+            Ok(_) if !batch[before..].iter().all(may_wait) => return,
             Ok(_) => {}
         }
     }
@@ -78,71 +82,73 @@ pub(super) async fn hold_acks(queue: &mut mpsc::Receiver<Job>, batch: &mut Vec<J
 
 #[cfg(test)]
 mod tests {
-    use kith_proto::MessageStatus;
-
     use super::*;
-    use crate::store::writer::tests::{local_receipt, local_receipt_of, message};
 
-    /// Whether each job of `batch` is a local `delivered` ack (true) or something else.
-    fn kinds(batch: &[Job]) -> Vec<bool> {
-        batch.iter().map(Job::may_wait).collect()
+    /// A stand-in for the writer's jobs: an ack that may wait, or anything else.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Op {
+        Ack,
+        Other,
+    }
+
+    fn may_wait(op: &Op) -> bool {
+        *op == Op::Ack
+    }
+
+    /// Holds `batch` while `op` is sent after `delay`; returns how long the hold lasted.
+    async fn hold_with(
+        tx: &mpsc::Sender<Op>,
+        rx: &mut mpsc::Receiver<Op>,
+        batch: &mut Vec<Op>,
+        late: Option<(Duration, Op)>,
+    ) -> Duration {
+        let feeder = late.map(|(delay, op)| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = tx.send(op).await;
+            })
+        });
+        let started = Instant::now();
+        hold_acks(rx, batch, 64, may_wait).await;
+        let held = started.elapsed();
+        if let Some(feeder) = feeder {
+            feeder.await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        held
     }
 
     #[tokio::test(start_paused = true)]
     async fn acks_alone_wait_for_company_but_never_longer_than_the_hold() {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-        // Nothing else comes: the acks go after the hold, all of them.
-        let mut batch = vec![local_receipt()];
-        let started = tokio::time::Instant::now();
-        let feeder = tokio::spawn({
-            let tx = tx.clone();
-            async move {
-                tokio::time::sleep(ACK_HOLD / 4).await;
-                let _ = tx.send(local_receipt()).await;
-            }
-        });
-        hold_acks(&mut rx, &mut batch, 64).await;
-        assert_eq!(started.elapsed(), ACK_HOLD, "acks alone are held for the whole hold, not longer");
-        assert_eq!(kinds(&batch), [true, true], "an ack that came meanwhile joins them");
-        feeder.await.unwrap_or_else(|e| panic!("{e}"));
+        let (tx, mut rx) = mpsc::channel(16);
+        // Nothing but another ack comes: the acks go after the whole hold, all of them.
+        let mut batch = vec![Op::Ack];
+        let held = hold_with(&tx, &mut rx, &mut batch, Some((ACK_HOLD / 4, Op::Ack))).await;
+        assert_eq!(held, ACK_HOLD, "acks alone are held for the whole hold, not longer");
+        assert_eq!(batch, [Op::Ack, Op::Ack], "an ack that came meanwhile joins them");
 
-        // A message ends the hold the moment it arrives, and shares the commit.
-        let mut batch = vec![local_receipt()];
-        let started = tokio::time::Instant::now();
-        let feeder = tokio::spawn({
-            let tx = tx.clone();
-            async move {
-                tokio::time::sleep(ACK_HOLD / 5).await;
-                let _ = tx.send(message()).await;
-            }
-        });
-        hold_acks(&mut rx, &mut batch, 64).await;
-        assert_eq!(started.elapsed(), ACK_HOLD / 5, "the message does not wait");
-        assert_eq!(kinds(&batch), [true, false]);
-        feeder.await.unwrap_or_else(|e| panic!("{e}"));
+        // Anything else ends the hold the moment it arrives, and shares the commit.
+        let mut batch = vec![Op::Ack];
+        let held = hold_with(&tx, &mut rx, &mut batch, Some((ACK_HOLD / 5, Op::Other))).await;
+        assert_eq!(held, ACK_HOLD / 5, "what may not wait does not wait");
+        assert_eq!(batch, [Op::Ack, Op::Other]);
 
-        // A `read`, which must reach the disk, is not held; nor is a batch with a message in it.
-        for first in [local_receipt_of(MessageStatus::Read), message()] {
-            let mut batch = vec![local_receipt(), first];
-            let started = tokio::time::Instant::now();
-            hold_acks(&mut rx, &mut batch, 64).await;
-            assert_eq!(started.elapsed(), Duration::ZERO);
-            assert_eq!(batch.len(), 2);
-        }
+        // A batch with anything else in it is not held at all.
+        let mut batch = vec![Op::Ack, Op::Other];
+        assert_eq!(hold_with(&tx, &mut rx, &mut batch, None).await, Duration::ZERO);
+        assert_eq!(batch.len(), 2);
 
         // A full batch goes at once.
-        let mut batch = vec![local_receipt(), local_receipt()];
-        let started = tokio::time::Instant::now();
-        hold_acks(&mut rx, &mut batch, 2).await;
-        assert_eq!(started.elapsed(), Duration::ZERO);
+        let mut batch = vec![Op::Ack; 64];
+        assert_eq!(hold_with(&tx, &mut rx, &mut batch, None).await, Duration::ZERO);
 
         // Shutdown (the queue closes) ends the hold, and the held acks are still there to commit.
         drop(tx);
-        let mut batch = vec![local_receipt()];
-        let started = tokio::time::Instant::now();
-        hold_acks(&mut rx, &mut batch, 64).await;
+        let mut batch = vec![Op::Ack];
+        let started = Instant::now();
+        hold_acks(&mut rx, &mut batch, 64, may_wait).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
-        assert_eq!(kinds(&batch), [true]);
+        assert_eq!(batch, [Op::Ack]);
     }
 
     #[tokio::test(start_paused = true)]

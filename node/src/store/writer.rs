@@ -257,7 +257,7 @@ pub(crate) async fn run<C: Commit>(
     let mut busy = Busy::default();
     while queue.recv_many(&mut batch, max_batch).await > 0 {
         if busy.has_time_to_spare() {
-            hold_acks(&mut queue, &mut batch, max_batch).await;
+            hold_acks(&mut queue, &mut batch, max_batch, Job::may_wait).await;
         }
         let started = tokio::time::Instant::now();
         debug!(ops = batch.len(), "group commit");
@@ -397,7 +397,7 @@ pub(super) fn group_hot_path(batch: &mut [Job]) {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use kith_proto::{DeviceId, MessageId, MessageStatus, ServerName, Timestamp, UserId};
     use tokio::sync::oneshot;
 
@@ -412,7 +412,7 @@ pub(super) mod tests {
         Slot::new(oneshot::channel().0)
     }
 
-    pub(in crate::store) fn local_receipt_of(status: MessageStatus) -> Job {
+    fn local_receipt_of(status: MessageStatus) -> Job {
         let receipt = Receipt {
             reader: user("bob@here"),
             device: DeviceId(0),
@@ -423,11 +423,11 @@ pub(super) mod tests {
         Job::RecordReceipt(receipt, slot())
     }
 
-    pub(in crate::store) fn local_receipt() -> Job {
+    fn local_receipt() -> Job {
         local_receipt_of(MessageStatus::Delivered)
     }
 
-    pub(in crate::store) fn message() -> Job {
+    fn message() -> Job {
         let message = NewMessage {
             message_id: MessageId::now(),
             sender: user("alice@here"),
@@ -474,5 +474,17 @@ pub(super) mod tests {
         assert!(must_reach_disk(&[removal(), message()]));
         let bookkeeping = Job::RemoveHandoffs(vec!["h1".into()], slot());
         assert!(must_reach_disk(&[local_receipt(), bookkeeping]));
+    }
+
+    #[test]
+    fn only_a_local_delivered_ack_may_wait_for_the_next_commit() {
+        assert!(local_receipt().may_wait());
+        // A `read` must reach the disk; a message's `sent` and a peer's receipt are awaited.
+        assert!(!local_receipt_of(MessageStatus::Read).may_wait());
+        assert!(!message().may_wait());
+        assert!(!remote_receipt().may_wait());
+        // The outbox pump awaits its removal before it reads the next batch.
+        let removal = Job::OutboxRemove { destination: "there".into(), seqs: vec![1], slot: slot() };
+        assert!(!removal.may_wait());
     }
 }
