@@ -95,7 +95,8 @@ mod tests {
         *op == Op::Ack
     }
 
-    /// Holds `batch` while `op` is sent after `delay`; returns how long the hold lasted.
+    /// Holds `batch` while `late`'s job, if any, is sent after its delay; returns how long the
+    /// hold lasted.
     async fn hold_with(
         tx: &mpsc::Sender<Op>,
         rx: &mut mpsc::Receiver<Op>,
